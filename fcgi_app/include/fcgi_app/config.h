@@ -1,0 +1,82 @@
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fcgi_app/log.h"
+
+namespace chatllm {
+
+// A configuration problem, already phrased for the operator as
+// "<file>:<line>: [section] key: what is wrong" (see docs/config.md).
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// One database shard. Connection settings are per shard; the ring only sees
+// name and weight.
+struct ShardConfig {
+  std::string name;                  // From the section name [shard.NAME].
+  std::string host = "127.0.0.1";
+  int port = 3306;
+  std::string database = "chatllm";
+  std::string user = "chatllm_app";  // DML-only account used by the app.
+  std::string password;              // From `password` or `password_file`.
+  uint32_t weight = 100;
+  std::string migrate_user;          // DDL account for migrations; default: user.
+  std::string migrate_password;      // Default: password.
+};
+
+// Every setting of chatllm-fcgi and shardctl. Defaults here are the documented
+// defaults; LoadConfig() fills what the file sets and validates everything.
+struct Config {
+  std::string path;  // The file this came from (for messages).
+
+  // [server]
+  std::string instance_name;  // Default: the host name. Sent as X-Served-By.
+  std::string listen = "127.0.0.1:9000";  // host:port of the FastCGI socket.
+  int backlog = 1024;                     // listen(2) backlog.
+  int workers = 4;                        // Worker processes.
+  int shutdown_timeout_s = 30;  // On SIGTERM, in-flight requests get this long, then SIGKILL.
+  std::string pid_file;         // Empty: no pid file.
+  std::string log_file;         // Empty: stderr.
+  LogLevel log_level = LogLevel::kInfo;
+
+  // [limits]
+  size_t max_body_bytes = 1 << 20;       // Request body; larger gets 413.
+  size_t max_content_bytes = 32 * 1024;  // Message content, in bytes of UTF-8.
+  size_t max_title_chars = 200;          // Session title, in code points.
+  size_t max_metadata_bytes = 4096;      // Session metadata, serialized compactly.
+  int context_messages = 20;             // Newest messages sent to the provider.
+
+  // [db]
+  int connect_timeout_s = 1;
+  int read_timeout_s = 2;
+  int write_timeout_s = 2;
+  double statement_timeout_s = 1.5;  // Server-side max_statement_time.
+  int lock_wait_timeout_s = 1;       // innodb_lock_wait_timeout.
+  int max_retries = 5;               // Re-runs of a transaction on deadlock or lock timeout.
+  int down_backoff_ms = 1000;        // After a shard times out, fail fast this long.
+
+  // [provider]
+  std::string provider = "echo";
+  int echo_delay_ms = 0;  // Makes echo wait before answering (load tests).
+
+  // [shard.NAME] sections, in file order. At least one.
+  std::vector<ShardConfig> shards;
+};
+
+// Reads and validates a config file. Throws ConfigError naming the file, line,
+// section and key on the first problem: syntax, unknown section or key, a
+// value of the wrong type or out of range, a missing or unreadable password
+// file, no shard.
+Config LoadConfig(const std::string& path);
+// Same, from text already in memory; `path` is used in messages and to
+// resolve relative password_file paths.
+Config ParseConfig(std::string_view text, const std::string& path);
+
+}  // namespace chatllm

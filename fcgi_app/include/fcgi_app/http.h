@@ -1,0 +1,44 @@
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace chatllm {
+
+// One HTTP request as the FastCGI worker received it from nginx.
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // Raw path from REQUEST_URI, without the query string.
+  std::string query;   // Raw query string, without '?'.
+  std::map<std::string, std::string> headers;  // Lowercase names ("content-type").
+  std::string body;
+  std::string remote_addr;
+
+  // Header value or "" when absent. `name` must be lowercase.
+  const std::string& Header(const std::string& name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;  // Empty for 204.
+
+  void SetHeader(std::string name, std::string value);
+};
+
+// Reason phrase for the status line ("Not Found"); "Unknown" if not listed.
+const char* StatusReason(int status);
+
+// The uniform error body: {"error":{"code":"...","message":"..."}}.
+HttpResponse ErrorResponse(int status, std::string_view code, std::string_view message);
+
+// Parses an application/x-www-form-urlencoded query string. Percent-escapes
+// and '+' are decoded. Returns false (with a reason) on a malformed escape or
+// a repeated key, which would make the request ambiguous.
+bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out,
+                std::string* error);
+
+}  // namespace chatllm

@@ -1,0 +1,38 @@
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace chatllm {
+
+// A session id: a random (version 4) UUID, 122 random bits from getrandom(2).
+// On the wire and on the ring it is the canonical 36-character lowercase text
+// form; in the database it is the 16 raw bytes (BINARY(16)).
+class SessionId {
+ public:
+  // Draws a new id from the kernel CSPRNG. Aborts if getrandom fails, which
+  // only happens on a broken kernel.
+  static SessionId Generate();
+  // Accepts the canonical 8-4-4-4-12 hex form in either case; nullopt for
+  // anything else (wrong length, non-hex, misplaced hyphens).
+  static std::optional<SessionId> Parse(std::string_view text);
+  // Wraps 16 raw bytes read back from the database. Requires size 16.
+  static SessionId FromBytes(std::string_view bytes);
+
+  const std::string& text() const { return text_; }    // Lowercase canonical form.
+  const std::string& bytes() const { return bytes_; }  // 16 raw bytes.
+
+  bool operator==(const SessionId& o) const { return bytes_ == o.bytes_; }
+
+ private:
+  SessionId() = default;
+  std::string text_;
+  std::string bytes_;
+};
+
+// Fills `out` with cryptographically random bytes (getrandom(2)).
+void RandomBytes(void* out, size_t len);
+
+}  // namespace chatllm

@@ -1,0 +1,58 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "fcgi_app/config.h"
+
+namespace chatllm {
+
+// A rejected request: becomes an HTTP error with a JSON body.
+struct ApiError {
+  int status = 400;
+  std::string code;     // Stable, machine-readable: "invalid_json", "invalid_request", ...
+  std::string message;  // For humans; names the field and the rule.
+};
+
+struct CreateSessionRequest {
+  std::optional<std::string> title;
+  std::string metadata_json = "{}";  // Re-serialized compactly.
+};
+
+struct AppendMessageRequest {
+  std::string content;
+  std::string role = "user";
+};
+
+struct ListMessagesQuery {
+  int limit = 50;
+  int64_t after = 0;
+};
+
+constexpr int kMaxPageLimit = 200;
+
+// Parsers for request bodies and query strings. Each returns nullopt on
+// success, having filled *out, or the error to send. They are strict:
+// unknown fields and parameters are errors, so a client's typo is reported
+// instead of silently ignored (as the OpenAI and Stripe APIs do).
+
+// POST /v1/sessions: an empty body means {}.
+std::optional<ApiError> ParseCreateSession(std::string_view body, const Config& config,
+                                           CreateSessionRequest* out);
+// POST /v1/sessions/{id}/messages.
+std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& config,
+                                           AppendMessageRequest* out);
+// GET /v1/sessions/{id}/messages?limit=&after=
+std::optional<ApiError> ParseListMessagesQuery(std::string_view query, ListMessagesQuery* out);
+
+// POST bodies must be JSON: the Content-Type header may be absent or
+// application/json (parameters such as charset=utf-8 allowed).
+std::optional<ApiError> CheckJsonContentType(std::string_view content_type);
+
+// Parses a non-negative decimal integer with no sign, spaces or leading
+// zeros (except "0") that is <= max. Used for query parameters.
+bool ParseDecimal(std::string_view text, int64_t max, int64_t* out);
+
+}  // namespace chatllm

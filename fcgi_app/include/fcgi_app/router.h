@@ -1,0 +1,32 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace chatllm {
+
+enum class RouteId {
+  kNotFound,          // No route has this path.
+  kMethodNotAllowed,  // The path exists; `allow` lists its methods.
+  kHealthz,
+  kReadyz,
+  kCreateSession,
+  kGetSession,
+  kDeleteSession,
+  kListMessages,
+  kAppendMessage,
+};
+
+struct RouteMatch {
+  RouteId id = RouteId::kNotFound;
+  std::string session_id;  // Raw {id} path segment, not yet validated.
+  std::string allow;       // For kMethodNotAllowed: value of the Allow header.
+  const char* name = "";   // Route template for logs and metrics.
+};
+
+// Maps a method and a raw path to a route. Pure and allocation-light; HEAD
+// matches wherever GET does (the worker drops the body). Paths match exactly:
+// no trailing slash, no empty segments, no percent-decoding.
+RouteMatch MatchRoute(std::string_view method, std::string_view path);
+
+}  // namespace chatllm

@@ -1,0 +1,287 @@
+#include "fcgi_app/config.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "shard_router/ring.h"
+
+namespace chatllm {
+namespace {
+
+struct Entry {
+  std::string value;
+  int line = 0;
+  bool used = false;
+};
+
+struct Section {
+  int line = 0;
+  std::map<std::string, Entry> keys;
+};
+
+std::string Trim(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+// Minimal INI: "[section]", "key = value", comments starting with ';' or '#'
+// at the start of a line. Keys and sections are case-sensitive; a repeated
+// key or section is an error rather than a silent override.
+class Ini {
+ public:
+  Ini(std::string_view text, std::string path) : path_(std::move(path)) {
+    std::istringstream in{std::string(text)};
+    std::string raw;
+    std::string current;
+    int lineno = 0;
+    while (std::getline(in, raw)) {
+      ++lineno;
+      std::string line = Trim(raw);
+      if (line.empty() || line[0] == ';' || line[0] == '#') continue;
+      if (line.front() == '[') {
+        if (line.back() != ']') Fail(lineno, "", "", "section header is missing ']'");
+        current = Trim(std::string_view(line).substr(1, line.size() - 2));
+        if (current.empty()) Fail(lineno, "", "", "empty section name");
+        if (sections_.count(current)) Fail(lineno, current, "", "section appears twice");
+        sections_[current].line = lineno;
+        order_.push_back(current);
+        continue;
+      }
+      size_t eq = line.find('=');
+      if (eq == std::string::npos) Fail(lineno, current, "", "expected 'key = value', got '" + line + "'");
+      if (current.empty()) Fail(lineno, "", "", "key outside of any [section]");
+      std::string key = Trim(std::string_view(line).substr(0, eq));
+      std::string value = Trim(std::string_view(line).substr(eq + 1));
+      if (key.empty()) Fail(lineno, current, "", "empty key");
+      Section& sec = sections_[current];
+      if (sec.keys.count(key)) Fail(lineno, current, key, "key appears twice in the section");
+      sec.keys[key] = Entry{value, lineno, false};
+    }
+  }
+
+  [[noreturn]] void Fail(int line, const std::string& section, const std::string& key,
+                         const std::string& what) const {
+    std::string msg = path_;
+    if (line > 0) msg.append(":").append(std::to_string(line));
+    msg += ": ";
+    if (!section.empty()) msg.append("[").append(section).append("] ");
+    if (!key.empty()) msg.append(key).append(": ");
+    msg += what;
+    throw ConfigError(msg);
+  }
+
+  const std::vector<std::string>& sections() const { return order_; }
+  bool HasSection(const std::string& s) const { return sections_.count(s) > 0; }
+
+  // Returns the entry for section/key and marks it used, or nullptr.
+  const Entry* Find(const std::string& section, const std::string& key) {
+    auto s = sections_.find(section);
+    if (s == sections_.end()) return nullptr;
+    auto k = s->second.keys.find(key);
+    if (k == s->second.keys.end()) return nullptr;
+    k->second.used = true;
+    return &k->second;
+  }
+
+  std::string String(const std::string& section, const std::string& key, std::string def,
+                     bool allow_empty = true) {
+    const Entry* e = Find(section, key);
+    if (!e) return def;
+    if (!allow_empty && e->value.empty()) Fail(e->line, section, key, "must not be empty");
+    return e->value;
+  }
+
+  int64_t Int(const std::string& section, const std::string& key, int64_t def, int64_t min,
+              int64_t max) {
+    const Entry* e = Find(section, key);
+    if (!e) return def;
+    errno = 0;
+    char* end = nullptr;
+    long long v = std::strtoll(e->value.c_str(), &end, 10);
+    if (e->value.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
+      Fail(e->line, section, key,
+           "'" + e->value + "' is not an integer in " + std::to_string(min) + ".." +
+               std::to_string(max));
+    }
+    return v;
+  }
+
+  double Double(const std::string& section, const std::string& key, double def, double min,
+                double max) {
+    const Entry* e = Find(section, key);
+    if (!e) return def;
+    char* end = nullptr;
+    double v = std::strtod(e->value.c_str(), &end);
+    if (e->value.empty() || *end != '\0' || !(v >= min && v <= max)) {
+      std::ostringstream range;
+      range << min << ".." << max;
+      Fail(e->line, section, key, "'" + e->value + "' is not a number in " + range.str());
+    }
+    return v;
+  }
+
+  // Throws on the first key nobody asked for: a typo must not be ignored.
+  void CheckAllUsed() const {
+    for (const std::string& name : order_) {
+      for (const auto& [key, entry] : sections_.at(name).keys) {
+        if (!entry.used) Fail(entry.line, name, key, "unknown key");
+      }
+    }
+  }
+
+  int SectionLine(const std::string& s) const { return sections_.at(s).line; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::map<std::string, Section> sections_;
+  std::vector<std::string> order_;
+};
+
+std::string ResolvePath(const std::string& config_path, const std::string& p) {
+  if (p.empty() || p[0] == '/') return p;
+  size_t slash = config_path.rfind('/');
+  if (slash == std::string::npos) return p;
+  return config_path.substr(0, slash + 1) + p;
+}
+
+// Reads a secret from `password` or `password_file` (first line, trailing
+// newline stripped). Setting both is an error.
+std::string ReadSecret(Ini& ini, const std::string& section, const std::string& key,
+                       const std::string& def) {
+  const Entry* inline_value = ini.Find(section, key);
+  const Entry* file = ini.Find(section, key + "_file");
+  if (inline_value && file) {
+    ini.Fail(file->line, section, key + "_file", "set either " + key + " or " + key + "_file, not both");
+  }
+  // Poco's MySQL connection string splits on ';' with no escaping.
+  auto check = [&](const std::string& secret, const Entry* e, const std::string& k) {
+    if (secret.find(';') != std::string::npos) {
+      ini.Fail(e->line, section, k, "must not contain ';' (connection-string separator)");
+    }
+    return secret;
+  };
+  if (inline_value) return check(inline_value->value, inline_value, key);
+  if (!file) return def;
+  std::string path = ResolvePath(ini.path(), file->value);
+  std::ifstream in(path);
+  if (!in) {
+    ini.Fail(file->line, section, key + "_file",
+             "cannot read '" + path + "': " + std::strerror(errno));
+  }
+  std::string secret;
+  std::getline(in, secret);
+  while (!secret.empty() && (secret.back() == '\r' || secret.back() == '\n')) secret.pop_back();
+  return check(secret, file, key + "_file");
+}
+
+bool ValidListen(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  std::string port = listen.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+  int p = std::stoi(port);
+  return p >= 1 && p <= 65535;
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "chatllm";
+  return buf;
+}
+
+}  // namespace
+
+Config ParseConfig(std::string_view text, const std::string& path) {
+  Ini ini(text, path);
+  Config c;
+  c.path = path;
+
+  for (const std::string& s : ini.sections()) {
+    bool known = s == "server" || s == "limits" || s == "db" || s == "provider" ||
+                 s.rfind("shard.", 0) == 0;
+    if (!known) ini.Fail(ini.SectionLine(s), s, "", "unknown section");
+  }
+
+  c.instance_name = ini.String("server", "instance_name", HostName(), false);
+  c.listen = ini.String("server", "listen", c.listen, false);
+  if (!ValidListen(c.listen)) {
+    const Entry* e = ini.Find("server", "listen");
+    ini.Fail(e ? e->line : 0, "server", "listen", "'" + c.listen + "' is not host:port");
+  }
+  c.backlog = static_cast<int>(ini.Int("server", "backlog", c.backlog, 1, 65535));
+  c.workers = static_cast<int>(ini.Int("server", "workers", c.workers, 1, 1024));
+  c.shutdown_timeout_s =
+      static_cast<int>(ini.Int("server", "shutdown_timeout", c.shutdown_timeout_s, 0, 3600));
+  c.pid_file = ResolvePath(path, ini.String("server", "pid_file", ""));
+  c.log_file = ResolvePath(path, ini.String("server", "log_file", ""));
+  std::string level = ini.String("server", "log_level", "info");
+  if (!ParseLogLevel(level, &c.log_level)) {
+    ini.Fail(ini.Find("server", "log_level")->line, "server", "log_level",
+             "'" + level + "' is not one of debug, info, warn, error");
+  }
+
+  c.max_body_bytes = ini.Int("limits", "max_body_bytes", c.max_body_bytes, 1024, 64 << 20);
+  c.max_content_bytes = ini.Int("limits", "max_content_bytes", c.max_content_bytes, 1, 16 << 20);
+  c.max_title_chars = ini.Int("limits", "max_title_chars", c.max_title_chars, 1, 10000);
+  c.max_metadata_bytes = ini.Int("limits", "max_metadata_bytes", c.max_metadata_bytes, 2, 1 << 20);
+  c.context_messages =
+      static_cast<int>(ini.Int("limits", "context_messages", c.context_messages, 1, 1000));
+
+  c.connect_timeout_s = static_cast<int>(ini.Int("db", "connect_timeout", c.connect_timeout_s, 1, 60));
+  c.read_timeout_s = static_cast<int>(ini.Int("db", "read_timeout", c.read_timeout_s, 1, 3600));
+  c.write_timeout_s = static_cast<int>(ini.Int("db", "write_timeout", c.write_timeout_s, 1, 3600));
+  c.statement_timeout_s = ini.Double("db", "statement_timeout", c.statement_timeout_s, 0, 3600);
+  c.lock_wait_timeout_s =
+      static_cast<int>(ini.Int("db", "lock_wait_timeout", c.lock_wait_timeout_s, 1, 3600));
+  c.max_retries = static_cast<int>(ini.Int("db", "max_retries", c.max_retries, 0, 100));
+  c.down_backoff_ms = static_cast<int>(ini.Int("db", "down_backoff_ms", c.down_backoff_ms, 0, 60000));
+
+  c.provider = ini.String("provider", "name", c.provider, false);
+  if (c.provider != "echo") {
+    ini.Fail(ini.Find("provider", "name")->line, "provider", "name",
+             "'" + c.provider + "' is not a known provider (echo)");
+  }
+  c.echo_delay_ms = static_cast<int>(ini.Int("provider", "echo_delay_ms", c.echo_delay_ms, 0, 600000));
+
+  for (const std::string& s : ini.sections()) {
+    if (s.rfind("shard.", 0) != 0) continue;
+    ShardConfig sh;
+    sh.name = s.substr(6);
+    if (!shard_router::IsValidShardName(sh.name)) {
+      ini.Fail(ini.SectionLine(s), s, "", "shard name must be 1..64 characters of [a-z0-9_-]");
+    }
+    sh.host = ini.String(s, "host", sh.host, false);
+    sh.port = static_cast<int>(ini.Int(s, "port", sh.port, 1, 65535));
+    sh.database = ini.String(s, "database", sh.database, false);
+    sh.user = ini.String(s, "user", sh.user, false);
+    sh.password = ReadSecret(ini, s, "password", "");
+    sh.weight = static_cast<uint32_t>(
+        ini.Int(s, "weight", sh.weight, 1, shard_router::Ring::kMaxWeight));
+    sh.migrate_user = ini.String(s, "migrate_user", sh.user, false);
+    sh.migrate_password = ReadSecret(ini, s, "migrate_password", sh.password);
+    c.shards.push_back(std::move(sh));
+  }
+  if (c.shards.empty()) ini.Fail(0, "", "", "no [shard.NAME] section: at least one shard is required");
+
+  ini.CheckAllUsed();
+  return c;
+}
+
+Config LoadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open: " + std::strerror(errno));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return ParseConfig(buf.str(), path);
+}
+
+}  // namespace chatllm

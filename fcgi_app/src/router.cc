@@ -1,0 +1,77 @@
+#include "fcgi_app/router.h"
+
+#include <array>
+
+namespace chatllm {
+namespace {
+
+// Splits "/a/b/c" into at most 5 segments; returns -1 when the path is not of
+// the form "/seg(/seg)*" with non-empty segments, or is longer than that.
+int Split(std::string_view path, std::array<std::string_view, 5>* segs) {
+  if (path.empty() || path[0] != '/') return -1;
+  int n = 0;
+  size_t pos = 1;
+  while (true) {
+    size_t slash = path.find('/', pos);
+    std::string_view seg =
+        path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    if (seg.empty() || n == static_cast<int>(segs->size())) return -1;
+    (*segs)[n++] = seg;
+    if (slash == std::string_view::npos) return n;
+    pos = slash + 1;
+  }
+}
+
+RouteMatch Resolve(std::string_view method, RouteId get, RouteId post, RouteId del,
+                   const char* name) {
+  RouteMatch m;
+  m.name = name;
+  bool is_get = method == "GET" || method == "HEAD";
+  if (is_get && get != RouteId::kNotFound) m.id = get;
+  else if (method == "POST" && post != RouteId::kNotFound) m.id = post;
+  else if (method == "DELETE" && del != RouteId::kNotFound) m.id = del;
+  else {
+    m.id = RouteId::kMethodNotAllowed;
+    std::string allow;
+    auto add = [&allow](const char* v) {
+      if (!allow.empty()) allow += ", ";
+      allow += v;
+    };
+    if (get != RouteId::kNotFound) {
+      add("GET");
+      add("HEAD");
+    }
+    if (post != RouteId::kNotFound) add("POST");
+    if (del != RouteId::kNotFound) add("DELETE");
+    m.allow = allow;
+  }
+  return m;
+}
+
+constexpr RouteId kNone = RouteId::kNotFound;
+
+}  // namespace
+
+RouteMatch MatchRoute(std::string_view method, std::string_view path) {
+  std::array<std::string_view, 5> s;
+  int n = Split(path, &s);
+  if (n == 1 && s[0] == "healthz") return Resolve(method, RouteId::kHealthz, kNone, kNone, "/healthz");
+  if (n == 1 && s[0] == "readyz") return Resolve(method, RouteId::kReadyz, kNone, kNone, "/readyz");
+  if (n >= 2 && s[0] == "v1" && s[1] == "sessions") {
+    if (n == 2) return Resolve(method, kNone, RouteId::kCreateSession, kNone, "/v1/sessions");
+    RouteMatch m;
+    if (n == 3) {
+      m = Resolve(method, RouteId::kGetSession, kNone, RouteId::kDeleteSession, "/v1/sessions/{id}");
+    } else if (n == 4 && s[3] == "messages") {
+      m = Resolve(method, RouteId::kListMessages, RouteId::kAppendMessage, kNone,
+                  "/v1/sessions/{id}/messages");
+    } else {
+      return RouteMatch{};
+    }
+    m.session_id = std::string(s[2]);
+    return m;
+  }
+  return RouteMatch{};
+}
+
+}  // namespace chatllm

@@ -1,0 +1,279 @@
+#include "fcgi_app/service.h"
+
+#include <algorithm>
+
+#include "fcgi_app/json.h"
+#include "fcgi_app/log.h"
+#include "fcgi_app/requests.h"
+#include "fcgi_app/router.h"
+#include "fcgi_app/time_util.h"
+
+namespace chatllm {
+namespace {
+
+HttpResponse FromApiError(const ApiError& e) { return ErrorResponse(e.status, e.code, e.message); }
+
+HttpResponse SessionNotFound() {
+  return ErrorResponse(404, "session_not_found", "no session with this id");
+}
+
+HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf) {
+  HttpResponse r;
+  r.status = status;
+  r.SetHeader("Content-Type", "application/json");
+  r.body.assign(buf.GetString(), buf.GetSize());
+  return r;
+}
+
+void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s) {
+  w.StartObject();
+  w.Key("id");
+  w.String(id.text());
+  w.Key("title");
+  if (s.title) w.String(*s.title);
+  else w.Null();
+  w.Key("metadata");
+  w.RawValue(s.metadata_json.data(), s.metadata_json.size(), rapidjson::kObjectType);
+  w.Key("created_at");
+  w.String(FormatRfc3339(s.created_us));
+  w.Key("updated_at");
+  w.String(FormatRfc3339(s.updated_us));
+  w.Key("message_count");
+  w.Int64(s.message_count);
+  w.EndObject();
+}
+
+void WriteMessage(JsonWriter& w, const MessageRecord& m) {
+  w.StartObject();
+  w.Key("seq");
+  w.Int64(m.seq);
+  w.Key("role");
+  w.String(m.role);
+  w.Key("content");
+  w.String(m.content.data(), m.content.size());
+  w.Key("created_at");
+  w.String(FormatRfc3339(m.created_us));
+  if (m.reply_to != 0) {
+    w.Key("reply_to");
+    w.Int64(m.reply_to);
+  }
+  w.EndObject();
+}
+
+HttpResponse FromDbError(const DbError& e, const char* what) {
+  if (e.kind() == DbErrorKind::kQuery) {
+    LOG_ERROR("%s: shard %s: unexpected SQL error %d: %s", what, e.shard().c_str(), e.mysql_errno(),
+              e.what());
+    return ErrorResponse(500, "internal_error", "internal error; see the server log");
+  }
+  std::string message = "shard " + e.shard() + " is unavailable";
+  if (e.kind() == DbErrorKind::kConnectionLost) {
+    message += "; the connection broke mid-request, so a write may or may not have been stored";
+  } else if (e.kind() == DbErrorKind::kRetryable) {
+    message = "shard " + e.shard() + " is overloaded (lock contention)";
+  }
+  HttpResponse r = ErrorResponse(503, "shard_unavailable", message + "; retry later");
+  r.SetHeader("Retry-After", "1");
+  return r;
+}
+
+}  // namespace
+
+Service::Service(const Config& config, Store* store, Provider* provider)
+    : config_(config), store_(store), provider_(provider) {}
+
+HttpResponse Service::Handle(const HttpRequest& request) {
+  try {
+    return Dispatch(request);
+  } catch (const DbError& e) {
+    return FromDbError(e, request.path.c_str());
+  } catch (const std::exception& e) {
+    LOG_ERROR("%s %s: unhandled exception: %s", request.method.c_str(), request.path.c_str(),
+              e.what());
+    return ErrorResponse(500, "internal_error", "internal error; see the server log");
+  }
+}
+
+HttpResponse Service::Dispatch(const HttpRequest& request) {
+  RouteMatch route = MatchRoute(request.method, request.path);
+  switch (route.id) {
+    case RouteId::kNotFound:
+      return ErrorResponse(404, "not_found", "no route for " + request.path);
+    case RouteId::kMethodNotAllowed: {
+      HttpResponse r = ErrorResponse(405, "method_not_allowed",
+                                     request.method + " is not allowed on " + route.name +
+                                         " (allowed: " + route.allow + ")");
+      r.SetHeader("Allow", route.allow);
+      return r;
+    }
+    case RouteId::kHealthz:
+      return Healthz();
+    case RouteId::kReadyz:
+      return Readyz();
+    case RouteId::kCreateSession:
+      return CreateSession(request);
+    default:
+      break;
+  }
+  // Every remaining route is under /v1/sessions/{id}. A malformed id cannot
+  // name a session, so it is the same 404 as an unknown one.
+  std::optional<SessionId> id = SessionId::Parse(route.session_id);
+  if (!id) return SessionNotFound();
+  switch (route.id) {
+    case RouteId::kGetSession: return GetSession(*id);
+    case RouteId::kDeleteSession: return DeleteSession(*id);
+    case RouteId::kListMessages: return ListMessages(*id, request);
+    case RouteId::kAppendMessage: return AppendMessage(*id, request);
+    default: return ErrorResponse(500, "internal_error", "unrouted request");
+  }
+}
+
+HttpResponse Service::Healthz() {
+  HttpResponse r;
+  r.SetHeader("Content-Type", "application/json");
+  r.body = "{\"status\":\"ok\"}";
+  return r;
+}
+
+HttpResponse Service::Readyz() {
+  std::vector<ShardStatus> shards = store_->CheckShards();
+  bool ready = std::all_of(shards.begin(), shards.end(), [](const ShardStatus& s) { return s.up; });
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  if (!ready) {
+    w.Key("error");
+    w.StartObject();
+    w.Key("code");
+    w.String("not_ready");
+    w.Key("message");
+    w.String("one or more shards are unavailable");
+    w.EndObject();
+  }
+  w.Key("status");
+  w.String(ready ? "ready" : "unavailable");
+  w.Key("shards");
+  w.StartArray();
+  for (const ShardStatus& s : shards) {
+    w.StartObject();
+    w.Key("name");
+    w.String(s.name);
+    w.Key("state");
+    w.String(s.up ? "up" : "down");
+    w.Key("schema_version");
+    w.Int(s.schema_version);
+    if (!s.error.empty()) {
+      w.Key("error");
+      w.String(s.error);
+    }
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  HttpResponse r = JsonResponse(ready ? 200 : 503, buf);
+  if (!ready) r.SetHeader("Retry-After", "1");
+  return r;
+}
+
+HttpResponse Service::CreateSession(const HttpRequest& request) {
+  if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
+  CreateSessionRequest req;
+  if (auto err = ParseCreateSession(request.body, config_, &req)) return FromApiError(*err);
+  SessionId id = SessionId::Generate();
+  SessionRecord s;
+  s.title = std::move(req.title);
+  s.metadata_json = std::move(req.metadata_json);
+  s.created_us = s.updated_us = NowMicros();
+  store_->CreateSession(id, s);
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  WriteSession(w, id, s);
+  HttpResponse r = JsonResponse(201, buf);
+  r.SetHeader("Location", "/v1/sessions/" + id.text());
+  return r;
+}
+
+HttpResponse Service::GetSession(const SessionId& id) {
+  std::optional<SessionRecord> s = store_->GetSession(id);
+  if (!s) return SessionNotFound();
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  WriteSession(w, id, *s);
+  return JsonResponse(200, buf);
+}
+
+HttpResponse Service::DeleteSession(const SessionId& id) {
+  if (!store_->DeleteSession(id)) return SessionNotFound();
+  HttpResponse r;
+  r.status = 204;
+  return r;
+}
+
+HttpResponse Service::ListMessages(const SessionId& id, const HttpRequest& request) {
+  ListMessagesQuery q;
+  if (auto err = ParseListMessagesQuery(request.query, &q)) return FromApiError(*err);
+  // One extra row tells whether another page follows.
+  std::optional<std::vector<MessageRecord>> rows = store_->ListMessages(id, q.after, q.limit + 1);
+  if (!rows) return SessionNotFound();
+  bool has_more = rows->size() > static_cast<size_t>(q.limit);
+  if (has_more) rows->resize(q.limit);
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("data");
+  w.StartArray();
+  for (const MessageRecord& m : *rows) WriteMessage(w, m);
+  w.EndArray();
+  w.Key("has_more");
+  w.Bool(has_more);
+  w.Key("next_after");
+  if (has_more) w.Int64(rows->back().seq);
+  else w.Null();
+  w.EndObject();
+  return JsonResponse(200, buf);
+}
+
+HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& request) {
+  if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
+  AppendMessageRequest req;
+  if (auto err = ParseAppendMessage(request.body, config_, &req)) return FromApiError(*err);
+
+  // Transaction 1: the user message, durable before the provider is asked.
+  MessageRecord user{0, "user", std::move(req.content), 0, NowMicros()};
+  user.seq = store_->AppendMessage(id, user.role, user.content, user.created_us, 0);
+  if (user.seq == 0) return SessionNotFound();
+
+  // Outside any transaction: bounded context, then the provider.
+  std::vector<MessageRecord> recent = store_->RecentMessages(id, user.seq, config_.context_messages);
+  std::vector<ChatMessage> context;
+  context.reserve(recent.size());
+  for (MessageRecord& m : recent) context.push_back(ChatMessage{m.role, std::move(m.content)});
+  Completion completion;
+  try {
+    completion = provider_->Complete(context);
+  } catch (const ProviderError& e) {
+    LOG_WARN("session %s: provider %s failed: %s", id.text().c_str(), provider_->name(), e.what());
+    return ErrorResponse(e.status(), e.code(),
+                         std::string(e.what()) + "; the user message is stored as seq " +
+                             std::to_string(user.seq));
+  }
+
+  // Transaction 2: the reply, linked to the user message.
+  MessageRecord assistant{0, "assistant", std::move(completion.content), user.seq,
+                          std::max(NowMicros(), user.created_us)};
+  assistant.seq = store_->AppendMessage(id, assistant.role, assistant.content,
+                                        assistant.created_us, assistant.reply_to);
+  if (assistant.seq == 0) return SessionNotFound();  // Deleted while the provider ran.
+
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("user");
+  WriteMessage(w, user);
+  w.Key("assistant");
+  WriteMessage(w, assistant);
+  w.EndObject();
+  return JsonResponse(201, buf);
+}
+
+}  // namespace chatllm

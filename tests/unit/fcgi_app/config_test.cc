@@ -1,0 +1,112 @@
+#include "fcgi_app/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+namespace chatllm {
+namespace {
+
+const char* kMinimal = "[shard.a]\nport = 3307\n";
+
+std::string Error(const std::string& text) {
+  try {
+    ParseConfig(text, "/etc/chatllm/test.ini");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "ok";
+}
+
+TEST(ConfigTest, DefaultsApplyToAMinimalFile) {
+  Config c = ParseConfig(kMinimal, "test.ini");
+  EXPECT_EQ(c.listen, "127.0.0.1:9000");
+  EXPECT_EQ(c.workers, 4);
+  EXPECT_EQ(c.max_content_bytes, 32768u);
+  EXPECT_EQ(c.provider, "echo");
+  ASSERT_EQ(c.shards.size(), 1u);
+  EXPECT_EQ(c.shards[0].name, "a");
+  EXPECT_EQ(c.shards[0].port, 3307);
+  EXPECT_EQ(c.shards[0].weight, 100u);
+  EXPECT_EQ(c.shards[0].migrate_user, "chatllm_app");
+  EXPECT_FALSE(c.instance_name.empty());
+}
+
+TEST(ConfigTest, ReadsEverySection) {
+  Config c = ParseConfig(
+      "; comment\n# comment\n"
+      "[server]\ninstance_name = app7\nlisten = 127.0.0.1:9001\nworkers = 8\nlog_level = debug\n"
+      "[limits]\nmax_content_bytes = 100\ncontext_messages = 3\n"
+      "[db]\nread_timeout = 5\nstatement_timeout = 0.5\n"
+      "[provider]\nname = echo\necho_delay_ms = 20\n"
+      "[shard.b]\nhost = 10.0.0.2\nweight = 50\npassword = s3cret\nmigrate_user = admin\n"
+      "[shard.a]\n",
+      "x.ini");
+  EXPECT_EQ(c.instance_name, "app7");
+  EXPECT_EQ(c.workers, 8);
+  EXPECT_EQ(c.log_level, LogLevel::kDebug);
+  EXPECT_EQ(c.max_content_bytes, 100u);
+  EXPECT_EQ(c.context_messages, 3);
+  EXPECT_EQ(c.read_timeout_s, 5);
+  EXPECT_DOUBLE_EQ(c.statement_timeout_s, 0.5);
+  EXPECT_EQ(c.echo_delay_ms, 20);
+  ASSERT_EQ(c.shards.size(), 2u);
+  EXPECT_EQ(c.shards[0].name, "b");  // File order.
+  EXPECT_EQ(c.shards[0].weight, 50u);
+  EXPECT_EQ(c.shards[0].password, "s3cret");
+  EXPECT_EQ(c.shards[0].migrate_user, "admin");
+  EXPECT_EQ(c.shards[0].migrate_password, "s3cret");
+}
+
+TEST(ConfigTest, ErrorsNameFileLineSectionAndKey) {
+  const std::string f = "/etc/chatllm/test.ini";
+  EXPECT_EQ(Error("[server]\nworkers = many\n[shard.a]\n"),
+            f + ":2: [server] workers: 'many' is not an integer in 1..1024");
+  EXPECT_EQ(Error("[server]\nworkers = 0\n[shard.a]\n"),
+            f + ":2: [server] workers: '0' is not an integer in 1..1024");
+  EXPECT_EQ(Error("[server]\nwrokers = 2\n[shard.a]\n"), f + ":2: [server] wrokers: unknown key");
+  EXPECT_EQ(Error("[serve]\n[shard.a]\n"), f + ":1: [serve] unknown section");
+  EXPECT_EQ(Error("[server]\nlisten = nowhere\n[shard.a]\n"),
+            f + ":2: [server] listen: 'nowhere' is not host:port");
+  EXPECT_EQ(Error("[db]\nstatement_timeout = fast\n[shard.a]\n"),
+            f + ":2: [db] statement_timeout: 'fast' is not a number in 0..3600");
+  EXPECT_EQ(Error("[provider]\nname = gpt\n[shard.a]\n"),
+            f + ":2: [provider] name: 'gpt' is not a known provider (echo)");
+  EXPECT_EQ(Error("[server]\n"), f + ": no [shard.NAME] section: at least one shard is required");
+  EXPECT_EQ(Error("[shard.A]\n"), f + ":1: [shard.A] shard name must be 1..64 characters of [a-z0-9_-]");
+  EXPECT_EQ(Error("[shard.a]\nweight = 0\n"), f + ":2: [shard.a] weight: '0' is not an integer in 1..1000");
+  EXPECT_EQ(Error("[shard.a]\nport = 1\nport = 2\n"), f + ":3: [shard.a] port: key appears twice in the section");
+  EXPECT_EQ(Error("[shard.a]\njunk\n"), f + ":2: [shard.a] expected 'key = value', got 'junk'");
+  EXPECT_EQ(Error("x = 1\n"), f + ":1: key outside of any [section]");
+  EXPECT_EQ(Error("[shard.a]\npassword = x\npassword_file = /p\n"),
+            f + ":3: [shard.a] password_file: set either password or password_file, not both");
+  EXPECT_EQ(Error("[shard.a]\npassword = a;b\n"),
+            f + ":2: [shard.a] password: must not contain ';' (connection-string separator)");
+  EXPECT_EQ(Error("[shard.a]\npassword_file = /nonexistent/pw\n"),
+            f + ":2: [shard.a] password_file: cannot read '/nonexistent/pw': No such file or directory");
+}
+
+TEST(ConfigTest, PasswordFileIsReadRelativeToTheConfig) {
+  char dir[] = "/tmp/chatllm-config-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string d = dir;
+  std::ofstream(d + "/pw") << "hunter2\n";
+  Config c = ParseConfig("[shard.a]\npassword_file = pw\n", d + "/chatllm.ini");
+  EXPECT_EQ(c.shards[0].password, "hunter2");
+  std::remove((d + "/pw").c_str());
+  rmdir(dir);
+}
+
+TEST(ConfigTest, LoadConfigReportsMissingFile) {
+  try {
+    LoadConfig("/nonexistent/chatllm.ini");
+    FAIL() << "no exception";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "/nonexistent/chatllm.ini: cannot open: No such file or directory");
+  }
+}
+
+}  // namespace
+}  // namespace chatllm
