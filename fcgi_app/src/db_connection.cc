@@ -38,37 +38,35 @@ int ExtractMysqlErrno(const std::string& text) {
   return 0;
 }
 
-DbError ClassifyDbException(const Poco::Exception& e, const std::string& shard) {
-  const std::string text = e.displayText();
-  if (dynamic_cast<const Poco::Data::MySQL::ConnectionException*>(&e) != nullptr) {
-    return DbError(DbErrorKind::kUnavailable, ExtractMysqlErrno(text), shard, text);
-  }
-  int code = ExtractMysqlErrno(text);
-  DbErrorKind kind = DbErrorKind::kQuery;
+DbErrorKind ClassifyMysqlErrno(int code) {
   switch (code) {
     case 1205:  // ER_LOCK_WAIT_TIMEOUT
     case 1213:  // ER_LOCK_DEADLOCK
-      kind = DbErrorKind::kRetryable;
-      break;
+      return DbErrorKind::kRetryable;
     case 1969:  // ER_STATEMENT_TIMEOUT (max_statement_time)
-      kind = DbErrorKind::kTimeout;
-      break;
+      return DbErrorKind::kTimeout;
     case 2002:  // CR_CONNECTION_ERROR
     case 2003:  // CR_CONN_HOST_ERROR
-      kind = DbErrorKind::kUnavailable;
-      break;
+      return DbErrorKind::kUnavailable;
     case 1053:  // ER_SERVER_SHUTDOWN
     case 1927:  // ER_CONNECTION_KILLED
     case 2006:  // CR_SERVER_GONE_ERROR
     case 2013:  // CR_SERVER_LOST
     case 2055:  // CR_SERVER_LOST_EXTENDED
     case 4031:  // ER_CLIENT_INTERACTION_TIMEOUT
-      kind = DbErrorKind::kConnectionLost;
-      break;
+      return DbErrorKind::kConnectionLost;
     default:
-      break;
+      return DbErrorKind::kQuery;
   }
-  return DbError(kind, code, shard, text);
+}
+
+DbError ClassifyDbException(const Poco::Exception& e, const std::string& shard) {
+  const std::string text = e.displayText();
+  int code = ExtractMysqlErrno(text);
+  if (dynamic_cast<const Poco::Data::MySQL::ConnectionException*>(&e) != nullptr) {
+    return DbError(DbErrorKind::kUnavailable, code, shard, text);
+  }
+  return DbError(ClassifyMysqlErrno(code), code, shard, text);
 }
 
 void RegisterMysqlConnector() {
@@ -93,11 +91,13 @@ void DbConnection::Reset() {
   session_.reset();
 }
 
+MYSQL* DbConnection::handle() {
+  return static_cast<Poco::Data::MySQL::SessionImpl*>(session_->impl())->handle();
+}
+
 bool DbConnection::PeerClosed() {
-  auto* impl = static_cast<Poco::Data::MySQL::SessionImpl*>(session_->impl());
-  MYSQL* handle = impl->handle();
   pollfd pfd{};
-  pfd.fd = mysql_get_socket(handle);
+  pfd.fd = mysql_get_socket(handle());
   pfd.events = POLLIN | POLLRDHUP;
   // Between statements the server sends nothing, so readable means it closed
   // the connection (restart, kill, wait_timeout) or sent an error before doing so.

@@ -1,95 +1,51 @@
 #include "fcgi_app/store.h"
 
-#include <Poco/Data/LOB.h>
-#include <Poco/Data/MySQL/SessionImpl.h>
-#include <Poco/Data/Statement.h>
-#include <Poco/DateTime.h>
-#include <Poco/Nullable.h>
-#include <Poco/Timestamp.h>
 #include <unistd.h>
 
 #include <algorithm>
 
 #include "fcgi_app/log.h"
 #include "fcgi_app/migrator.h"
+#include "fcgi_app/mysql_statement.h"
 #include "fcgi_app/time_util.h"
 
 namespace chatllm {
 
-using Poco::Data::Statement;
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
+int ExpectedSchemaVersion() { return LatestMigrationVersion(); }
+
+// The statements of one connection, prepared once and re-executed.
+struct Prepared {
+  explicit Prepared(MYSQL* c)
+      : create(c,
+               "INSERT INTO sessions (id, title, metadata, message_count, created_at, updated_at) "
+               "VALUES (?, ?, ?, 0, ?, ?)"),
+        get(c, "SELECT title, metadata, message_count, created_at, updated_at FROM sessions WHERE id = ?"),
+        del(c, "SELECT chat_delete_session(?)"),
+        append(c, "SELECT chat_append(?, ?, ?, ?, ?)"),
+        // One round trip answers "does the session exist" (the seq-0 row from
+        // sessions) and "which messages follow the cursor" (an index range on
+        // (session_id, seq) that stops at the LIMIT, whatever the history
+        // length). A LEFT JOIN would sort every later message first.
+        list(c,
+             "(SELECT 0, NULL, NULL, NULL, created_at FROM sessions WHERE id = ?) UNION ALL "
+             "(SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
+             "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?)"),
+        recent(c,
+               "SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
+               "WHERE session_id = ? AND seq <= ? ORDER BY seq DESC LIMIT ?"),
+        schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations") {}
+
+  MysqlStatement create, get, del, append, list, recent, schema;
+};
 
 namespace {
 
-Poco::DateTime ToDateTime(int64_t unix_micros) {
-  return Poco::DateTime(Poco::Timestamp(static_cast<Poco::Timestamp::TimeVal>(unix_micros)));
+MessageRecord RowToMessage(const MysqlStatement& st, size_t row) {
+  return MessageRecord{st.Int64(row, 0), st.Text(row, 1), st.Text(row, 2), st.Int64(row, 3),
+                       st.DatetimeMicros(row, 4)};
 }
 
-int64_t ToMicros(const Poco::DateTime& dt) { return dt.timestamp().epochMicroseconds(); }
-
 }  // namespace
-
-int ExpectedSchemaVersion() { return LatestMigrationVersion(); }
-
-// Prepared statements of one connection, with the variables they are bound
-// to by reference: assigning a variable and calling execute() re-runs the
-// statement without preparing it again.
-struct Prepared {
-  explicit Prepared(Poco::Data::Session& s)
-      : create(s), get(s), del(s), append(s), list(s), recent(s), schema(s) {
-    create << "INSERT INTO sessions (id, title, metadata, message_count, created_at, updated_at) "
-              "VALUES (?, ?, ?, 0, ?, ?)",
-        use(id), use(title), use(text), use(at), use(at);
-    get << "SELECT title, metadata, message_count, created_at, updated_at "
-           "FROM sessions WHERE id = ?",
-        use(id), into(title), into(text), into(count), into(at), into(at2);
-    del << "SELECT chat_delete_session(?)", use(id), into(result);
-    append << "SELECT chat_append(?, ?, ?, ?, ?)", use(id), use(role), use(text), use(at),
-        use(number), into(result);
-    // One round trip answers both "does the session exist" (a row at all)
-    // and "which messages follow the cursor"; the session row is found by
-    // primary key, the messages by a range on (session_id, seq).
-    list << "SELECT s.message_count, COALESCE(m.seq, 0), COALESCE(m.role, ''), "
-            "COALESCE(m.content, ''), COALESCE(m.reply_to, 0), COALESCE(m.created_at, s.created_at) "
-            "FROM sessions s LEFT JOIN messages m ON m.session_id = s.id AND m.seq > ? "
-            "WHERE s.id = ? ORDER BY m.seq LIMIT ?",
-        use(number), use(id), use(limit), into(v_count), into(v_seq), into(v_role), into(v_content),
-        into(v_reply), into(v_at);
-    recent << "SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
-              "WHERE session_id = ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
-        use(id), use(number), use(limit), into(v_seq), into(v_role), into(v_content), into(v_reply),
-        into(v_at);
-    schema << "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", into(result);
-  }
-
-  void ClearRows() {
-    v_count.clear();
-    v_seq.clear();
-    v_role.clear();
-    v_content.clear();
-    v_reply.clear();
-    v_at.clear();
-  }
-
-  // Bound variables (inputs and outputs share them where types allow).
-  Poco::Data::BLOB id;  // Session id, 16 raw bytes, bound as binary.
-  Poco::Nullable<std::string> title;
-  std::string role;
-  std::string text;  // Message content or session metadata.
-  Poco::DateTime at;
-  Poco::DateTime at2;
-  Poco::Int64 number = 0;  // seq cursor / upper bound / reply_to.
-  Poco::Int64 count = 0;
-  Poco::Int64 result = 0;
-  int limit = 0;
-  std::vector<Poco::Int64> v_count, v_seq, v_reply;
-  std::vector<std::string> v_role, v_content;
-  std::vector<Poco::DateTime> v_at;
-
-  Statement create, get, del, append, list, recent, schema;
-};
 
 class Store::Shard {
  public:
@@ -99,18 +55,17 @@ class Store::Shard {
 
   // Statements on a live connection, rebuilt after a reconnect.
   Prepared& Ready() {
-    Poco::Data::Session& s = conn_.Get();
+    conn_.Get();
     if (!prepared_ || prepared_generation_ != conn_.generation()) {
       prepared_.reset();
-      prepared_ = std::make_unique<Prepared>(s);
+      prepared_ = std::make_unique<Prepared>(conn_.handle());
       prepared_generation_ = conn_.generation();
     }
     return *prepared_;
   }
 
-  // After a failed statement, Poco's statement objects can be left mid-state
-  // ("Statement still executing"): rebuild them; on connection-level
-  // failures, reconnect too.
+  // After a failed statement: drop the statements (a failed one may be left
+  // mid-result); on connection-level failures, the connection too.
   void AfterError(const DbError& err, int64_t elapsed_us) {
     prepared_.reset();
     if (err.kind() == DbErrorKind::kConnectionLost || err.kind() == DbErrorKind::kUnavailable) {
@@ -118,8 +73,6 @@ class Store::Shard {
       conn_.Reset();
     }
   }
-
-  DbConnection& conn() { return conn_; }
 
  private:
   DbConnection conn_;  // Declared first: statements die before their connection.
@@ -140,8 +93,8 @@ auto RunOnShard(Shard& shard, int max_retries, bool is_read, const char* what, F
     try {
       Prepared& p = shard.Ready();
       return fn(p);
-    } catch (const Poco::Exception& e) {
-      DbError err = ClassifyDbException(e, shard.name());
+    } catch (const MysqlError& e) {
+      DbError err(ClassifyMysqlErrno(e.code()), e.code(), shard.name(), e.what());
       shard.AfterError(err, MonotonicMicros() - start);
       bool retry = (err.kind() == DbErrorKind::kRetryable && attempt < max_retries) ||
                    (err.kind() == DbErrorKind::kConnectionLost && is_read && attempt == 0);
@@ -185,18 +138,16 @@ const std::string& Store::ShardFor(const SessionId& id) const { return ring_.Loo
 
 Store::Shard& Store::ShardOf(const SessionId& id) { return *shards_.at(ShardFor(id)); }
 
-static void SetId(Prepared& p, const SessionId& id) {
-  p.id = Poco::Data::BLOB(reinterpret_cast<const unsigned char*>(id.bytes().data()), id.bytes().size());
-}
-
 void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
   RunOnShard(ShardOf(id), max_retries_, false, "create session", [&](Prepared& p) {
-    SetId(p, id);
-    if (session.title) p.title = *session.title;
-    else p.title.clear();
-    p.text = session.metadata_json;
-    p.at = ToDateTime(session.created_us);
-    p.create.execute();
+    MysqlStatement& st = p.create;
+    st.BindBytes(0, id.bytes());
+    if (session.title) st.BindString(1, *session.title);
+    else st.BindNull(1);
+    st.BindString(2, session.metadata_json);
+    st.BindDatetime(3, session.created_us);
+    st.BindDatetime(4, session.updated_us);
+    st.Execute();
     return 0;
   });
 }
@@ -204,38 +155,39 @@ void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
 std::optional<SessionRecord> Store::GetSession(const SessionId& id) {
   return RunOnShard(ShardOf(id), max_retries_, true, "get session",
                     [&](Prepared& p) -> std::optional<SessionRecord> {
-                      SetId(p, id);
-                      if (p.get.execute() == 0) return std::nullopt;
+                      MysqlStatement& st = p.get;
+                      st.BindBytes(0, id.bytes());
+                      st.Execute();
+                      if (st.row_count() == 0) return std::nullopt;
                       SessionRecord r;
-                      if (!p.title.isNull()) r.title = p.title.value();
-                      r.metadata_json = p.text;
-                      r.message_count = p.count;
-                      r.created_us = ToMicros(p.at);
-                      r.updated_us = ToMicros(p.at2);
+                      if (!st.IsNull(0, 0)) r.title = st.Text(0, 0);
+                      r.metadata_json = st.Text(0, 1);
+                      r.message_count = st.Int64(0, 2);
+                      r.created_us = st.DatetimeMicros(0, 3);
+                      r.updated_us = st.DatetimeMicros(0, 4);
                       return r;
                     });
 }
 
 bool Store::DeleteSession(const SessionId& id) {
   return RunOnShard(ShardOf(id), max_retries_, false, "delete session", [&](Prepared& p) {
-    SetId(p, id);
-    p.result = 0;
-    p.del.execute();
-    return p.result > 0;
+    p.del.BindBytes(0, id.bytes());
+    p.del.Execute();
+    return p.del.row_count() == 1 && p.del.Int64(0, 0) > 0;
   });
 }
 
 int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
                              int64_t created_us, int64_t reply_to) {
   return RunOnShard(ShardOf(id), max_retries_, false, "append message", [&](Prepared& p) {
-    SetId(p, id);
-    p.role.assign(role);
-    p.text.assign(content);
-    p.at = ToDateTime(created_us);
-    p.number = reply_to;
-    p.result = 0;
-    p.append.execute();
-    return static_cast<int64_t>(p.result);
+    MysqlStatement& st = p.append;
+    st.BindBytes(0, id.bytes());
+    st.BindString(1, role);
+    st.BindString(2, content);
+    st.BindDatetime(3, created_us);
+    st.BindInt64(4, reply_to);
+    st.Execute();
+    return st.row_count() == 1 ? st.Int64(0, 0) : int64_t{0};
   });
 }
 
@@ -243,37 +195,38 @@ std::optional<std::vector<MessageRecord>> Store::ListMessages(const SessionId& i
                                                               int limit) {
   return RunOnShard(ShardOf(id), max_retries_, true, "list messages",
                     [&](Prepared& p) -> std::optional<std::vector<MessageRecord>> {
-                      SetId(p, id);
-                      p.number = after;
-                      p.limit = limit;
-                      p.ClearRows();
-                      p.list.execute();
-                      if (p.v_count.empty()) return std::nullopt;
+                      MysqlStatement& st = p.list;
+                      st.BindBytes(0, id.bytes());
+                      st.BindBytes(1, id.bytes());
+                      st.BindInt64(2, after);
+                      st.BindInt64(3, limit);
+                      st.Execute();
+                      bool exists = false;
                       std::vector<MessageRecord> out;
-                      out.reserve(p.v_seq.size());
-                      for (size_t i = 0; i < p.v_seq.size(); ++i) {
-                        if (p.v_seq[i] == 0) continue;  // The LEFT JOIN's empty row.
-                        out.push_back(MessageRecord{p.v_seq[i], std::move(p.v_role[i]),
-                                                    std::move(p.v_content[i]), p.v_reply[i],
-                                                    ToMicros(p.v_at[i])});
+                      out.reserve(st.row_count());
+                      for (size_t i = 0; i < st.row_count(); ++i) {
+                        if (st.Int64(i, 0) == 0) exists = true;  // The sessions row.
+                        else out.push_back(RowToMessage(st, i));
                       }
+                      if (!exists) return std::nullopt;
+                      // UNION ALL keeps each part's order in MariaDB, but SQL
+                      // does not promise it; sorting sorted input is linear.
+                      std::sort(out.begin(), out.end(),
+                                [](const MessageRecord& a, const MessageRecord& b) { return a.seq < b.seq; });
                       return out;
                     });
 }
 
 std::vector<MessageRecord> Store::RecentMessages(const SessionId& id, int64_t upto, int limit) {
   return RunOnShard(ShardOf(id), max_retries_, true, "recent messages", [&](Prepared& p) {
-    SetId(p, id);
-    p.number = upto;
-    p.limit = limit;
-    p.ClearRows();
-    p.recent.execute();
+    MysqlStatement& st = p.recent;
+    st.BindBytes(0, id.bytes());
+    st.BindInt64(1, upto);
+    st.BindInt64(2, limit);
+    st.Execute();
     std::vector<MessageRecord> out;
-    out.reserve(p.v_seq.size());
-    for (size_t i = p.v_seq.size(); i-- > 0;) {
-      out.push_back(MessageRecord{p.v_seq[i], std::move(p.v_role[i]), std::move(p.v_content[i]),
-                                  p.v_reply[i], ToMicros(p.v_at[i])});
-    }
+    out.reserve(st.row_count());
+    for (size_t i = st.row_count(); i-- > 0;) out.push_back(RowToMessage(st, i));
     return out;
   });
 }
@@ -285,9 +238,8 @@ std::vector<ShardStatus> Store::CheckShards() {
     st.name = name;
     try {
       st.schema_version = RunOnShard(*shard, 0, true, "schema version", [](Prepared& p) {
-        p.result = 0;
-        p.schema.execute();
-        return static_cast<int>(p.result);
+        p.schema.Execute();
+        return p.schema.row_count() == 1 ? static_cast<int>(p.schema.Int64(0, 0)) : 0;
       });
       st.up = st.schema_version >= ExpectedSchemaVersion();
       if (!st.up) {

@@ -2,6 +2,7 @@
 
 #include <Poco/Data/Session.h>
 #include <Poco/Exception.h>
+#include <mysql.h>
 
 #include <cstdint>
 #include <memory>
@@ -52,6 +53,9 @@ class DbError : public std::runtime_error {
   std::string shard_;
 };
 
+// What an error number means for the caller (see DbErrorKind).
+DbErrorKind ClassifyMysqlErrno(int code);
+
 // The MySQL error number inside a Poco exception's text ("[mysql_stmt_errno]:
 // 1213"), or 0. Poco's code() is always 0 for MySQL errors.
 int ExtractMysqlErrno(const std::string& display_text);
@@ -85,6 +89,8 @@ class DbConnection {
   // generation must be rebuilt.
   uint64_t generation() const { return generation_; }
   bool connected() const { return session_ != nullptr; }
+  // The libmariadb handle of the live session (after Get()).
+  MYSQL* handle();
   const DbEndpoint& endpoint() const { return endpoint_; }
   const DbOptions& options() const { return options_; }
 

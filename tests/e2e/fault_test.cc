@@ -1,0 +1,181 @@
+// Faults the core must survive: a worker killed mid-request, a shard down.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "support/api_client.h"
+#include "support/stack_env.h"
+
+namespace chatllm::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool WaitFor(double seconds, const std::function<bool()>& cond) {
+  auto start = Clock::now();
+  while (SecondsSince(start) < seconds) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return cond();
+}
+
+// Every acknowledged append is present exactly once; an append whose outcome
+// the client could not know (5xx from a killed worker, or no response) is
+// present at most once; nothing else is present.
+void VerifyAppends(ApiClient& api, const std::string& id, const std::map<std::string, int>& sent) {
+  std::vector<StoredMessage> history;
+  ASSERT_TRUE(ReadHistory(api, id, &history));
+  EXPECT_EQ(CheckHistoryShape(history), "") << id;
+  std::map<std::string, int> found;
+  for (const auto& m : history) {
+    if (m.role == "user") ++found[m.content];
+  }
+  for (const auto& [content, status] : sent) {
+    int n = found.count(content) ? found[content] : 0;
+    if (status == 201) EXPECT_EQ(n, 1) << "acknowledged " << content << " found " << n << " times";
+    else EXPECT_LE(n, 1) << "unacknowledged " << content << " (status " << status << ") found " << n << " times";
+  }
+  for (const auto& [content, n] : found) EXPECT_TRUE(sent.count(content)) << "never sent: " << content;
+}
+
+TEST(FaultTest, KilledWorkersLoseNoAcknowledgedMessageAndAreReplaced) {
+  const StackEnv& env = StackEnv::Get();
+  const std::string app = env.apps()[0].first;
+  pid_t master = env.AppMasterPid(app);
+  ASSERT_GT(master, 0);
+  ASSERT_EQ(ChildPids(master).size(), static_cast<size_t>(env.workers()));
+
+  constexpr int kClients = 8;
+  std::atomic<bool> stop{false};
+  std::vector<std::string> ids(kClients);
+  std::vector<std::map<std::string, int>> sent(kClients);
+  ApiClient setup(env.url());
+  for (auto& id : ids) ASSERT_FALSE((id = setup.CreateSession()).empty());
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      ApiClient api(env.url(), 10);
+      for (int i = 0; !stop.load(); ++i) {
+        std::string content = "c" + std::to_string(c) + "-" + std::to_string(i);
+        sent[c][content] = api.Append(ids[c], content).status;
+      }
+    });
+  }
+  int killed = 0;
+  for (int round = 0; round < 3; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    std::vector<pid_t> workers = ChildPids(master);
+    ASSERT_FALSE(workers.empty());
+    pid_t victim = workers[round % workers.size()];
+    ASSERT_EQ(kill(victim, SIGKILL), 0);
+    ++killed;
+    auto t0 = Clock::now();
+    bool replaced = WaitFor(1.0, [&] {
+      auto now = ChildPids(master);
+      return now.size() == static_cast<size_t>(env.workers()) &&
+             std::find(now.begin(), now.end(), victim) == now.end();
+    });
+    EXPECT_TRUE(replaced) << "worker " << victim << " not replaced within 1 s";
+    EXPECT_LT(SecondsSince(t0), 1.0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  for (auto& t : clients) t.join();
+
+  EXPECT_EQ(env.AppMasterPid(app), master);  // The master itself never restarted.
+  int acked = 0, unknown = 0;
+  for (int c = 0; c < kClients; ++c) {
+    for (const auto& [content, status] : sent[c]) (status == 201 ? acked : unknown)++;
+    VerifyAppends(setup, ids[c], sent[c]);
+  }
+  EXPECT_GT(acked, 100);
+  EXPECT_LE(unknown, killed * 2) << "only requests in flight on a killed worker may fail";
+}
+
+class ShardFaultTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    // Leave the stack as we found it, even if the test failed halfway.
+    StackEnv::Get().Stack("start-db " + victim_);
+    ApiClient api(StackEnv::Get().url());
+    WaitFor(20, [&] { return api.Get("/readyz").status == 200; });
+  }
+
+  // Creates sessions until it has one owned by `shard`.
+  std::string SessionOn(ApiClient& api, const std::string& shard) {
+    const StackEnv& env = StackEnv::Get();
+    for (int i = 0; i < 64; ++i) {
+      std::string id = api.CreateSession();
+      std::string owner;
+      RunCommand(env.build() + "/shardctl --config " + env.AppConfig(env.apps()[0].first) + " locate " + id,
+                 &owner);
+      if (owner == shard + "\n") return id;
+    }
+    ADD_FAILURE() << "no session landed on shard " << shard;
+    return "";
+  }
+
+  std::string victim_ = "a";
+};
+
+TEST_F(ShardFaultTest, DownShardFailsOnlyItsSessionsFastAndRecoversWithoutRestart) {
+  const StackEnv& env = StackEnv::Get();
+  ApiClient api(env.url(), 10);
+  const std::string on_a = SessionOn(api, "a");
+  const std::string on_b = SessionOn(api, "b");
+  ASSERT_FALSE(on_a.empty());
+  ASSERT_FALSE(on_b.empty());
+  ASSERT_EQ(api.Append(on_a, "before the crash").status, 201);
+  std::vector<pid_t> masters;
+  for (const auto& [name, port] : env.apps()) masters.push_back(env.AppMasterPid(name));
+
+  ASSERT_EQ(env.Stack("kill-db a"), 0);
+
+  // Enough requests that every worker of every instance meets the dead shard.
+  for (int i = 0; i < 3 * env.workers() * static_cast<int>(env.apps().size()); ++i) {
+    auto t0 = Clock::now();
+    ApiResponse a = api.Append(on_a, "while down " + std::to_string(i));
+    double elapsed = SecondsSince(t0);
+    EXPECT_EQ(a.status, 503) << a.body;
+    EXPECT_EQ(a.ErrorCode(), "shard_unavailable") << a.body;
+    EXPECT_EQ(a.Header("Retry-After"), "1");
+    EXPECT_LT(elapsed, 2.0) << "503 took " << elapsed << " s";
+    EXPECT_EQ(api.Get("/v1/sessions/" + on_a).status, 503);
+    ApiResponse b = api.Append(on_b, "other shard " + std::to_string(i));
+    EXPECT_EQ(b.status, 201) << b.body;
+  }
+  ApiResponse ready = api.Get("/readyz");
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_EQ(ready.ErrorCode(), "not_ready");
+
+  ASSERT_EQ(env.Stack("start-db a"), 0);
+  EXPECT_TRUE(WaitFor(10, [&] { return api.Append(on_a, "after restart").status == 201; }));
+  // Every worker recovers, not just one: a run of successes in a row.
+  for (int i = 0; i < 2 * env.workers() * static_cast<int>(env.apps().size()); ++i) {
+    EXPECT_EQ(api.Append(on_a, "recovered " + std::to_string(i)).status, 201);
+  }
+  std::vector<StoredMessage> history;
+  ASSERT_TRUE(ReadHistory(api, on_a, &history));
+  EXPECT_EQ(CheckHistoryShape(history), "");
+  ASSERT_FALSE(history.empty());
+  EXPECT_EQ(history[0].content, "before the crash");  // Durable across SIGKILL.
+  for (const auto& m : history) EXPECT_EQ(m.content.rfind("while down", 0), std::string::npos);
+
+  for (size_t i = 0; i < masters.size(); ++i) {
+    EXPECT_EQ(env.AppMasterPid(env.apps()[i].first), masters[i]) << "app instance restarted";
+  }
+}
+
+}  // namespace
+}  // namespace chatllm::testing
