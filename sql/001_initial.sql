@@ -33,9 +33,12 @@ DELIMITER //
 
 -- Appends one message and returns its seq, or 0 if the session does not
 -- exist. Invariant: for every session, messages.seq is exactly
--- 1..sessions.message_count. It holds because the seq is read and bumped
--- under the session row's exclusive lock, in the same transaction as the
--- insert; a failure anywhere rolls the whole statement back.
+-- 1..sessions.message_count. It holds because the UPDATE takes the session
+-- row's exclusive lock and bumps the counter, and the INSERT uses the bumped
+-- value, in one transaction: a concurrent append waits on the row lock, and a
+-- failure anywhere rolls the whole statement back. LAST_INSERT_ID(expr)
+-- carries the new value from the UPDATE to the INSERT without a third
+-- statement; a stored function restores the caller's LAST_INSERT_ID on return.
 CREATE OR REPLACE FUNCTION chat_append(
   p_session  BINARY(16),
   p_role     VARCHAR(16),
@@ -47,18 +50,16 @@ CREATE OR REPLACE FUNCTION chat_append(
   MODIFIES SQL DATA
   SQL SECURITY DEFINER
 BEGIN
-  DECLARE v_seq BIGINT DEFAULT NULL;
-  DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_seq = NULL;
-  SELECT message_count + 1 INTO v_seq FROM sessions WHERE id = p_session FOR UPDATE;
-  IF v_seq IS NULL THEN
+  UPDATE sessions
+     SET message_count = LAST_INSERT_ID(message_count + 1),
+         updated_at = GREATEST(updated_at, p_at)
+   WHERE id = p_session;
+  IF ROW_COUNT() = 0 THEN
     RETURN 0;
   END IF;
-  UPDATE sessions
-     SET message_count = v_seq, updated_at = GREATEST(updated_at, p_at)
-   WHERE id = p_session;
   INSERT INTO messages (session_id, seq, role, content, reply_to, created_at)
-  VALUES (p_session, v_seq, p_role, p_content, NULLIF(p_reply_to, 0), p_at);
-  RETURN v_seq;
+  VALUES (p_session, LAST_INSERT_ID(), p_role, p_content, NULLIF(p_reply_to, 0), p_at);
+  RETURN LAST_INSERT_ID();
 END //
 
 -- Deletes a session and all its messages in one transaction; returns 1 if it

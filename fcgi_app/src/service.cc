@@ -243,11 +243,16 @@ HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& requ
   user.seq = store_->AppendMessage(id, user.role, user.content, user.created_us, 0);
   if (user.seq == 0) return SessionNotFound();
 
-  // Outside any transaction: bounded context, then the provider.
-  std::vector<MessageRecord> recent = store_->RecentMessages(id, user.seq, config_.context_messages);
+  // Outside any transaction: bounded context (the newest messages up to this
+  // one, one indexed read), then the provider.
   std::vector<ChatMessage> context;
-  context.reserve(recent.size());
-  for (MessageRecord& m : recent) context.push_back(ChatMessage{m.role, std::move(m.content)});
+  if (provider_->uses_context()) {
+    std::vector<MessageRecord> recent = store_->RecentMessages(id, user.seq, config_.context_messages);
+    context.reserve(recent.size());
+    for (MessageRecord& m : recent) context.push_back(ChatMessage{m.role, std::move(m.content)});
+  } else {
+    context.push_back(ChatMessage{user.role, user.content});
+  }
   Completion completion;
   try {
     completion = provider_->Complete(context);

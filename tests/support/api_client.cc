@@ -26,6 +26,7 @@ ApiClient::ApiClient(const std::string& base_url, int timeout_s) : client_(base_
   client_.set_read_timeout(timeout_s, 0);
   client_.set_write_timeout(timeout_s, 0);
   client_.set_keep_alive(true);
+  client_.set_tcp_nodelay(true);
 }
 
 static ApiResponse Convert(const httplib::Result& r) {

@@ -37,6 +37,9 @@ class Provider {
  public:
   virtual ~Provider() = default;
   virtual const char* name() const = 0;
+  // Whether Complete() reads anything but the last message. When false, the
+  // turn skips loading the context: one statement fewer per turn.
+  virtual bool uses_context() const { return true; }
   // Produces the assistant's reply to `context`, whose last element is the
   // user message being answered. Throws ProviderError.
   virtual Completion Complete(const std::vector<ChatMessage>& context) = 0;
@@ -48,6 +51,7 @@ class EchoProvider : public Provider {
  public:
   explicit EchoProvider(int delay_ms) : delay_ms_(delay_ms) {}
   const char* name() const override { return "echo"; }
+  bool uses_context() const override { return false; }
   Completion Complete(const std::vector<ChatMessage>& context) override;
 
  private:

@@ -1,0 +1,79 @@
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace chatllm::load {
+
+// What a client knows about a write once its request ends.
+enum class Outcome {
+  kOk,       // 2xx: acknowledged; must be stored exactly once.
+  kFail,     // 4xx: refused; must not be stored.
+  kUnknown,  // 5xx, timeout, reset: may be stored at most once.
+};
+
+Outcome OutcomeOfStatus(int status);
+const char* OutcomeName(Outcome o);
+
+// Times are microseconds since the load run started (one steady clock).
+struct AppendRecord {
+  std::string session;
+  int client = 0;
+  std::string content;  // Unique per run; identifies the append.
+  int64_t invoke_us = 0;
+  int64_t complete_us = 0;
+  int status = 0;
+  int64_t seq = 0;  // Acknowledged user seq (kOk only).
+  Outcome outcome = Outcome::kUnknown;
+};
+
+// A page read during the run: (seq, MessageHash) of each message returned.
+struct ReadRecord {
+  std::string session;
+  int client = 0;
+  int64_t invoke_us = 0;
+  int64_t complete_us = 0;
+  std::vector<std::pair<int64_t, uint64_t>> messages;
+};
+
+// Identity of a stored message for prefix comparison.
+uint64_t MessageHash(const std::string& role, const std::string& content);
+
+// Appends history records as JSON lines; thread-safe. One line per event:
+//   {"type":"session","session":ID}
+//   {"type":"append","session":ID,"client":N,"content":S,"invoke":T,"complete":T,
+//    "status":N,"seq":N,"outcome":"ok|fail|unknown"}
+//   {"type":"read","session":ID,"client":N,"invoke":T,"complete":T,"messages":[[seq,hash],...]}
+class HistoryWriter {
+ public:
+  HistoryWriter() = default;
+  ~HistoryWriter();
+  // Creates or truncates `path`.
+  bool Open(const std::string& path);
+  bool enabled() const { return file_ != nullptr; }
+  void Session(const std::string& id);
+  void Append(const AppendRecord& r);
+  void Read(const ReadRecord& r);
+  void Close();
+
+ private:
+  void Write(const std::string& line);
+  std::mutex mu_;
+  FILE* file_ = nullptr;
+};
+
+struct History {
+  std::vector<std::string> sessions;
+  std::vector<AppendRecord> appends;
+  std::vector<ReadRecord> reads;
+};
+
+// Reads a history file written by HistoryWriter (one load run: its times
+// share one clock). Returns false with *error on a malformed line.
+bool LoadHistory(const std::string& path, History* out, std::string* error);
+
+}  // namespace chatllm::load

@@ -1,0 +1,113 @@
+#include "load/load_options.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+namespace chatllm::load {
+namespace {
+
+constexpr const char* kUsage = R"(usage: chatllm-load [options]
+
+Drives the chatllm API through nginx and prints throughput, latency
+percentiles and errors by status, per operation.
+
+  --url URL              base URL (default http://127.0.0.1:8080)
+  --clients N            concurrent clients, each with one keep-alive
+                         connection (default 16)
+  --duration S           run for S seconds (default 10)
+  --requests N           stop after N requests instead
+  --rate R               open loop: start R requests/s in total, whatever the
+                         latency; a request's latency runs from its scheduled
+                         start, so queueing is measured (no coordinated
+                         omission). --clients bounds the concurrency.
+  --sessions N           sessions created before the run and shared by all
+                         clients (default 64); 1 = every client on one session
+  --mix OP=W,...         weights of operations (default append=1):
+                           create  POST /v1/sessions
+                           append  POST /v1/sessions/{id}/messages (a turn)
+                           get     GET  /v1/sessions/{id}
+                           read    GET  /v1/sessions/{id}/messages?limit=200
+                           list    GET  /v1/sessions/{id}/messages?limit=50&after=random
+                           raw     GET  --raw-path (for ceilings: any status counts as ok)
+  --raw-path PATH        path of the raw op (default /healthz)
+  --content-bytes N      size of each appended message (default 64)
+  --warmup S             do not measure the first S seconds
+  --timeout S            per-request timeout (default 10)
+  --history FILE         record every append and read (JSON lines) for chatllm-check
+  --json FILE            write the summary as JSON
+  --label TEXT           name of this run in the table and JSON
+  --report-every S       print rate and p99 every S seconds
+  --quiet                print only the summary table
+)";
+
+bool ParseMix(const std::string& text, std::map<std::string, double>* mix) {
+  mix->clear();
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t eq = item.find('=');
+    std::string op = item.substr(0, eq);
+    double w = eq == std::string::npos ? 1 : std::atof(item.c_str() + eq + 1);
+    if (op != "create" && op != "append" && op != "get" && op != "read" && op != "list" && op != "raw") {
+      return false;
+    }
+    if (w > 0) (*mix)[op] = w;
+  }
+  return !mix->empty();
+}
+
+}  // namespace
+
+bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "chatllm-load: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      *exit_code = 0;
+      return false;
+    } else if (a == "--url") o->url = next();
+    else if (a == "--clients") o->clients = std::atoi(next().c_str());
+    else if (a == "--duration") o->duration_s = std::atof(next().c_str());
+    else if (a == "--requests") o->requests = std::atoll(next().c_str());
+    else if (a == "--rate") o->rate = std::atof(next().c_str());
+    else if (a == "--sessions") o->sessions = std::atoi(next().c_str());
+    else if (a == "--content-bytes") o->content_bytes = std::atoi(next().c_str());
+    else if (a == "--warmup") o->warmup_s = std::atof(next().c_str());
+    else if (a == "--timeout") o->timeout_s = std::atoi(next().c_str());
+    else if (a == "--raw-path") o->raw_path = next();
+    else if (a == "--history") o->history_file = next();
+    else if (a == "--json") o->json_file = next();
+    else if (a == "--label") o->label = next();
+    else if (a == "--report-every") o->report_every_s = std::atoi(next().c_str());
+    else if (a == "--quiet") o->quiet = true;
+    else if (a == "--mix") {
+      std::string m = next();
+      if (!ParseMix(m, &o->mix)) {
+        std::fprintf(stderr, "chatllm-load: bad --mix '%s'\n", m.c_str());
+        *exit_code = 2;
+        return false;
+      }
+    } else {
+      std::fprintf(stderr, "chatllm-load: unknown option '%s'\n\n%s", a.c_str(), kUsage);
+      *exit_code = 2;
+      return false;
+    }
+  }
+  if (o->clients < 1 || o->sessions < 1 || o->content_bytes < 16 || (o->duration_s <= 0 && o->requests <= 0)) {
+    std::fprintf(stderr, "chatllm-load: need --clients >= 1, --sessions >= 1, --content-bytes >= 16 and a duration or request count\n");
+    *exit_code = 2;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace chatllm::load

@@ -1,0 +1,32 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace chatllm::load {
+
+// Settings of one load run (chatllm-load --help documents each).
+struct LoadOptions {
+  std::string url = "http://127.0.0.1:8080";
+  int clients = 16;          // Concurrent connections (closed loop) or the pool size (open loop).
+  double duration_s = 10;    // Stop after this long...
+  int64_t requests = 0;      // ...or after this many requests, if > 0.
+  double rate = 0;           // > 0: open loop at this many requests/s in total.
+  int sessions = 64;         // Sessions created up front and shared by all clients.
+  int content_bytes = 64;    // Size of each appended message.
+  double warmup_s = 0;       // Requests in the first warmup_s seconds are not measured.
+  std::map<std::string, double> mix = {{"append", 1}};  // Op -> weight.
+  std::string raw_path = "/healthz";  // Path of the "raw" op (GET, any status counts).
+  std::string history_file;  // Record every append and read here (for chatllm-check).
+  std::string json_file;     // Write the summary as JSON here.
+  std::string label;         // Shown in the table header and the JSON.
+  int timeout_s = 10;        // Per request; a timeout is an "unknown" outcome.
+  bool quiet = false;
+  int report_every_s = 0;    // > 0: print a line with rate and p99 every N seconds.
+};
+
+// Parses argv; on error or --help prints usage and returns false with *exit_code set.
+bool ParseLoadOptions(int argc, char** argv, LoadOptions* out, int* exit_code);
+
+}  // namespace chatllm::load
