@@ -10,13 +10,13 @@
 -- seq stays dense; writers to different sessions never wait for each other.
 
 CREATE TABLE IF NOT EXISTS sessions (
-  id            BINARY(16)    NOT NULL,
+  session_id    BINARY(16)    NOT NULL,
   title         VARCHAR(1000) NULL,
   metadata      TEXT          NOT NULL,
   message_count BIGINT        NOT NULL DEFAULT 0,
   created_at    DATETIME(6)   NOT NULL,
   updated_at    DATETIME(6)   NOT NULL,
-  PRIMARY KEY (id)
+  PRIMARY KEY (session_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS messages (
@@ -53,7 +53,7 @@ BEGIN
   UPDATE sessions
      SET message_count = LAST_INSERT_ID(message_count + 1),
          updated_at = GREATEST(updated_at, p_at)
-   WHERE id = p_session;
+   WHERE session_id = p_session;
   IF ROW_COUNT() = 0 THEN
     RETURN 0;
   END IF;
@@ -71,7 +71,7 @@ CREATE OR REPLACE FUNCTION chat_delete_session(p_session BINARY(16)) RETURNS INT
   SQL SECURITY DEFINER
 BEGIN
   DECLARE v_found INT DEFAULT 0;
-  DELETE FROM sessions WHERE id = p_session;
+  DELETE FROM sessions WHERE session_id = p_session;
   SET v_found = ROW_COUNT();
   DELETE FROM messages WHERE session_id = p_session;
   RETURN v_found;

@@ -17,9 +17,9 @@ int ExpectedSchemaVersion() { return LatestMigrationVersion(); }
 struct Prepared {
   explicit Prepared(MYSQL* c)
       : create(c,
-               "INSERT INTO sessions (id, title, metadata, message_count, created_at, updated_at) "
+               "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, updated_at) "
                "VALUES (?, ?, ?, 0, ?, ?)"),
-        get(c, "SELECT title, metadata, message_count, created_at, updated_at FROM sessions WHERE id = ?"),
+        get(c, "SELECT title, metadata, message_count, created_at, updated_at FROM sessions WHERE session_id = ?"),
         del(c, "SELECT chat_delete_session(?)"),
         append(c, "SELECT chat_append(?, ?, ?, ?, ?)"),
         // One round trip answers "does the session exist" (the seq-0 row from
@@ -27,7 +27,7 @@ struct Prepared {
         // (session_id, seq) that stops at the LIMIT, whatever the history
         // length). A LEFT JOIN would sort every later message first.
         list(c,
-             "(SELECT 0, NULL, NULL, NULL, created_at FROM sessions WHERE id = ?) UNION ALL "
+             "(SELECT 0, NULL, NULL, NULL, created_at FROM sessions WHERE session_id = ?) UNION ALL "
              "(SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
              "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?)"),
         recent(c,
