@@ -180,8 +180,9 @@ class Client {
       ReadRecord rec;
       rec.session = session;
       rec.client = id_;
+      rec.limit = s_.opt.read_limit;
       rec.invoke_us = s_.Now();
-      auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=200");
+      auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit));
       rec.complete_us = s_.Now();
       if (r && r->status == 200 && s_.history.enabled()) {
         rapidjson::Document d;
@@ -246,12 +247,30 @@ int Main(int argc, char** argv) {
 
   bool needs_sessions = false;
   for (const auto& [op, w] : opt.mix) needs_sessions |= (op != "create" && op != "raw");
-  if (needs_sessions) {
+  if (needs_sessions && !opt.sessions_file.empty()) {
+    std::ifstream in(opt.sessions_file);
+    std::string id;
+    while (std::getline(in, id)) {
+      if (id.empty()) continue;
+      shared.sessions.push_back(id);
+      shared.history.Session(id);
+    }
+    if (shared.sessions.empty()) {
+      std::fprintf(stderr, "chatllm-load: no session ids in %s\n", opt.sessions_file.c_str());
+      return 1;
+    }
+    shared.max_seq = std::vector<std::atomic<int64_t>>(shared.sessions.size());
+  } else if (needs_sessions) {
     httplib::Client setup(opt.url);
     setup.set_keep_alive(true);
     setup.set_tcp_nodelay(true);
     for (int i = 0; i < opt.sessions; ++i) {
+      // A kept-alive connection can be closed under us (an nginx reload):
+      // retry; a stray extra session is harmless.
       auto r = setup.Post("/v1/sessions", R"({"title":"load"})", "application/json");
+      for (int attempt = 0; attempt < 3 && !r; ++attempt) {
+        r = setup.Post("/v1/sessions", R"({"title":"load"})", "application/json");
+      }
       if (!r || r->status != 201) {
         std::fprintf(stderr, "chatllm-load: creating session %d failed: %s\n", i,
                      r ? (std::to_string(r->status) + " " + r->body).c_str() : httplib::to_string(r.error()).c_str());
@@ -268,7 +287,7 @@ int Main(int argc, char** argv) {
                 opt.clients,
                 opt.rate > 0 ? ("open loop at " + std::to_string(static_cast<int>(opt.rate)) + " req/s").c_str()
                              : "closed loop",
-                opt.sessions);
+                static_cast<int>(shared.sessions.size()));
     std::fflush(stdout);
   }
 

@@ -102,6 +102,8 @@ void HistoryWriter::Read(const ReadRecord& r) {
   w.String(r.session);
   w.Key("client");
   w.Int(r.client);
+  w.Key("limit");
+  w.Int(r.limit);
   w.Key("invoke");
   w.Int64(r.invoke_us);
   w.Key("complete");
@@ -154,6 +156,7 @@ bool LoadHistory(const std::string& path, History* out, std::string* error) {
       ReadRecord r;
       r.session = d["session"].GetString();
       r.client = d["client"].GetInt();
+      r.limit = d["limit"].GetInt();
       r.invoke_us = d["invoke"].GetInt64();
       r.complete_us = d["complete"].GetInt64();
       for (const auto& m : d["messages"].GetArray()) r.messages.emplace_back(m[0].GetInt64(), m[1].GetUint64());

@@ -35,6 +35,7 @@ struct AppendRecord {
 struct ReadRecord {
   std::string session;
   int client = 0;
+  int limit = 0;  // The page size asked for; a shorter page is the whole history.
   int64_t invoke_us = 0;
   int64_t complete_us = 0;
   std::vector<std::pair<int64_t, uint64_t>> messages;
@@ -47,7 +48,8 @@ uint64_t MessageHash(const std::string& role, const std::string& content);
 //   {"type":"session","session":ID}
 //   {"type":"append","session":ID,"client":N,"content":S,"invoke":T,"complete":T,
 //    "status":N,"seq":N,"outcome":"ok|fail|unknown"}
-//   {"type":"read","session":ID,"client":N,"invoke":T,"complete":T,"messages":[[seq,hash],...]}
+//   {"type":"read","session":ID,"client":N,"limit":N,"invoke":T,"complete":T,
+//    "messages":[[seq,hash],...]}
 class HistoryWriter {
  public:
   HistoryWriter() = default;

@@ -24,14 +24,16 @@ percentiles and errors by status, per operation.
                          omission). --clients bounds the concurrency.
   --sessions N           sessions created before the run and shared by all
                          clients (default 64); 1 = every client on one session
+  --sessions-file FILE   use the existing sessions listed in FILE (one id per line)
   --mix OP=W,...         weights of operations (default append=1):
                            create  POST /v1/sessions
                            append  POST /v1/sessions/{id}/messages (a turn)
                            get     GET  /v1/sessions/{id}
-                           read    GET  /v1/sessions/{id}/messages?limit=200
+                           read    GET  /v1/sessions/{id}/messages?limit=--read-limit
                            list    GET  /v1/sessions/{id}/messages?limit=50&after=random
                            raw     GET  --raw-path (for ceilings: any status counts as ok)
   --raw-path PATH        path of the raw op (default /healthz)
+  --read-limit N         page size of the read op (default 50)
   --content-bytes N      size of each appended message (default 64)
   --warmup S             do not measure the first S seconds
   --timeout S            per-request timeout (default 10)
@@ -80,6 +82,8 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
     else if (a == "--requests") o->requests = std::atoll(next().c_str());
     else if (a == "--rate") o->rate = std::atof(next().c_str());
     else if (a == "--sessions") o->sessions = std::atoi(next().c_str());
+    else if (a == "--sessions-file") o->sessions_file = next();
+    else if (a == "--read-limit") o->read_limit = std::atoi(next().c_str());
     else if (a == "--content-bytes") o->content_bytes = std::atoi(next().c_str());
     else if (a == "--warmup") o->warmup_s = std::atof(next().c_str());
     else if (a == "--timeout") o->timeout_s = std::atoi(next().c_str());

@@ -14,6 +14,8 @@ struct LoadOptions {
   int64_t requests = 0;      // ...or after this many requests, if > 0.
   double rate = 0;           // > 0: open loop at this many requests/s in total.
   int sessions = 64;         // Sessions created up front and shared by all clients.
+  std::string sessions_file; // Use these existing session ids (one per line) instead.
+  int read_limit = 50;       // Page size of the read op.
   int content_bytes = 64;    // Size of each appended message.
   double warmup_s = 0;       // Requests in the first warmup_s seconds are not measured.
   std::map<std::string, double> mix = {{"append", 1}};  // Op -> weight.

@@ -88,6 +88,13 @@ class Store {
   std::map<std::string, std::unique_ptr<Shard>> shards_;
 };
 
+// Test-only: makes every Store in this process append without the session
+// row lock (read the counter, INSERT IGNORE, then bump it) — the lost-update
+// race of the service chatllm replaced. It exists so the fault suite can show
+// that its checker catches that bug; only the chatllm-fcgi-broken-lock test
+// binary calls it.
+void EnableUnsafeAppendForTesting();
+
 // Schema version this binary expects (the highest migration it embeds).
 int ExpectedSchemaVersion();
 

@@ -1,0 +1,191 @@
+// chatllm-check: proves that the histories stored by chatllm agree with what
+// the load generator's clients were told (Jepsen's list-append model, for
+// one list per session). See --help for the properties checked.
+
+#include <httplib.h>
+#include <rapidjson/document.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fcgi_app/config.h"
+#include "load/checker.h"
+#include "load/history.h"
+#include "shard_router/ring.h"
+
+namespace chatllm::load {
+namespace {
+
+constexpr const char* kUsage = R"(usage: chatllm-check --url URL --history FILE [--history FILE...] [options]
+
+Reads every session named in the history files back through the API and
+checks, per session:
+  dense         seq is exactly 1..n; each assistant message replies to an
+                earlier user message (and, with --echo, repeats it)
+  acknowledged  every append answered 2xx is stored exactly once, at the seq
+                it was acknowledged with
+  refused       every append answered 4xx is absent
+  unknown       every append with no answer or a 5xx is stored at most once
+  phantom       every stored user message was sent by some client
+  realtime      an append acknowledged before another was sent has the lower
+                seq (within one history file: one clock)
+  client-order  each client's acknowledged appends are stored in the order sent
+  reads         every page read during the run is a prefix of the final
+                history, and contains every append acknowledged before it began
+Options:
+  --echo                 assistant replies must equal the user message (echo provider)
+  --config FILE          app config (for the ring), with --only-5xx-on-shard
+  --only-5xx-on-shard S  fail if a session not on shard S got a 5xx or no answer
+  --max-print N          print at most N violations (default 50)
+Exits 0 when there is no violation, 1 otherwise, 2 on usage errors.
+)";
+
+// Reads a session's whole history through the API, retrying for a while
+// (a shard may still be recovering from the fault).
+class Reader {
+ public:
+  explicit Reader(const std::string& url) : http_(url) {
+    http_.set_keep_alive(true);
+    http_.set_tcp_nodelay(true);
+    http_.set_read_timeout(30, 0);
+  }
+
+  bool Fetch(const std::string& session, std::vector<StoredMessage>* out) {
+    for (int attempt = 0; attempt < 20; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      out->clear();
+      int64_t after = 0;
+      while (true) {
+        auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=200&after=" + std::to_string(after));
+        if (!r || r->status != 200) break;
+        rapidjson::Document d;
+        d.Parse(r->body.c_str(), r->body.size());
+        for (const auto& m : d["data"].GetArray()) {
+          out->push_back(StoredMessage{m["seq"].GetInt64(), m["role"].GetString(),
+                                       std::string(m["content"].GetString(), m["content"].GetStringLength()),
+                                       m.HasMember("reply_to") ? m["reply_to"].GetInt64() : 0});
+        }
+        if (!d["has_more"].GetBool()) return true;
+        after = d["next_after"].GetInt64();
+      }
+    }
+    return false;
+  }
+
+ private:
+  httplib::Client http_;
+};
+
+int Main(int argc, char** argv) {
+  std::string url = "http://127.0.0.1:8080", config_path, only_shard;
+  std::vector<std::string> files;
+  bool echo = false;
+  int max_print = 50;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "chatllm-check: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--url") url = next();
+    else if (a == "--history") files.push_back(next());
+    else if (a == "--echo") echo = true;
+    else if (a == "--config") config_path = next();
+    else if (a == "--only-5xx-on-shard") only_shard = next();
+    else if (a == "--max-print") max_print = std::atoi(next().c_str());
+    else {
+      std::fprintf(stderr, "chatllm-check: unknown option '%s'\n\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (files.empty() || (!only_shard.empty() && config_path.empty())) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+
+  std::vector<History> histories(files.size());
+  for (size_t f = 0; f < files.size(); ++f) {
+    std::string error;
+    if (!LoadHistory(files[f], &histories[f], &error)) {
+      std::fprintf(stderr, "chatllm-check: %s\n", error.c_str());
+      return 2;
+    }
+  }
+
+  shard_router::Ring ring;
+  if (!only_shard.empty()) {
+    Config config = LoadConfig(config_path);
+    std::vector<shard_router::ShardWeight> weights;
+    for (const auto& s : config.shards) weights.push_back({s.name, s.weight});
+    shard_router::Status st = shard_router::Ring::Build(weights, &ring);
+    if (!st.ok()) {
+      std::fprintf(stderr, "chatllm-check: %s\n", st.message().c_str());
+      return 2;
+    }
+  }
+
+  std::map<std::string, SessionRecords> sessions;
+  auto records = [&](const std::string& s) -> SessionRecords& {
+    SessionRecords& r = sessions[s];
+    r.appends_by_file.resize(histories.size());
+    r.reads_by_file.resize(histories.size());
+    return r;
+  };
+  int64_t violations = 0;
+  std::map<std::string, int64_t> by_kind;
+  auto report = [&](const std::string& session, const Violation& v) {
+    ++violations;
+    ++by_kind[v.kind];
+    if (violations <= max_print) {
+      std::printf("VIOLATION %-12s session %s: %s\n", v.kind.c_str(), session.c_str(), v.detail.c_str());
+    }
+  };
+  for (size_t f = 0; f < histories.size(); ++f) {
+    for (const auto& s : histories[f].sessions) records(s);
+    for (const auto& a : histories[f].appends) {
+      records(a.session).appends_by_file[f].push_back(&a);
+      if (!only_shard.empty() && a.outcome == Outcome::kUnknown && ring.Lookup(a.session) != only_shard) {
+        report(a.session, {"blast-radius", "status " + std::to_string(a.status) + " on shard " +
+                                               ring.Lookup(a.session) + ", which the fault did not touch"});
+      }
+    }
+    for (const auto& r : histories[f].reads) records(r.session).reads_by_file[f].push_back(&r);
+  }
+
+  Reader reader(url);
+  CheckCounts counts;
+  int64_t messages = 0;
+  for (const auto& [session, recs] : sessions) {
+    std::vector<StoredMessage> history;
+    if (!reader.Fetch(session, &history)) {
+      report(session, {"unreadable", "GET messages kept failing for 10 s"});
+      continue;
+    }
+    messages += static_cast<int64_t>(history.size());
+    for (const Violation& v : CheckSession(history, recs, echo, &counts)) report(session, v);
+  }
+  std::printf("chatllm-check: %zu sessions, %lld messages; appends: %lld acknowledged, %lld refused, "
+              "%lld unknown (%lld of them stored); %lld reads checked; %lld violations\n",
+              sessions.size(), static_cast<long long>(messages), static_cast<long long>(counts.acknowledged),
+              static_cast<long long>(counts.refused), static_cast<long long>(counts.unknown),
+              static_cast<long long>(counts.unknown_stored), static_cast<long long>(counts.reads),
+              static_cast<long long>(violations));
+  for (const auto& [kind, n] : by_kind) std::printf("  %s: %lld\n", kind.c_str(), static_cast<long long>(n));
+  return violations == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace chatllm::load
+
+int main(int argc, char** argv) { return chatllm::load::Main(argc, argv); }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Scenario 5: SIGKILL a MariaDB shard mid-load, restart it 5 s later.
+# Acknowledged appends survive the crash (durable commits); sessions on the
+# other shard see no error; the app recovers without a restart.
+#
+#   05_kill_shard.sh [--down S]
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+DOWN=5
+[[ ${1:-} == --down ]] && DOWN=$2
+SHARD=$(first_shard)
+masters_before=$(for item in $CHATLLM_APPS; do master_pid "${item%%:*}"; done)
+say "SIGKILL shard $SHARD at t=5s, restart after ${DOWN} s, load for $((DOWN + 15)) s"
+load_start run --clients 16 --sessions 64 --duration $((DOWN + 15)) --mix append=8,read=2
+sleep 5
+stack kill-db "$SHARD"
+sleep "$DOWN"
+stack start-db "$SHARD"
+load_wait run
+wait_ready
+check run --config "$(app_config "$(first_app)")" --only-5xx-on-shard "$SHARD"
+say "$(errors run) requests failed while $SHARD was down ($(error_statuses run))"
+for s in $(error_statuses run); do
+  [[ $s == 503 ]] || fail "status $s: a down shard must give 503 shard_unavailable"
+done
+masters_after=$(for item in $CHATLLM_APPS; do master_pid "${item%%:*}"; done)
+[[ $masters_before == "$masters_after" ]] || fail "an app instance restarted"
+finish

@@ -1,0 +1,98 @@
+# Shared by the fault scenarios (sourced). Each scenario runs load, injects
+# its fault, runs chatllm-check on the recorded history and judges the errors
+# the clients saw. They use the stack described by $CHATLLM_STACK_ENV (which
+# scripts/test and tests/load/faults/run start) and leave it as they found it.
+set -euo pipefail
+
+[[ -n ${CHATLLM_STACK_ENV:-} && -r $CHATLLM_STACK_ENV ]] ||
+  { echo "CHATLLM_STACK_ENV must name a running stack's env file (tests/load/faults/run starts one)" >&2; exit 2; }
+# shellcheck disable=SC1090
+. "$CHATLLM_STACK_ENV"
+LOAD=$CHATLLM_BUILD/tests/chatllm-load
+CHECK=$CHATLLM_BUILD/tests/chatllm-check
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/chatllm-fault.XXXXXX")
+SCENARIO=$(basename "$0" .sh)
+FAILED=0
+
+say() { printf '[%s] %s\n' "$SCENARIO" "$*"; }
+fail() { say "FAIL: $*"; FAILED=1; }
+stack() { "$CHATLLM_ROOT/scripts/stack" --stack "$CHATLLM_STACK" "$@"; }
+app_config() { echo "$CHATLLM_VAR/app/$1.ini"; }
+master_pid() { cat "$CHATLLM_VAR/run/$1.pid"; }
+workers_of() { pgrep -P "$(master_pid "$1")" || true; }
+shard_pid() { cat "$CHATLLM_VAR/db/$1/mariadb.pid"; }
+app_port() { local item; for item in $CHATLLM_APPS; do [[ ${item%%:*} == "$1" ]] && echo "${item##*:}"; done; return 0; }
+first_app() { local a=($CHATLLM_APPS); echo "${a[0]%%:*}"; }
+first_shard() { local s=($CHATLLM_SHARDS); echo "${s[0]%%:*}"; }
+
+# Waits until /readyz answers 200 (the stack is whole again).
+wait_ready() {
+  local i
+  for i in $(seq 1 100); do
+    curl -fsS -o /dev/null "$CHATLLM_URL/readyz" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  fail "stack not ready after 20 s: $(curl -sS "$CHATLLM_URL/readyz")"
+}
+
+# load_start NAME ARGS...: chatllm-load in the background, history and JSON
+# summary under $WORK/NAME.*; load_wait NAME waits for it.
+declare -A LOAD_PIDS
+load_start() {
+  local name=$1
+  shift
+  "$LOAD" --url "$CHATLLM_URL" --history "$WORK/$name.history" --json "$WORK/$name.json" \
+    --label "$SCENARIO" "$@" >"$WORK/$name.out" 2>&1 &
+  LOAD_PIDS[$name]=$!
+}
+load_wait() {
+  wait "${LOAD_PIDS[$1]}" || fail "chatllm-load exited with $?"
+  cat "$WORK/$1.out"
+}
+
+# status_count NAME STATUS: how many requests of the run got STATUS
+# ("conn" for no response); errors NAME: all non-2xx.
+status_count() {
+  python3 -c "
+import json,sys
+d=json.load(open('$WORK/$1.json'))
+print(sum(op['by_status'].get('$2',0) for op in d['ops'] if op['op']!='total'))"
+}
+errors() {
+  python3 -c "
+import json
+d=json.load(open('$WORK/$1.json'))
+print(sum(op['errors'] for op in d['ops'] if op['op']!='total'))"
+}
+error_statuses() {
+  python3 -c "
+import json
+d=json.load(open('$WORK/$1.json'))
+s=set()
+for op in d['ops']:
+  if op['op']=='total': continue
+  s|={k for k in op['by_status'] if not k.startswith('2')}
+print(' '.join(sorted(s)))"
+}
+
+# check NAME [chatllm-check args...]: runs the checker; a violation fails the scenario.
+check() {
+  local name=$1
+  shift
+  if "$CHECK" --url "$CHATLLM_URL" --history "$WORK/$name.history" --echo "$@" >"$WORK/$name.check" 2>&1; then
+    say "$(grep '^chatllm-check:' "$WORK/$name.check")"
+  else
+    cat "$WORK/$name.check"
+    fail "chatllm-check found violations"
+  fi
+}
+
+finish() {
+  if ((FAILED)); then
+    say "FAILED (work files kept in $WORK)"
+    exit 1
+  fi
+  say "passed"
+  rm -rf "$WORK"
+  exit 0
+}
