@@ -206,7 +206,7 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.path = path;
 
   for (const std::string& s : ini.sections()) {
-    bool known = s == "server" || s == "limits" || s == "db" || s == "provider" ||
+    bool known = s == "server" || s == "limits" || s == "db" || s == "provider" || s == "cluster" ||
                  s.rfind("shard.", 0) == 0;
     if (!known) ini.Fail(ini.SectionLine(s), s, "", "unknown section");
   }
@@ -245,6 +245,14 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.max_retries = static_cast<int>(ini.Int("db", "max_retries", c.max_retries, 0, 100));
   c.down_backoff_ms = static_cast<int>(ini.Int("db", "down_backoff_ms", c.down_backoff_ms, 0, 60000));
 
+  c.db_user = ini.String("cluster", "user", c.db_user, false);
+  c.db_password = ReadSecret(ini, "cluster", "password", "");
+  c.migrate_user = ini.String("cluster", "migrate_user", c.db_user, false);
+  c.migrate_password = ReadSecret(ini, "cluster", "migrate_password", c.db_password);
+  c.map_refresh_ms = static_cast<int>(ini.Int("cluster", "map_refresh_ms", c.map_refresh_ms, 100, 3600000));
+  c.move_wait_ms = static_cast<int>(ini.Int("cluster", "move_wait_ms", c.move_wait_ms, 0, 600000));
+  c.map_file = ResolvePath(path, ini.String("cluster", "map_file", ""));
+
   c.provider = ini.String("provider", "name", c.provider, false);
   if (c.provider != "echo") {
     ini.Fail(ini.Find("provider", "name")->line, "provider", "name",
@@ -262,12 +270,8 @@ Config ParseConfig(std::string_view text, const std::string& path) {
     sh.host = ini.String(s, "host", sh.host, false);
     sh.port = static_cast<int>(ini.Int(s, "port", sh.port, 1, 65535));
     sh.database = ini.String(s, "database", sh.database, false);
-    sh.user = ini.String(s, "user", sh.user, false);
-    sh.password = ReadSecret(ini, s, "password", "");
     sh.weight = static_cast<uint32_t>(
         ini.Int(s, "weight", sh.weight, 1, shard_router::Ring::kMaxWeight));
-    sh.migrate_user = ini.String(s, "migrate_user", sh.user, false);
-    sh.migrate_password = ReadSecret(ini, s, "migrate_password", sh.password);
     c.shards.push_back(std::move(sh));
   }
   if (c.shards.empty()) ini.Fail(0, "", "", "no [shard.NAME] section: at least one shard is required");

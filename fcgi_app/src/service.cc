@@ -83,15 +83,19 @@ Service::Service(const Config& config, Store* store, Provider* provider)
     : config_(config), store_(store), provider_(provider) {}
 
 HttpResponse Service::Handle(const HttpRequest& request) {
+  HttpResponse response;
   try {
-    return Dispatch(request);
+    response = Dispatch(request);
   } catch (const DbError& e) {
-    return FromDbError(e, request.path.c_str());
+    response = FromDbError(e, request.path.c_str());
   } catch (const std::exception& e) {
     LOG_ERROR("%s %s: unhandled exception: %s", request.method.c_str(), request.path.c_str(),
               e.what());
-    return ErrorResponse(500, "internal_error", "internal error; see the server log");
+    response = ErrorResponse(500, "internal_error", "internal error; see the server log");
   }
+  // The shard map epoch this request was routed with.
+  response.SetHeader("X-Shard-Map-Epoch", std::to_string(store_->last_epoch()));
+  return response;
 }
 
 HttpResponse Service::Dispatch(const HttpRequest& request) {

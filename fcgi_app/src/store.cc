@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "fcgi_app/log.h"
 #include "fcgi_app/migrator.h"
@@ -22,7 +24,7 @@ void EnableUnsafeAppendForTesting() { g_unsafe_append = true; }
 // The statements of EnableUnsafeAppendForTesting(), prepared only when used.
 struct UnsafeAppend {
   explicit UnsafeAppend(MYSQL* c)
-      : read(c, "SELECT message_count FROM sessions WHERE session_id = ?"),
+      : read(c, "SELECT message_count FROM sessions WHERE session_id = ? AND state = 'active'"),
         insert(c,
                "INSERT IGNORE INTO messages (session_id, seq, role, content, reply_to, created_at) "
                "VALUES (?, ?, ?, ?, NULLIF(?, 0), ?)"),
@@ -33,44 +35,38 @@ struct UnsafeAppend {
 // The statements of one connection, prepared once and re-executed.
 struct Prepared {
   explicit Prepared(MYSQL* c)
-      : create(c,
-               "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, updated_at) "
-               "VALUES (?, ?, ?, 0, ?, ?)"),
-        get(c, "SELECT title, metadata, message_count, created_at, updated_at FROM sessions WHERE session_id = ?"),
-        del(c, "SELECT chat_delete_session(?)"),
-        append(c, "SELECT chat_append(?, ?, ?, ?, ?)"),
-        // One round trip answers "does the session exist" (the seq-0 row from
-        // sessions) and "which messages follow the cursor" (an index range on
-        // (session_id, seq) that stops at the LIMIT, whatever the history
-        // length). A LEFT JOIN would sort every later message first.
+      : create(c, "SELECT chat_create_session_fenced(?, ?, ?, ?, ?)"),
+        get(c,
+            "SELECT title, metadata, message_count, created_at, updated_at, state FROM sessions "
+            "WHERE session_id = ?"),
+        del(c, "SELECT chat_delete_session_fenced(?, ?)"),
+        append(c, "SELECT chat_append_fenced(?, ?, ?, ?, ?, ?)"),
+        // One round trip answers where the session stands (the seq-0 row,
+        // carrying its state) and which messages follow the cursor (an index
+        // range on (session_id, seq) that stops at the LIMIT, whatever the
+        // history length). A LEFT JOIN would sort every later message first.
         list(c,
-             "(SELECT 0, NULL, NULL, NULL, created_at FROM sessions WHERE session_id = ?) UNION ALL "
+             "(SELECT 0, state, NULL, NULL, created_at FROM sessions WHERE session_id = ?) UNION ALL "
              "(SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
              "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?)"),
         recent(c,
-               "SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
-               "WHERE session_id = ? AND seq <= ? ORDER BY seq DESC LIMIT ?"),
+               "(SELECT 0, state, NULL, NULL, created_at FROM sessions WHERE session_id = ?) UNION ALL "
+               "(SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
+               "WHERE session_id = ? AND seq <= ? ORDER BY seq DESC LIMIT ?)"),
         schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"),
+        fence(c, "SELECT epoch FROM shard_fence WHERE id = 1"),
         unsafe(g_unsafe_append ? std::make_unique<UnsafeAppend>(c) : nullptr) {}
 
-  MysqlStatement create, get, del, append, list, recent, schema;
+  MysqlStatement create, get, del, append, list, recent, schema, fence;
   std::unique_ptr<UnsafeAppend> unsafe;
 };
-
-namespace {
-
-MessageRecord RowToMessage(const MysqlStatement& st, size_t row) {
-  return MessageRecord{st.Int64(row, 0), st.Text(row, 1), st.Text(row, 2), st.Int64(row, 3),
-                       st.DatetimeMicros(row, 4)};
-}
-
-}  // namespace
 
 class Store::Shard {
  public:
   Shard(DbEndpoint endpoint, DbOptions options) : conn_(std::move(endpoint), options) {}
 
   const std::string& name() const { return conn_.endpoint().shard; }
+  const DbEndpoint& endpoint() const { return conn_.endpoint(); }
 
   // Statements on a live connection, rebuilt after a reconnect.
   Prepared& Ready() {
@@ -81,6 +77,13 @@ class Store::Shard {
       prepared_generation_ = conn_.generation();
     }
     return *prepared_;
+  }
+
+  // A one-off statement on this connection (map reads: rare, and the table
+  // may not exist on a shard that is not migrated yet).
+  MYSQL* Handle() {
+    conn_.Get();
+    return conn_.handle();
   }
 
   // After a failed statement: drop the statements (a failed one may be left
@@ -131,91 +134,280 @@ auto RunOnShard(Shard& shard, int max_retries, bool is_read, const char* what, F
   }
 }
 
+MessageRecord RowToMessage(const MysqlStatement& st, size_t row) {
+  return MessageRecord{st.Int64(row, 0), st.Text(row, 1), st.Text(row, 2), st.Int64(row, 3),
+                       st.DatetimeMicros(row, 4)};
+}
+
 }  // namespace
 
-Store::Store(const Config& config) : max_retries_(config.max_retries) {
-  std::vector<shard_router::ShardWeight> weights;
-  DbOptions options;
-  options.connect_timeout_s = config.connect_timeout_s;
-  options.read_timeout_s = config.read_timeout_s;
-  options.write_timeout_s = config.write_timeout_s;
-  options.statement_timeout_s = config.statement_timeout_s;
-  options.lock_wait_timeout_s = config.lock_wait_timeout_s;
-  options.down_backoff_ms = config.down_backoff_ms;
-  for (const ShardConfig& sc : config.shards) {
-    weights.push_back({sc.name, sc.weight});
-    DbEndpoint ep{sc.name, sc.host, sc.port, sc.database, sc.user, sc.password};
-    shards_[sc.name] = std::make_unique<Shard>(std::move(ep), options);
+std::shared_ptr<const ClusterMap> SeedMap(const Config& config) {
+  std::vector<ShardEntry> entries;
+  for (const ShardConfig& s : config.shards) {
+    entries.push_back(ShardEntry{s.name, s.host, s.port, s.database, s.weight, shard_router::ShardState::kActive});
   }
-  shard_router::Status st = shard_router::Ring::Build(std::move(weights), &ring_);
-  if (!st.ok()) throw ConfigError(config.path + ": shards: " + st.message());
+  std::string error;
+  auto map = ClusterMap::Build(0, std::move(entries), &error);
+  if (!map) throw ConfigError(config.path + ": shards: " + error);
+  return map;
+}
+
+Store::Store(const Config& config) : config_(config) {
+  options_.connect_timeout_s = config.connect_timeout_s;
+  options_.read_timeout_s = config.read_timeout_s;
+  options_.write_timeout_s = config.write_timeout_s;
+  options_.statement_timeout_s = config.statement_timeout_s;
+  options_.lock_wait_timeout_s = config.lock_wait_timeout_s;
+  options_.down_backoff_ms = config.down_backoff_ms;
+  seed_map_ = SeedMap(config);
+  map_ = seed_map_;
+  if (!config.map_file.empty()) {
+    std::ifstream in(config.map_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string error;
+    auto from_file = in ? ClusterMap::FromJson(text.str(), &error) : nullptr;
+    if (!from_file) {
+      throw ConfigError(config.path + ": [cluster] map_file: '" + config.map_file + "': " +
+                        (in ? error : "cannot read"));
+    }
+    map_ = from_file;
+    // Trust the file until the first periodic refresh (or until a shard
+    // says it is stale); without one, the seed map is read over at once.
+    next_refresh_us_ = MonotonicMicros() + int64_t{config.map_refresh_ms} * 1000;
+  }
+  last_epoch_ = map_->epoch();
 }
 
 Store::~Store() = default;
 
-const std::string& Store::ShardFor(const SessionId& id) const { return ring_.Lookup(id.text()); }
+Store::Shard& Store::ShardNamed(const std::string& name) {
+  const ShardEntry* entry = map_->Find(name);
+  if (!entry) entry = seed_map_->Find(name);
+  if (!entry) throw DbError(DbErrorKind::kUnavailable, 0, name, "shard " + name + " is not in the shard map");
+  DbEndpoint ep{name, entry->host, entry->port, entry->database, config_.db_user, config_.db_password};
+  auto it = shards_.find(name);
+  if (it != shards_.end()) {
+    const DbEndpoint& old = it->second->endpoint();
+    if (old.host == ep.host && old.port == ep.port && old.database == ep.database) return *it->second;
+    LOG_INFO("shard %s moved from %s:%d to %s:%d", name.c_str(), old.host.c_str(), old.port, ep.host.c_str(), ep.port);
+  }
+  auto shard = std::make_unique<Shard>(std::move(ep), options_);
+  Shard& ref = *shard;
+  shards_[name] = std::move(shard);
+  return ref;
+}
 
-Store::Shard& Store::ShardOf(const SessionId& id) { return *shards_.at(ShardFor(id)); }
+bool Store::RefreshMap() {
+  next_refresh_us_ = MonotonicMicros() + int64_t{config_.map_refresh_ms} * 1000;
+  std::vector<std::string> names;
+  for (const auto* m : {map_.get(), seed_map_.get()}) {
+    for (const ShardEntry& s : m->shards()) {
+      if (std::find(names.begin(), names.end(), s.name) == names.end()) names.push_back(s.name);
+    }
+  }
+  std::shared_ptr<const ClusterMap> newest = map_;
+  for (const std::string& name : names) {
+    try {
+      MysqlStatement st(ShardNamed(name).Handle(), "SELECT epoch, map FROM shard_map ORDER BY epoch DESC LIMIT 1");
+      st.Execute();
+      if (st.row_count() == 0 || static_cast<uint64_t>(st.Int64(0, 0)) <= newest->epoch()) continue;
+      std::string error;
+      auto candidate = ClusterMap::FromJson(st.Text(0, 1), &error);
+      if (!candidate) {
+        LOG_ERROR("shard %s: stored shard map epoch %lld is invalid: %s", name.c_str(),
+                  static_cast<long long>(st.Int64(0, 0)), error.c_str());
+        continue;
+      }
+      newest = candidate;
+    } catch (const MysqlError& e) {
+      // 1146: no shard_map table yet (schema 1). Other errors: unreachable
+      // shards are skipped; the others still answer.
+      if (e.code() != 1146) LOG_WARN("shard %s: reading the shard map failed: %s", name.c_str(), e.what());
+      if (ClassifyMysqlErrno(e.code()) == DbErrorKind::kConnectionLost) shards_.erase(name);
+    } catch (const DbError& e) {
+      LOG_WARN("shard %s: reading the shard map failed: %s", name.c_str(), e.what());
+    }
+  }
+  if (newest == map_) return false;
+  LOG_INFO("shard map: epoch %llu -> %llu", static_cast<unsigned long long>(map_->epoch()),
+           static_cast<unsigned long long>(newest->epoch()));
+  map_ = newest;
+  for (auto it = shards_.begin(); it != shards_.end();) {
+    if (!map_->Find(it->first) && !seed_map_->Find(it->first)) it = shards_.erase(it);
+    else ++it;
+  }
+  return true;
+}
+
+void Store::MaybeRefresh() {
+  if (MonotonicMicros() >= next_refresh_us_) RefreshMap();
+}
+
+bool Store::FenceAhead(const std::string& shard, uint64_t epoch) {
+  try {
+    return RunOnShard(ShardNamed(shard), config_.max_retries, true, "read fence", [&](Prepared& p) {
+      p.fence.Execute();
+      return p.fence.row_count() == 1 && static_cast<uint64_t>(p.fence.Int64(0, 0)) > epoch;
+    });
+  } catch (const DbError&) {
+    return false;
+  }
+}
+
+template <typename T, typename Fn>
+std::optional<T> Store::Routed(const SessionId& id, bool is_read, const char* what, Fn&& fn) {
+  MaybeRefresh();
+  const int64_t deadline = MonotonicMicros() + int64_t{config_.move_wait_ms} * 1000;
+  // Moving one session takes milliseconds: poll for it often.
+  int64_t backoff_us = 1000;
+  int refreshes = 0;
+  int tombstone_rounds = 0;
+  bool fence_checked = false;
+  while (true) {
+    std::shared_ptr<const ClusterMap> map = map_;
+    const uint64_t epoch = map->epoch();
+    bool retry = false;
+    for (const std::string& name : map->router().Candidates(id.text())) {
+      Placed<T> r = RunOnShard(ShardNamed(name), config_.max_retries, is_read, what,
+                               [&](Prepared& p) { return fn(p, epoch); });
+      if (r.placement == Placement::kHere) {
+        last_epoch_ = epoch;
+        return std::move(r.value);
+      }
+      if (r.placement == Placement::kAbsent) continue;
+      if (r.placement == Placement::kMoving) {
+        // A write to a session being copied waits until it is made active
+        // on its new shard (milliseconds for ordinary sessions).
+        if (MonotonicMicros() + backoff_us > deadline) {
+          throw DbError(DbErrorKind::kUnavailable, 0, name,
+                        "session " + id.text() + " is still being moved to another shard");
+        }
+        ::usleep(static_cast<useconds_t>(backoff_us));
+        backoff_us = std::min<int64_t>(backoff_us * 2, 20000);
+      } else {  // kMoved or kStale: our map is out of date.
+        if (++refreshes > 8) {
+          throw DbError(DbErrorKind::kUnavailable, 0, name, "shard map keeps changing; retry");
+        }
+        bool changed = RefreshMap();
+        if (!changed && r.placement == Placement::kMoved) {
+          // Our map is the newest. Either the move finished between our look
+          // at its new shard and this one (look again), or the session was
+          // moved and later deleted (then it stays absent: 404).
+          if (++tombstone_rounds > 3) continue;
+        }
+        if (!changed) ::usleep(static_cast<useconds_t>(backoff_us));
+      }
+      retry = true;
+      break;
+    }
+    if (retry) continue;
+    // Absent everywhere. Before answering "no such session", make sure a
+    // newer map does not put it somewhere else.
+    if (!fence_checked) {
+      fence_checked = true;
+      if (FenceAhead(map->router().Owner(id.text()), epoch) && RefreshMap()) continue;
+    }
+    last_epoch_ = epoch;
+    return std::nullopt;
+  }
+}
+
+namespace {
+
+// What a fenced function's result code says about placement.
+template <typename P>
+P CodePlacement(int64_t code) {
+  switch (code) {
+    case 0: return P::kAbsent;
+    case -1: return P::kMoving;
+    case -2: return P::kMoved;
+    case -3: return P::kStale;
+    default: return P::kHere;
+  }
+}
+
+}  // namespace
 
 void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
-  RunOnShard(ShardOf(id), max_retries_, false, "create session", [&](Prepared& p) {
-    MysqlStatement& st = p.create;
-    st.BindBytes(0, id.bytes());
-    if (session.title) st.BindString(1, *session.title);
-    else st.BindNull(1);
-    st.BindString(2, session.metadata_json);
-    st.BindDatetime(3, session.created_us);
-    st.BindDatetime(4, session.updated_us);
-    st.Execute();
-    return 0;
-  });
+  // Created only on the owner under the newest map: a session created while
+  // a move is in progress already lands on its new shard.
+  MaybeRefresh();
+  for (int attempt = 0;; ++attempt) {
+    std::shared_ptr<const ClusterMap> map = map_;
+    const uint64_t epoch = map->epoch();
+    int64_t code = RunOnShard(ShardNamed(map->router().Owner(id.text())), config_.max_retries, false,
+                              "create session", [&](Prepared& p) {
+                                MysqlStatement& st = p.create;
+                                st.BindBytes(0, id.bytes());
+                                if (session.title) st.BindString(1, *session.title);
+                                else st.BindNull(1);
+                                st.BindString(2, session.metadata_json);
+                                st.BindDatetime(3, session.created_us);
+                                st.BindInt64(4, static_cast<int64_t>(epoch));
+                                st.Execute();
+                                return st.Int64(0, 0);
+                              });
+    if (code == 1) {
+      last_epoch_ = epoch;
+      return;
+    }
+    if (attempt >= 5) {
+      throw DbError(DbErrorKind::kUnavailable, 0, map->router().Owner(id.text()), "shard map keeps changing; retry");
+    }
+    RefreshMap();  // -3: fenced, our map is stale.
+  }
 }
 
 std::optional<SessionRecord> Store::GetSession(const SessionId& id) {
-  return RunOnShard(ShardOf(id), max_retries_, true, "get session",
-                    [&](Prepared& p) -> std::optional<SessionRecord> {
-                      MysqlStatement& st = p.get;
-                      st.BindBytes(0, id.bytes());
-                      st.Execute();
-                      if (st.row_count() == 0) return std::nullopt;
-                      SessionRecord r;
-                      if (!st.IsNull(0, 0)) r.title = st.Text(0, 0);
-                      r.metadata_json = st.Text(0, 1);
-                      r.message_count = st.Int64(0, 2);
-                      r.created_us = st.DatetimeMicros(0, 3);
-                      r.updated_us = st.DatetimeMicros(0, 4);
-                      return r;
-                    });
+  return Routed<SessionRecord>(id, true, "get session", [&](Prepared& p, uint64_t) {
+    MysqlStatement& st = p.get;
+    st.BindBytes(0, id.bytes());
+    st.Execute();
+    Placed<SessionRecord> out{Placement::kAbsent, {}};
+    if (st.row_count() == 0) return out;
+    const std::string& state = st.Text(0, 5);
+    if (state == "moved") out.placement = Placement::kMoved;
+    if (state != "active" && state != "moving") return out;
+    out.placement = Placement::kHere;
+    if (!st.IsNull(0, 0)) out.value.title = st.Text(0, 0);
+    out.value.metadata_json = st.Text(0, 1);
+    out.value.message_count = st.Int64(0, 2);
+    out.value.created_us = st.DatetimeMicros(0, 3);
+    out.value.updated_us = st.DatetimeMicros(0, 4);
+    return out;
+  });
 }
 
 bool Store::DeleteSession(const SessionId& id) {
-  return RunOnShard(ShardOf(id), max_retries_, false, "delete session", [&](Prepared& p) {
-    p.del.BindBytes(0, id.bytes());
-    p.del.Execute();
-    return p.del.row_count() == 1 && p.del.Int64(0, 0) > 0;
-  });
+  return Routed<bool>(id, false, "delete session", [&](Prepared& p, uint64_t epoch) {
+           p.del.BindBytes(0, id.bytes());
+           p.del.BindInt64(1, static_cast<int64_t>(epoch));
+           p.del.Execute();
+           return Placed<bool>{CodePlacement<Placement>(p.del.Int64(0, 0)), true};
+         }).has_value();
 }
 
 int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
                              int64_t created_us, int64_t reply_to) {
-  return RunOnShard(ShardOf(id), max_retries_, false, "append message", [&](Prepared& p) {
+  auto seq = Routed<int64_t>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
     if (p.unsafe) {
       UnsafeAppend& u = *p.unsafe;
       u.read.BindBytes(0, id.bytes());
       u.read.Execute();
-      if (u.read.row_count() == 0) return int64_t{0};
-      int64_t seq = u.read.Int64(0, 0) + 1;
+      if (u.read.row_count() == 0) return Placed<int64_t>{Placement::kAbsent, 0};
+      int64_t next = u.read.Int64(0, 0) + 1;
       u.insert.BindBytes(0, id.bytes());
-      u.insert.BindInt64(1, seq);
+      u.insert.BindInt64(1, next);
       u.insert.BindString(2, role);
       u.insert.BindString(3, content);
       u.insert.BindInt64(4, reply_to);
       u.insert.BindDatetime(5, created_us);
       u.insert.Execute();
-      u.bump.BindInt64(0, seq);
+      u.bump.BindInt64(0, next);
       u.bump.BindBytes(1, id.bytes());
       u.bump.Execute();
-      return seq;
+      return Placed<int64_t>{Placement::kHere, next};
     }
     MysqlStatement& st = p.append;
     st.BindBytes(0, id.bytes());
@@ -223,58 +415,77 @@ int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::st
     st.BindString(2, content);
     st.BindDatetime(3, created_us);
     st.BindInt64(4, reply_to);
+    st.BindInt64(5, static_cast<int64_t>(epoch));
     st.Execute();
-    return st.row_count() == 1 ? st.Int64(0, 0) : int64_t{0};
+    int64_t code = st.Int64(0, 0);
+    return Placed<int64_t>{CodePlacement<Placement>(code), code};
   });
+  return seq.value_or(0);
 }
+
+namespace {
+
+// Reads a list/recent result: row with seq 0 carries the session's state.
+template <typename P>
+P MessagesPlacement(const MysqlStatement& st, std::vector<MessageRecord>* out) {
+  P placement = P::kAbsent;
+  out->clear();
+  out->reserve(st.row_count());
+  for (size_t i = 0; i < st.row_count(); ++i) {
+    if (st.Int64(i, 0) != 0) {
+      out->push_back(RowToMessage(st, i));
+      continue;
+    }
+    const std::string& state = st.Text(i, 1);
+    if (state == "active" || state == "moving") placement = P::kHere;
+    else if (state == "moved") placement = P::kMoved;
+  }
+  // UNION ALL keeps each part's order in MariaDB, but SQL does not promise
+  // it; sorting sorted input is linear.
+  std::sort(out->begin(), out->end(), [](const MessageRecord& a, const MessageRecord& b) { return a.seq < b.seq; });
+  return placement;
+}
+
+}  // namespace
 
 std::optional<std::vector<MessageRecord>> Store::ListMessages(const SessionId& id, int64_t after,
                                                               int limit) {
-  return RunOnShard(ShardOf(id), max_retries_, true, "list messages",
-                    [&](Prepared& p) -> std::optional<std::vector<MessageRecord>> {
-                      MysqlStatement& st = p.list;
-                      st.BindBytes(0, id.bytes());
-                      st.BindBytes(1, id.bytes());
-                      st.BindInt64(2, after);
-                      st.BindInt64(3, limit);
-                      st.Execute();
-                      bool exists = false;
-                      std::vector<MessageRecord> out;
-                      out.reserve(st.row_count());
-                      for (size_t i = 0; i < st.row_count(); ++i) {
-                        if (st.Int64(i, 0) == 0) exists = true;  // The sessions row.
-                        else out.push_back(RowToMessage(st, i));
-                      }
-                      if (!exists) return std::nullopt;
-                      // UNION ALL keeps each part's order in MariaDB, but SQL
-                      // does not promise it; sorting sorted input is linear.
-                      std::sort(out.begin(), out.end(),
-                                [](const MessageRecord& a, const MessageRecord& b) { return a.seq < b.seq; });
-                      return out;
-                    });
-}
-
-std::vector<MessageRecord> Store::RecentMessages(const SessionId& id, int64_t upto, int limit) {
-  return RunOnShard(ShardOf(id), max_retries_, true, "recent messages", [&](Prepared& p) {
-    MysqlStatement& st = p.recent;
+  return Routed<std::vector<MessageRecord>>(id, true, "list messages", [&](Prepared& p, uint64_t) {
+    MysqlStatement& st = p.list;
     st.BindBytes(0, id.bytes());
-    st.BindInt64(1, upto);
-    st.BindInt64(2, limit);
+    st.BindBytes(1, id.bytes());
+    st.BindInt64(2, after);
+    st.BindInt64(3, limit);
     st.Execute();
-    std::vector<MessageRecord> out;
-    out.reserve(st.row_count());
-    for (size_t i = st.row_count(); i-- > 0;) out.push_back(RowToMessage(st, i));
+    Placed<std::vector<MessageRecord>> out{Placement::kAbsent, {}};
+    out.placement = MessagesPlacement<Placement>(st, &out.value);
     return out;
   });
 }
 
+std::vector<MessageRecord> Store::RecentMessages(const SessionId& id, int64_t upto, int limit) {
+  auto rows = Routed<std::vector<MessageRecord>>(id, true, "recent messages", [&](Prepared& p, uint64_t) {
+    MysqlStatement& st = p.recent;
+    st.BindBytes(0, id.bytes());
+    st.BindBytes(1, id.bytes());
+    st.BindInt64(2, upto);
+    st.BindInt64(3, limit);
+    st.Execute();
+    Placed<std::vector<MessageRecord>> out{Placement::kAbsent, {}};
+    out.placement = MessagesPlacement<Placement>(st, &out.value);
+    return out;
+  });
+  return rows.value_or(std::vector<MessageRecord>{});
+}
+
 std::vector<ShardStatus> Store::CheckShards() {
+  MaybeRefresh();
   std::vector<ShardStatus> out;
-  for (auto& [name, shard] : shards_) {
+  for (const ShardEntry& entry : map_->shards()) {
     ShardStatus st;
-    st.name = name;
+    st.name = entry.name;
     try {
-      st.schema_version = RunOnShard(*shard, 0, true, "schema version", [](Prepared& p) {
+      st.schema_version = RunOnShard(ShardNamed(entry.name), 0, true, "schema version", [](Prepared& p) {
         p.schema.Execute();
         return p.schema.row_count() == 1 ? static_cast<int>(p.schema.Int64(0, 0)) : 0;
       });
@@ -286,6 +497,8 @@ std::vector<ShardStatus> Store::CheckShards() {
     } catch (const DbError& e) {
       st.error = std::string(DbErrorKindName(e.kind())) +
                  (e.mysql_errno() ? " (errno " + std::to_string(e.mysql_errno()) + ")" : "");
+    } catch (const MysqlError& e) {
+      st.error = "schema not migrated (errno " + std::to_string(e.code()) + ")";  // Prepare failed.
     }
     out.push_back(std::move(st));
   }

@@ -62,6 +62,13 @@ const std::string& Ring::LookupHash(uint64_t h) const {
   return shards_[it->shard].name;
 }
 
+std::vector<uint64_t> Ring::Positions() const {
+  std::vector<uint64_t> out;
+  out.reserve(points_.size());
+  for (const Point& p : points_) out.push_back(p.position);
+  return out;
+}
+
 std::map<std::string, double> Ring::Shares() const {
   std::map<std::string, double> shares;
   for (const ShardWeight& s : shards_) shares[s.name] = 0.0;

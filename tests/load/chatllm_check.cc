@@ -7,16 +7,17 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "fcgi_app/config.h"
+#include "fcgi_app/cluster_map.h"
 #include "load/checker.h"
 #include "load/history.h"
-#include "shard_router/ring.h"
 
 namespace chatllm::load {
 namespace {
@@ -39,7 +40,7 @@ checks, per session:
                 history, and contains every append acknowledged before it began
 Options:
   --echo                 assistant replies must equal the user message (echo provider)
-  --config FILE          app config (for the ring), with --only-5xx-on-shard
+  --map FILE             the shard map (shardctl map), with --only-5xx-on-shard
   --only-5xx-on-shard S  fail if a session not on shard S got a 5xx or no answer
   --max-print N          print at most N violations (default 50)
 Exits 0 when there is no violation, 1 otherwise, 2 on usage errors.
@@ -82,7 +83,7 @@ class Reader {
 };
 
 int Main(int argc, char** argv) {
-  std::string url = "http://127.0.0.1:8080", config_path, only_shard;
+  std::string url = "http://127.0.0.1:8080", map_path, only_shard;
   std::vector<std::string> files;
   bool echo = false;
   int max_print = 50;
@@ -101,7 +102,7 @@ int Main(int argc, char** argv) {
     } else if (a == "--url") url = next();
     else if (a == "--history") files.push_back(next());
     else if (a == "--echo") echo = true;
-    else if (a == "--config") config_path = next();
+    else if (a == "--map") map_path = next();
     else if (a == "--only-5xx-on-shard") only_shard = next();
     else if (a == "--max-print") max_print = std::atoi(next().c_str());
     else {
@@ -109,7 +110,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  if (files.empty() || (!only_shard.empty() && config_path.empty())) {
+  if (files.empty() || (!only_shard.empty() && map_path.empty())) {
     std::fputs(kUsage, stderr);
     return 2;
   }
@@ -123,14 +124,15 @@ int Main(int argc, char** argv) {
     }
   }
 
-  shard_router::Ring ring;
+  std::shared_ptr<const ClusterMap> map;
   if (!only_shard.empty()) {
-    Config config = LoadConfig(config_path);
-    std::vector<shard_router::ShardWeight> weights;
-    for (const auto& s : config.shards) weights.push_back({s.name, s.weight});
-    shard_router::Status st = shard_router::Ring::Build(weights, &ring);
-    if (!st.ok()) {
-      std::fprintf(stderr, "chatllm-check: %s\n", st.message().c_str());
+    std::ifstream in(map_path);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string error;
+    map = ClusterMap::FromJson(text.str(), &error);
+    if (!map) {
+      std::fprintf(stderr, "chatllm-check: %s: %s\n", map_path.c_str(), in ? error.c_str() : "cannot read");
       return 2;
     }
   }
@@ -155,9 +157,9 @@ int Main(int argc, char** argv) {
     for (const auto& s : histories[f].sessions) records(s);
     for (const auto& a : histories[f].appends) {
       records(a.session).appends_by_file[f].push_back(&a);
-      if (!only_shard.empty() && a.outcome == Outcome::kUnknown && ring.Lookup(a.session) != only_shard) {
+      if (map && a.outcome == Outcome::kUnknown && map->router().Owner(a.session) != only_shard) {
         report(a.session, {"blast-radius", "status " + std::to_string(a.status) + " on shard " +
-                                               ring.Lookup(a.session) + ", which the fault did not touch"});
+                                               map->router().Owner(a.session) + ", which the fault did not touch"});
       }
     }
     for (const auto& r : histories[f].reads) records(r.session).reads_by_file[f].push_back(&r);

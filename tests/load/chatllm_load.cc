@@ -9,6 +9,7 @@
 #include <rapidjson/document.h>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -23,6 +24,10 @@ namespace chatllm::load {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// SIGINT/SIGTERM end the run early, with the summary printed as usual.
+volatile std::sig_atomic_t g_interrupted = 0;
+void OnInterrupt(int) { g_interrupted = 1; }
 
 const std::vector<std::string> kOps = {"create", "append", "get", "read", "list", "raw"};
 
@@ -83,7 +88,7 @@ class Client {
   }
 
   void Run() {
-    for (int64_t n = 0; !s_.stop.load(std::memory_order_relaxed); ++n) {
+    for (int64_t n = 0; !s_.stop.load(std::memory_order_relaxed) && !g_interrupted; ++n) {
       int64_t scheduled = -1;
       if (s_.opt.rate > 0) {
         int64_t i = s_.next_arrival.fetch_add(1);
@@ -117,6 +122,12 @@ class Client {
 
   size_t PickSession() {
     std::lock_guard<std::mutex> lock(s_.sessions_mu);
+    if (s_.opt.session_per_client) {
+      // Round-robin over this client's own sessions: id, id + clients, ...
+      size_t n = s_.sessions.size();
+      size_t mine = std::max<size_t>(1, (n - static_cast<size_t>(id_) % n + s_.opt.clients - 1) / s_.opt.clients);
+      return (static_cast<size_t>(id_) + static_cast<size_t>(s_.opt.clients) * (round_++ % mine)) % n;
+    }
     return std::uniform_int_distribution<size_t>(0, s_.sessions.size() - 1)(rng_);
   }
 
@@ -231,6 +242,7 @@ class Client {
   int id_;
   httplib::Client http_;
   std::mt19937_64 rng_;
+  size_t round_ = 0;
   std::vector<std::pair<double, std::string>> cumulative_;
 };
 
@@ -293,7 +305,12 @@ int Main(int argc, char** argv) {
 
   std::vector<std::unique_ptr<Client>> clients;
   for (int i = 0; i < opt.clients; ++i) clients.push_back(std::make_unique<Client>(shared, i));
+  std::signal(SIGINT, OnInterrupt);
+  std::signal(SIGTERM, OnInterrupt);
   shared.start = Clock::now();
+  const int64_t start_unix_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
   std::vector<std::thread> threads;
   for (auto& c : clients) threads.emplace_back([&c] { c->Run(); });
 
@@ -342,7 +359,7 @@ int Main(int argc, char** argv) {
   if (rows.size() > 1) rows.push_back(Summarize("total", total, seconds));
   PrintTable(opt.label.empty() ? "" : "[" + opt.label + "]", rows);
   if (!opt.json_file.empty()) {
-    std::ofstream(opt.json_file) << SummariesToJson(opt.label, seconds, rows) << "\n";
+    std::ofstream(opt.json_file) << SummariesToJson(opt.label, seconds, start_unix_us, rows) << "\n";
   }
   return 0;
 }

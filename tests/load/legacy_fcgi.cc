@@ -1,8 +1,9 @@
-// legacy_fcgi: the design chatllm replaced, rebuilt faithfully as a baseline
-// for tests/load/bench. Each session's history is one JSON file on the app
+// legacy_fcgi: the design chatllm replaced, rebuilt as a baseline for
+// tests/load/bench. Each session's history is one JSON file on the app
 // server's disk; every turn reads the whole file, parses it, appends two
 // messages and rewrites the whole file, with no locking (two concurrent turns
-// on one session race and one of them is lost, as in the original). It
+// on one session race and one of them is lost, as in the original). It is the
+// original at its best: files are replaced atomically (no torn reads). It
 // speaks chatllm's API so chatllm-load and chatllm-check run against it.
 //
 //   legacy_fcgi PORT WORKERS DIR
@@ -65,8 +66,14 @@ bool ReadFile(const std::string& path, std::string* out) {
   return true;
 }
 
+// The whole file, every turn, with no lock and no fsync, as the original.
+// Written to a temporary file and renamed over the old one, so a reader never
+// sees half a file: the only anomaly left is the read-modify-write race of
+// two turns on one session, the one the review describes (lost messages).
 void WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::trunc) << data;  // Whole file, no fsync, no lock: as the original.
+  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  std::ofstream(tmp, std::ios::trunc) << data;
+  std::rename(tmp.c_str(), path.c_str());
 }
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
@@ -120,7 +127,10 @@ void Handle(FCGX_Request& r) {
   if (!ReadFile(Path(id), &file)) return Reply(r, 404, "{\"error\":{\"code\":\"session_not_found\",\"message\":\"no session\"}}");
   rapidjson::Document history;  // The whole history, in memory, every request.
   history.Parse(file.c_str(), file.size());
-  if (history.HasParseError() || !history.IsArray()) history.SetArray();  // A torn write: start over, as it did.
+  if (history.HasParseError() || !history.IsArray()) {
+    // Read while another request was rewriting it (truncate, then write).
+    return Reply(r, 500, "{\"error\":{\"code\":\"internal_error\",\"message\":\"history file unreadable\"}}");
+  }
 
   if (method == "POST") {
     rapidjson::Document req;

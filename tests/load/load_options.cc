@@ -25,6 +25,8 @@ percentiles and errors by status, per operation.
   --sessions N           sessions created before the run and shared by all
                          clients (default 64); 1 = every client on one session
   --sessions-file FILE   use the existing sessions listed in FILE (one id per line)
+  --session-per-client   client i cycles through sessions i, i+clients, i+2*clients...
+                         instead of random ones: no two clients share a session
   --mix OP=W,...         weights of operations (default append=1):
                            create  POST /v1/sessions
                            append  POST /v1/sessions/{id}/messages (a turn)
@@ -42,6 +44,8 @@ percentiles and errors by status, per operation.
   --label TEXT           name of this run in the table and JSON
   --report-every S       print rate and p99 every S seconds
   --quiet                print only the summary table
+
+SIGINT or SIGTERM ends the run early; the summary is printed as usual.
 )";
 
 bool ParseMix(const std::string& text, std::map<std::string, double>* mix) {
@@ -93,6 +97,7 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
     else if (a == "--label") o->label = next();
     else if (a == "--report-every") o->report_every_s = std::atoi(next().c_str());
     else if (a == "--quiet") o->quiet = true;
+    else if (a == "--session-per-client") o->session_per_client = true;
     else if (a == "--mix") {
       std::string m = next();
       if (!ParseMix(m, &o->mix)) {

@@ -16,6 +16,7 @@ struct LoadOptions {
   int sessions = 64;         // Sessions created up front and shared by all clients.
   std::string sessions_file; // Use these existing session ids (one per line) instead.
   int read_limit = 50;       // Page size of the read op.
+  bool session_per_client = false;  // Client i always uses session i mod N (no shared sessions).
   int content_bytes = 64;    // Size of each appended message.
   double warmup_s = 0;       // Requests in the first warmup_s seconds are not measured.
   std::map<std::string, double> mix = {{"append", 1}};  // Op -> weight.

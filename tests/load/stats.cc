@@ -56,9 +56,11 @@ void PrintTable(const std::string& title, const std::vector<Summary>& rows) {
   std::fflush(stdout);
 }
 
-std::string SummariesToJson(const std::string& label, double seconds, const std::vector<Summary>& rows) {
+std::string SummariesToJson(const std::string& label, double seconds, int64_t start_unix_us,
+                            const std::vector<Summary>& rows) {
   std::ostringstream out;
-  out << "{\"label\":\"" << label << "\",\"seconds\":" << seconds << ",\"ops\":[";
+  out << "{\"label\":\"" << label << "\",\"seconds\":" << seconds << ",\"start_unix_us\":" << start_unix_us
+      << ",\"ops\":[";
   for (size_t i = 0; i < rows.size(); ++i) {
     const Summary& r = rows[i];
     if (i) out << ",";

@@ -34,7 +34,10 @@ double PercentileMs(const std::vector<int64_t>& sorted_us, double q);
 
 // Prints summaries as an aligned table.
 void PrintTable(const std::string& title, const std::vector<Summary>& rows);
-// The summaries as a JSON object {"label":..,"seconds":..,"ops":[...]}.
-std::string SummariesToJson(const std::string& label, double seconds, const std::vector<Summary>& rows);
+// The summaries as a JSON object {"label":..,"seconds":..,"start_unix_us":..,"ops":[...]};
+// start_unix_us is the wall-clock time of the run's t=0 (history times are
+// relative to it).
+std::string SummariesToJson(const std::string& label, double seconds, int64_t start_unix_us,
+                            const std::vector<Summary>& rows);
 
 }  // namespace chatllm::load

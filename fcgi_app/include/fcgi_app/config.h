@@ -17,18 +17,14 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// One database shard. Connection settings are per shard; the ring only sees
-// name and weight.
+// A seed shard from a [shard.NAME] section: where to look for the shard map
+// and, while no map is stored yet, the initial map (every seed active).
 struct ShardConfig {
-  std::string name;                  // From the section name [shard.NAME].
+  std::string name;  // From the section name [shard.NAME].
   std::string host = "127.0.0.1";
   int port = 3306;
   std::string database = "chatllm";
-  std::string user = "chatllm_app";  // DML-only account used by the app.
-  std::string password;              // From `password` or `password_file`.
   uint32_t weight = 100;
-  std::string migrate_user;          // DDL account for migrations; default: user.
-  std::string migrate_password;      // Default: password.
 };
 
 // Every setting of chatllm-fcgi and shardctl. Defaults here are the documented
@@ -61,6 +57,15 @@ struct Config {
   int lock_wait_timeout_s = 1;       // innodb_lock_wait_timeout.
   int max_retries = 5;               // Re-runs of a transaction on deadlock or lock timeout.
   int down_backoff_ms = 1000;        // After a shard times out, fail fast this long.
+
+  // [cluster]: how to reach every shard of the shard map.
+  std::string db_user = "chatllm_app";  // DML + EXECUTE account used by the app.
+  std::string db_password;               // From `password` or `password_file`.
+  std::string migrate_user;              // DDL account of shardctl; default: db_user.
+  std::string migrate_password;          // Default: db_password.
+  int map_refresh_ms = 2000;             // How often a worker looks for a newer map.
+  int move_wait_ms = 5000;               // How long a write waits for a session in transit.
+  std::string map_file;                  // Optional initial map (JSON), until a newer one is read.
 
   // [provider]
   std::string provider = "echo";

@@ -8,10 +8,10 @@
 #include <string_view>
 #include <vector>
 
+#include "fcgi_app/cluster_map.h"
 #include "fcgi_app/config.h"
 #include "fcgi_app/db_connection.h"
 #include "fcgi_app/ids.h"
-#include "shard_router/ring.h"
 
 namespace chatllm {
 
@@ -40,25 +40,28 @@ struct ShardStatus {
 
 // Chat history on the shards. One Store per worker thread: it owns one
 // connection per shard and the prepared statements on it (not thread-safe).
-// Every method routes by session id through the ring, runs one autocommit
-// statement on the owning shard, and throws DbError on failure:
-//   - kRetryable errors (deadlock, lock wait) are re-run up to max_retries;
-//   - reads are re-run once on a lost connection; writes never are, because
-//     a lost connection leaves their outcome unknown.
-// The write protocol lives in sql/ (chat_append, chat_delete_session): each
-// is a stored function, so a write is one round trip and one transaction.
+//
+// Routing: the newest shard map the store has seen (ClusterMap) names each
+// session's owner and, during a move, its previous owner; an operation tries
+// them in that order. Each shard answers for itself where the session stands
+// (sql/002_shard_map.sql): here, absent, moving (a write waits up to
+// move_wait_ms and retries), moved or fenced (the map is stale: reload it
+// from the shards and retry). Writes carry the map's epoch and run as one
+// fenced stored-function call: one round trip, one transaction.
+//
+// Failures throw DbError. Deadlocks and lock waits are re-run up to
+// max_retries; reads are re-run once on a lost connection; writes never are,
+// because a lost connection leaves their outcome unknown.
 class Store {
  public:
-  // Builds the ring and the (not yet connected) shard connections. Throws
-  // ConfigError if the shard list cannot form a ring.
+  // Starts from map_file if configured (trusted until the first periodic
+  // refresh or a shard's refusal), else from the seed shards (all active,
+  // epoch 0), which the first operation replaces with the newest stored map.
+  // No I/O here. Throws ConfigError if the seeds or the file are invalid.
   explicit Store(const Config& config);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
-
-  // Name of the shard that owns `id`.
-  const std::string& ShardFor(const SessionId& id) const;
-  const shard_router::Ring& ring() const { return ring_; }
 
   void CreateSession(const SessionId& id, const SessionRecord& session);
   std::optional<SessionRecord> GetSession(const SessionId& id);
@@ -73,20 +76,46 @@ class Store {
   std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after,
                                                          int limit);
   // The newest `limit` messages with seq <= `upto`, oldest first: the bounded
-  // context for a provider call.
+  // context for a provider call. Empty if the session is gone.
   std::vector<MessageRecord> RecentMessages(const SessionId& id, int64_t upto, int limit);
 
-  // Connects to (or pings) every shard and reads its schema version.
+  // Connects to (or pings) every shard of the map and reads its schema version.
   std::vector<ShardStatus> CheckShards();
+
+  // Reads the newest map stored on the reachable shards and adopts it if it
+  // is newer. Returns true if the map changed.
+  bool RefreshMap();
+  // The map in use, and the epoch the last operation was routed with.
+  std::shared_ptr<const ClusterMap> map() const { return map_; }
+  uint64_t last_epoch() const { return last_epoch_; }
 
  private:
   class Shard;
-  Shard& ShardOf(const SessionId& id);
+  enum class Placement { kHere, kAbsent, kMoving, kMoved, kStale };
+  template <typename T>
+  struct Placed {
+    Placement placement;
+    T value;
+  };
 
-  int max_retries_;
-  shard_router::Ring ring_;
+  Shard& ShardNamed(const std::string& name);
+  template <typename T, typename Fn>
+  std::optional<T> Routed(const SessionId& id, bool is_read, const char* what, Fn&& fn);
+  bool FenceAhead(const std::string& shard, uint64_t epoch);
+  void MaybeRefresh();
+
+  const Config config_;  // A copy: callers may pass a temporary.
+  DbOptions options_;
+  std::shared_ptr<const ClusterMap> map_;
+  std::shared_ptr<const ClusterMap> seed_map_;
   std::map<std::string, std::unique_ptr<Shard>> shards_;
+  int64_t next_refresh_us_ = 0;  // 0: load the stored map before the first operation.
+  uint64_t last_epoch_ = 0;
 };
+
+// Builds the map of the seed shards in `config` (all active, epoch 0).
+// Throws ConfigError if they cannot form a ring.
+std::shared_ptr<const ClusterMap> SeedMap(const Config& config);
 
 // Test-only: makes every Store in this process append without the session
 // row lock (read the counter, INSERT IGNORE, then bump it) — the lost-update

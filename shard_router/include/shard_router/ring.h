@@ -52,6 +52,8 @@ class Ring {
   std::map<std::string, double> Shares() const;
 
   bool empty() const { return points_.empty(); }
+  // Positions of all points, ascending.
+  std::vector<uint64_t> Positions() const;
   // The shards, ordered by name.
   const std::vector<ShardWeight>& shards() const { return shards_; }
   size_t point_count() const { return points_.size(); }

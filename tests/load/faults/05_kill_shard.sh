@@ -17,7 +17,8 @@ sleep "$DOWN"
 stack start-db "$SHARD"
 load_wait run
 wait_ready
-check run --config "$(app_config "$(first_app)")" --only-5xx-on-shard "$SHARD"
+"$CHATLLM_BUILD/shardctl" --config "$(app_config "$(first_app)")" map >"$WORK/map.json"
+check run --map "$WORK/map.json" --only-5xx-on-shard "$SHARD"
 say "$(errors run) requests failed while $SHARD was down ($(error_statuses run))"
 for s in $(error_statuses run); do
   [[ $s == 503 ]] || fail "status $s: a down shard must give 503 shard_unavailable"

@@ -13,7 +13,8 @@ sleep 10
 kill -CONT "$(shard_pid "$SHARD")"
 load_wait run
 wait_ready
-check run --config "$(app_config "$(first_app)")" --only-5xx-on-shard "$SHARD"
+"$CHATLLM_BUILD/shardctl" --config "$(app_config "$(first_app)")" map >"$WORK/map.json"
+check run --map "$WORK/map.json" --only-5xx-on-shard "$SHARD"
 for s in $(error_statuses run); do
   [[ $s == 503 ]] || fail "status $s: a hung shard must give 503 shard_unavailable"
 done

@@ -45,6 +45,7 @@ load_start() {
     --label "$SCENARIO" "$@" >"$WORK/$name.out" 2>&1 &
   LOAD_PIDS[$name]=$!
 }
+load_stop() { kill -INT "${LOAD_PIDS[$1]}" 2>/dev/null || true; load_wait "$1"; }
 load_wait() {
   wait "${LOAD_PIDS[$1]}" || fail "chatllm-load exited with $?"
   cat "$WORK/$1.out"
@@ -75,11 +76,28 @@ for op in d['ops']:
 print(' '.join(sorted(s)))"
 }
 
-# check NAME [chatllm-check args...]: runs the checker; a violation fails the scenario.
+now_us() { date +%s%6N; }
+# phase_latency NAME FROM_UNIX_US TO_UNIX_US: "count p50 p99" of the appends
+# acknowledged in NAME's run that started within [FROM, TO) (wall clock).
+phase_latency() {
+  python3 - "$WORK/$1.history" "$WORK/$1.json" "$2" "$3" <<'PY'
+import json, sys
+start = json.load(open(sys.argv[2]))["start_unix_us"]
+lo, hi = int(sys.argv[3]) - start, int(sys.argv[4]) - start
+lat = sorted(r["complete"] - r["invoke"] for r in map(json.loads, open(sys.argv[1]))
+             if r.get("type") == "append" and r["outcome"] == "ok" and lo <= r["invoke"] < hi)
+pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000 if lat else 0
+print("%d %.2f %.2f" % (len(lat), pct(0.5), pct(0.99)))
+PY
+}
+
+# check NAME[,NAME...] [chatllm-check args...]: runs the checker on the runs'
+# histories; a violation fails the scenario.
 check() {
-  local name=$1
+  local name=${1%%,*} histories=() n
+  for n in ${1//,/ }; do histories+=(--history "$WORK/$n.history"); done
   shift
-  if "$CHECK" --url "$CHATLLM_URL" --history "$WORK/$name.history" --echo "$@" >"$WORK/$name.check" 2>&1; then
+  if "$CHECK" --url "$CHATLLM_URL" "${histories[@]}" --echo "$@" >"$WORK/$name.check" 2>&1; then
     say "$(grep '^chatllm-check:' "$WORK/$name.check")"
   else
     cat "$WORK/$name.check"

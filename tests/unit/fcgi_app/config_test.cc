@@ -30,7 +30,9 @@ TEST(ConfigTest, DefaultsApplyToAMinimalFile) {
   EXPECT_EQ(c.shards[0].name, "a");
   EXPECT_EQ(c.shards[0].port, 3307);
   EXPECT_EQ(c.shards[0].weight, 100u);
-  EXPECT_EQ(c.shards[0].migrate_user, "chatllm_app");
+  EXPECT_EQ(c.db_user, "chatllm_app");
+  EXPECT_EQ(c.migrate_user, "chatllm_app");
+  EXPECT_EQ(c.map_refresh_ms, 2000);
   EXPECT_FALSE(c.instance_name.empty());
 }
 
@@ -41,7 +43,8 @@ TEST(ConfigTest, ReadsEverySection) {
       "[limits]\nmax_content_bytes = 100\ncontext_messages = 3\n"
       "[db]\nread_timeout = 5\nstatement_timeout = 0.5\n"
       "[provider]\nname = echo\necho_delay_ms = 20\n"
-      "[shard.b]\nhost = 10.0.0.2\nweight = 50\npassword = s3cret\nmigrate_user = admin\n"
+      "[cluster]\npassword = s3cret\nmigrate_user = admin\nmove_wait_ms = 100\n"
+      "[shard.b]\nhost = 10.0.0.2\nweight = 50\n"
       "[shard.a]\n",
       "x.ini");
   EXPECT_EQ(c.instance_name, "app7");
@@ -55,9 +58,10 @@ TEST(ConfigTest, ReadsEverySection) {
   ASSERT_EQ(c.shards.size(), 2u);
   EXPECT_EQ(c.shards[0].name, "b");  // File order.
   EXPECT_EQ(c.shards[0].weight, 50u);
-  EXPECT_EQ(c.shards[0].password, "s3cret");
-  EXPECT_EQ(c.shards[0].migrate_user, "admin");
-  EXPECT_EQ(c.shards[0].migrate_password, "s3cret");
+  EXPECT_EQ(c.db_password, "s3cret");
+  EXPECT_EQ(c.migrate_user, "admin");
+  EXPECT_EQ(c.migrate_password, "s3cret");
+  EXPECT_EQ(c.move_wait_ms, 100);
 }
 
 TEST(ConfigTest, ErrorsNameFileLineSectionAndKey) {
@@ -80,12 +84,13 @@ TEST(ConfigTest, ErrorsNameFileLineSectionAndKey) {
   EXPECT_EQ(Error("[shard.a]\nport = 1\nport = 2\n"), f + ":3: [shard.a] port: key appears twice in the section");
   EXPECT_EQ(Error("[shard.a]\njunk\n"), f + ":2: [shard.a] expected 'key = value', got 'junk'");
   EXPECT_EQ(Error("x = 1\n"), f + ":1: key outside of any [section]");
-  EXPECT_EQ(Error("[shard.a]\npassword = x\npassword_file = /p\n"),
-            f + ":3: [shard.a] password_file: set either password or password_file, not both");
-  EXPECT_EQ(Error("[shard.a]\npassword = a;b\n"),
-            f + ":2: [shard.a] password: must not contain ';' (connection-string separator)");
-  EXPECT_EQ(Error("[shard.a]\npassword_file = /nonexistent/pw\n"),
-            f + ":2: [shard.a] password_file: cannot read '/nonexistent/pw': No such file or directory");
+  EXPECT_EQ(Error("[cluster]\npassword = x\npassword_file = /p\n[shard.a]\n"),
+            f + ":3: [cluster] password_file: set either password or password_file, not both");
+  EXPECT_EQ(Error("[cluster]\npassword = a;b\n[shard.a]\n"),
+            f + ":2: [cluster] password: must not contain ';' (connection-string separator)");
+  EXPECT_EQ(Error("[cluster]\npassword_file = /nonexistent/pw\n[shard.a]\n"),
+            f + ":2: [cluster] password_file: cannot read '/nonexistent/pw': No such file or directory");
+  EXPECT_EQ(Error("[shard.a]\nuser = x\n"), f + ":2: [shard.a] user: unknown key");
 }
 
 TEST(ConfigTest, PasswordFileIsReadRelativeToTheConfig) {
@@ -93,8 +98,8 @@ TEST(ConfigTest, PasswordFileIsReadRelativeToTheConfig) {
   ASSERT_NE(mkdtemp(dir), nullptr);
   std::string d = dir;
   std::ofstream(d + "/pw") << "hunter2\n";
-  Config c = ParseConfig("[shard.a]\npassword_file = pw\n", d + "/chatllm.ini");
-  EXPECT_EQ(c.shards[0].password, "hunter2");
+  Config c = ParseConfig("[cluster]\npassword_file = pw\n[shard.a]\n", d + "/chatllm.ini");
+  EXPECT_EQ(c.db_password, "hunter2");
   std::remove((d + "/pw").c_str());
   rmdir(dir);
 }

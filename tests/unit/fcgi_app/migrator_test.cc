@@ -33,6 +33,7 @@ TEST(MigratorTest, EmbeddedMigrationsAreNumberedFromOne) {
   int functions = 0;
   for (const auto& s : stmts) functions += s.rfind("CREATE OR REPLACE FUNCTION", 0) == 0;
   EXPECT_EQ(functions, 2);
+  EXPECT_STREQ(all[1].name, "shard_map");
 }
 
 TEST(MigratorTest, ChecksumIsStableHex) {

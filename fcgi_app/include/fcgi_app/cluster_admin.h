@@ -1,0 +1,142 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fcgi_app/cluster_map.h"
+#include "fcgi_app/config.h"
+#include "fcgi_app/db_connection.h"
+
+namespace chatllm {
+
+class MysqlStatement;
+
+// An operator command that cannot proceed; the message is one line for the
+// operator ("shard c is unreachable: ...").
+class AdminError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ShardReport {
+  std::string name;
+  bool reachable = false;
+  std::string error;
+  int64_t fence = 0;
+  int schema_version = 0;
+  int64_t sessions = 0;  // Active sessions.
+  int64_t messages = 0;  // Messages of active sessions.
+  int64_t in_transit = 0;  // Sessions moving away or incoming.
+};
+
+struct RebalanceOptions {
+  bool dry_run = false;
+  int batch = 200;   // Sessions read per scan query.
+  double rate = 0;   // Max sessions moved per second; 0 = as fast as possible.
+  // Called after every moved session and at the end: (moved, total).
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+struct RebalanceResult {
+  int64_t misplaced = 0;  // Sessions found on a shard that does not own them.
+  int64_t moved = 0;
+  int64_t gone = 0;       // Deleted by a client before they could be moved.
+  double seconds = 0;
+  uint64_t final_epoch = 0;  // Epoch published when the move completed; 0 if none.
+};
+
+struct VerifyReport {
+  int64_t sessions = 0;
+  int64_t messages = 0;
+  std::vector<std::string> problems;  // Empty when everything is in place.
+};
+
+// The operator's side of the cluster (shardctl): reads and publishes shard
+// maps, raises fences, moves sessions between shards and verifies placement.
+// Connects to every shard with the migrate account. Not thread-safe.
+//
+// Publishing epoch E writes the map to every shard, then raises every
+// shard's fence to E. Raising a fence takes the fence row's exclusive lock,
+// so it waits for every write in flight; after it, a write routed with an
+// older map is refused by the shard itself.
+//
+// Moving a session from A to B (MoveSession) survives a crash between any
+// two steps; rerunning it finishes or redoes the move:
+//   1. A: state active -> moving (under the session row lock: appends in
+//      flight commit first; later writes wait for the move).
+//   2. B: drop any leftover of an earlier attempt; copy the session row as
+//      'incoming' (invisible to the app) and its messages in batches.
+//   3. Verify: message count, max seq and a content checksum equal on A and
+//      B, and equal to the session's message_count.
+//   4. B: incoming -> active. From here B is authoritative.
+//   5. A: moving -> moved (a tombstone naming B) and its messages deleted,
+//      in one transaction.
+// At any time at most one shard holds the session 'active', and only an
+// active session accepts writes: history is never split.
+class ClusterAdmin {
+ public:
+  explicit ClusterAdmin(const Config& config);
+  ~ClusterAdmin();
+
+  // Newest map stored on any reachable shard, or the seed map (epoch 0).
+  std::shared_ptr<const ClusterMap> LoadMap();
+  // See the class comment. Throws AdminError if a shard cannot be updated
+  // (rerun the command when it is back).
+  void Publish(const ClusterMap& map, const ClusterMap* previous);
+
+  std::vector<ShardReport> Status(const ClusterMap& map);
+  // Applies sql/ migrations to `entry` with the migrate account.
+  void Migrate(const ShardEntry& entry);
+
+  // Migrates the new shard and publishes the next epoch with it joining.
+  // Idempotent: rerun after a failure republishes the same map.
+  std::shared_ptr<const ClusterMap> AddShard(const ShardEntry& entry);
+  // Publishes the next epoch with `name` draining.
+  std::shared_ptr<const ClusterMap> Drain(const std::string& name);
+  // Publishes the next epoch without `name`, which must be drained and empty.
+  std::shared_ptr<const ClusterMap> RemoveShard(const std::string& name);
+  // Moves every session that is not on its owner shard, then publishes the
+  // map with joining shards active and draining ones drained. Resumable.
+  RebalanceResult Rebalance(const RebalanceOptions& options);
+  // Every session active on exactly one shard, its owner; nothing in
+  // transit; counts consistent.
+  VerifyReport Verify();
+
+  // Where `session_text` is on each candidate shard ("active", "moving",
+  // "incoming", "moved", "absent").
+  std::map<std::string, std::string> Locate(const std::string& session_text, const std::string& session_bytes);
+
+ private:
+  enum class MoveOutcome { kMoved, kGone };
+  // A connection to one shard and the statements prepared on it.
+  struct Link {
+    std::unique_ptr<DbConnection> conn;  // Declared first: statements die before it.
+    uint64_t generation = 0;
+    std::map<std::string, std::unique_ptr<MysqlStatement>> statements;
+  };
+  MoveOutcome MoveSession(const std::string& id, const ShardEntry& from, const ShardEntry& to, uint64_t epoch);
+  Link& LinkTo(const ShardEntry& entry);
+  MYSQL* Handle(const ShardEntry& entry);
+  // `sql` prepared on the shard's connection once and reused.
+  MysqlStatement& Stmt(const ShardEntry& entry, const std::string& sql);
+  // Runs `fn`, turning database errors into AdminErrors naming the shard and
+  // dropping the shard's prepared statements (a failed one may be mid-result).
+  template <typename Fn>
+  auto OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -> decltype(fn());
+  std::shared_ptr<const ClusterMap> Next(const ClusterMap& map, std::vector<ShardEntry> shards);
+  // Takes (or releases) the 'chatllm.rebalance' lock on every shard: one
+  // rebalance or verify at a time.
+  void LockAll(const ClusterMap& map);
+  void UnlockAll(const ClusterMap& map);
+
+  const Config config_;  // A copy: callers may pass a temporary.
+  DbOptions options_;
+  std::map<std::string, Link> links_;
+};
+
+}  // namespace chatllm

@@ -1,0 +1,627 @@
+#include "fcgi_app/cluster_admin.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+#include <thread>
+
+#include "fcgi_app/ids.h"
+#include "fcgi_app/migrator.h"
+#include "fcgi_app/mysql_statement.h"
+#include "fcgi_app/store.h"
+#include "fcgi_app/time_util.h"
+
+namespace chatllm {
+namespace {
+
+using shard_router::ShardState;
+
+void Exec(MYSQL* h, const std::string& sql) {
+  if (mysql_real_query(h, sql.data(), sql.size()) != 0) {
+    throw MysqlError(static_cast<int>(mysql_errno(h)), sql + ": " + mysql_error(h));
+  }
+}
+
+constexpr int kCopyBatch = 500;   // Messages read from the source per query.
+constexpr int kInsertRows = 100;  // Messages written per multi-row INSERT.
+
+std::string InsertMessagesSql(int rows) {
+  std::string sql = "INSERT INTO messages (session_id, seq, role, content, reply_to, created_at) VALUES ";
+  for (int i = 0; i < rows; ++i) sql += i ? ",(?, ?, ?, ?, ?, ?)" : "(?, ?, ?, ?, ?, ?)";
+  return sql;
+}
+
+}  // namespace
+
+template <typename Fn>
+auto ClusterAdmin::OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const MysqlError& e) {
+    links_[entry.name].statements.clear();
+    throw AdminError("shard " + entry.name + ": " + what + " failed: " + e.what());
+  } catch (const DbError& e) {
+    links_[entry.name].statements.clear();
+    throw AdminError("shard " + entry.name + " is unreachable (" + what + "): " + e.what());
+  }
+}
+
+ClusterAdmin::ClusterAdmin(const Config& config) : config_(config) {
+  // An operator tool can wait for a busy shard longer than a request can.
+  options_.connect_timeout_s = std::max(config.connect_timeout_s, 10);
+  options_.read_timeout_s = 120;
+  options_.write_timeout_s = 120;
+  options_.statement_timeout_s = 0;
+  options_.lock_wait_timeout_s = 60;  // Freezing a session waits for appends in flight.
+  options_.down_backoff_ms = 0;
+}
+
+ClusterAdmin::~ClusterAdmin() = default;
+
+ClusterAdmin::Link& ClusterAdmin::LinkTo(const ShardEntry& e) {
+  Link& link = links_[e.name];
+  if (link.conn) {
+    const DbEndpoint& ep = link.conn->endpoint();
+    if (ep.host != e.host || ep.port != e.port || ep.database != e.database) {
+      link.statements.clear();
+      link.conn.reset();
+    }
+  }
+  if (!link.conn) {
+    link.conn = std::make_unique<DbConnection>(
+        DbEndpoint{e.name, e.host, e.port, e.database, config_.migrate_user, config_.migrate_password}, options_);
+  }
+  link.conn->Get();
+  if (link.generation != link.conn->generation()) {
+    link.statements.clear();  // Prepared on a connection that is gone.
+    link.generation = link.conn->generation();
+  }
+  return link;
+}
+
+MYSQL* ClusterAdmin::Handle(const ShardEntry& e) { return LinkTo(e).conn->handle(); }
+
+MysqlStatement& ClusterAdmin::Stmt(const ShardEntry& e, const std::string& sql) {
+  Link& link = LinkTo(e);
+  std::unique_ptr<MysqlStatement>& st = link.statements[sql];
+  if (!st) st = std::make_unique<MysqlStatement>(link.conn->handle(), sql);
+  return *st;
+}
+
+std::shared_ptr<const ClusterMap> ClusterAdmin::LoadMap() {
+  std::shared_ptr<const ClusterMap> seeds = SeedMap(config_);
+  std::shared_ptr<const ClusterMap> newest = seeds;
+  std::set<std::string> asked;
+  // Ask every seed, then every shard the newest map found so far names.
+  for (bool grew = true; grew;) {
+    grew = false;
+    std::vector<ShardEntry> pending;
+    for (const ClusterMap* m : {seeds.get(), newest.get()}) {
+      for (const ShardEntry& e : m->shards()) {
+        if (asked.insert(e.name).second) pending.push_back(e);
+      }
+    }
+    for (const ShardEntry& e : pending) {
+      try {
+        MysqlStatement st(Handle(e), "SELECT epoch, map FROM shard_map ORDER BY epoch DESC LIMIT 1");
+        st.Execute();
+        if (st.row_count() == 0 || static_cast<uint64_t>(st.Int64(0, 0)) <= newest->epoch()) continue;
+        std::string error;
+        auto map = ClusterMap::FromJson(st.Text(0, 1), &error);
+        if (!map) throw AdminError("shard " + e.name + " stores an invalid map: " + error);
+        newest = map;
+        grew = true;
+      } catch (const MysqlError&) {
+        // Not migrated yet (no shard_map): it holds no map.
+      } catch (const DbError&) {
+        // Unreachable: the others still tell the newest map.
+      }
+    }
+  }
+  return newest;
+}
+
+std::shared_ptr<const ClusterMap> ClusterAdmin::Next(const ClusterMap& map, std::vector<ShardEntry> shards) {
+  std::string error;
+  auto next = ClusterMap::Build(map.epoch() + 1, std::move(shards), &error);
+  if (!next) throw AdminError("the new map would be invalid: " + error);
+  return next;
+}
+
+void ClusterAdmin::Publish(const ClusterMap& map, const ClusterMap* previous) {
+  std::vector<ShardEntry> targets = map.shards();
+  if (previous) {
+    for (const ShardEntry& e : previous->shards()) {
+      if (!map.Find(e.name)) targets.push_back(e);
+    }
+  }
+  const std::string json = map.ToJson();
+  // Every shard gets the map before any fence moves, so an app refused by a
+  // fence always finds the new map wherever it looks.
+  for (const ShardEntry& e : targets) {
+    OnShard(e, "publishing the map", [&] {
+      MysqlStatement put(Handle(e),
+                         "INSERT INTO shard_map (epoch, map, created_at) VALUES (?, ?, UTC_TIMESTAMP(6)) "
+                         "ON DUPLICATE KEY UPDATE epoch = epoch");
+      put.BindInt64(0, static_cast<int64_t>(map.epoch()));
+      put.BindString(1, json);
+      put.Execute();
+      MysqlStatement get(Handle(e), "SELECT map FROM shard_map WHERE epoch = ?");
+      get.BindInt64(0, static_cast<int64_t>(map.epoch()));
+      get.Execute();
+      if (get.row_count() != 1 || get.Text(0, 0) != json) {
+        throw AdminError("shard " + e.name + " already holds a different map for epoch " +
+                         std::to_string(map.epoch()) + ": did another shardctl run at the same time?");
+      }
+    });
+  }
+  for (const ShardEntry& e : targets) {
+    OnShard(e, "raising the fence", [&] {
+      MysqlStatement fence(Handle(e), "UPDATE shard_fence SET epoch = ? WHERE id = 1 AND epoch < ?");
+      fence.BindInt64(0, static_cast<int64_t>(map.epoch()));
+      fence.BindInt64(1, static_cast<int64_t>(map.epoch()));
+      fence.Execute();
+    });
+  }
+}
+
+std::vector<ShardReport> ClusterAdmin::Status(const ClusterMap& map) {
+  std::vector<ShardReport> out;
+  for (const ShardEntry& e : map.shards()) {
+    ShardReport r;
+    r.name = e.name;
+    try {
+      MYSQL* h = Handle(e);
+      MysqlStatement schema(h, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+      schema.Execute();
+      r.schema_version = static_cast<int>(schema.Int64(0, 0));
+      MysqlStatement fence(h, "SELECT epoch FROM shard_fence WHERE id = 1");
+      fence.Execute();
+      r.fence = fence.row_count() ? fence.Int64(0, 0) : 0;
+      MysqlStatement counts(h,
+                            "SELECT COALESCE(SUM(state = 'active'), 0), COALESCE(SUM(IF(state = 'active', "
+                            "message_count, 0)), 0), COALESCE(SUM(state IN ('moving', 'incoming')), 0) FROM sessions");
+      counts.Execute();
+      r.sessions = counts.Int64(0, 0);
+      r.messages = counts.Int64(0, 1);
+      r.in_transit = counts.Int64(0, 2);
+      r.reachable = true;
+    } catch (const MysqlError& e) {
+      r.reachable = true;
+      r.error = e.what();
+    } catch (const DbError& e) {
+      r.error = "unreachable";
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void ClusterAdmin::Migrate(const ShardEntry& e) {
+  DbEndpoint ep{e.name, e.host, e.port, e.database, config_.migrate_user, config_.migrate_password};
+  try {
+    MigrateShard(ep, options_);
+  } catch (const MigrationError& err) {
+    throw AdminError(err.what());
+  } catch (const DbError& err) {
+    throw AdminError("shard " + e.name + " is unreachable: " + err.what());
+  }
+}
+
+std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry) {
+  auto map = LoadMap();
+  if (const ShardEntry* existing = map->Find(entry.name)) {
+    bool same = existing->host == entry.host && existing->port == entry.port && existing->database == entry.database;
+    if (existing->state == ShardState::kJoining && same) {
+      Migrate(entry);
+      Publish(*map, nullptr);  // Finish an earlier attempt.
+      return map;
+    }
+    throw AdminError("shard " + entry.name + " is already in the map (state " +
+                     shard_router::ShardStateName(existing->state) + ")");
+  }
+  if (map->router().moving()) {
+    throw AdminError("epoch " + std::to_string(map->epoch()) +
+                     " still has shards joining or draining: run shardctl rebalance first");
+  }
+  Migrate(entry);
+  int64_t held = OnShard(entry, "counting sessions", [&] {
+    MysqlStatement st(Handle(entry), "SELECT COUNT(*) FROM sessions WHERE state <> 'moved'");
+    st.Execute();
+    return st.Int64(0, 0);
+  });
+  if (held != 0) {
+    throw AdminError("shard " + entry.name + " already holds " + std::to_string(held) +
+                     " sessions; a new shard must be empty");
+  }
+  // A shard that was drained and removed before keeps tombstones pointing
+  // elsewhere; they would only send readers on a detour.
+  OnShard(entry, "clearing old tombstones", [&] {
+    Exec(Handle(entry), "DELETE FROM sessions WHERE state = 'moved'");
+    Exec(Handle(entry), "DELETE FROM messages");
+  });
+  std::vector<ShardEntry> shards = map->shards();
+  ShardEntry joining = entry;
+  joining.state = ShardState::kJoining;
+  shards.push_back(joining);
+  auto next = Next(*map, std::move(shards));
+  Publish(*next, map.get());
+  return next;
+}
+
+std::shared_ptr<const ClusterMap> ClusterAdmin::Drain(const std::string& name) {
+  auto map = LoadMap();
+  const ShardEntry* e = map->Find(name);
+  if (!e) throw AdminError("no shard named " + name + " in map epoch " + std::to_string(map->epoch()));
+  if (e->state == ShardState::kDraining) {
+    Publish(*map, nullptr);
+    return map;
+  }
+  if (map->router().moving()) {
+    throw AdminError("epoch " + std::to_string(map->epoch()) +
+                     " still has shards joining or draining: run shardctl rebalance first");
+  }
+  if (e->state != ShardState::kActive) {
+    throw AdminError("shard " + name + " is " + shard_router::ShardStateName(e->state) + ", not active");
+  }
+  std::vector<ShardEntry> shards = map->shards();
+  for (ShardEntry& s : shards) {
+    if (s.name == name) s.state = ShardState::kDraining;
+  }
+  auto next = Next(*map, std::move(shards));
+  Publish(*next, map.get());
+  return next;
+}
+
+std::shared_ptr<const ClusterMap> ClusterAdmin::RemoveShard(const std::string& name) {
+  auto map = LoadMap();
+  const ShardEntry* e = map->Find(name);
+  if (!e) throw AdminError("no shard named " + name + " in map epoch " + std::to_string(map->epoch()));
+  if (e->state != ShardState::kDrained) {
+    throw AdminError("shard " + name + " is " + shard_router::ShardStateName(e->state) +
+                     "; drain it first (shardctl drain " + name + ")");
+  }
+  int64_t left = OnShard(*e, "counting sessions", [&] {
+    MysqlStatement st(Handle(*e), "SELECT COUNT(*) FROM sessions WHERE state <> 'moved'");
+    st.Execute();
+    return st.Int64(0, 0);
+  });
+  if (left != 0) throw AdminError("shard " + name + " still holds " + std::to_string(left) + " sessions");
+  std::vector<ShardEntry> shards;
+  for (const ShardEntry& s : map->shards()) {
+    if (s.name != name) shards.push_back(s);
+  }
+  auto next = Next(*map, std::move(shards));
+  Publish(*next, map.get());  // The removed shard gets it too, for apps that still ask it.
+  return next;
+}
+
+void ClusterAdmin::LockAll(const ClusterMap& map) {
+  for (const ShardEntry& e : map.shards()) {
+    int64_t got = OnShard(e, "taking the rebalance lock", [&] {
+      MysqlStatement st(Handle(e), "SELECT COALESCE(GET_LOCK('chatllm.rebalance', 0), 0)");
+      st.Execute();
+      return st.Int64(0, 0);
+    });
+    if (got != 1) throw AdminError("another shardctl rebalance is running (lock held on shard " + e.name + ")");
+  }
+}
+
+ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const ShardEntry& from,
+                                                    const ShardEntry& to, uint64_t epoch) {
+  auto state_on = [&](const ShardEntry& shard) {
+    return OnShard(shard, "reading session state", [&] {
+      MysqlStatement& st = Stmt(shard, "SELECT state FROM sessions WHERE session_id = ?");
+      st.BindBytes(0, id);
+      st.Execute();
+      return st.row_count() ? st.Text(0, 0) : std::string("absent");
+    });
+  };
+  // Drops whatever an earlier attempt (or an earlier move the other way)
+  // left of this session on the target.
+  auto clear_target = [&] {
+    OnShard(to, "clearing leftovers", [&] {
+      Exec(Handle(to), "START TRANSACTION");
+      MysqlStatement& s = Stmt(to, "DELETE FROM sessions WHERE session_id = ? AND state <> 'active'");
+      s.BindBytes(0, id);
+      s.Execute();
+      MysqlStatement& m = Stmt(to, "DELETE FROM messages WHERE session_id = ?");
+      m.BindBytes(0, id);
+      m.Execute();
+      Exec(Handle(to), "COMMIT");
+    });
+  };
+  auto set_state = [&](const ShardEntry& shard, const char* sql, const char* what) {
+    OnShard(shard, what, [&] {
+      MysqlStatement& st = Stmt(shard, sql);
+      st.BindBytes(0, id);
+      st.Execute();
+    });
+  };
+
+  // 1. Freeze on the source.
+  set_state(from, "UPDATE sessions SET state = 'moving' WHERE session_id = ? AND state = 'active'",
+            "freezing the session");
+  const std::string on_a = state_on(from);
+  if (on_a == "absent" || on_a == "moved") {
+    if (state_on(to) != "active") clear_target();
+    return on_a == "absent" ? MoveOutcome::kGone : MoveOutcome::kMoved;
+  }
+  if (on_a != "moving") throw AdminError("shard " + from.name + ": session in unexpected state " + on_a);
+
+  if (state_on(to) != "active") {
+    // 2. Copy.
+    clear_target();
+    OnShard(to, "copying the session", [&] {
+      MysqlStatement& read =
+          Stmt(from, "SELECT title, metadata, message_count, created_at, updated_at FROM sessions WHERE session_id = ?");
+      read.BindBytes(0, id);
+      read.Execute();
+      if (read.row_count() != 1) throw AdminError("shard " + from.name + ": session vanished while frozen");
+      MysqlStatement& write = Stmt(to,
+                                   "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, "
+                                   "updated_at, state) VALUES (?, ?, ?, ?, ?, ?, 'incoming')");
+      write.BindBytes(0, id);
+      if (read.IsNull(0, 0)) write.BindNull(1);
+      else write.BindString(1, read.Text(0, 0));
+      write.BindString(2, read.Text(0, 1));
+      write.BindInt64(3, read.Int64(0, 2));
+      write.BindDatetime(4, read.DatetimeMicros(0, 3));
+      write.BindDatetime(5, read.DatetimeMicros(0, 4));
+      write.Execute();
+      MysqlStatement& batch = Stmt(from,
+                                   "SELECT seq, role, content, reply_to, created_at FROM messages "
+                                   "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+      for (int64_t after = 0;;) {
+        batch.BindBytes(0, id);
+        batch.BindInt64(1, after);
+        batch.BindInt64(2, kCopyBatch);
+        batch.Execute();
+        const size_t n = batch.row_count();
+        if (n == 0) break;
+        Exec(Handle(to), "START TRANSACTION");
+        for (size_t first = 0; first < n; first += kInsertRows) {
+          int rows = static_cast<int>(std::min<size_t>(kInsertRows, n - first));
+          MysqlStatement& insert = Stmt(to, InsertMessagesSql(rows));
+          for (int r = 0; r < rows; ++r) {
+            size_t i = first + static_cast<size_t>(r);
+            int p = r * 6;
+            insert.BindBytes(p, id);
+            insert.BindInt64(p + 1, batch.Int64(i, 0));
+            insert.BindString(p + 2, batch.Text(i, 1));
+            insert.BindString(p + 3, batch.Text(i, 2));
+            if (batch.IsNull(i, 3)) insert.BindNull(p + 4);
+            else insert.BindInt64(p + 4, batch.Int64(i, 3));
+            insert.BindDatetime(p + 5, batch.DatetimeMicros(i, 4));
+          }
+          insert.Execute();
+        }
+        Exec(Handle(to), "COMMIT");
+        after = batch.Int64(n - 1, 0);
+      }
+    });
+    // 3. Verify.
+    auto digest = [&](const ShardEntry& shard) {
+      return OnShard(shard, "checksumming", [&] {
+        MysqlStatement& st = Stmt(shard,
+                                  "SELECT COUNT(*), COALESCE(MAX(seq), 0), HEX(COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5("
+                                  "CONCAT_WS(0x1f, seq, role, content, COALESCE(reply_to, 0), created_at)), 16), 16, 10) "
+                                  "AS UNSIGNED)), 0)), (SELECT message_count FROM sessions WHERE session_id = ?) "
+                                  "FROM messages WHERE session_id = ?");
+        st.BindBytes(0, id);
+        st.BindBytes(1, id);
+        st.Execute();
+        return std::to_string(st.Int64(0, 0)) + "/" + std::to_string(st.Int64(0, 1)) + "/" + st.Text(0, 2) +
+               "/" + std::to_string(st.Int64(0, 3));
+      });
+    };
+    const std::string da = digest(from), db = digest(to);
+    if (da != db) {
+      clear_target();
+      set_state(from, "UPDATE sessions SET state = 'active' WHERE session_id = ? AND state = 'moving'", "unfreezing");
+      throw AdminError("session " + SessionId::FromBytes(id).text() + ": copy on " + to.name + " (" + db +
+                       ") does not match " + from.name + " (" + da + "); left it on " + from.name);
+    }
+    // 4. Make the copy authoritative.
+    set_state(to, "UPDATE sessions SET state = 'active' WHERE session_id = ? AND state = 'incoming'",
+              "activating the copy");
+  }
+  // 5. Tombstone the source.
+  OnShard(from, "tombstoning the source", [&] {
+    Exec(Handle(from), "START TRANSACTION");
+    MysqlStatement& s = Stmt(from,
+                             "UPDATE sessions SET state = 'moved', moved_to = ?, moved_epoch = ?, title = NULL, "
+                             "metadata = '{}' WHERE session_id = ? AND state = 'moving'");
+    s.BindString(0, to.name);
+    s.BindInt64(1, static_cast<int64_t>(epoch));
+    s.BindBytes(2, id);
+    s.Execute();
+    MysqlStatement& m = Stmt(from, "DELETE FROM messages WHERE session_id = ?");
+    m.BindBytes(0, id);
+    m.Execute();
+    Exec(Handle(from), "COMMIT");
+  });
+  return MoveOutcome::kMoved;
+}
+
+RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
+  RebalanceResult result;
+  const int64_t start = MonotonicMicros();
+  auto map = LoadMap();
+  LockAll(*map);
+  // Every fence must be at this epoch before the scan: otherwise an app with
+  // an older map could still create a session on an old owner behind it.
+  bool fenced = true;
+  for (const ShardReport& r : Status(*map)) {
+    if (!r.reachable) throw AdminError("shard " + r.name + " is unreachable; every shard must be up to rebalance");
+    fenced &= static_cast<uint64_t>(r.fence) >= map->epoch();
+  }
+  if (!fenced && !opt.dry_run) Publish(*map, nullptr);
+
+  struct Pending {
+    std::string id;
+    const ShardEntry* from;
+    const ShardEntry* to;
+  };
+  std::vector<Pending> pending;
+  for (const ShardEntry& shard : map->shards()) {
+    OnShard(shard, "scanning sessions", [&] {
+      MysqlStatement scan(Handle(shard),
+                          "SELECT session_id, state FROM sessions WHERE session_id > ? AND state IN "
+                          "('active', 'moving') ORDER BY session_id LIMIT ?");
+      std::string after;
+      while (true) {
+        scan.BindBytes(0, after);
+        scan.BindInt64(1, opt.batch);
+        scan.Execute();
+        if (scan.row_count() == 0) break;
+        for (size_t i = 0; i < scan.row_count(); ++i) {
+          const std::string& id = scan.Text(i, 0);
+          const std::string& owner = map->router().Owner(SessionId::FromBytes(id).text());
+          if (owner != shard.name) {
+            pending.push_back({id, &shard, map->Find(owner)});
+          } else if (scan.Text(i, 1) == "moving" && !opt.dry_run) {
+            // Frozen by an interrupted move under another map; it belongs here.
+            MysqlStatement thaw(Handle(shard), "UPDATE sessions SET state = 'active' WHERE session_id = ? AND state = 'moving'");
+            thaw.BindBytes(0, id);
+            thaw.Execute();
+          }
+        }
+        after = scan.Text(scan.row_count() - 1, 0);
+      }
+    });
+  }
+  result.misplaced = static_cast<int64_t>(pending.size());
+  if (opt.progress) opt.progress(0, result.misplaced);
+  if (opt.dry_run) {
+    result.seconds = (MonotonicMicros() - start) / 1e6;
+    return result;
+  }
+  const int64_t move_start = MonotonicMicros();
+  for (const Pending& p : pending) {
+    if (MoveSession(p.id, *p.from, *p.to, map->epoch()) == MoveOutcome::kGone) ++result.gone;
+    else ++result.moved;
+    if (opt.progress) opt.progress(result.moved + result.gone, result.misplaced);
+    if (opt.rate > 0) {
+      int64_t due = move_start + static_cast<int64_t>((result.moved + result.gone) * 1e6 / opt.rate);
+      int64_t wait = due - MonotonicMicros();
+      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
+    }
+  }
+  if (map->router().moving()) {
+    // Everything is in place: joining shards become active, draining ones drained.
+    std::vector<ShardEntry> shards = map->shards();
+    for (ShardEntry& s : shards) {
+      if (s.state == ShardState::kJoining) s.state = ShardState::kActive;
+      if (s.state == ShardState::kDraining) s.state = ShardState::kDrained;
+    }
+    auto next = Next(*map, std::move(shards));
+    Publish(*next, map.get());
+    result.final_epoch = next->epoch();
+  }
+  UnlockAll(*map);
+  result.seconds = (MonotonicMicros() - start) / 1e6;
+  return result;
+}
+
+VerifyReport ClusterAdmin::Verify() {
+  VerifyReport report;
+  auto map = LoadMap();
+  // A rebalance running meanwhile would make the shards' answers disagree
+  // (each shard is read at a different moment): exclude it.
+  LockAll(*map);
+  if (map->router().moving()) {
+    report.problems.push_back("map epoch " + std::to_string(map->epoch()) +
+                              " has shards joining or draining: rebalance has not finished");
+  }
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> where;  // id -> (shard, state)
+  for (const ShardEntry& shard : map->shards()) {
+    try {
+      MYSQL* h = Handle(shard);
+      MysqlStatement scan(h, "SELECT session_id, state FROM sessions WHERE session_id > ? ORDER BY session_id LIMIT 1000");
+      std::string after;
+      while (true) {
+        scan.BindBytes(0, after);
+        scan.Execute();
+        if (scan.row_count() == 0) break;
+        for (size_t i = 0; i < scan.row_count(); ++i) where[scan.Text(i, 0)].emplace_back(shard.name, scan.Text(i, 1));
+        after = scan.Text(scan.row_count() - 1, 0);
+      }
+      MysqlStatement counts(h,
+                            "SELECT COUNT(*) FROM sessions s WHERE s.state = 'active' AND (s.message_count <> "
+                            "(SELECT COUNT(*) FROM messages m WHERE m.session_id = s.session_id) OR s.message_count <> "
+                            "(SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.session_id = s.session_id))");
+      counts.Execute();
+      if (counts.Int64(0, 0) != 0) {
+        report.problems.push_back("shard " + shard.name + ": " + std::to_string(counts.Int64(0, 0)) +
+                                  " sessions whose message_count does not match their messages");
+      }
+      MysqlStatement orphans(h,
+                             "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM sessions s "
+                             "WHERE s.session_id = m.session_id AND s.state IN ('active', 'moving'))");
+      orphans.Execute();
+      if (orphans.Int64(0, 0) != 0) {
+        report.problems.push_back("shard " + shard.name + ": " + std::to_string(orphans.Int64(0, 0)) +
+                                  " messages belong to no session held here");
+      }
+      MysqlStatement total(h, "SELECT COUNT(*) FROM messages");
+      total.Execute();
+      report.messages += total.Int64(0, 0);
+    } catch (const std::exception& e) {
+      report.problems.push_back("shard " + shard.name + ": " + e.what());
+    }
+  }
+  for (const auto& [id, places] : where) {
+    std::vector<std::string> active;
+    for (const auto& [shard, state] : places) {
+      if (state == "active") active.push_back(shard);
+      if (state == "moving" || state == "incoming") {
+        report.problems.push_back("session " + SessionId::FromBytes(id).text() + " is " + state + " on " + shard +
+                                  " (rerun shardctl rebalance)");
+      }
+    }
+    if (active.empty()) continue;  // Deleted after a move: only tombstones remain.
+    ++report.sessions;
+    const std::string& owner = map->router().Owner(SessionId::FromBytes(id).text());
+    if (active.size() > 1) {
+      report.problems.push_back("session " + SessionId::FromBytes(id).text() + " is active on " +
+                                std::to_string(active.size()) + " shards");
+    } else if (active[0] != owner) {
+      report.problems.push_back("session " + SessionId::FromBytes(id).text() + " is on " + active[0] +
+                                ", its owner is " + owner);
+    }
+  }
+  UnlockAll(*map);
+  return report;
+}
+
+void ClusterAdmin::UnlockAll(const ClusterMap& map) {
+  for (const ShardEntry& e : map.shards()) {
+    try {
+      MysqlStatement st(Handle(e), "SELECT RELEASE_LOCK('chatllm.rebalance')");
+      st.Execute();
+    } catch (const std::exception&) {
+      // The lock dies with the connection anyway.
+    }
+  }
+}
+
+std::map<std::string, std::string> ClusterAdmin::Locate(const std::string& text, const std::string& bytes) {
+  auto map = LoadMap();
+  std::map<std::string, std::string> out;
+  for (const std::string& name : map->router().Candidates(text)) {
+    const ShardEntry* e = map->Find(name);
+    try {
+      MysqlStatement st(Handle(*e), "SELECT state FROM sessions WHERE session_id = ?");
+      st.BindBytes(0, bytes);
+      st.Execute();
+      out[name] = st.row_count() ? st.Text(0, 0) : "absent";
+    } catch (const std::exception&) {
+      out[name] = "unreachable";
+    }
+  }
+  return out;
+}
+
+}  // namespace chatllm

@@ -1,0 +1,129 @@
+// Resharding through the real stack: an app instance holding a stale shard
+// map cannot write to a moved session's old shard; the shard itself refuses.
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "fcgi_app/cluster_map.h"
+#include "shard_router/router.h"
+#include "support/api_client.h"
+#include "support/fcgi_client.h"
+#include "support/instance.h"
+#include "support/stack_env.h"
+
+namespace chatllm::testing {
+namespace {
+
+class ReshardTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const StackEnv& env = StackEnv::Get();
+    config_ = env.AppConfig(env.apps()[0].first);
+    std::istringstream spare(env.Value("CHATLLM_SPARE_SHARDS"));
+    std::string item;
+    spare >> item;
+    spare_ = item.substr(0, item.find(':'));
+    spare_port_ = std::stoi(item.substr(item.find(':') + 1));
+    ASSERT_EQ(env.Stack("start-db " + spare_), 0);
+  }
+  void TearDown() override {
+    // Back to the seed shards, whatever happened.
+    Shardctl("rebalance");
+    Shardctl("drain " + spare_);
+    Shardctl("remove-shard " + spare_);
+    StackEnv::Get().Stack("stop-db " + spare_);
+  }
+
+  int Shardctl(const std::string& args, std::string* out = nullptr) {
+    return RunCommand(StackEnv::Get().build() + "/shardctl --config " + config_ + " " + args + " 2>&1", out);
+  }
+  std::shared_ptr<const ClusterMap> CurrentMap() {
+    std::string json, error;
+    EXPECT_EQ(Shardctl("map", &json), 0) << json;
+    auto map = ClusterMap::FromJson(json.substr(0, json.find('\n')), &error);
+    EXPECT_TRUE(map) << error;
+    return map;
+  }
+  // `sql` as root on shard `name`; returns its output.
+  std::string Sql(const std::string& name, const std::string& sql) {
+    std::string out;
+    RunCommand("mariadb --no-defaults -uroot -N --socket=" + StackEnv::Get().var() + "/db/" + name +
+                   "/mariadb.sock chatllm -e \"" + sql + "\"",
+               &out);
+    return out;
+  }
+  static std::string Hex(const std::string& uuid) {
+    std::string h;
+    for (char c : uuid) {
+      if (c != '-') h.push_back(c);
+    }
+    return h;
+  }
+
+  std::string config_, spare_;
+  int spare_port_ = 0;
+};
+
+TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
+  ApiClient api(StackEnv::Get().url());
+  auto before = CurrentMap();
+  ASSERT_TRUE(before);
+  ASSERT_FALSE(before->Find(spare_)) << "the spare shard is already in the map";
+
+  // A session that adding the spare shard will move onto it.
+  std::vector<shard_router::MapShard> shards;
+  for (const auto& s : before->shards()) shards.push_back({s.name, s.weight, s.state});
+  shards.push_back({spare_, 100, shard_router::ShardState::kActive});
+  shard_router::Router after_ring;
+  ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
+  std::string id;
+  for (int i = 0; i < 100 && id.empty(); ++i) {
+    std::string candidate = api.CreateSession();
+    if (after_ring.Owner(candidate) == spare_) id = candidate;
+  }
+  ASSERT_FALSE(id.empty());
+  const std::string old_shard = before->router().Owner(id);
+  ASSERT_EQ(api.Append(id, "before the move").status, 201);
+
+  // The map as it is now, for the stale instance.
+  const std::string map_file = StackEnv::Get().var() + "/stale-map.json";
+  std::ofstream(map_file) << before->ToJson();
+
+  std::string out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
+  ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
+  auto after = CurrentMap();
+  ASSERT_GE(after->epoch(), before->epoch() + 2);
+  EXPECT_EQ(Sql(old_shard, "SELECT state, moved_to FROM sessions WHERE session_id = UNHEX('" + Hex(id) + "')"),
+            "moved\t" + spare_ + "\n");
+
+  // The old shard itself refuses a write routed by the old map (fenced) and
+  // one routed by the new map (the session moved away).
+  const std::string call = "SELECT chat_append_fenced(UNHEX('" + Hex(id) + "'), 'user', 'sneaky', UTC_TIMESTAMP(6), 0, ";
+  EXPECT_EQ(Sql(old_shard, call + std::to_string(before->epoch()) + ")"), "-3\n");
+  EXPECT_EQ(Sql(old_shard, call + std::to_string(after->epoch()) + ")"), "-2\n");
+
+  // An app instance that starts with the stale map and would not refresh it
+  // for an hour: its write lands on the new shard, never the old one.
+  Instance stale("stale-map", StackEnv::Get().apps().back().second + 120,
+                 {{"workers", "1"}, {"map_file", map_file}, {"map_refresh_ms", "3600000"}});
+  stale.Start();
+  FcgiResponse r = FcgiRequest(stale.port(), "POST", "/v1/sessions/" + id + "/messages", R"({"content":"after the move"})");
+  ASSERT_EQ(r.status, 201) << r.body << "\n" << stale.log();
+  EXPECT_EQ(r.headers["X-Shard-Map-Epoch"], std::to_string(after->epoch()));
+  EXPECT_NE(stale.log().find("shard map: epoch " + std::to_string(before->epoch())), std::string::npos) << stale.log();
+
+  EXPECT_EQ(Sql(old_shard, "SELECT COUNT(*) FROM messages WHERE session_id = UNHEX('" + Hex(id) + "')"), "0\n");
+  EXPECT_EQ(Sql(spare_, "SELECT COUNT(*) FROM messages WHERE session_id = UNHEX('" + Hex(id) + "')"), "4\n");
+  std::vector<StoredMessage> history;
+  ASSERT_TRUE(ReadHistory(api, id, &history));
+  ASSERT_EQ(history.size(), 4u);
+  EXPECT_EQ(history[0].content, "before the move");
+  EXPECT_EQ(history[2].content, "after the move");
+  EXPECT_EQ(CheckHistoryShape(history), "");
+}
+
+}  // namespace
+}  // namespace chatllm::testing
