@@ -1,8 +1,9 @@
 #include "fcgi_app/mysql_statement.h"
 
+#include "fcgi_app/time_util.h"
+
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 
 namespace chatllm {
 namespace {
@@ -17,31 +18,30 @@ MYSQL_TIME ToMysqlTime(int64_t unix_micros) {
     frac += 1000000;
     --secs;
   }
-  time_t t = static_cast<time_t>(secs);
-  tm parts;
-  gmtime_r(&t, &parts);
+  int64_t days = secs / 86400, rem = secs % 86400;
+  if (rem < 0) {
+    rem += 86400;
+    --days;
+  }
+  int64_t year;
+  unsigned month, day;
+  CivilFromDays(days, &year, &month, &day);
   MYSQL_TIME mt;
   std::memset(&mt, 0, sizeof(mt));
-  mt.year = parts.tm_year + 1900;
-  mt.month = parts.tm_mon + 1;
-  mt.day = parts.tm_mday;
-  mt.hour = parts.tm_hour;
-  mt.minute = parts.tm_min;
-  mt.second = parts.tm_sec;
+  mt.year = static_cast<unsigned>(year);
+  mt.month = month;
+  mt.day = day;
+  mt.hour = static_cast<unsigned>(rem / 3600);
+  mt.minute = static_cast<unsigned>(rem / 60 % 60);
+  mt.second = static_cast<unsigned>(rem % 60);
   mt.second_part = static_cast<unsigned long>(frac);
   mt.time_type = MYSQL_TIMESTAMP_DATETIME;
   return mt;
 }
 
 int64_t FromMysqlTime(const MYSQL_TIME& mt) {
-  tm parts{};
-  parts.tm_year = static_cast<int>(mt.year) - 1900;
-  parts.tm_mon = static_cast<int>(mt.month) - 1;
-  parts.tm_mday = static_cast<int>(mt.day);
-  parts.tm_hour = static_cast<int>(mt.hour);
-  parts.tm_min = static_cast<int>(mt.minute);
-  parts.tm_sec = static_cast<int>(mt.second);
-  return int64_t{timegm(&parts)} * 1000000 + static_cast<int64_t>(mt.second_part);
+  return UnixMicrosFromCivil(mt.year, mt.month, mt.day, mt.hour, mt.minute, mt.second,
+                             static_cast<unsigned>(mt.second_part));
 }
 
 }  // namespace
@@ -150,7 +150,7 @@ void MysqlStatement::BindNull(int pos) {
 }
 
 void MysqlStatement::Execute() {
-  rows_.clear();
+  rows_ = 0;  // cells_ keeps its strings' capacity for the next result.
   if (!params_.empty() && mysql_stmt_bind_param(stmt_, params_.data()) != 0) Fail("mysql_stmt_bind_param");
   if (mysql_stmt_execute(stmt_) != 0) Fail("mysql_stmt_execute");
   affected_rows_ = mysql_stmt_affected_rows(stmt_);
@@ -168,12 +168,18 @@ void MysqlStatement::FetchAll() {
       mysql_stmt_free_result(stmt_);
       throw err;
     }
-    std::vector<Cell> row(columns_.size());
+    const size_t need = (rows_ + 1) * columns_.size();
+    if (cells_.size() < need) cells_.resize(need);
+    Cell* row = &cells_[rows_ * columns_.size()];
     for (size_t i = 0; i < columns_.size(); ++i) {
       Column& c = columns_[i];
       Cell& cell = row[i];
       cell.null = c.is_null;
-      if (cell.null) continue;
+      if (cell.null) {
+        cell.number = 0;
+        cell.text.clear();
+        continue;
+      }
       switch (c.kind) {
         case Kind::kInt:
           cell.number = c.int_value;
@@ -184,8 +190,6 @@ void MysqlStatement::FetchAll() {
         case Kind::kText:
           if (c.length <= c.buffer.size()) {
             cell.text.assign(c.buffer.data(), c.length);
-            // DECIMAL and other numeric-as-text results still read as integers.
-            cell.number = std::strtoll(cell.text.c_str(), nullptr, 10);
           } else {
             // Truncated (rc == MYSQL_DATA_TRUNCATED): fetch this column whole.
             cell.text.resize(c.length);
@@ -204,14 +208,21 @@ void MysqlStatement::FetchAll() {
           break;
       }
     }
-    rows_.push_back(std::move(row));
+    ++rows_;
   }
   mysql_stmt_free_result(stmt_);
 }
 
-bool MysqlStatement::IsNull(size_t row, int col) const { return rows_[row][col].null; }
-int64_t MysqlStatement::Int64(size_t row, int col) const { return rows_[row][col].number; }
-const std::string& MysqlStatement::Text(size_t row, int col) const { return rows_[row][col].text; }
-int64_t MysqlStatement::DatetimeMicros(size_t row, int col) const { return rows_[row][col].number; }
+const MysqlStatement::Cell& MysqlStatement::At(size_t row, int col) const {
+  return cells_[row * columns_.size() + static_cast<size_t>(col)];
+}
+bool MysqlStatement::IsNull(size_t row, int col) const { return At(row, col).null; }
+int64_t MysqlStatement::Int64(size_t row, int col) const {
+  const Cell& c = At(row, col);
+  // DECIMAL and other numeric-as-text results still read as integers.
+  return columns_[col].kind == Kind::kText ? std::strtoll(c.text.c_str(), nullptr, 10) : c.number;
+}
+const std::string& MysqlStatement::Text(size_t row, int col) const { return At(row, col).text; }
+int64_t MysqlStatement::DatetimeMicros(size_t row, int col) const { return At(row, col).number; }
 
 }  // namespace chatllm

@@ -41,23 +41,24 @@ struct Prepared {
             "WHERE session_id = ?"),
         del(c, "SELECT chat_delete_session_fenced(?, ?)"),
         append(c, "SELECT chat_append_fenced(?, ?, ?, ?, ?, ?)"),
-        // One round trip answers where the session stands (the seq-0 row,
-        // carrying its state) and which messages follow the cursor (an index
-        // range on (session_id, seq) that stops at the LIMIT, whatever the
-        // history length). A LEFT JOIN would sort every later message first.
+        // Messages come with their session's state (a primary-key lookup
+        // joined to an index range on (session_id, seq) that stops at the
+        // LIMIT, whatever the history length). Only an empty page needs the
+        // second statement, `place`, to tell "no session" from "no messages".
         list(c,
-             "(SELECT 0, state, NULL, NULL, created_at FROM sessions WHERE session_id = ?) UNION ALL "
-             "(SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
-             "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?)"),
+             "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state "
+             "FROM messages m JOIN sessions s ON s.session_id = m.session_id "
+             "WHERE m.session_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?"),
         recent(c,
-               "(SELECT 0, state, NULL, NULL, created_at FROM sessions WHERE session_id = ?) UNION ALL "
-               "(SELECT seq, role, content, COALESCE(reply_to, 0), created_at FROM messages "
-               "WHERE session_id = ? AND seq <= ? ORDER BY seq DESC LIMIT ?)"),
+               "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state "
+               "FROM messages m JOIN sessions s ON s.session_id = m.session_id "
+               "WHERE m.session_id = ? AND m.seq <= ? ORDER BY m.seq DESC LIMIT ?"),
+        place(c, "SELECT state FROM sessions WHERE session_id = ?"),
         schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"),
         fence(c, "SELECT epoch FROM shard_fence WHERE id = 1"),
         unsafe(g_unsafe_append ? std::make_unique<UnsafeAppend>(c) : nullptr) {}
 
-  MysqlStatement create, get, del, append, list, recent, schema, fence;
+  MysqlStatement create, get, del, append, list, recent, place, schema, fence;
   std::unique_ptr<UnsafeAppend> unsafe;
 };
 
@@ -329,6 +330,33 @@ P CodePlacement(int64_t code) {
 
 }  // namespace
 
+namespace {
+
+template <typename P>
+P StatePlacement(const std::string& state) {
+  if (state == "active" || state == "moving") return P::kHere;
+  if (state == "moved") return P::kMoved;
+  return P::kAbsent;  // incoming: being copied here, not yet ours.
+}
+
+// Reads a list/recent result (messages with their session's state); an
+// empty one is placed by the session row alone.
+template <typename P>
+P MessagesPlacement(MysqlStatement& st, MysqlStatement& place, const SessionId& id,
+                    std::vector<MessageRecord>* out) {
+  out->clear();
+  if (st.row_count() == 0) {
+    place.BindBytes(0, id.bytes());
+    place.Execute();
+    return place.row_count() == 0 ? P::kAbsent : StatePlacement<P>(place.Text(0, 0));
+  }
+  out->reserve(st.row_count());
+  for (size_t i = 0; i < st.row_count(); ++i) out->push_back(RowToMessage(st, i));
+  return StatePlacement<P>(st.Text(0, 5));
+}
+
+}  // namespace
+
 void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
   // Created only on the owner under the newest map: a session created while
   // a move is in progress already lands on its new shard.
@@ -366,10 +394,8 @@ std::optional<SessionRecord> Store::GetSession(const SessionId& id) {
     st.Execute();
     Placed<SessionRecord> out{Placement::kAbsent, {}};
     if (st.row_count() == 0) return out;
-    const std::string& state = st.Text(0, 5);
-    if (state == "moved") out.placement = Placement::kMoved;
-    if (state != "active" && state != "moving") return out;
-    out.placement = Placement::kHere;
+    out.placement = StatePlacement<Placement>(st.Text(0, 5));
+    if (out.placement != Placement::kHere) return out;
     if (!st.IsNull(0, 0)) out.value.title = st.Text(0, 0);
     out.value.metadata_json = st.Text(0, 1);
     out.value.message_count = st.Int64(0, 2);
@@ -423,42 +449,16 @@ int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::st
   return seq.value_or(0);
 }
 
-namespace {
-
-// Reads a list/recent result: row with seq 0 carries the session's state.
-template <typename P>
-P MessagesPlacement(const MysqlStatement& st, std::vector<MessageRecord>* out) {
-  P placement = P::kAbsent;
-  out->clear();
-  out->reserve(st.row_count());
-  for (size_t i = 0; i < st.row_count(); ++i) {
-    if (st.Int64(i, 0) != 0) {
-      out->push_back(RowToMessage(st, i));
-      continue;
-    }
-    const std::string& state = st.Text(i, 1);
-    if (state == "active" || state == "moving") placement = P::kHere;
-    else if (state == "moved") placement = P::kMoved;
-  }
-  // UNION ALL keeps each part's order in MariaDB, but SQL does not promise
-  // it; sorting sorted input is linear.
-  std::sort(out->begin(), out->end(), [](const MessageRecord& a, const MessageRecord& b) { return a.seq < b.seq; });
-  return placement;
-}
-
-}  // namespace
-
 std::optional<std::vector<MessageRecord>> Store::ListMessages(const SessionId& id, int64_t after,
                                                               int limit) {
   return Routed<std::vector<MessageRecord>>(id, true, "list messages", [&](Prepared& p, uint64_t) {
     MysqlStatement& st = p.list;
     st.BindBytes(0, id.bytes());
-    st.BindBytes(1, id.bytes());
-    st.BindInt64(2, after);
-    st.BindInt64(3, limit);
+    st.BindInt64(1, after);
+    st.BindInt64(2, limit);
     st.Execute();
     Placed<std::vector<MessageRecord>> out{Placement::kAbsent, {}};
-    out.placement = MessagesPlacement<Placement>(st, &out.value);
+    out.placement = MessagesPlacement<Placement>(st, p.place, id, &out.value);
     return out;
   });
 }
@@ -467,12 +467,12 @@ std::vector<MessageRecord> Store::RecentMessages(const SessionId& id, int64_t up
   auto rows = Routed<std::vector<MessageRecord>>(id, true, "recent messages", [&](Prepared& p, uint64_t) {
     MysqlStatement& st = p.recent;
     st.BindBytes(0, id.bytes());
-    st.BindBytes(1, id.bytes());
-    st.BindInt64(2, upto);
-    st.BindInt64(3, limit);
+    st.BindInt64(1, upto);
+    st.BindInt64(2, limit);
     st.Execute();
     Placed<std::vector<MessageRecord>> out{Placement::kAbsent, {}};
-    out.placement = MessagesPlacement<Placement>(st, &out.value);
+    out.placement = MessagesPlacement<Placement>(st, p.place, id, &out.value);
+    std::reverse(out.value.begin(), out.value.end());  // Newest first from the index; oldest first out.
     return out;
   });
   return rows.value_or(std::vector<MessageRecord>{});

@@ -39,7 +39,7 @@ class MysqlStatement {
   // (results are small and bounded by LIMITs). Throws MysqlError.
   void Execute();
 
-  size_t row_count() const { return rows_.size(); }
+  size_t row_count() const { return rows_; }
   bool IsNull(size_t row, int col) const;
   int64_t Int64(size_t row, int col) const;        // Integer columns; 0 for NULL.
   const std::string& Text(size_t row, int col) const;  // Any other column, raw bytes.
@@ -66,6 +66,7 @@ class MysqlStatement {
 
   [[noreturn]] void Fail(const char* call) const;
   void FetchAll();
+  const Cell& At(size_t row, int col) const;
 
   MYSQL* conn_;
   std::string sql_;
@@ -75,7 +76,8 @@ class MysqlStatement {
   std::vector<MYSQL_TIME> param_times_;
   std::vector<unsigned long> param_lengths_;
   std::vector<Column> columns_;
-  std::vector<std::vector<Cell>> rows_;
+  std::vector<Cell> cells_;  // rows_ x columns_, row-major; reused across executions.
+  size_t rows_ = 0;
   uint64_t affected_rows_ = 0;
 };
 

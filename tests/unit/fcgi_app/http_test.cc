@@ -4,6 +4,8 @@
 
 #include "fcgi_app/time_util.h"
 
+#include <ctime>
+
 namespace chatllm {
 namespace {
 
@@ -50,6 +52,23 @@ TEST(HttpTest, StatusReasons) {
   EXPECT_STREQ(StatusReason(201), "Created");
   EXPECT_STREQ(StatusReason(503), "Service Unavailable");
   EXPECT_STREQ(StatusReason(299), "Unknown");
+}
+
+// The calendar arithmetic agrees with libc's gmtime/timegm over four
+// centuries of days (leap years, 2000, 2100).
+TEST(TimeTest, CivilArithmeticMatchesLibc) {
+  for (int64_t secs = -2208988800LL; secs < 32503680000LL; secs += 86400 * 7 + 3671) {
+    time_t t = static_cast<time_t>(secs);
+    tm parts;
+    gmtime_r(&t, &parts);
+    char want[64];
+    std::snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.000042Z", parts.tm_year + 1900,
+                  parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec);
+    ASSERT_EQ(FormatRfc3339(secs * 1000000 + 42), want) << secs;
+    ASSERT_EQ(UnixMicrosFromCivil(parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour,
+                                  parts.tm_min, parts.tm_sec, 42),
+              secs * 1000000 + 42);
+  }
 }
 
 TEST(TimeTest, FormatsRfc3339Utc) {
