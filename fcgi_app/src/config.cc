@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -218,11 +219,26 @@ Config ParseConfig(std::string_view text, const std::string& path) {
     ini.Fail(e ? e->line : 0, "server", "listen", "'" + c.listen + "' is not host:port");
   }
   c.backlog = static_cast<int>(ini.Int("server", "backlog", c.backlog, 1, 65535));
+  c.pm = ini.String("server", "pm", c.pm, false);
+  if (c.pm != "static" && c.pm != "dynamic" && c.pm != "ondemand") {
+    ini.Fail(ini.Find("server", "pm")->line, "server", "pm", "'" + c.pm + "' is not static, dynamic or ondemand");
+  }
   c.workers = static_cast<int>(ini.Int("server", "workers", c.workers, 1, 1024));
+  c.start_workers = static_cast<int>(ini.Int("server", "start_workers", std::min(c.start_workers, c.workers), 1, c.workers));
+  c.min_spare_workers = static_cast<int>(ini.Int("server", "min_spare_workers", std::min(c.min_spare_workers, c.workers), 1, c.workers));
+  c.max_spare_workers = static_cast<int>(
+      ini.Int("server", "max_spare_workers", std::clamp(c.max_spare_workers, c.min_spare_workers, c.workers),
+              c.min_spare_workers, c.workers));
+  c.idle_timeout_s = static_cast<int>(ini.Int("server", "idle_timeout", c.idle_timeout_s, 1, 86400));
+  c.max_requests = static_cast<int>(ini.Int("server", "max_requests", c.max_requests, 0, 1000000000));
+  c.threads = static_cast<int>(ini.Int("server", "threads", c.threads, 1, 256));
+  c.request_timeout_s = static_cast<int>(ini.Int("server", "request_timeout", c.request_timeout_s, 0, 86400));
+  c.slowlog_timeout_s = static_cast<int>(ini.Int("server", "slowlog_timeout", c.slowlog_timeout_s, 0, 86400));
   c.shutdown_timeout_s =
       static_cast<int>(ini.Int("server", "shutdown_timeout", c.shutdown_timeout_s, 0, 3600));
   c.pid_file = ResolvePath(path, ini.String("server", "pid_file", ""));
   c.log_file = ResolvePath(path, ini.String("server", "log_file", ""));
+  c.access_log = ResolvePath(path, ini.String("server", "access_log", ""));
   std::string level = ini.String("server", "log_level", "info");
   if (!ParseLogLevel(level, &c.log_level)) {
     ini.Fail(ini.Find("server", "log_level")->line, "server", "log_level",

@@ -2,22 +2,34 @@
 
 #include <arpa/inet.h>
 #include <fcgiapp.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <thread>
+#include <vector>
 
+#include "fcgi_app/access_log.h"
 #include "fcgi_app/http.h"
+#include "fcgi_app/ids.h"
+#include "fcgi_app/instance_info.h"
 #include "fcgi_app/log.h"
+#include "fcgi_app/observer.h"
 #include "fcgi_app/provider.h"
+#include "fcgi_app/router.h"
 #include "fcgi_app/service.h"
 #include "fcgi_app/store.h"
+#include "fcgi_app/time_util.h"
 
 namespace chatllm {
 
@@ -39,7 +51,9 @@ int OpenListenSocket(const std::string& listen, int backlog, std::string* error)
   int fd = -1;
   std::string last;
   for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
-    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    // Non-blocking: workers wait in poll and several may wake for one
+    // connection; the losers' accept() must return EAGAIN, not block.
+    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     if (fd < 0) {
       last = std::string("socket() failed: ") + std::strerror(errno);
       continue;
@@ -58,14 +72,13 @@ int OpenListenSocket(const std::string& listen, int backlog, std::string* error)
 
 namespace {
 
-volatile sig_atomic_t g_stop = 0;
+// Process-wide state of a worker, shared by its threads.
+std::atomic<bool> g_stop{false};
 volatile sig_atomic_t g_reopen_log = 0;
+std::atomic<int64_t> g_served{0};
+std::atomic<bool> g_failed{false};  // A thread could not start: exit non-zero.
 
-void OnStopSignal(int) {
-  g_stop = 1;
-  FCGX_ShutdownPending();  // Makes a blocked FCGX_Accept_r return instead of retrying.
-}
-
+void OnStopSignal(int) { g_stop.store(true); }
 void OnReopenSignal(int) { g_reopen_log = 1; }
 
 // "HTTP_X_REQUEST_ID" -> "x-request-id".
@@ -73,6 +86,23 @@ std::string HeaderName(const char* env_name, size_t len) {
   std::string out(env_name, len);
   for (char& c : out) c = (c == '_') ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+// A request id from nginx ($request_id) or the client is kept if it is
+// 1..64 characters of [A-Za-z0-9._-]; otherwise one is made.
+std::string RequestId(const std::string& given) {
+  bool ok = !given.empty() && given.size() <= 64;
+  for (char c : given) ok &= std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  if (ok) return given;
+  unsigned char raw[16];
+  RandomBytes(raw, sizeof(raw));
+  static const char kHex[] = "0123456789abcdef";
+  std::string id;
+  for (unsigned char b : raw) {
+    id.push_back(kHex[b >> 4]);
+    id.push_back(kHex[b & 15]);
+  }
+  return id;
 }
 
 // Reads the CGI-style parameters nginx sent into an HttpRequest. Returns
@@ -83,9 +113,7 @@ bool ReadRequest(FCGX_Request& fcgi, const Config& config, HttpRequest* req, Htt
     const char* kv = *env;
     const char* eq = std::strchr(kv, '=');
     if (!eq) continue;
-    if (std::strncmp(kv, "HTTP_", 5) == 0) {
-      req->headers[HeaderName(kv + 5, eq - kv - 5)] = eq + 1;
-    }
+    if (std::strncmp(kv, "HTTP_", 5) == 0) req->headers[HeaderName(kv + 5, eq - kv - 5)] = eq + 1;
   }
   auto param = [&fcgi](const char* name) -> std::string {
     const char* v = FCGX_GetParam(name, fcgi.envp);
@@ -111,8 +139,7 @@ bool ReadRequest(FCGX_Request& fcgi, const Config& config, HttpRequest* req, Htt
   }
   if (length > config.max_body_bytes) {
     *early = ErrorResponse(413, "payload_too_large",
-                           "request body is larger than " + std::to_string(config.max_body_bytes) +
-                               " bytes");
+                           "request body is larger than " + std::to_string(config.max_body_bytes) + " bytes");
     return false;
   }
   req->body.resize(length);
@@ -129,7 +156,7 @@ bool ReadRequest(FCGX_Request& fcgi, const Config& config, HttpRequest* req, Htt
   return true;
 }
 
-void WriteResponse(FCGX_Request& fcgi, const HttpResponse& resp, const Config& config, bool head) {
+size_t WriteResponse(FCGX_Request& fcgi, const HttpResponse& resp, const Config& config, bool head) {
   std::string out;
   out.reserve(256 + resp.body.size());
   out += "Status: " + std::to_string(resp.status) + " " + StatusReason(resp.status) + "\r\n";
@@ -142,15 +169,159 @@ void WriteResponse(FCGX_Request& fcgi, const HttpResponse& resp, const Config& c
   // A failed write means nginx gave up on the request (client gone): there
   // is nobody left to tell, and the worker carries on.
   FCGX_PutStr(out.data(), static_cast<int>(out.size()), fcgi.out);
+  return out.size();
+}
+
+// Feeds the shared metrics and the current request's trace.
+class ThreadObserver : public Observer {
+ public:
+  explicit ThreadObserver(Scoreboard* board) : board_(board) {}
+  void set_trace(RequestTrace* t) { trace_ = t; }
+  void OnQuery(const std::string& shard, int64_t micros, bool ok) override {
+    if (trace_) {
+      trace_->shard = shard;
+      trace_->db_us += micros;
+    }
+    Count(board_->Shard(shard), micros, ok);
+  }
+  void OnProviderCall(const std::string& provider, int64_t micros, bool ok) override {
+    Count(board_->Provider(provider), micros, ok);
+  }
+
+ private:
+  static void Count(NamedSeries* s, int64_t micros, bool ok) {
+    if (!s) return;
+    s->calls.fetch_add(1, std::memory_order_relaxed);
+    if (!ok) s->errors.fetch_add(1, std::memory_order_relaxed);
+    s->latency.Observe(micros);
+  }
+  Scoreboard* board_;
+  RequestTrace* trace_ = nullptr;
+};
+
+struct WorkerShared {
+  const Config* config;
+  int listen_fd;
+  Scoreboard* board;
+  int first_slot;
+  int threads;
+  AccessLog* access_log;
+  InstanceInfo* info;
+  sigset_t held;     // Signals held except while waiting for a connection.
+  sigset_t waiting;  // The mask while waiting (held signals open).
+};
+
+// True when every thread of this worker has been idle for idle_timeout.
+bool WorkerIdleTooLong(const WorkerShared& w) {
+  int64_t limit = MonotonicMicros() - int64_t{w.config->idle_timeout_s} * 1000000;
+  for (int s = w.first_slot; s < w.first_slot + w.threads; ++s) {
+    const WorkerSlot& slot = w.board->slot(s);
+    if (slot.state.load() != static_cast<uint8_t>(SlotState::kIdle) || slot.state_since_us.load() > limit) return false;
+  }
+  return true;
+}
+
+void ServeThread(WorkerShared* w, int index) {
+  const Config& config = *w->config;
+  const int slot = w->first_slot + index;
+  pthread_sigmask(SIG_SETMASK, &w->held, nullptr);
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Provider> provider;
+  try {
+    store = std::make_unique<Store>(config);
+    provider = MakeProvider(config);
+  } catch (const std::exception& e) {
+    LOG_ERROR("worker: start-up failed: %s", e.what());
+    g_failed.store(true);
+    g_stop.store(true);
+    return;
+  }
+  ThreadObserver observer(w->board);
+  store->SetObserver(&observer);
+  Service service(config, store.get(), provider.get(), w->info, &observer);
+  FCGX_Request fcgi;
+  FCGX_InitRequest(&fcgi, w->listen_fd, 0);
+  w->board->Claim(slot, ::getpid());
+
+  const timespec tick{0, 500 * 1000 * 1000};
+  while (!g_stop.load()) {
+    if (g_reopen_log && index == 0) {
+      g_reopen_log = 0;
+      std::string error;
+      if (!LogReopen(&error) || !w->access_log->Reopen(&error)) LOG_ERROR("worker: reopening logs failed: %s", error.c_str());
+    }
+    // Wait for a connection with the held signals open (ppoll swaps the
+    // mask atomically): a stop signal either arrives here, or stays pending
+    // until the request in hand is done. Never in the middle of a request.
+    pollfd pfd{w->listen_fd, POLLIN, 0};
+    int ready = ppoll(&pfd, 1, &tick, &w->waiting);
+    if (ready <= 0) {
+      if (config.pm == "ondemand" && index == 0 && WorkerIdleTooLong(*w)) {
+        LOG_INFO("worker: idle for %d s; exiting", config.idle_timeout_s);
+        g_stop.store(true);
+      }
+      continue;
+    }
+    int fd = ::accept4(w->listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+        LOG_WARN("worker: accept() failed: %s", std::strerror(errno));
+        usleep(10000);
+      }
+      continue;  // Another worker took it.
+    }
+    const int64_t start = MonotonicMicros();
+    w->board->counters().accepted.fetch_add(1, std::memory_order_relaxed);
+    w->board->SetState(slot, SlotState::kReading);
+    // Hand the connection to libfcgi: with ipcFd set and keepConnection on,
+    // FCGX_Accept_r reads the request from it instead of accepting (its
+    // opening FCGX_Finish_r would otherwise close it). libfcgi 2.4.
+    fcgi.ipcFd = fd;
+    fcgi.keepConnection = 1;
+    if (FCGX_Accept_r(&fcgi) < 0) {
+      LOG_WARN("worker: reading a FastCGI request failed");
+      FCGX_Finish_r(&fcgi);
+      w->board->SetState(slot, SlotState::kIdle);
+      continue;
+    }
+    HttpRequest req;
+    HttpResponse resp;
+    RequestTrace trace;
+    bool complete = ReadRequest(fcgi, config, &req, &resp);
+    trace.request_id = RequestId(req.Header("x-request-id"));
+    w->board->BeginRequest(slot, req.method + " " + req.path + " id=" + trace.request_id);
+    w->board->SetState(slot, SlotState::kHandling);
+    observer.set_trace(&trace);
+    if (complete) {
+      resp = service.Handle(req, &trace);
+    } else {
+      resp.SetHeader("X-Request-Id", trace.request_id);
+    }
+    observer.set_trace(nullptr);
+    w->board->SetState(slot, SlotState::kWriting);
+    size_t bytes = WriteResponse(fcgi, resp, config, req.method == "HEAD");
+    FCGX_Finish_r(&fcgi);
+    const int64_t took = MonotonicMicros() - start;
+    w->board->EndRequest(slot);
+    w->board->CountRequest(trace.route, resp.status, took);
+    w->access_log->Write(req.method, resp.status, took, bytes, trace);
+    w->board->SetState(slot, SlotState::kIdle);
+    if (config.max_requests > 0 && g_served.fetch_add(1) + 1 >= config.max_requests) {
+      LOG_INFO("worker: served %d requests (max_requests); exiting", config.max_requests);
+      g_stop.store(true);
+    }
+  }
+  FCGX_Free(&fcgi, 1);
+  w->board->Release(slot);
 }
 
 }  // namespace
 
-int RunWorker(const Config& config, int listen_fd) {
+int RunWorker(const Config& config, int listen_fd, Scoreboard* board, int first_slot, int threads) {
   struct sigaction sa{};
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // No SA_RESTART: a blocked accept() must return.
+  sa.sa_flags = 0;  // No SA_RESTART: a waiting ppoll must return.
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGQUIT, &sa, nullptr);
@@ -160,55 +331,36 @@ int RunWorker(const Config& config, int listen_fd) {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
 
-  // Signals are held while a request is handled and delivered only while
-  // waiting in accept: a request in hand always completes, and no signal
-  // interrupts a database read halfway.
-  sigset_t held;
-  sigemptyset(&held);
-  for (int s : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) sigaddset(&held, s);
-  sigprocmask(SIG_BLOCK, &held, nullptr);
+  WorkerShared shared;
+  shared.config = &config;
+  shared.listen_fd = listen_fd;
+  shared.board = board;
+  shared.first_slot = first_slot;
+  shared.threads = threads;
+  sigemptyset(&shared.held);
+  for (int s : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) sigaddset(&shared.held, s);
+  pthread_sigmask(SIG_BLOCK, &shared.held, nullptr);
+  pthread_sigmask(SIG_SETMASK, nullptr, &shared.waiting);
+  for (int s : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) sigdelset(&shared.waiting, s);
 
   if (FCGX_Init() != 0) {
     LOG_ERROR("worker: FCGX_Init() failed");
     return 1;
   }
-  std::unique_ptr<Store> store;
-  std::unique_ptr<Provider> provider;
-  try {
-    store = std::make_unique<Store>(config);
-    provider = MakeProvider(config);
-  } catch (const std::exception& e) {
-    LOG_ERROR("worker: start-up failed: %s", e.what());
-    return 1;
-  }
-  Service service(config, store.get(), provider.get());
+  AccessLog access_log;
+  std::string error;
+  if (!access_log.Open(config.access_log, &error)) LOG_ERROR("worker: access log: %s", error.c_str());
+  shared.access_log = &access_log;
+  InstanceInfo info(config, board, listen_fd);
+  shared.info = &info;
 
-  FCGX_Request fcgi;
-  FCGX_InitRequest(&fcgi, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
-  while (!g_stop) {
-    sigprocmask(SIG_UNBLOCK, &held, nullptr);  // Pending signals are delivered here.
-    int rc = g_stop ? -1 : FCGX_Accept_r(&fcgi);
-    sigprocmask(SIG_BLOCK, &held, nullptr);
-    if (g_reopen_log) {
-      g_reopen_log = 0;
-      std::string error;
-      if (!LogReopen(&error)) LOG_ERROR("worker: reopening the log failed: %s", error.c_str());
-    }
-    if (rc < 0) {
-      if (g_stop) break;
-      if (errno == EINTR) continue;
-      LOG_WARN("worker: FCGX_Accept_r failed (%d: %s); retrying", rc, std::strerror(errno));
-      usleep(10000);
-      continue;
-    }
-    HttpRequest req;
-    HttpResponse resp;
-    if (ReadRequest(fcgi, config, &req, &resp)) resp = service.Handle(req);
-    WriteResponse(fcgi, resp, config, req.method == "HEAD");
-    FCGX_Finish_r(&fcgi);
-  }
-  FCGX_Free(&fcgi, 1);
-  return 0;
+  // Threads 1.. run alongside; this thread is thread 0, so threads = 1 is
+  // the classic one-request-per-process model with no extra thread.
+  std::vector<std::thread> extra;
+  for (int i = 1; i < threads; ++i) extra.emplace_back(ServeThread, &shared, i);
+  ServeThread(&shared, 0);
+  for (auto& t : extra) t.join();
+  return g_failed.load() ? 1 : 0;
 }
 
 }  // namespace chatllm

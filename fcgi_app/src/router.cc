@@ -52,11 +52,30 @@ constexpr RouteId kNone = RouteId::kNotFound;
 
 }  // namespace
 
+const char* RouteName(RouteId id) {
+  switch (id) {
+    case RouteId::kNotFound: return "not_found";
+    case RouteId::kMethodNotAllowed: return "method_not_allowed";
+    case RouteId::kHealthz: return "/healthz";
+    case RouteId::kReadyz: return "/readyz";
+    case RouteId::kCreateSession: return "/v1/sessions";
+    case RouteId::kGetSession:
+    case RouteId::kDeleteSession: return "/v1/sessions/{id}";
+    case RouteId::kListMessages:
+    case RouteId::kAppendMessage: return "/v1/sessions/{id}/messages";
+    case RouteId::kStatus: return "/status";
+    case RouteId::kMetrics: return "/metrics";
+  }
+  return "?";
+}
+
 RouteMatch MatchRoute(std::string_view method, std::string_view path) {
   std::array<std::string_view, 5> s;
   int n = Split(path, &s);
   if (n == 1 && s[0] == "healthz") return Resolve(method, RouteId::kHealthz, kNone, kNone, "/healthz");
   if (n == 1 && s[0] == "readyz") return Resolve(method, RouteId::kReadyz, kNone, kNone, "/readyz");
+  if (n == 1 && s[0] == "status") return Resolve(method, RouteId::kStatus, kNone, kNone, "/status");
+  if (n == 1 && s[0] == "metrics") return Resolve(method, RouteId::kMetrics, kNone, kNone, "/metrics");
   if (n >= 2 && s[0] == "v1" && s[1] == "sessions") {
     if (n == 2) return Resolve(method, kNone, RouteId::kCreateSession, kNone, "/v1/sessions");
     RouteMatch m;

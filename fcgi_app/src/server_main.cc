@@ -15,6 +15,8 @@
 #include "fcgi_app/fcgi_worker.h"
 #include "fcgi_app/log.h"
 #include "fcgi_app/process_manager.h"
+#include "fcgi_app/scoreboard.h"
+#include <memory>
 
 namespace {
 
@@ -28,7 +30,8 @@ constexpr const char* kUsage =
     "  --check         validate the configuration, print a summary, exit 0 if valid\n"
     "  --version       print the version\n"
     "\n"
-    "Signals: TERM/INT/QUIT stop gracefully, USR1 reopens the log file.\n";
+    "Signals: TERM/INT/QUIT stop gracefully, HUP/USR2 reload the configuration\n"
+    "(replacing workers one by one), USR1 reopens the log files.\n";
 
 // Holds an exclusive flock on the pid file for the master's lifetime, so a
 // second master with the same pid file refuses to start.
@@ -58,6 +61,21 @@ int LockPidFile(const std::string& path, std::string* error) {
 }  // namespace
 
 namespace chatllm {
+
+PoolOptions PoolOptionsOf(const Config& c) {
+  PoolOptions o;
+  o.mode = c.pm == "dynamic" ? PoolMode::kDynamic : c.pm == "ondemand" ? PoolMode::kOndemand : PoolMode::kStatic;
+  o.max_children = c.workers;
+  o.start_workers = c.start_workers;
+  o.min_spare = c.min_spare_workers;
+  o.max_spare = c.max_spare_workers;
+  o.idle_timeout_s = c.idle_timeout_s;
+  o.threads = c.threads;
+  o.request_timeout_s = c.request_timeout_s;
+  o.slowlog_timeout_s = c.slowlog_timeout_s;
+  o.shutdown_timeout_s = c.shutdown_timeout_s;
+  return o;
+}
 
 int RunServer(int argc, char** argv) {
   std::string config_path;
@@ -123,12 +141,31 @@ int RunServer(int argc, char** argv) {
   LOG_INFO("master: chatllm-fcgi %s listening on %s", config.instance_name.c_str(),
            config.listen.c_str());
 
-  ProcessManagerOptions pm;
-  pm.workers = config.workers;
-  pm.shutdown_timeout_s = config.shutdown_timeout_s;
-  ProcessManager manager(pm, [&config, listen_fd] {
-    return RunWorker(config, listen_fd);
-  });
+  auto current = std::make_shared<Config>(config);
+  Scoreboard board(ProcessManager::SlotsNeeded(PoolOptionsOf(config)));
+  ProcessManager manager(
+      PoolOptionsOf(config), &board, listen_fd,
+      [&current, &board, listen_fd](int first_slot, int threads) {
+        std::shared_ptr<Config> cfg = current;  // The configuration this worker was forked with.
+        return RunWorker(*cfg, listen_fd, &board, first_slot, threads);
+      },
+      [&current, config_path](PoolOptions* options, std::string* error) {
+        Config next;
+        try {
+          next = LoadConfig(config_path);
+        } catch (const ConfigError& e) {
+          *error = e.what();
+          return false;
+        }
+        if (next.listen != current->listen) {
+          *error = "[server] listen changed (" + current->listen + " -> " + next.listen + "): restart to apply";
+          return false;
+        }
+        LogSetLevel(next.log_level);
+        current = std::make_shared<Config>(std::move(next));
+        *options = PoolOptionsOf(*current);
+        return true;
+      });
   int rc = manager.Run();
   ::close(listen_fd);
   if (pid_fd >= 0) {

@@ -43,6 +43,7 @@ void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s) {
   w.EndObject();
 }
 
+// A message and, flattened into it, the members of its metadata object.
 void WriteMessage(JsonWriter& w, const MessageRecord& m) {
   w.StartObject();
   w.Key("seq");
@@ -57,7 +58,27 @@ void WriteMessage(JsonWriter& w, const MessageRecord& m) {
     w.Key("reply_to");
     w.Int64(m.reply_to);
   }
+  if (!m.meta_json.empty()) {
+    rapidjson::Document meta;
+    meta.Parse(m.meta_json.data(), m.meta_json.size());
+    if (meta.IsObject()) {
+      for (const auto& member : meta.GetObject()) {
+        w.Key(member.name.GetString(), member.name.GetStringLength());
+        member.value.Accept(w);
+      }
+    }
+  }
   w.EndObject();
+}
+
+std::string MetaJson(const std::string& request_id) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("request_id");
+  w.String(request_id);
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
 }
 
 HttpResponse FromDbError(const DbError& e, const char* what) {
@@ -79,13 +100,14 @@ HttpResponse FromDbError(const DbError& e, const char* what) {
 
 }  // namespace
 
-Service::Service(const Config& config, Store* store, Provider* provider)
-    : config_(config), store_(store), provider_(provider) {}
+Service::Service(const Config& config, Store* store, Provider* provider, const InstanceInfo* info,
+                 Observer* observer)
+    : config_(config), store_(store), provider_(provider), info_(info), observer_(observer) {}
 
-HttpResponse Service::Handle(const HttpRequest& request) {
+HttpResponse Service::Handle(const HttpRequest& request, RequestTrace* trace) {
   HttpResponse response;
   try {
-    response = Dispatch(request);
+    response = Dispatch(request, trace);
   } catch (const DbError& e) {
     response = FromDbError(e, request.path.c_str());
   } catch (const std::exception& e) {
@@ -95,11 +117,14 @@ HttpResponse Service::Handle(const HttpRequest& request) {
   }
   // The shard map epoch this request was routed with.
   response.SetHeader("X-Shard-Map-Epoch", std::to_string(store_->last_epoch()));
+  response.SetHeader("X-Request-Id", trace->request_id);
   return response;
 }
 
-HttpResponse Service::Dispatch(const HttpRequest& request) {
+HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace) {
   RouteMatch route = MatchRoute(request.method, request.path);
+  trace->route = static_cast<int>(route.id);
+  trace->route_name = RouteName(route.id);
   switch (route.id) {
     case RouteId::kNotFound:
       return ErrorResponse(404, "not_found", "no route for " + request.path);
@@ -116,6 +141,19 @@ HttpResponse Service::Dispatch(const HttpRequest& request) {
       return Readyz();
     case RouteId::kCreateSession:
       return CreateSession(request);
+    case RouteId::kStatus:
+    case RouteId::kMetrics: {
+      if (!info_) return ErrorResponse(404, "not_found", "no route for " + request.path);
+      HttpResponse r;
+      if (route.id == RouteId::kMetrics) {
+        r.SetHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        r.body = info_->Metrics();
+      } else {
+        r.SetHeader("Content-Type", "application/json");
+        r.body = info_->StatusJson(request.query.find("full") != std::string::npos);
+      }
+      return r;
+    }
     default:
       break;
   }
@@ -123,11 +161,12 @@ HttpResponse Service::Dispatch(const HttpRequest& request) {
   // name a session, so it is the same 404 as an unknown one.
   std::optional<SessionId> id = SessionId::Parse(route.session_id);
   if (!id) return SessionNotFound();
+  trace->session_id = id->text();
   switch (route.id) {
     case RouteId::kGetSession: return GetSession(*id);
     case RouteId::kDeleteSession: return DeleteSession(*id);
     case RouteId::kListMessages: return ListMessages(*id, request);
-    case RouteId::kAppendMessage: return AppendMessage(*id, request);
+    case RouteId::kAppendMessage: return AppendMessage(*id, request, trace);
     default: return ErrorResponse(500, "internal_error", "unrouted request");
   }
 }
@@ -237,14 +276,15 @@ HttpResponse Service::ListMessages(const SessionId& id, const HttpRequest& reque
   return JsonResponse(200, buf);
 }
 
-HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& request) {
+HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& request, RequestTrace* trace) {
   if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
   AppendMessageRequest req;
   if (auto err = ParseAppendMessage(request.body, config_, &req)) return FromApiError(*err);
 
   // Transaction 1: the user message, durable before the provider is asked.
-  MessageRecord user{0, "user", std::move(req.content), 0, NowMicros()};
-  user.seq = store_->AppendMessage(id, user.role, user.content, user.created_us, 0);
+  const std::string meta = MetaJson(trace->request_id);
+  MessageRecord user{0, "user", std::move(req.content), 0, NowMicros(), meta};
+  user.seq = store_->AppendMessage(id, user.role, user.content, user.created_us, 0, meta);
   if (user.seq == 0) return SessionNotFound();
 
   // Outside any transaction: bounded context (the newest messages up to this
@@ -258,9 +298,15 @@ HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& requ
     context.push_back(ChatMessage{user.role, user.content});
   }
   Completion completion;
+  trace->provider = provider_->name();
+  const int64_t asked = MonotonicMicros();
   try {
     completion = provider_->Complete(context);
+    trace->provider_us += MonotonicMicros() - asked;
+    if (observer_) observer_->OnProviderCall(trace->provider, MonotonicMicros() - asked, true);
   } catch (const ProviderError& e) {
+    trace->provider_us += MonotonicMicros() - asked;
+    if (observer_) observer_->OnProviderCall(trace->provider, MonotonicMicros() - asked, false);
     LOG_WARN("session %s: provider %s failed: %s", id.text().c_str(), provider_->name(), e.what());
     return ErrorResponse(e.status(), e.code(),
                          std::string(e.what()) + "; the user message is stored as seq " +
@@ -269,9 +315,9 @@ HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& requ
 
   // Transaction 2: the reply, linked to the user message.
   MessageRecord assistant{0, "assistant", std::move(completion.content), user.seq,
-                          std::max(NowMicros(), user.created_us)};
+                          std::max(NowMicros(), user.created_us), meta};
   assistant.seq = store_->AppendMessage(id, assistant.role, assistant.content,
-                                        assistant.created_us, assistant.reply_to);
+                                        assistant.created_us, assistant.reply_to, meta);
   if (assistant.seq == 0) return SessionNotFound();  // Deleted while the provider ran.
 
   rapidjson::StringBuffer buf;

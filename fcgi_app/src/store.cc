@@ -40,18 +40,18 @@ struct Prepared {
             "SELECT title, metadata, message_count, created_at, updated_at, state FROM sessions "
             "WHERE session_id = ?"),
         del(c, "SELECT chat_delete_session_fenced(?, ?)"),
-        append(c, "SELECT chat_append_fenced(?, ?, ?, ?, ?, ?)"),
+        append(c, "SELECT chat_append_v2(?, ?, ?, ?, ?, ?, ?)"),
         // Messages come with their session's state (a primary-key lookup
         // joined to an index range on (session_id, seq) that stops at the
         // LIMIT, whatever the history length). Only an empty page needs the
         // second statement, `place`, to tell "no session" from "no messages".
         list(c,
-             "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state "
-             "FROM messages m JOIN sessions s ON s.session_id = m.session_id "
+             "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state, "
+             "COALESCE(m.meta, '') FROM messages m JOIN sessions s ON s.session_id = m.session_id "
              "WHERE m.session_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?"),
         recent(c,
-               "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state "
-               "FROM messages m JOIN sessions s ON s.session_id = m.session_id "
+               "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state, "
+               "COALESCE(m.meta, '') FROM messages m JOIN sessions s ON s.session_id = m.session_id "
                "WHERE m.session_id = ? AND m.seq <= ? ORDER BY m.seq DESC LIMIT ?"),
         place(c, "SELECT state FROM sessions WHERE session_id = ?"),
         schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"),
@@ -109,14 +109,20 @@ namespace {
 // Store (see store.h). `is_read`: the statement changes nothing, so a lost
 // connection can be retried.
 template <typename Shard, typename Fn>
-auto RunOnShard(Shard& shard, int max_retries, bool is_read, const char* what, Fn&& fn)
+auto RunOnShard(Shard& shard, int max_retries, bool is_read, const char* what, Fn&& fn, Observer* observer = nullptr)
     -> decltype(fn(std::declval<Prepared&>())) {
   for (int attempt = 0;; ++attempt) {
     int64_t start = MonotonicMicros();
     try {
       Prepared& p = shard.Ready();
-      return fn(p);
+      auto result = fn(p);
+      if (observer) observer->OnQuery(shard.name(), MonotonicMicros() - start, true);
+      return result;
+    } catch (const DbError& e) {
+      if (observer) observer->OnQuery(shard.name(), MonotonicMicros() - start, false);
+      throw;
     } catch (const MysqlError& e) {
+      if (observer) observer->OnQuery(shard.name(), MonotonicMicros() - start, false);
       DbError err(ClassifyMysqlErrno(e.code()), e.code(), shard.name(), e.what());
       shard.AfterError(err, MonotonicMicros() - start);
       bool retry = (err.kind() == DbErrorKind::kRetryable && attempt < max_retries) ||
@@ -135,9 +141,10 @@ auto RunOnShard(Shard& shard, int max_retries, bool is_read, const char* what, F
   }
 }
 
+// Columns: seq, role, content, reply_to, created_at, state, meta.
 MessageRecord RowToMessage(const MysqlStatement& st, size_t row) {
-  return MessageRecord{st.Int64(row, 0), st.Text(row, 1), st.Text(row, 2), st.Int64(row, 3),
-                       st.DatetimeMicros(row, 4)};
+  return MessageRecord{st.Int64(row, 0), st.Text(row, 1),         st.Text(row, 2), st.Int64(row, 3),
+                       st.DatetimeMicros(row, 4), st.Text(row, 6)};
 }
 
 }  // namespace
@@ -271,7 +278,7 @@ std::optional<T> Store::Routed(const SessionId& id, bool is_read, const char* wh
     bool retry = false;
     for (const std::string& name : map->router().Candidates(id.text())) {
       Placed<T> r = RunOnShard(ShardNamed(name), config_.max_retries, is_read, what,
-                               [&](Prepared& p) { return fn(p, epoch); });
+                               [&](Prepared& p) { return fn(p, epoch); }, observer_);
       if (r.placement == Placement::kHere) {
         last_epoch_ = epoch;
         return std::move(r.value);
@@ -375,7 +382,7 @@ void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
                                 st.BindInt64(4, static_cast<int64_t>(epoch));
                                 st.Execute();
                                 return st.Int64(0, 0);
-                              });
+                              }, observer_);
     if (code == 1) {
       last_epoch_ = epoch;
       return;
@@ -415,7 +422,7 @@ bool Store::DeleteSession(const SessionId& id) {
 }
 
 int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
-                             int64_t created_us, int64_t reply_to) {
+                             int64_t created_us, int64_t reply_to, std::string_view meta_json) {
   auto seq = Routed<int64_t>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
     if (p.unsafe) {
       UnsafeAppend& u = *p.unsafe;
@@ -442,6 +449,7 @@ int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::st
     st.BindDatetime(3, created_us);
     st.BindInt64(4, reply_to);
     st.BindInt64(5, static_cast<int64_t>(epoch));
+    st.BindString(6, meta_json);
     st.Execute();
     int64_t code = st.Int64(0, 0);
     return Placed<int64_t>{CodePlacement<Placement>(code), code};

@@ -30,7 +30,11 @@ Instance::Instance(const std::string& name, int port, const std::map<std::string
   keys["log_file"] = dir_ + "/app.log";
   // Keys app1's config lacks, by section.
   const std::map<std::string, std::string> section_of = {
-      {"echo_delay_ms", "[provider]"}, {"map_file", "[cluster]"}, {"move_wait_ms", "[cluster]"}};
+      {"echo_delay_ms", "[provider]"}, {"map_file", "[cluster]"},  {"move_wait_ms", "[cluster]"},
+      {"pm", "[server]"},               {"start_workers", "[server]"}, {"min_spare_workers", "[server]"},
+      {"max_spare_workers", "[server]"}, {"idle_timeout", "[server]"}, {"max_requests", "[server]"},
+      {"threads", "[server]"},          {"request_timeout", "[server]"}, {"slowlog_timeout", "[server]"},
+      {"access_log", "[server]"},       {"map_refresh_ms", "[cluster]"}};
   std::ifstream in(env.AppConfig(env.apps()[0].first));
   std::ostringstream out;
   std::string line;

@@ -36,8 +36,18 @@ struct Config {
   std::string instance_name;  // Default: the host name. Sent as X-Served-By.
   std::string listen = "127.0.0.1:9000";  // host:port of the FastCGI socket.
   int backlog = 1024;                     // listen(2) backlog.
-  int workers = 4;                        // Worker processes.
+  std::string pm = "static";              // Pool mode: static, dynamic or ondemand.
+  int workers = 4;             // static: worker processes; dynamic/ondemand: the maximum.
+  int start_workers = 2;       // dynamic: forked at start.
+  int min_spare_workers = 1;   // dynamic: fork when fewer are idle.
+  int max_spare_workers = 3;   // dynamic: retire idle workers above this.
+  int idle_timeout_s = 10;     // ondemand: an idle worker exits after this long.
+  int max_requests = 0;        // Recycle a worker after this many requests (0: never).
+  int threads = 1;             // Accept threads per worker, each with its own connections.
+  int request_timeout_s = 0;   // Kill a worker whose request runs longer (0: never).
+  int slowlog_timeout_s = 0;   // Log requests running longer (0: never).
   int shutdown_timeout_s = 30;  // On SIGTERM, in-flight requests get this long, then SIGKILL.
+  std::string access_log;       // JSON lines, one per request; empty: off.
   std::string pid_file;         // Empty: no pid file.
   std::string log_file;         // Empty: stderr.
   LogLevel log_level = LogLevel::kInfo;

@@ -15,7 +15,12 @@ enum class RouteId {
   kDeleteSession,
   kListMessages,
   kAppendMessage,
+  kStatus,   // GET /status: the process manager's status (loopback only, in nginx).
+  kMetrics,  // GET /metrics: Prometheus text (loopback only, in nginx).
 };
+
+// The route's template ("/v1/sessions/{id}"), for logs and metric labels.
+const char* RouteName(RouteId id);
 
 struct RouteMatch {
   RouteId id = RouteId::kNotFound;

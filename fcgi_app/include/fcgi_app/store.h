@@ -12,6 +12,7 @@
 #include "fcgi_app/config.h"
 #include "fcgi_app/db_connection.h"
 #include "fcgi_app/ids.h"
+#include "fcgi_app/observer.h"
 
 namespace chatllm {
 
@@ -29,6 +30,7 @@ struct MessageRecord {
   std::string content;
   int64_t reply_to = 0;  // 0: none (user messages).
   int64_t created_us = 0;
+  std::string meta_json;  // A JSON object, or "" (sql/003_message_meta.sql).
 };
 
 struct ShardStatus {
@@ -68,9 +70,10 @@ class Store {
   // True if the session existed; its messages are deleted in the same transaction.
   bool DeleteSession(const SessionId& id);
   // Appends one message under the session's row lock. Returns its seq (dense
-  // from 1), or 0 when the session does not exist. `reply_to` 0 means none.
+  // from 1), or 0 when the session does not exist. `reply_to` 0 means none;
+  // `meta_json` is a JSON object or "".
   int64_t AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
-                        int64_t created_us, int64_t reply_to);
+                        int64_t created_us, int64_t reply_to, std::string_view meta_json = "");
   // Up to `limit` messages with seq > `after`, ascending; nullopt when the
   // session does not exist. One indexed range read, whatever the history length.
   std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after,
@@ -85,6 +88,9 @@ class Store {
   // Reads the newest map stored on the reachable shards and adopts it if it
   // is newer. Returns true if the map changed.
   bool RefreshMap();
+  // Receives the timing of every statement; may be null. Not owned.
+  void SetObserver(Observer* observer) { observer_ = observer; }
+
   // The map in use, and the epoch the last operation was routed with.
   std::shared_ptr<const ClusterMap> map() const { return map_; }
   uint64_t last_epoch() const { return last_epoch_; }
@@ -110,6 +116,7 @@ class Store {
   std::shared_ptr<const ClusterMap> seed_map_;
   std::map<std::string, std::unique_ptr<Shard>> shards_;
   int64_t next_refresh_us_ = 0;  // 0: load the stored map before the first operation.
+  Observer* observer_ = nullptr;
   uint64_t last_epoch_ = 0;
 };
 

@@ -1,0 +1,128 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace chatllm {
+
+// What one worker thread is doing (php-fpm's scoreboard states).
+enum class SlotState : uint8_t {
+  kFree = 0,  // No thread owns the slot.
+  kIdle,      // Waiting in accept.
+  kReading,   // Reading the request from nginx.
+  kHandling,  // Running the request (database, provider).
+  kWriting,   // Writing the response.
+};
+const char* SlotStateName(SlotState s);
+
+// A latency histogram in shared memory (Prometheus buckets, seconds).
+struct SharedHistogram {
+  static constexpr int kBuckets = 14;
+  static const double kBounds[kBuckets];  // Upper bounds; the last is +Inf.
+  std::atomic<uint64_t> counts[kBuckets];  // Per bucket (not cumulative).
+  std::atomic<uint64_t> sum_us;
+  std::atomic<uint64_t> count;
+  void Observe(int64_t micros);
+};
+
+// Routes and statuses the request counters are kept for (fixed, so the
+// shared memory has a fixed layout).
+constexpr int kMetricRoutes = 12;  // RouteId values; see router.h.
+constexpr int kMetricStatuses = 18;
+const int kMetricStatusCodes[kMetricStatuses] = {200, 201, 204, 400, 401, 404, 405, 409, 413,
+                                                 415, 422, 429, 500, 502, 503, 504, 0, -1};
+// Index of `status` in kMetricStatusCodes (the last entry, -1, is "other").
+int StatusIndex(int status);
+
+// Per-name series (shards, providers) live in fixed slots claimed by name.
+struct NamedSeries {
+  static constexpr int kNameLen = 64;
+  std::atomic<uint32_t> claimed;  // 0 free, 1 being written, 2 ready.
+  char name[kNameLen];
+  std::atomic<uint64_t> calls;
+  std::atomic<uint64_t> errors;
+  SharedHistogram latency;
+};
+
+// One worker thread's row of the scoreboard. Written by that thread only;
+// the request text is guarded by a sequence counter so readers never see
+// half of it.
+struct WorkerSlot {
+  static constexpr int kRequestLen = 192;
+  std::atomic<pid_t> pid;
+  std::atomic<uint8_t> state;
+  std::atomic<uint32_t> seq;              // Odd while `request` is being written.
+  std::atomic<int64_t> request_start_us;  // Monotonic; 0 between requests.
+  std::atomic<int64_t> state_since_us;    // Monotonic time of the last state change.
+  std::atomic<uint64_t> requests;         // Served by this thread.
+  char request[kRequestLen];              // "POST /v1/sessions/{id}/messages id=<request id>"
+};
+
+// Shared memory between the master and its workers: the scoreboard and every
+// metric, mapped before fork (MAP_SHARED) so one scrape of any worker shows
+// the whole instance. Lock-free: counters are atomics; slots have one writer.
+class Scoreboard {
+ public:
+  static constexpr int kMaxShards = 64;
+  static constexpr int kMaxProviders = 16;
+
+  // Maps a region for `slots` worker threads. Aborts if mmap fails (at start-up only).
+  explicit Scoreboard(int slots);
+  ~Scoreboard();
+  Scoreboard(const Scoreboard&) = delete;
+  Scoreboard& operator=(const Scoreboard&) = delete;
+
+  int slot_count() const { return slots_; }
+  WorkerSlot& slot(int i);
+  const WorkerSlot& slot(int i) const;
+
+  // Slot use from a worker thread.
+  void Claim(int i, pid_t pid);
+  void SetState(int i, SlotState s);
+  void BeginRequest(int i, std::string_view description);
+  void EndRequest(int i);
+  // A consistent copy of slot i's request text (or "" if it changed while read).
+  std::string RequestOf(int i) const;
+  void Release(int i);
+
+  // Counters. Thread- and process-safe.
+  void CountRequest(int route, int status, int64_t micros);
+  NamedSeries* Shard(std::string_view name) { return Series(shards_, kMaxShards, name); }
+  NamedSeries* Provider(std::string_view name) { return Series(providers_, kMaxProviders, name); }
+
+  struct Counters {
+    std::atomic<uint64_t> accepted;           // Connections accepted by workers.
+    std::atomic<uint64_t> worker_starts;
+    std::atomic<uint64_t> worker_crashes;     // Abnormal exits.
+    std::atomic<uint64_t> worker_recycles;    // Exits after max_requests / idle timeout.
+    std::atomic<uint64_t> max_children_reached;
+    std::atomic<uint64_t> slow_requests;
+    std::atomic<uint64_t> killed_requests;    // Workers killed by request_timeout.
+    std::atomic<uint64_t> reloads;
+    std::atomic<int64_t> started_unix;        // Master start time.
+  };
+  Counters& counters();
+
+  std::atomic<uint64_t>& requests(int route, int status);
+  SharedHistogram& request_latency(int route);
+  NamedSeries* shards() { return shards_; }
+  NamedSeries* providers() { return providers_; }
+
+ private:
+  struct Layout;
+  static NamedSeries* Series(NamedSeries* table, int n, std::string_view name);
+
+  int slots_;
+  size_t bytes_;
+  Layout* layout_;
+  WorkerSlot* slot_array_;
+  NamedSeries* shards_;
+  NamedSeries* providers_;
+};
+
+}  // namespace chatllm

@@ -1,0 +1,191 @@
+// The process manager's pool modes and worker lifecycle, on real processes:
+// each test runs its own chatllm-fcgi instance (against the test stack's
+// shards) and talks FastCGI to it directly.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "support/fcgi_client.h"
+#include "support/instance.h"
+#include "support/stack_env.h"
+
+namespace chatllm::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int SparePort(int offset) { return StackEnv::Get().apps().back().second + 200 + offset; }
+
+bool WaitFor(double seconds, const std::function<bool()>& cond) {
+  auto start = Clock::now();
+  while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return cond();
+}
+
+std::string NewSession(int port) {
+  FcgiResponse r = FcgiRequest(port, "POST", "/v1/sessions", "{}");
+  EXPECT_EQ(r.status, 201) << r.body;
+  size_t at = r.body.find("\"id\":\"");
+  return at == std::string::npos ? "" : r.body.substr(at + 6, 36);
+}
+
+// Sends `n` slow turns at once and waits for them; returns how many got 201.
+int Burst(int port, const std::string& session, int n) {
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      FcgiResponse r = FcgiRequest(port, "POST", "/v1/sessions/" + session + "/messages",
+                                   "{\"content\":\"burst " + std::to_string(i) + "\"}", {}, 30000);
+      if (r.status == 201) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  return ok.load();
+}
+
+TEST(PoolTest, DynamicPoolGrowsUnderABurstAndShrinksAfter) {
+  Instance app("pool-dynamic", SparePort(0),
+               {{"pm", "dynamic"}, {"workers", "8"}, {"start_workers", "2"}, {"min_spare_workers", "1"},
+                {"max_spare_workers", "2"}, {"echo_delay_ms", "1500"}});
+  app.Start();
+  EXPECT_TRUE(WaitFor(3, [&] { return ChildPids(app.pid()).size() == 2; })) << ChildPids(app.pid()).size();
+  std::string session = NewSession(app.port());
+  size_t peak = 0;
+  std::thread watcher([&] {
+    for (int i = 0; i < 150; ++i) {
+      peak = std::max(peak, ChildPids(app.pid()).size());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  EXPECT_EQ(Burst(app.port(), session, 8), 8);
+  watcher.join();
+  EXPECT_GE(peak, 6u) << "the pool did not grow for 8 concurrent requests";
+  EXPECT_LE(peak, 8u) << "the pool grew past workers = 8";
+  // Idle again: extra workers are retired (one per second) down to max_spare.
+  EXPECT_TRUE(WaitFor(12, [&] { return ChildPids(app.pid()).size() <= 2; })) << ChildPids(app.pid()).size();
+  EXPECT_NE(app.log().find("retiring worker"), std::string::npos) << app.log();
+}
+
+TEST(PoolTest, OndemandStartsWithNoWorkerServesTheFirstRequestAndRetiresIdleOnes) {
+  Instance app("pool-ondemand", SparePort(1), {{"pm", "ondemand"}, {"workers", "4"}, {"idle_timeout", "2"}});
+  app.Start();  // Start() itself sends /healthz: let that worker go idle first.
+  EXPECT_TRUE(WaitFor(6, [&] { return ChildPids(app.pid()).empty(); })) << "idle workers were not retired";
+  auto t0 = Clock::now();
+  FcgiResponse r = FcgiRequest(app.port(), "GET", "/healthz");
+  double first_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(ChildPids(app.pid()).size(), 1u);
+  EXPECT_LT(first_ms, 1000) << "forking for the first request took " << first_ms << " ms";
+  EXPECT_TRUE(WaitFor(6, [&] { return ChildPids(app.pid()).empty(); }));
+}
+
+TEST(PoolTest, KilledWorkerIsReplacedWithinOneSecond) {
+  Instance app("pool-replace", SparePort(2), {{"workers", "2"}});
+  app.Start();
+  auto before = ChildPids(app.pid());
+  ASSERT_EQ(before.size(), 2u);
+  auto t0 = Clock::now();
+  kill(before[0], SIGKILL);
+  ASSERT_TRUE(WaitFor(1.0, [&] {
+    auto now = ChildPids(app.pid());
+    return now.size() == 2 && std::find(now.begin(), now.end(), before[0]) == now.end();
+  }));
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  std::printf("worker replaced in %.1f ms\n", ms);
+  EXPECT_EQ(FcgiRequest(app.port(), "GET", "/healthz").status, 200);
+}
+
+TEST(PoolTest, CrashLoopBacksOffInsteadOfForkStorming) {
+  Instance app("pool-crashloop", SparePort(3), {{"workers", "2"}});
+  app.Start();
+  // Kill every worker the moment it appears, for 4 seconds.
+  int kills = 0;
+  auto t0 = Clock::now();
+  while (std::chrono::duration<double>(Clock::now() - t0).count() < 4) {
+    for (pid_t p : ChildPids(app.pid())) kills += kill(p, SIGKILL) == 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  // Without backoff this loop kills hundreds; with it, the 10 the crash
+  // limit allows plus a few delayed respawns.
+  EXPECT_LT(kills, 40) << kills << " workers forked and killed in 4 s";
+  EXPECT_GT(kills, 10);
+  EXPECT_NE(app.log().find("crash-looping"), std::string::npos) << app.log();
+  // And it recovers once the deaths stop.
+  EXPECT_TRUE(WaitFor(8, [&] { return FcgiRequest(app.port(), "GET", "/healthz", "", {}, 500).status == 200; }));
+}
+
+TEST(PoolTest, MaxRequestsRecyclesWorkersWithoutFailingARequest) {
+  Instance app("pool-recycle", SparePort(4), {{"workers", "2"}, {"max_requests", "10"}});
+  app.Start();
+  auto first = ChildPids(app.pid());
+  std::atomic<int> failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        if (FcgiRequest(app.port(), "GET", "/healthz").status != 200) ++failed;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  size_t recycled = 0;
+  for (size_t pos = 0; (pos = app.log().find("(max_requests); exiting", pos)) != std::string::npos; ++pos) ++recycled;
+  EXPECT_GE(recycled, 15u);  // 200 requests, 10 per worker.
+  auto now = ChildPids(app.pid());
+  for (pid_t p : first) EXPECT_EQ(std::find(now.begin(), now.end(), p), now.end());
+}
+
+TEST(PoolTest, RequestTimeoutKillsTheStuckWorkerAndTheLogNamesTheRequest) {
+  Instance app("pool-timeout", SparePort(5),
+               {{"workers", "2"}, {"echo_delay_ms", "4000"}, {"request_timeout", "1"}, {"slowlog_timeout", "0"}});
+  app.Start();
+  std::string session = NewSession(app.port());
+  auto t0 = Clock::now();
+  FcgiResponse r = FcgiRequest(app.port(), "POST", "/v1/sessions/" + session + "/messages", R"({"content":"stuck"})",
+                               {{"HTTP_X_REQUEST_ID", "stuck-request-42"}}, 10000);
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_FALSE(r.ok) << "the stuck request was answered: " << r.status;
+  EXPECT_LT(secs, 3.0);
+  std::string log = app.log();
+  EXPECT_NE(log.find("request timeout"), std::string::npos) << log;
+  EXPECT_NE(log.find("POST /v1/sessions/" + session + "/messages id=stuck-request-42"), std::string::npos) << log;
+  EXPECT_TRUE(WaitFor(2, [&] { return ChildPids(app.pid()).size() == 2; }));
+}
+
+TEST(PoolTest, SlowLogNamesSlowRequests) {
+  Instance app("pool-slowlog", SparePort(6), {{"workers", "1"}, {"echo_delay_ms", "1500"}, {"slowlog_timeout", "1"}});
+  app.Start();
+  std::string session = NewSession(app.port());
+  FcgiResponse r = FcgiRequest(app.port(), "POST", "/v1/sessions/" + session + "/messages", R"({"content":"slow"})",
+                               {{"HTTP_X_REQUEST_ID", "slow-7"}});
+  EXPECT_EQ(r.status, 201);
+  EXPECT_NE(app.log().find("slow request"), std::string::npos) << app.log();
+  EXPECT_NE(app.log().find("id=slow-7"), std::string::npos) << app.log();
+  FcgiResponse status = FcgiRequest(app.port(), "GET", "/status");
+  EXPECT_NE(status.body.find("\"slow_requests\":1"), std::string::npos) << status.body;
+}
+
+TEST(PoolTest, ThreadedWorkersServeConcurrentRequests) {
+  Instance app("pool-threads", SparePort(7), {{"workers", "1"}, {"threads", "8"}, {"echo_delay_ms", "1000"}});
+  app.Start();
+  std::string session = NewSession(app.port());
+  auto t0 = Clock::now();
+  EXPECT_EQ(Burst(app.port(), session, 8), 8);
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_LT(secs, 2.5) << "8 one-second turns on 1 process x 8 threads took " << secs << " s";
+  EXPECT_EQ(ChildPids(app.pid()).size(), 1u);
+  FcgiResponse status = FcgiRequest(app.port(), "GET", "/status");
+  EXPECT_NE(status.body.find("\"total_workers\":8"), std::string::npos) << status.body;
+}
+
+}  // namespace
+}  // namespace chatllm::testing
