@@ -27,8 +27,8 @@ constexpr int kCopyBatch = 500;   // Messages read from the source per query.
 constexpr int kInsertRows = 100;  // Messages written per multi-row INSERT.
 
 std::string InsertMessagesSql(int rows) {
-  std::string sql = "INSERT INTO messages (session_id, seq, role, content, reply_to, created_at) VALUES ";
-  for (int i = 0; i < rows; ++i) sql += i ? ",(?, ?, ?, ?, ?, ?)" : "(?, ?, ?, ?, ?, ?)";
+  std::string sql = "INSERT INTO messages (session_id, seq, role, content, reply_to, created_at, meta) VALUES ";
+  for (int i = 0; i < rows; ++i) sql += i ? ",(?, ?, ?, ?, ?, ?, ?)" : "(?, ?, ?, ?, ?, ?, ?)";
   return sql;
 }
 
@@ -371,7 +371,7 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
       write.BindDatetime(5, read.DatetimeMicros(0, 4));
       write.Execute();
       MysqlStatement& batch = Stmt(from,
-                                   "SELECT seq, role, content, reply_to, created_at FROM messages "
+                                   "SELECT seq, role, content, reply_to, created_at, meta FROM messages "
                                    "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
       for (int64_t after = 0;;) {
         batch.BindBytes(0, id);
@@ -386,7 +386,7 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
           MysqlStatement& insert = Stmt(to, InsertMessagesSql(rows));
           for (int r = 0; r < rows; ++r) {
             size_t i = first + static_cast<size_t>(r);
-            int p = r * 6;
+            int p = r * 7;
             insert.BindBytes(p, id);
             insert.BindInt64(p + 1, batch.Int64(i, 0));
             insert.BindString(p + 2, batch.Text(i, 1));
@@ -394,6 +394,8 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
             if (batch.IsNull(i, 3)) insert.BindNull(p + 4);
             else insert.BindInt64(p + 4, batch.Int64(i, 3));
             insert.BindDatetime(p + 5, batch.DatetimeMicros(i, 4));
+            if (batch.IsNull(i, 5)) insert.BindNull(p + 6);
+            else insert.BindString(p + 6, batch.Text(i, 5));
           }
           insert.Execute();
         }
@@ -406,7 +408,7 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
       return OnShard(shard, "checksumming", [&] {
         MysqlStatement& st = Stmt(shard,
                                   "SELECT COUNT(*), COALESCE(MAX(seq), 0), HEX(COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5("
-                                  "CONCAT_WS(0x1f, seq, role, content, COALESCE(reply_to, 0), created_at)), 16), 16, 10) "
+                                  "CONCAT_WS(0x1f, seq, role, content, COALESCE(reply_to, 0), created_at, COALESCE(meta, ''))), 16), 16, 10) "
                                   "AS UNSIGNED)), 0)), (SELECT message_count FROM sessions WHERE session_id = ?) "
                                   "FROM messages WHERE session_id = ?");
         st.BindBytes(0, id);

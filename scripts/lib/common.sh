@@ -8,7 +8,7 @@ CHATLLM_BUILD=${CHATLLM_BUILD:-$CHATLLM_ROOT/build}
 CHATLLM_BUILD_PACKAGES="g++ make cmake pkg-config libfcgi-dev libpoco-dev libmariadb-dev
   rapidjson-dev libcpp-httplib-dev libssl-dev googletest libgtest-dev python3"
 CHATLLM_RUNTIME_PACKAGES="mariadb-server mariadb-client nginx-light curl procps"
-CHATLLM_TEST_PACKAGES="wrk sysbench"
+CHATLLM_TEST_PACKAGES="wrk sysbench prometheus nodejs npm openssl"
 
 # Bash 5.2 expands '&' in ${var//pattern/replacement}; we want it literal.
 shopt -u patsub_replacement 2>/dev/null || true

@@ -174,6 +174,34 @@ TEST(PoolTest, SlowLogNamesSlowRequests) {
   EXPECT_NE(status.body.find("\"slow_requests\":1"), std::string::npos) << status.body;
 }
 
+TEST(PoolTest, SigtermUnderLoadFinishesEveryRequestInFlight) {
+  Instance app("pool-sigterm", SparePort(8), {{"workers", "6"}, {"echo_delay_ms", "1200"}});
+  app.Start();
+  std::string session = NewSession(app.port());
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back([&, i] {
+      FcgiResponse r = FcgiRequest(app.port(), "POST", "/v1/sessions/" + session + "/messages",
+                                   "{\"content\":\"in flight " + std::to_string(i) + "\"}", {}, 10000);
+      (r.status == 201 ? ok : failed)++;
+    });
+  }
+  // Each of the six workers is now inside its 1.2 s turn.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(app.Stop(SIGTERM), 0);
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 6);
+  EXPECT_EQ(failed.load(), 0);
+  // And every turn it acknowledged is stored: 6 user + 6 assistant messages.
+  app.Start();
+  FcgiResponse history = FcgiRequest(app.port(), "GET", "/v1/sessions/" + session + "/messages?limit=100", "");
+  ASSERT_EQ(history.status, 200) << history.body;
+  size_t count = 0;
+  for (size_t at = 0; (at = history.body.find("\"seq\":", at)) != std::string::npos; ++at) ++count;
+  EXPECT_EQ(count, 12u) << history.body;
+}
+
 TEST(PoolTest, ThreadedWorkersServeConcurrentRequests) {
   Instance app("pool-threads", SparePort(7), {{"workers", "1"}, {"threads", "8"}, {"echo_delay_ms", "1000"}});
   app.Start();

@@ -86,6 +86,9 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
   ASSERT_FALSE(id.empty());
   const std::string old_shard = before->router().Owner(id);
   ASSERT_EQ(api.Append(id, "before the move").status, 201);
+  const std::string meta_where = "SELECT meta FROM messages WHERE session_id = UNHEX('" + Hex(id) + "') AND seq = 1";
+  const std::string meta_before = Sql(old_shard, meta_where);
+  ASSERT_NE(meta_before.find("request_id"), std::string::npos) << meta_before;
 
   // The map as it is now, for the stale instance.
   const std::string map_file = StackEnv::Get().var() + "/stale-map.json";
@@ -117,6 +120,7 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
 
   EXPECT_EQ(Sql(old_shard, "SELECT COUNT(*) FROM messages WHERE session_id = UNHEX('" + Hex(id) + "')"), "0\n");
   EXPECT_EQ(Sql(spare_, "SELECT COUNT(*) FROM messages WHERE session_id = UNHEX('" + Hex(id) + "')"), "4\n");
+  EXPECT_EQ(Sql(spare_, meta_where), meta_before) << "the move kept each message's request id";
   std::vector<StoredMessage> history;
   ASSERT_TRUE(ReadHistory(api, id, &history));
   ASSERT_EQ(history.size(), 4u);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "support/fcgi_client.h"
 #include "support/stack_env.h"
@@ -36,22 +37,24 @@ Instance::Instance(const std::string& name, int port, const std::map<std::string
       {"threads", "[server]"},          {"request_timeout", "[server]"}, {"slowlog_timeout", "[server]"},
       {"access_log", "[server]"},       {"map_refresh_ms", "[cluster]"}};
   std::ifstream in(env.AppConfig(env.apps()[0].first));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  auto key_of = [](const std::string& line) { return line.substr(0, line.find_first_of(" =")); };
+  // Keys app1's config has are replaced in place; the others are added
+  // under their section's header.
+  std::map<std::string, std::string> added;
+  for (const auto& [k, v] : keys) {
+    bool present = false;
+    for (const auto& line : lines) present = present || key_of(line) == k;
+    if (!present) added[k] = v;
+  }
   std::ostringstream out;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::string key = line.substr(0, line.find_first_of(" ="));
-    auto it = keys.find(key);
-    if (it != keys.end()) {
-      out << key << " = " << it->second << "\n";
-      keys.erase(it);
-    } else {
-      out << line << "\n";
-    }
+  for (const auto& line : lines) {
+    auto it = keys.find(key_of(line));
+    if (it != keys.end()) out << it->first << " = " << it->second << "\n";
+    else out << line << "\n";
     for (const auto& [k, section] : section_of) {
-      if (line == section && keys.count(k)) {
-        out << k << " = " << keys[k] << "\n";
-        keys.erase(k);
-      }
+      if (line == section && added.count(k)) out << k << " = " << added[k] << "\n";
     }
   }
   std::ofstream(config_) << out.str();

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Reloads under load and the metrics, end to end through nginx:
+#   - SIGHUP to both app masters three times while chatllm-load runs: no
+#     request fails (the load program counts), workers are replaced;
+#   - every instance's /metrics passes `promtool check metrics`;
+#   - a real Prometheus scrapes both instances through nginx
+#     (/_instances/NAME/metrics), and its request counters move by exactly
+#     what the load program sent.
+. "$(dirname "${BASH_SOURCE[0]}")/../load/faults/lib.sh"
+SCENARIO=observability
+PROM_PORT=$((CHATLLM_NGINX_PORT + 11000))
+apps=()
+for item in $CHATLLM_APPS; do apps+=("${item%%:*}"); done
+
+# count ROUTE STATUS: the sum over instances of chatllm_http_requests_total.
+count() {
+  local total=0 n app
+  for app in "${apps[@]}"; do
+    n=$(curl -fsS "$CHATLLM_URL/_instances/$app/metrics" |
+      awk -v want="chatllm_http_requests_total{route=\"$1\",status=\"$2\"}" '$1 == want {print $2}')
+    total=$((total + ${n:-0}))
+  done
+  echo "$total"
+}
+
+for app in "${apps[@]}"; do
+  curl -fsS "$CHATLLM_URL/_instances/$app/metrics" | promtool check metrics ||
+    fail "promtool rejects $app's /metrics"
+done
+# Operators only: not from outside loopback-by-proxy (the location allows 127.0.0.1).
+[[ $(curl -s -o /dev/null -w '%{http_code}' "$CHATLLM_URL/metrics") == 200 ]] || fail "/metrics not served to loopback"
+
+mkdir -p "$WORK/prom"
+{
+  echo "global: {scrape_interval: 1s, evaluation_interval: 1s}"
+  echo "scrape_configs:"
+  for app in "${apps[@]}"; do
+    echo "  - job_name: $app"
+    echo "    metrics_path: /_instances/$app/metrics"
+    echo "    static_configs: [{targets: ['127.0.0.1:$CHATLLM_NGINX_PORT']}]"
+  done
+} >"$WORK/prom/prometheus.yml"
+promtool check config "$WORK/prom/prometheus.yml" >/dev/null || fail "bad prometheus.yml"
+prometheus --config.file="$WORK/prom/prometheus.yml" --storage.tsdb.path="$WORK/prom/data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prom/log" 2>&1 &
+prom_pid=$!
+trap 'kill $prom_pid 2>/dev/null || true' EXIT
+
+ROUTE='/v1/sessions/{id}/messages'
+appends_before=$(count "$ROUTE" 201)
+reads_before=$(count "$ROUTE" 200)
+pids_before=$(for app in "${apps[@]}"; do workers_of "$app"; done | sort)
+
+say "load for 15 s; SIGHUP to the app masters at 3, 6 and 9 s"
+load_start run --clients 16 --sessions 64 --duration 15 --mix append=8,read=2
+for round in 1 2 3; do
+  sleep 3
+  for app in "${apps[@]}"; do kill -HUP "$(master_pid "$app")"; done
+done
+load_wait run
+sleep 1.5  # Let the last turns' counters land.
+
+errs=$(errors run)
+[[ $errs == 0 ]] || fail "$errs requests failed during reloads ($(error_statuses run))"
+for app in "${apps[@]}"; do
+  n=$(grep -c "configuration reloaded" "$CHATLLM_VAR/logs/$app.log" || true)
+  ((n >= 3)) || fail "$app logged $n reloads, want 3"
+done
+pids_after=$(for app in "${apps[@]}"; do workers_of "$app"; done | sort)
+[[ -z $(comm -12 <(echo "$pids_before") <(echo "$pids_after")) ]] || fail "some workers were not replaced by the reloads"
+
+sent_appends=$(python3 -c "import json;print([o for o in json.load(open('$WORK/run.json'))['ops'] if o['op']=='append'][0]['ok'])")
+sent_reads=$(python3 -c "import json;print([o for o in json.load(open('$WORK/run.json'))['ops'] if o['op']=='read'][0]['ok'])")
+appends_after=$(count "$ROUTE" 201)
+reads_after=$(count "$ROUTE" 200)
+say "load sent $sent_appends appends and $sent_reads reads; /metrics counted $((appends_after - appends_before)) and $((reads_after - reads_before))"
+((appends_after - appends_before == sent_appends)) || fail "append counter moved by $((appends_after - appends_before)), load sent $sent_appends"
+((reads_after - reads_before == sent_reads)) || fail "read counter moved by $((reads_after - reads_before)), load sent $sent_reads"
+
+# Prometheus has scraped both instances since (1 s interval): same numbers.
+query='sum(chatllm_http_requests_total{route="/v1/sessions/{id}/messages",status="201"})'
+prom=""
+for i in $(seq 1 50); do
+  prom=$(curl -fsS --get "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode "query=$query" 2>/dev/null |
+    python3 -c "import json,sys; r=json.load(sys.stdin)['data']['result']; print(r[0]['value'][1] if r else '')" 2>/dev/null || true)
+  [[ $prom == "$appends_after" ]] && break
+  sleep 0.2
+done
+say "Prometheus: $query = ${prom:-nothing}"
+[[ $prom == "$appends_after" ]] || fail "Prometheus says ${prom:-nothing}, the instances say $appends_after"
+up=$(curl -fsS --get "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode 'query=sum(up)' |
+  python3 -c "import json,sys; print(json.load(sys.stdin)['data']['result'][0]['value'][1])")
+[[ $up == "${#apps[@]}" ]] || fail "Prometheus sees $up of ${#apps[@]} targets up"
+finish
