@@ -171,25 +171,30 @@ void SeriesMetrics(std::ostringstream& out, NamedSeries* table, int n, const cha
   }
 }
 
+std::string RouteLabels(int route) {
+  const auto id = static_cast<RouteId>(route);
+  return std::string("method=\"") + RouteMethod(id) + "\",route=\"" + RouteName(id) + "\"";
+}
+
 }  // namespace
 
 std::string InstanceInfo::Metrics() const {
   std::ostringstream out;
-  Header(out, "chatllm_http_requests_total", "counter", "HTTP requests handled, by route and status.");
+  Header(out, "chatllm_http_requests_total", "counter", "HTTP requests handled, by method, route and status.");
   for (int r = 0; r < kMetricRoutes; ++r) {
     for (int s = 0; s < kMetricStatuses; ++s) {
       uint64_t n = board_->requests(r, s).load(std::memory_order_relaxed);
       if (n == 0) continue;
       int code = kMetricStatusCodes[s];
-      out << "chatllm_http_requests_total{route=\"" << RouteName(static_cast<RouteId>(r)) << "\",status=\""
+      out << "chatllm_http_requests_total{" << RouteLabels(r) << ",status=\""
           << (code < 0 ? std::string("other") : std::to_string(code)) << "\"} " << n << '\n';
     }
   }
-  Header(out, "chatllm_http_request_duration_seconds", "histogram", "Time from accepting a request to its last byte, by route.");
+  Header(out, "chatllm_http_request_duration_seconds", "histogram", "Time from accepting a request to its last byte, by method and route.");
   for (int r = 0; r < kMetricRoutes; ++r) {
     const SharedHistogram& h = board_->request_latency(r);
     if (h.count.load() == 0) continue;
-    Histogram(out, "chatllm_http_request_duration_seconds", std::string("route=\"") + RouteName(static_cast<RouteId>(r)) + "\"", h);
+    Histogram(out, "chatllm_http_request_duration_seconds", RouteLabels(r), h);
   }
   SeriesMetrics(out, board_->shards(), Scoreboard::kMaxShards, "chatllm_db_queries", "shard", "Database statements");
   SeriesMetrics(out, board_->providers(), Scoreboard::kMaxProviders, "chatllm_provider_requests", "provider",

@@ -69,6 +69,23 @@ const char* RouteName(RouteId id) {
   return "?";
 }
 
+const char* RouteMethod(RouteId id) {
+  switch (id) {
+    case RouteId::kNotFound:
+    case RouteId::kMethodNotAllowed: return "any";
+    case RouteId::kCreateSession:
+    case RouteId::kAppendMessage: return "POST";
+    case RouteId::kDeleteSession: return "DELETE";
+    case RouteId::kHealthz:
+    case RouteId::kReadyz:
+    case RouteId::kGetSession:
+    case RouteId::kListMessages:
+    case RouteId::kStatus:
+    case RouteId::kMetrics: return "GET";
+  }
+  return "any";
+}
+
 RouteMatch MatchRoute(std::string_view method, std::string_view path) {
   std::array<std::string_view, 5> s;
   int n = Split(path, &s);

@@ -12,12 +12,12 @@ PROM_PORT=$((CHATLLM_NGINX_PORT + 11000))
 apps=()
 for item in $CHATLLM_APPS; do apps+=("${item%%:*}"); done
 
-# count ROUTE STATUS: the sum over instances of chatllm_http_requests_total.
+# count METHOD ROUTE STATUS: the sum over instances of chatllm_http_requests_total.
 count() {
   local total=0 n app
   for app in "${apps[@]}"; do
     n=$(curl -fsS "$CHATLLM_URL/_instances/$app/metrics" |
-      awk -v want="chatllm_http_requests_total{route=\"$1\",status=\"$2\"}" '$1 == want {print $2}')
+      awk -v want="chatllm_http_requests_total{method=\"$1\",route=\"$2\",status=\"$3\"}" '$1 == want {print $2}')
     total=$((total + ${n:-0}))
   done
   echo "$total"
@@ -26,6 +26,9 @@ count() {
 for app in "${apps[@]}"; do
   curl -fsS "$CHATLLM_URL/_instances/$app/metrics" | promtool check metrics ||
     fail "promtool rejects $app's /metrics"
+  # promtool does not look for a series given twice (same name and labels).
+  dup=$(curl -fsS "$CHATLLM_URL/_instances/$app/metrics" | awk '!/^#/ {print $1}' | sort | uniq -d | head -3)
+  [[ -z $dup ]] || fail "$app's /metrics repeats series: $dup"
 done
 # Operators only: not from outside loopback-by-proxy (the location allows 127.0.0.1).
 [[ $(curl -s -o /dev/null -w '%{http_code}' "$CHATLLM_URL/metrics") == 200 ]] || fail "/metrics not served to loopback"
@@ -47,8 +50,8 @@ prom_pid=$!
 trap 'kill $prom_pid 2>/dev/null || true' EXIT
 
 ROUTE='/v1/sessions/{id}/messages'
-appends_before=$(count "$ROUTE" 201)
-reads_before=$(count "$ROUTE" 200)
+appends_before=$(count POST "$ROUTE" 201)
+reads_before=$(count GET "$ROUTE" 200)
 pids_before=$(for app in "${apps[@]}"; do workers_of "$app"; done | sort)
 
 say "load for 15 s; SIGHUP to the app masters at 3, 6 and 9 s"
@@ -71,14 +74,14 @@ pids_after=$(for app in "${apps[@]}"; do workers_of "$app"; done | sort)
 
 sent_appends=$(python3 -c "import json;print([o for o in json.load(open('$WORK/run.json'))['ops'] if o['op']=='append'][0]['ok'])")
 sent_reads=$(python3 -c "import json;print([o for o in json.load(open('$WORK/run.json'))['ops'] if o['op']=='read'][0]['ok'])")
-appends_after=$(count "$ROUTE" 201)
-reads_after=$(count "$ROUTE" 200)
+appends_after=$(count POST "$ROUTE" 201)
+reads_after=$(count GET "$ROUTE" 200)
 say "load sent $sent_appends appends and $sent_reads reads; /metrics counted $((appends_after - appends_before)) and $((reads_after - reads_before))"
 ((appends_after - appends_before == sent_appends)) || fail "append counter moved by $((appends_after - appends_before)), load sent $sent_appends"
 ((reads_after - reads_before == sent_reads)) || fail "read counter moved by $((reads_after - reads_before)), load sent $sent_reads"
 
 # Prometheus has scraped both instances since (1 s interval): same numbers.
-query='sum(chatllm_http_requests_total{route="/v1/sessions/{id}/messages",status="201"})'
+query='sum(chatllm_http_requests_total{method="POST",route="/v1/sessions/{id}/messages",status="201"})'
 prom=""
 for i in $(seq 1 50); do
   prom=$(curl -fsS --get "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode "query=$query" 2>/dev/null |

@@ -21,6 +21,9 @@ enum class RouteId {
 
 // The route's template ("/v1/sessions/{id}"), for logs and metric labels.
 const char* RouteName(RouteId id);
+// The route's method ("GET", "POST", "DELETE"; "any" for kNotFound and
+// kMethodNotAllowed): with the name, what tells two routes apart in metrics.
+const char* RouteMethod(RouteId id);
 
 struct RouteMatch {
   RouteId id = RouteId::kNotFound;
