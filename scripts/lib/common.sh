@@ -8,7 +8,7 @@ CHATLLM_BUILD=${CHATLLM_BUILD:-$CHATLLM_ROOT/build}
 CHATLLM_BUILD_PACKAGES="g++ make cmake pkg-config libfcgi-dev libpoco-dev libmariadb-dev
   rapidjson-dev libcpp-httplib-dev libssl-dev googletest libgtest-dev python3"
 CHATLLM_RUNTIME_PACKAGES="mariadb-server mariadb-client nginx-light curl procps"
-CHATLLM_TEST_PACKAGES="wrk sysbench prometheus nodejs npm openssl"
+CHATLLM_TEST_PACKAGES="wrk sysbench prometheus openssl"
 
 # Bash 5.2 expands '&' in ${var//pattern/replacement}; we want it literal.
 shopt -u patsub_replacement 2>/dev/null || true
@@ -34,6 +34,14 @@ ensure_packages() {
     apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/chatllm-apt.log 2>&1 ||
       { tail -n 30 /tmp/chatllm-apt.log >&2; die "apt-get install failed (log: /tmp/chatllm-apt.log)"; }
   fi
+}
+
+# ensure_node: Node.js and npm (the OpenAI SDK test): Debian's packages,
+# unless a node with its npm is already installed (NodeSource's nodejs
+# bundles npm and conflicts with Debian's npm package).
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  ensure_packages nodejs npm
 }
 
 # build [CMAKE_ARGS...]: configures (once) and builds in $CHATLLM_BUILD.

@@ -7,6 +7,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "support/fcgi_client.h"
@@ -200,6 +204,55 @@ TEST(PoolTest, SigtermUnderLoadFinishesEveryRequestInFlight) {
   size_t count = 0;
   for (size_t at = 0; (at = history.body.find("\"seq\":", at)) != std::string::npos; ++at) ++count;
   EXPECT_EQ(count, 12u) << history.body;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(PoolTest, AccessLogHasALinePerRequestAndSigusr1ReopensTheLogs) {
+  const std::string dir = StackEnv::Get().var() + "/pool-logs";
+  const std::string access = dir + "/access.log", log = dir + "/app.log";
+  Instance app("pool-logs", SparePort(9), {{"workers", "2"}, {"access_log", access}});
+  std::remove(access.c_str());
+  std::remove((access + ".1").c_str());
+  std::remove((log + ".1").c_str());
+  const std::map<std::string, std::string> traced = {{"HTTP_X_REQUEST_ID", "trace-me-42"}};
+  app.Start();
+  std::string session = NewSession(app.port());
+  FcgiResponse r = FcgiRequest(app.port(), "POST", "/v1/sessions/" + session + "/messages", R"({"content":"hi"})", traced);
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.headers["X-Request-Id"], "trace-me-42");
+  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(access).find("trace-me-42") != std::string::npos; })) << ReadFile(access);
+  std::string line = ReadFile(access);
+  line = line.substr(line.find("{\"time\"", line.find("trace-me-42") - 80));
+  line = line.substr(0, line.find('\n'));
+  for (const std::string& want :
+       {std::string("\"request_id\":\"trace-me-42\""), std::string("\"method\":\"POST\""),
+        std::string("\"route\":\"/v1/sessions/{id}/messages\""), std::string("\"status\":201"),
+        "\"session_id\":\"" + session + "\"", std::string("\"shard\":"), std::string("\"provider\":\"echo\""),
+        std::string("\"provider_ms\":"), std::string("\"worker_pid\":"), std::string("\"duration_ms\":")}) {
+    EXPECT_NE(line.find(want), std::string::npos) << want << " missing from " << line;
+  }
+
+  // logrotate: rename both logs, SIGUSR1 the master, and the next lines go to new files.
+  ASSERT_EQ(std::rename(access.c_str(), (access + ".1").c_str()), 0);
+  ASSERT_EQ(std::rename(log.c_str(), (log + ".1").c_str()), 0);
+  ASSERT_EQ(kill(app.pid(), SIGUSR1), 0);
+  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(log).find("log reopened") != std::string::npos; })) << ReadFile(log + ".1");
+  // Both workers must have reopened: every request lands in the new access log.
+  for (int i = 0; i < 6; ++i) {
+    std::map<std::string, std::string> params = {{"HTTP_X_REQUEST_ID", "after-rotate-" + std::to_string(i)}};
+    EXPECT_EQ(FcgiRequest(app.port(), "GET", "/v1/sessions/" + session, "", params).status, 200);
+  }
+  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(access).find("after-rotate-5") != std::string::npos; })) << ReadFile(access);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_NE(ReadFile(access).find("after-rotate-" + std::to_string(i)), std::string::npos) << i;
+    EXPECT_EQ(ReadFile(access + ".1").find("after-rotate-" + std::to_string(i)), std::string::npos) << i;
+  }
 }
 
 TEST(PoolTest, ThreadedWorkersServeConcurrentRequests) {
