@@ -28,6 +28,8 @@ endif()
 # cpp-httplib: find_package(httplib) is not shipped; pkg-config carries the
 # OpenSSL/zlib/brotli defines that must match the shared library.
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+# TLS for the provider clients, SHA-256 for turn digests.
+find_package(OpenSSL REQUIRED)
 
 if(CHATLLM_BUILD_TESTS)
   find_package(GTest REQUIRED)

@@ -355,13 +355,16 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
     clear_target();
     OnShard(to, "copying the session", [&] {
       MysqlStatement& read =
-          Stmt(from, "SELECT title, metadata, message_count, created_at, updated_at FROM sessions WHERE session_id = ?");
+          Stmt(from,
+               "SELECT title, metadata, message_count, created_at, updated_at, model, system_prompt, last_user_digest "
+               "FROM sessions WHERE session_id = ?");
       read.BindBytes(0, id);
       read.Execute();
       if (read.row_count() != 1) throw AdminError("shard " + from.name + ": session vanished while frozen");
       MysqlStatement& write = Stmt(to,
                                    "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, "
-                                   "updated_at, state) VALUES (?, ?, ?, ?, ?, ?, 'incoming')");
+                                   "updated_at, model, system_prompt, last_user_digest, state) "
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'incoming')");
       write.BindBytes(0, id);
       if (read.IsNull(0, 0)) write.BindNull(1);
       else write.BindString(1, read.Text(0, 0));
@@ -369,6 +372,11 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
       write.BindInt64(3, read.Int64(0, 2));
       write.BindDatetime(4, read.DatetimeMicros(0, 3));
       write.BindDatetime(5, read.DatetimeMicros(0, 4));
+      for (int c = 5; c <= 7; ++c) {  // model, system_prompt, last_user_digest (binary): nullable.
+        if (read.IsNull(0, c)) write.BindNull(c + 1);
+        else if (c == 7) write.BindBytes(c + 1, read.Text(0, c));
+        else write.BindString(c + 1, read.Text(0, c));
+      }
       write.Execute();
       MysqlStatement& batch = Stmt(from,
                                    "SELECT seq, role, content, reply_to, created_at, meta FROM messages "

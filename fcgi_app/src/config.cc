@@ -199,6 +199,139 @@ std::string HostName() {
   return buf;
 }
 
+bool ValidName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+  });
+}
+
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream in(text);
+  while (std::getline(in, item, ',')) {
+    item = Trim(item);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// "http[s]://host[:port][/path]" with a non-empty host and no query.
+bool ValidBaseUrl(const std::string& url) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return false;
+  std::string scheme = url.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") return false;
+  std::string rest = url.substr(scheme_end + 3);
+  std::string host = rest.substr(0, rest.find('/'));
+  return !host.empty() && host[0] != ':' && url.find_first_of("?# ") == std::string::npos;
+}
+
+// The API key of a provider section: api_key_env (the variable must be set
+// and non-empty) or api_key_file (first line), or none.
+std::string ReadApiKey(Ini& ini, const std::string& s) {
+  const Entry* env = ini.Find(s, "api_key_env");
+  const Entry* file = ini.Find(s, "api_key_file");
+  if (env && file) ini.Fail(file->line, s, "api_key_file", "set either api_key_env or api_key_file, not both");
+  std::string key;
+  if (env) {
+    const char* v = std::getenv(env->value.c_str());
+    if (env->value.empty() || !v || !*v) {
+      ini.Fail(env->line, s, "api_key_env", "environment variable '" + env->value + "' is not set");
+    }
+    key = v;
+  } else if (file) {
+    std::string path = ResolvePath(ini.path(), file->value);
+    std::ifstream in(path);
+    if (!in) ini.Fail(file->line, s, "api_key_file", "cannot read '" + path + "': " + std::strerror(errno));
+    std::getline(in, key);
+    while (!key.empty() && (key.back() == '\r' || key.back() == '\n' || key.back() == ' ')) key.pop_back();
+    if (key.empty()) ini.Fail(file->line, s, "api_key_file", "'" + path + "' is empty");
+  }
+  // Sent in an HTTP header: a line break would split it.
+  if (key.find_first_of("\r\n") != std::string::npos) {
+    ini.Fail((env ? env : file)->line, s, env ? "api_key_env" : "api_key_file", "the key contains a line break");
+  }
+  return key;
+}
+
+ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& name, int echo_delay_ms) {
+  ProviderConfig p;
+  p.delay_ms = echo_delay_ms;
+  p.name = name;
+  p.type = ini.String(s, "type", "", false);
+  const Entry* type = ini.Find(s, "type");
+  if (!type) ini.Fail(ini.SectionLine(s), s, "type", "required (openai, anthropic or echo)");
+  if (p.type != "openai" && p.type != "anthropic" && p.type != "echo") {
+    ini.Fail(type->line, s, "type", "'" + p.type + "' is not openai, anthropic or echo");
+  }
+  const char* default_url = p.type == "openai" ? "https://api.openai.com/v1"
+                            : p.type == "anthropic" ? "https://api.anthropic.com" : "";
+  const char* default_model = p.type == "openai" ? "gpt-4o-mini"
+                              : p.type == "anthropic" ? "claude-3-5-haiku-latest" : "echo";
+  p.base_url = ini.String(s, "base_url", default_url, false);
+  while (p.base_url.size() > 1 && p.base_url.back() == '/') p.base_url.pop_back();
+  if (p.type != "echo" && !ValidBaseUrl(p.base_url)) {
+    ini.Fail(ini.Find(s, "base_url")->line, s, "base_url", "'" + p.base_url + "' is not an http:// or https:// URL");
+  }
+  p.api_key = ReadApiKey(ini, s);
+  p.model = ini.String(s, "model", default_model, false);
+  if (const Entry* e = ini.Find(s, "models")) {
+    p.models = SplitList(e->value);
+    if (p.models.empty()) ini.Fail(e->line, s, "models", "must list at least one model name or glob");
+  }
+  p.connect_timeout_ms = static_cast<int>(ini.Int(s, "connect_timeout_ms", p.connect_timeout_ms, 1, 600000));
+  p.read_timeout_ms = static_cast<int>(ini.Int(s, "read_timeout_ms", p.read_timeout_ms, 1, 3600000));
+  p.total_timeout_ms = static_cast<int>(ini.Int(s, "total_timeout_ms", p.total_timeout_ms, 1, 3600000));
+  p.max_retries = static_cast<int>(ini.Int(s, "max_retries", p.max_retries, 0, 10));
+  p.retry_base_ms = static_cast<int>(ini.Int(s, "retry_base_ms", p.retry_base_ms, 1, 60000));
+  p.retry_max_ms = static_cast<int>(ini.Int(s, "retry_max_ms", p.retry_max_ms, p.retry_base_ms, 600000));
+  p.max_response_bytes = ini.Int(s, "max_response_bytes", p.max_response_bytes, 1024, 1 << 30);
+  p.max_tokens = static_cast<int>(ini.Int(s, "max_tokens", p.max_tokens, 1, 1000000));
+  p.ca_file = ResolvePath(ini.path(), ini.String(s, "ca_file", ""));
+  if (!p.ca_file.empty() && !std::ifstream(p.ca_file)) {
+    ini.Fail(ini.Find(s, "ca_file")->line, s, "ca_file", "cannot read '" + p.ca_file + "'");
+  }
+  p.anthropic_version = ini.String(s, "anthropic_version", p.anthropic_version, false);
+  p.delay_ms = static_cast<int>(ini.Int(s, "delay_ms", p.delay_ms, 0, 600000));
+  return p;
+}
+
+// [provider] chain = a, b, ... names [provider.NAME] sections (or the
+// built-in echo) in the order they are tried. Every section must be in it.
+void ParseProviders(Ini& ini, Config* c) {
+  const Entry* chain_entry = ini.Find("provider", "chain");
+  std::vector<std::string> chain = SplitList(chain_entry ? chain_entry->value : "echo");
+  const int chain_line = chain_entry ? chain_entry->line : 0;
+  if (chain.empty()) ini.Fail(chain_line, "provider", "chain", "must name at least one provider");
+  const int echo_delay_ms = static_cast<int>(ini.Int("provider", "echo_delay_ms", 0, 0, 600000));
+  for (const std::string& name : chain) {
+    if (std::count(chain.begin(), chain.end(), name) > 1) {
+      ini.Fail(chain_line, "provider", "chain", "'" + name + "' appears twice");
+    }
+    const std::string section = "provider." + name;
+    if (ini.HasSection(section)) {
+      c->providers.push_back(ParseProvider(ini, section, name, echo_delay_ms));
+    } else if (name == "echo") {
+      ProviderConfig echo;
+      echo.name = echo.type = echo.model = "echo";
+      echo.delay_ms = echo_delay_ms;
+      c->providers.push_back(echo);
+    } else {
+      ini.Fail(chain_line, "provider", "chain", "'" + name + "' has no [provider." + name + "] section");
+    }
+  }
+  for (const std::string& s : ini.sections()) {
+    if (s.rfind("provider.", 0) != 0) continue;
+    const std::string name = s.substr(9);
+    if (!ValidName(name)) ini.Fail(ini.SectionLine(s), s, "", "provider name must be 1..64 characters of [a-z0-9_-]");
+    if (std::find(chain.begin(), chain.end(), name) == chain.end()) {
+      ini.Fail(ini.SectionLine(s), s, "", "not in [provider] chain (a provider nobody can reach is a typo)");
+    }
+  }
+}
+
 }  // namespace
 
 Config ParseConfig(std::string_view text, const std::string& path) {
@@ -208,7 +341,7 @@ Config ParseConfig(std::string_view text, const std::string& path) {
 
   for (const std::string& s : ini.sections()) {
     bool known = s == "server" || s == "limits" || s == "db" || s == "provider" || s == "cluster" ||
-                 s.rfind("shard.", 0) == 0;
+                 s.rfind("shard.", 0) == 0 || s.rfind("provider.", 0) == 0;
     if (!known) ini.Fail(ini.SectionLine(s), s, "", "unknown section");
   }
 
@@ -251,6 +384,9 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.max_metadata_bytes = ini.Int("limits", "max_metadata_bytes", c.max_metadata_bytes, 2, 1 << 20);
   c.context_messages =
       static_cast<int>(ini.Int("limits", "context_messages", c.context_messages, 1, 1000));
+  c.context_tokens = static_cast<int>(ini.Int("limits", "context_tokens", c.context_tokens, 100, 10000000));
+  c.max_system_prompt_bytes =
+      ini.Int("limits", "max_system_prompt_bytes", c.max_system_prompt_bytes, 1, 1 << 20);
 
   c.connect_timeout_s = static_cast<int>(ini.Int("db", "connect_timeout", c.connect_timeout_s, 1, 60));
   c.read_timeout_s = static_cast<int>(ini.Int("db", "read_timeout", c.read_timeout_s, 1, 3600));
@@ -269,12 +405,7 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.move_wait_ms = static_cast<int>(ini.Int("cluster", "move_wait_ms", c.move_wait_ms, 0, 600000));
   c.map_file = ResolvePath(path, ini.String("cluster", "map_file", ""));
 
-  c.provider = ini.String("provider", "name", c.provider, false);
-  if (c.provider != "echo") {
-    ini.Fail(ini.Find("provider", "name")->line, "provider", "name",
-             "'" + c.provider + "' is not a known provider (echo)");
-  }
-  c.echo_delay_ms = static_cast<int>(ini.Int("provider", "echo_delay_ms", c.echo_delay_ms, 0, 600000));
+  ParseProviders(ini, &c);
 
   for (const std::string& s : ini.sections()) {
     if (s.rfind("shard.", 0) != 0) continue;

@@ -25,7 +25,7 @@
 #include "fcgi_app/instance_info.h"
 #include "fcgi_app/log.h"
 #include "fcgi_app/observer.h"
-#include "fcgi_app/provider.h"
+#include "fcgi_app/provider_chain.h"
 #include "fcgi_app/router.h"
 #include "fcgi_app/service.h"
 #include "fcgi_app/store.h"
@@ -156,15 +156,46 @@ bool ReadRequest(FCGX_Request& fcgi, const Config& config, HttpRequest* req, Htt
   return true;
 }
 
-size_t WriteResponse(FCGX_Request& fcgi, const HttpResponse& resp, const Config& config, bool head) {
+// The CGI response head: status, the response's headers and ours.
+std::string ResponseHead(const HttpResponse& resp, const Config& config, bool with_length) {
   std::string out;
-  out.reserve(256 + resp.body.size());
+  out.reserve(256 + (with_length ? resp.body.size() : 0));
   out += "Status: " + std::to_string(resp.status) + " " + StatusReason(resp.status) + "\r\n";
   for (const auto& [name, value] : resp.headers) out += name + ": " + value + "\r\n";
   out += "X-Served-By: " + config.instance_name + "\r\n";
   out += "Cache-Control: no-store\r\n";
-  if (resp.status != 204) out += "Content-Length: " + std::to_string(resp.body.size()) + "\r\n";
+  if (with_length && resp.status != 204) out += "Content-Length: " + std::to_string(resp.body.size()) + "\r\n";
   out += "\r\n";
+  return out;
+}
+
+// A streamed response: each Send() is written and flushed to nginx as one
+// FastCGI record (nginx passes it on at once: X-Accel-Buffering: no). A
+// failed write means nginx closed the connection, i.e. the client is gone.
+class FcgiStream : public ResponseStream {
+ public:
+  FcgiStream(FCGX_Request& fcgi, const Config& config) : fcgi_(fcgi), config_(config) {}
+  bool Start(const HttpResponse& head) override { return Send(ResponseHead(head, config_, false)); }
+  bool Send(std::string_view data) override {
+    if (broken_) return false;
+    if (FCGX_PutStr(data.data(), static_cast<int>(data.size()), fcgi_.out) < 0 || FCGX_FFlush(fcgi_.out) < 0) {
+      broken_ = true;
+      return false;
+    }
+    bytes_ += data.size();
+    return true;
+  }
+  size_t bytes_sent() const override { return bytes_; }
+
+ private:
+  FCGX_Request& fcgi_;
+  const Config& config_;
+  bool broken_ = false;
+  size_t bytes_ = 0;
+};
+
+size_t WriteResponse(FCGX_Request& fcgi, const HttpResponse& resp, const Config& config, bool head) {
+  std::string out = ResponseHead(resp, config, true);
   if (!head) out += resp.body;
   // A failed write means nginx gave up on the request (client gone): there
   // is nobody left to tell, and the worker carries on.
@@ -226,10 +257,10 @@ void ServeThread(WorkerShared* w, int index) {
   const int slot = w->first_slot + index;
   pthread_sigmask(SIG_SETMASK, &w->held, nullptr);
   std::unique_ptr<Store> store;
-  std::unique_ptr<Provider> provider;
+  std::unique_ptr<ProviderChain> providers;
   try {
     store = std::make_unique<Store>(config);
-    provider = MakeProvider(config);
+    providers = std::make_unique<ProviderChain>(config);
   } catch (const std::exception& e) {
     LOG_ERROR("worker: start-up failed: %s", e.what());
     g_failed.store(true);
@@ -238,7 +269,7 @@ void ServeThread(WorkerShared* w, int index) {
   }
   ThreadObserver observer(w->board);
   store->SetObserver(&observer);
-  Service service(config, store.get(), provider.get(), w->info, &observer);
+  Service service(config, store.get(), providers.get(), w->info, &observer);
   FCGX_Request fcgi;
   FCGX_InitRequest(&fcgi, w->listen_fd, 0);
   w->board->Claim(slot, ::getpid());
@@ -292,14 +323,15 @@ void ServeThread(WorkerShared* w, int index) {
     w->board->BeginRequest(slot, req.method + " " + req.path + " id=" + trace.request_id);
     w->board->SetState(slot, SlotState::kHandling);
     observer.set_trace(&trace);
+    FcgiStream stream(fcgi, config);
     if (complete) {
-      resp = service.Handle(req, &trace);
+      resp = service.Handle(req, &trace, &stream);
     } else {
       resp.SetHeader("X-Request-Id", trace.request_id);
     }
     observer.set_trace(nullptr);
     w->board->SetState(slot, SlotState::kWriting);
-    size_t bytes = WriteResponse(fcgi, resp, config, req.method == "HEAD");
+    size_t bytes = resp.streamed ? stream.bytes_sent() : WriteResponse(fcgi, resp, config, req.method == "HEAD");
     FCGX_Finish_r(&fcgi);
     const int64_t took = MonotonicMicros() - start;
     w->board->EndRequest(slot);

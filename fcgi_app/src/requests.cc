@@ -26,6 +26,73 @@ std::optional<ApiError> WrongType(const char* field, const char* want, const rap
   return Invalid(std::string("field '") + field + "' must be " + want + ", not " + JsonTypeName(v));
 }
 
+std::optional<ApiError> ParseModel(const rapidjson::Value& v, std::string* out) {
+  if (!v.IsString()) return WrongType("model", "a string", v);
+  std::string_view m(v.GetString(), v.GetStringLength());
+  if (!ValidModelName(m)) return Invalid("field 'model' must be 1..128 characters of [A-Za-z0-9._:/@+-]");
+  out->assign(m);
+  return std::nullopt;
+}
+
+// max_tokens, temperature, top_p, stop: shared by the turn and the
+// chat-completions requests. Returns true if `name` was one of them.
+bool ParseSampling(std::string_view name, const rapidjson::Value& v, Sampling* out, std::optional<ApiError>* err) {
+  if (name == "max_tokens" || name == "max_completion_tokens") {
+    if (!v.IsInt() || v.GetInt() < 1 || v.GetInt() > 1000000) {
+      *err = Invalid("field '" + std::string(name) + "' must be an integer from 1 to 1000000");
+    } else {
+      out->max_tokens = v.GetInt();
+    }
+  } else if (name == "temperature") {
+    if (!v.IsNumber() || v.GetDouble() < 0 || v.GetDouble() > 2) *err = Invalid("field 'temperature' must be a number from 0 to 2");
+    else out->temperature = v.GetDouble();
+  } else if (name == "top_p") {
+    if (!v.IsNumber() || v.GetDouble() < 0 || v.GetDouble() > 1) *err = Invalid("field 'top_p' must be a number from 0 to 1");
+    else out->top_p = v.GetDouble();
+  } else if (name == "stop") {
+    out->stop.clear();
+    if (v.IsNull()) return true;
+    if (v.IsString()) {
+      out->stop.emplace_back(v.GetString(), v.GetStringLength());
+    } else if (v.IsArray() && v.Size() <= 4) {
+      for (const auto& item : v.GetArray()) {
+        if (!item.IsString()) {
+          *err = Invalid("field 'stop' must be a string or an array of up to 4 strings");
+          return true;
+        }
+        out->stop.emplace_back(item.GetString(), item.GetStringLength());
+      }
+    } else {
+      *err = Invalid("field 'stop' must be a string or an array of up to 4 strings");
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The text of an OpenAI message's content: a string, or an array of
+// {"type":"text","text":...} parts (joined). Other parts are refused.
+std::optional<ApiError> MessageText(const rapidjson::Value& content, size_t index, std::string* out) {
+  const std::string where = "messages[" + std::to_string(index) + "].content";
+  if (content.IsString()) {
+    out->assign(content.GetString(), content.GetStringLength());
+    return std::nullopt;
+  }
+  if (!content.IsArray()) return Invalid("field '" + where + "' must be a string or an array of text parts");
+  out->clear();
+  for (const auto& part : content.GetArray()) {
+    auto type = part.IsObject() ? part.FindMember("type") : rapidjson::Value::ConstMemberIterator();
+    auto text = part.IsObject() ? part.FindMember("text") : rapidjson::Value::ConstMemberIterator();
+    if (!part.IsObject() || type == part.MemberEnd() || !type->value.IsString() ||
+        std::string_view(type->value.GetString()) != "text" || text == part.MemberEnd() || !text->value.IsString()) {
+      return ApiError{400, "unsupported_parameter", "field '" + where + "': only text parts are supported"};
+    }
+    out->append(text->value.GetString(), text->value.GetStringLength());
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<ApiError> CheckJsonContentType(std::string_view ct) {
@@ -64,8 +131,21 @@ std::optional<ApiError> ParseCreateSession(std::string_view body, const Config& 
         return Invalid("field 'metadata' is larger than " +
                        std::to_string(config.max_metadata_bytes) + " bytes when serialized");
       }
+    } else if (name == "model") {
+      if (v.IsNull()) continue;
+      std::string model;
+      if (auto err = ParseModel(v, &model)) return err;
+      out->model = std::move(model);
+    } else if (name == "system_prompt") {
+      if (v.IsNull()) continue;
+      if (!v.IsString()) return WrongType("system_prompt", "a string or null", v);
+      if (v.GetStringLength() > config.max_system_prompt_bytes) {
+        return Invalid("field 'system_prompt' is larger than " + std::to_string(config.max_system_prompt_bytes) +
+                       " bytes");
+      }
+      if (v.GetStringLength() > 0) out->system_prompt = std::string(v.GetString(), v.GetStringLength());
     } else {
-      return Invalid("unknown field '" + std::string(name) + "' (allowed: title, metadata)");
+      return Invalid("unknown field '" + std::string(name) + "' (allowed: title, metadata, model, system_prompt)");
     }
   }
   return std::nullopt;
@@ -94,11 +174,121 @@ std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& 
       if (std::string_view(v.GetString(), v.GetStringLength()) != "user") {
         return Invalid("field 'role' must be \"user\"");
       }
+    } else if (name == "model") {
+      if (auto err = ParseModel(v, &out->model)) return err;
+    } else if (name == "stream") {
+      if (!v.IsBool()) return WrongType("stream", "a boolean", v);
+      out->stream = v.GetBool();
     } else {
-      return Invalid("unknown field '" + std::string(name) + "' (allowed: content, role)");
+      std::optional<ApiError> err;
+      if (ParseSampling(name, v, &out->sampling, &err)) {
+        if (err) return err;
+        continue;
+      }
+      return Invalid("unknown field '" + std::string(name) +
+                     "' (allowed: content, role, model, stream, max_tokens, temperature, top_p, stop)");
     }
   }
   if (!have_content) return Invalid("field 'content' is required");
+  return std::nullopt;
+}
+
+bool ValidModelName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == ':' || c == '/' || c == '@' || c == '+' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config& config,
+                                            ChatCompletionRequest* out) {
+  *out = ChatCompletionRequest{};
+  rapidjson::Document doc;
+  if (auto err = ParseObject(body, &doc)) return err;
+  bool have_model = false, have_messages = false;
+  auto unsupported = [](const std::string& what) {
+    return ApiError{400, "unsupported_parameter", what + " is not supported by this endpoint"};
+  };
+  for (const auto& m : doc.GetObject()) {
+    std::string_view name(m.name.GetString(), m.name.GetStringLength());
+    const rapidjson::Value& v = m.value;
+    std::optional<ApiError> err;
+    if (name == "model") {
+      if (auto e = ParseModel(v, &out->model)) return e;
+      have_model = true;
+    } else if (name == "messages") {
+      if (!v.IsArray() || v.Empty()) return Invalid("field 'messages' must be a non-empty array");
+      if (v.Size() > 10000) return Invalid("field 'messages' holds more than 10000 messages");
+      for (rapidjson::SizeType i = 0; i < v.Size(); ++i) {
+        const rapidjson::Value& msg = v[i];
+        const std::string where = "messages[" + std::to_string(i) + "]";
+        if (!msg.IsObject()) return Invalid("field '" + where + "' must be an object");
+        auto role_it = msg.FindMember("role");
+        auto content_it = msg.FindMember("content");
+        if (role_it == msg.MemberEnd() || !role_it->value.IsString()) {
+          return Invalid("field '" + where + ".role' must be a string");
+        }
+        std::string role(role_it->value.GetString(), role_it->value.GetStringLength());
+        if (msg.HasMember("tool_calls") || msg.HasMember("function_call") || role == "tool" || role == "function") {
+          return unsupported("tool and function messages");
+        }
+        if (role != "system" && role != "developer" && role != "user" && role != "assistant") {
+          return Invalid("field '" + where + ".role' must be system, developer, user or assistant");
+        }
+        if (content_it == msg.MemberEnd()) return Invalid("field '" + where + ".content' is required");
+        std::string text;
+        if (auto e = MessageText(content_it->value, i, &text)) return e;
+        if (text.size() > config.max_content_bytes) {
+          return Invalid("field '" + where + ".content' is larger than " + std::to_string(config.max_content_bytes) +
+                         " bytes");
+        }
+        if (role == "system" || role == "developer") {
+          if (out->has_system) out->system.append("\n\n");
+          out->system += text;
+          out->has_system = true;
+        } else {
+          out->messages.push_back(ChatMessage{role, std::move(text)});
+        }
+      }
+      have_messages = true;
+    } else if (name == "stream") {
+      if (!v.IsBool() && !v.IsNull()) return WrongType("stream", "a boolean", v);
+      out->stream = v.IsBool() && v.GetBool();
+    } else if (name == "stream_options") {
+      if (v.IsNull()) continue;
+      if (!v.IsObject()) return WrongType("stream_options", "an object", v);
+      auto usage = v.FindMember("include_usage");
+      if (usage != v.MemberEnd()) {
+        if (!usage->value.IsBool()) return WrongType("stream_options.include_usage", "a boolean", usage->value);
+        out->include_usage = usage->value.GetBool();
+      }
+    } else if (name == "session_id") {
+      if (!v.IsString()) return WrongType("session_id", "a string", v);
+      out->session_id.assign(v.GetString(), v.GetStringLength());
+    } else if (name == "n") {
+      if (!v.IsNull() && !(v.IsInt() && v.GetInt() == 1)) return unsupported("n other than 1");
+    } else if (name == "tools" || name == "functions" || name == "tool_choice" || name == "function_call" ||
+               name == "audio" || name == "prediction") {
+      if (!v.IsNull()) return unsupported("'" + std::string(name) + "'");
+    } else if (name == "logprobs") {
+      if (v.IsBool() && v.GetBool()) return unsupported("logprobs");
+    } else if (name == "response_format") {
+      auto type = v.IsObject() ? v.FindMember("type") : rapidjson::Value::ConstMemberIterator();
+      if (!v.IsNull() && !(v.IsObject() && type != v.MemberEnd() && type->value.IsString() &&
+                           std::string_view(type->value.GetString()) == "text")) {
+        return unsupported("response_format other than text");
+      }
+    } else if (ParseSampling(name, v, &out->sampling, &err)) {
+      if (err) return err;
+    }
+    // Anything else (user, seed, penalties, metadata, store...) is ignored.
+  }
+  if (!have_model) return Invalid("field 'model' is required");
+  if (!have_messages) return Invalid("field 'messages' is required");
+  if (out->messages.empty()) return Invalid("field 'messages' must hold at least one user or assistant message");
   return std::nullopt;
 }
 

@@ -65,6 +65,7 @@ const char* RouteName(RouteId id) {
     case RouteId::kAppendMessage: return "/v1/sessions/{id}/messages";
     case RouteId::kStatus: return "/status";
     case RouteId::kMetrics: return "/metrics";
+    case RouteId::kChatCompletions: return "/v1/chat/completions";
   }
   return "?";
 }
@@ -74,7 +75,8 @@ const char* RouteMethod(RouteId id) {
     case RouteId::kNotFound:
     case RouteId::kMethodNotAllowed: return "any";
     case RouteId::kCreateSession:
-    case RouteId::kAppendMessage: return "POST";
+    case RouteId::kAppendMessage:
+    case RouteId::kChatCompletions: return "POST";
     case RouteId::kDeleteSession: return "DELETE";
     case RouteId::kHealthz:
     case RouteId::kReadyz:
@@ -93,6 +95,9 @@ RouteMatch MatchRoute(std::string_view method, std::string_view path) {
   if (n == 1 && s[0] == "readyz") return Resolve(method, RouteId::kReadyz, kNone, kNone, "/readyz");
   if (n == 1 && s[0] == "status") return Resolve(method, RouteId::kStatus, kNone, kNone, "/status");
   if (n == 1 && s[0] == "metrics") return Resolve(method, RouteId::kMetrics, kNone, kNone, "/metrics");
+  if (n == 3 && s[0] == "v1" && s[1] == "chat" && s[2] == "completions") {
+    return Resolve(method, kNone, RouteId::kChatCompletions, kNone, "/v1/chat/completions");
+  }
   if (n >= 2 && s[0] == "v1" && s[1] == "sessions") {
     if (n == 2) return Resolve(method, kNone, RouteId::kCreateSession, kNone, "/v1/sessions");
     RouteMatch m;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "fcgi_app/api_json.h"
 #include "fcgi_app/json.h"
 #include "fcgi_app/log.h"
 #include "fcgi_app/requests.h"
@@ -9,7 +10,6 @@
 #include "fcgi_app/time_util.h"
 
 namespace chatllm {
-namespace {
 
 HttpResponse FromApiError(const ApiError& e) { return ErrorResponse(e.status, e.code, e.message); }
 
@@ -22,6 +22,23 @@ HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf) {
   r.status = status;
   r.SetHeader("Content-Type", "application/json");
   r.body.assign(buf.GetString(), buf.GetSize());
+  return r;
+}
+
+HttpResponse FromDbError(const DbError& e, const char* what) {
+  if (e.kind() == DbErrorKind::kQuery) {
+    LOG_ERROR("%s: shard %s: unexpected SQL error %d: %s", what, e.shard().c_str(), e.mysql_errno(),
+              e.what());
+    return ErrorResponse(500, "internal_error", "internal error; see the server log");
+  }
+  std::string message = "shard " + e.shard() + " is unavailable";
+  if (e.kind() == DbErrorKind::kConnectionLost) {
+    message += "; the connection broke mid-request, so a write may or may not have been stored";
+  } else if (e.kind() == DbErrorKind::kRetryable) {
+    message = "shard " + e.shard() + " is overloaded (lock contention)";
+  }
+  HttpResponse r = ErrorResponse(503, "shard_unavailable", message + "; retry later");
+  r.SetHeader("Retry-After", "1");
   return r;
 }
 
@@ -40,6 +57,12 @@ void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s) {
   w.String(FormatRfc3339(s.updated_us));
   w.Key("message_count");
   w.Int64(s.message_count);
+  w.Key("model");
+  if (s.model) w.String(*s.model);
+  else w.Null();
+  w.Key("system_prompt");
+  if (s.system_prompt) w.String(*s.system_prompt);
+  else w.Null();
   w.EndObject();
 }
 
@@ -71,7 +94,7 @@ void WriteMessage(JsonWriter& w, const MessageRecord& m) {
   w.EndObject();
 }
 
-std::string MetaJson(const std::string& request_id) {
+std::string UserMetaJson(const std::string& request_id) {
   rapidjson::StringBuffer buf;
   JsonWriter w(buf);
   w.StartObject();
@@ -81,33 +104,21 @@ std::string MetaJson(const std::string& request_id) {
   return std::string(buf.GetString(), buf.GetSize());
 }
 
-HttpResponse FromDbError(const DbError& e, const char* what) {
-  if (e.kind() == DbErrorKind::kQuery) {
-    LOG_ERROR("%s: shard %s: unexpected SQL error %d: %s", what, e.shard().c_str(), e.mysql_errno(),
-              e.what());
-    return ErrorResponse(500, "internal_error", "internal error; see the server log");
-  }
-  std::string message = "shard " + e.shard() + " is unavailable";
-  if (e.kind() == DbErrorKind::kConnectionLost) {
-    message += "; the connection broke mid-request, so a write may or may not have been stored";
-  } else if (e.kind() == DbErrorKind::kRetryable) {
-    message = "shard " + e.shard() + " is overloaded (lock contention)";
-  }
-  HttpResponse r = ErrorResponse(503, "shard_unavailable", message + "; retry later");
-  r.SetHeader("Retry-After", "1");
-  return r;
+std::string MessageJson(const MessageRecord& m) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  WriteMessage(w, m);
+  return std::string(buf.GetString(), buf.GetSize());
 }
 
-}  // namespace
-
-Service::Service(const Config& config, Store* store, Provider* provider, const InstanceInfo* info,
+Service::Service(const Config& config, Store* store, ProviderChain* providers, const InstanceInfo* info,
                  Observer* observer)
-    : config_(config), store_(store), provider_(provider), info_(info), observer_(observer) {}
+    : config_(config), store_(store), providers_(providers), info_(info), observer_(observer) {}
 
-HttpResponse Service::Handle(const HttpRequest& request, RequestTrace* trace) {
+HttpResponse Service::Handle(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream) {
   HttpResponse response;
   try {
-    response = Dispatch(request, trace);
+    response = Dispatch(request, trace, stream);
   } catch (const DbError& e) {
     response = FromDbError(e, request.path.c_str());
   } catch (const std::exception& e) {
@@ -121,7 +132,7 @@ HttpResponse Service::Handle(const HttpRequest& request, RequestTrace* trace) {
   return response;
 }
 
-HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace) {
+HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream) {
   RouteMatch route = MatchRoute(request.method, request.path);
   trace->route = static_cast<int>(route.id);
   trace->route_name = RouteName(route.id);
@@ -141,6 +152,8 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace) 
       return Readyz();
     case RouteId::kCreateSession:
       return CreateSession(request);
+    case RouteId::kChatCompletions:
+      return ChatCompletions(request, trace, stream);
     case RouteId::kStatus:
     case RouteId::kMetrics: {
       if (!info_) return ErrorResponse(404, "not_found", "no route for " + request.path);
@@ -166,7 +179,7 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace) 
     case RouteId::kGetSession: return GetSession(*id);
     case RouteId::kDeleteSession: return DeleteSession(*id);
     case RouteId::kListMessages: return ListMessages(*id, request);
-    case RouteId::kAppendMessage: return AppendMessage(*id, request, trace);
+    case RouteId::kAppendMessage: return AppendMessage(*id, request, trace, stream);
     default: return ErrorResponse(500, "internal_error", "unrouted request");
   }
 }
@@ -226,6 +239,11 @@ HttpResponse Service::CreateSession(const HttpRequest& request) {
   SessionRecord s;
   s.title = std::move(req.title);
   s.metadata_json = std::move(req.metadata_json);
+  if (req.model && !providers_->Serves(*req.model)) {
+    return ErrorResponse(400, "model_not_supported", "no configured provider serves the model '" + *req.model + "'");
+  }
+  s.model = std::move(req.model);
+  s.system_prompt = std::move(req.system_prompt);
   s.created_us = s.updated_us = NowMicros();
   store_->CreateSession(id, s);
   rapidjson::StringBuffer buf;
@@ -274,61 +292,6 @@ HttpResponse Service::ListMessages(const SessionId& id, const HttpRequest& reque
   else w.Null();
   w.EndObject();
   return JsonResponse(200, buf);
-}
-
-HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& request, RequestTrace* trace) {
-  if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
-  AppendMessageRequest req;
-  if (auto err = ParseAppendMessage(request.body, config_, &req)) return FromApiError(*err);
-
-  // Transaction 1: the user message, durable before the provider is asked.
-  const std::string meta = MetaJson(trace->request_id);
-  MessageRecord user{0, "user", std::move(req.content), 0, NowMicros(), meta};
-  user.seq = store_->AppendMessage(id, user.role, user.content, user.created_us, 0, meta);
-  if (user.seq == 0) return SessionNotFound();
-
-  // Outside any transaction: bounded context (the newest messages up to this
-  // one, one indexed read), then the provider.
-  std::vector<ChatMessage> context;
-  if (provider_->uses_context()) {
-    std::vector<MessageRecord> recent = store_->RecentMessages(id, user.seq, config_.context_messages);
-    context.reserve(recent.size());
-    for (MessageRecord& m : recent) context.push_back(ChatMessage{m.role, std::move(m.content)});
-  } else {
-    context.push_back(ChatMessage{user.role, user.content});
-  }
-  Completion completion;
-  trace->provider = provider_->name();
-  const int64_t asked = MonotonicMicros();
-  try {
-    completion = provider_->Complete(context);
-    trace->provider_us += MonotonicMicros() - asked;
-    if (observer_) observer_->OnProviderCall(trace->provider, MonotonicMicros() - asked, true);
-  } catch (const ProviderError& e) {
-    trace->provider_us += MonotonicMicros() - asked;
-    if (observer_) observer_->OnProviderCall(trace->provider, MonotonicMicros() - asked, false);
-    LOG_WARN("session %s: provider %s failed: %s", id.text().c_str(), provider_->name(), e.what());
-    return ErrorResponse(e.status(), e.code(),
-                         std::string(e.what()) + "; the user message is stored as seq " +
-                             std::to_string(user.seq));
-  }
-
-  // Transaction 2: the reply, linked to the user message.
-  MessageRecord assistant{0, "assistant", std::move(completion.content), user.seq,
-                          std::max(NowMicros(), user.created_us), meta};
-  assistant.seq = store_->AppendMessage(id, assistant.role, assistant.content,
-                                        assistant.created_us, assistant.reply_to, meta);
-  if (assistant.seq == 0) return SessionNotFound();  // Deleted while the provider ran.
-
-  rapidjson::StringBuffer buf;
-  JsonWriter w(buf);
-  w.StartObject();
-  w.Key("user");
-  WriteMessage(w, user);
-  w.Key("assistant");
-  WriteMessage(w, assistant);
-  w.EndObject();
-  return JsonResponse(201, buf);
 }
 
 }  // namespace chatllm

@@ -1,5 +1,6 @@
 #include "fcgi_app/store.h"
 
+#include <openssl/sha.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,11 +10,18 @@
 #include "fcgi_app/log.h"
 #include "fcgi_app/migrator.h"
 #include "fcgi_app/mysql_statement.h"
+#include "fcgi_app/provider.h"
 #include "fcgi_app/time_util.h"
 
 namespace chatllm {
 
 int ExpectedSchemaVersion() { return LatestMigrationVersion(); }
+
+std::string TurnDigest(std::string_view content) {
+  unsigned char sha[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(content.data()), content.size(), sha);
+  return std::string(reinterpret_cast<const char*>(sha), 16);
+}
 
 namespace {
 bool g_unsafe_append = false;
@@ -35,12 +43,12 @@ struct UnsafeAppend {
 // The statements of one connection, prepared once and re-executed.
 struct Prepared {
   explicit Prepared(MYSQL* c)
-      : create(c, "SELECT chat_create_session_fenced(?, ?, ?, ?, ?)"),
+      : create(c, "SELECT chat_create_session_v2(?, ?, ?, ?, ?, ?, ?)"),
         get(c,
-            "SELECT title, metadata, message_count, created_at, updated_at, state FROM sessions "
-            "WHERE session_id = ?"),
+            "SELECT title, metadata, message_count, created_at, updated_at, state, model, system_prompt "
+            "FROM sessions WHERE session_id = ?"),
         del(c, "SELECT chat_delete_session_fenced(?, ?)"),
-        append(c, "SELECT chat_append_v2(?, ?, ?, ?, ?, ?, ?)"),
+        append(c, "SELECT chat_append_v3(?, ?, ?, ?, ?, ?, ?, ?)"),
         // Messages come with their session's state (a primary-key lookup
         // joined to an index range on (session_id, seq) that stops at the
         // LIMIT, whatever the history length). Only an empty page needs the
@@ -49,16 +57,24 @@ struct Prepared {
              "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state, "
              "COALESCE(m.meta, '') FROM messages m JOIN sessions s ON s.session_id = m.session_id "
              "WHERE m.session_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?"),
-        recent(c,
-               "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state, "
-               "COALESCE(m.meta, '') FROM messages m JOIN sessions s ON s.session_id = m.session_id "
-               "WHERE m.session_id = ? AND m.seq <= ? ORDER BY m.seq DESC LIMIT ?"),
+        // The newest messages (an index range stopping at the LIMIT) with
+        // their session's state and model, and its system prompt on the
+        // newest row only (seq = message_count: seqs are dense). A window
+        // function summing tokens in SQL cost ~6x the MariaDB CPU of this
+        // (derived tables, a temporary table); the budget is applied by the
+        // caller instead. `session` answers for a session with no message.
+        context(c,
+                "SELECT m.seq, m.role, m.content, s.state, COALESCE(s.model, ''), "
+                "IF(m.seq = s.message_count, COALESCE(s.system_prompt, ''), '') "
+                "FROM messages m JOIN sessions s ON s.session_id = m.session_id "
+                "WHERE m.session_id = ? ORDER BY m.seq DESC LIMIT ?"),
+        session(c, "SELECT state, COALESCE(model, ''), COALESCE(system_prompt, '') FROM sessions WHERE session_id = ?"),
         place(c, "SELECT state FROM sessions WHERE session_id = ?"),
         schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"),
         fence(c, "SELECT epoch FROM shard_fence WHERE id = 1"),
         unsafe(g_unsafe_append ? std::make_unique<UnsafeAppend>(c) : nullptr) {}
 
-  MysqlStatement create, get, del, append, list, recent, place, schema, fence;
+  MysqlStatement create, get, del, append, list, context, session, place, schema, fence;
   std::unique_ptr<UnsafeAppend> unsafe;
 };
 
@@ -272,13 +288,26 @@ std::optional<T> Store::Routed(const SessionId& id, bool is_read, const char* wh
   int refreshes = 0;
   int tombstone_rounds = 0;
   bool fence_checked = false;
+  bool refreshed_after_failure = false;
   while (true) {
     std::shared_ptr<const ClusterMap> map = map_;
     const uint64_t epoch = map->epoch();
     bool retry = false;
     for (const std::string& name : map->router().Candidates(id.text())) {
-      Placed<T> r = RunOnShard(ShardNamed(name), config_.max_retries, is_read, what,
-                               [&](Prepared& p) { return fn(p, epoch); }, observer_);
+      std::optional<Placed<T>> placed;
+      try {
+        placed.emplace(RunOnShard(ShardNamed(name), config_.max_retries, is_read, what,
+                                  [&](Prepared& p) { return fn(p, epoch); }, observer_));
+      } catch (const DbError& e) {
+        // Unreachable (the statement never ran): perhaps the shard left the
+        // map since we read it (drained, removed, stopped). Look once.
+        if (e.kind() != DbErrorKind::kUnavailable || refreshed_after_failure) throw;
+        refreshed_after_failure = true;
+        if (!RefreshMap()) throw;
+        retry = true;
+        break;
+      }
+      Placed<T>& r = *placed;
       if (r.placement == Placement::kHere) {
         last_epoch_ = epoch;
         return std::move(r.value);
@@ -368,28 +397,39 @@ void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
   // Created only on the owner under the newest map: a session created while
   // a move is in progress already lands on its new shard.
   MaybeRefresh();
+  bool refreshed_after_failure = false;
   for (int attempt = 0;; ++attempt) {
     std::shared_ptr<const ClusterMap> map = map_;
     const uint64_t epoch = map->epoch();
-    int64_t code = RunOnShard(ShardNamed(map->router().Owner(id.text())), config_.max_retries, false,
-                              "create session", [&](Prepared& p) {
-                                MysqlStatement& st = p.create;
-                                st.BindBytes(0, id.bytes());
-                                if (session.title) st.BindString(1, *session.title);
-                                else st.BindNull(1);
-                                st.BindString(2, session.metadata_json);
-                                st.BindDatetime(3, session.created_us);
-                                st.BindInt64(4, static_cast<int64_t>(epoch));
-                                st.Execute();
-                                return st.Int64(0, 0);
-                              }, observer_);
+    const std::string& owner = map->router().Owner(id.text());
+    int64_t code = 0;
+    try {
+      code = RunOnShard(ShardNamed(owner), config_.max_retries, false, "create session", [&](Prepared& p) {
+        MysqlStatement& st = p.create;
+        st.BindBytes(0, id.bytes());
+        if (session.title) st.BindString(1, *session.title);
+        else st.BindNull(1);
+        st.BindString(2, session.metadata_json);
+        st.BindDatetime(3, session.created_us);
+        st.BindInt64(4, static_cast<int64_t>(epoch));
+        if (session.model) st.BindString(5, *session.model);
+        else st.BindNull(5);
+        if (session.system_prompt) st.BindString(6, *session.system_prompt);
+        else st.BindNull(6);
+        st.Execute();
+        return st.Int64(0, 0);
+      }, observer_);
+    } catch (const DbError& e) {
+      // The owner is unreachable: perhaps it left the map. Look once.
+      if (e.kind() != DbErrorKind::kUnavailable || refreshed_after_failure || !RefreshMap()) throw;
+      refreshed_after_failure = true;
+      continue;
+    }
     if (code == 1) {
       last_epoch_ = epoch;
       return;
     }
-    if (attempt >= 5) {
-      throw DbError(DbErrorKind::kUnavailable, 0, map->router().Owner(id.text()), "shard map keeps changing; retry");
-    }
+    if (attempt >= 5) throw DbError(DbErrorKind::kUnavailable, 0, owner, "shard map keeps changing; retry");
     RefreshMap();  // -3: fenced, our map is stale.
   }
 }
@@ -408,6 +448,8 @@ std::optional<SessionRecord> Store::GetSession(const SessionId& id) {
     out.value.message_count = st.Int64(0, 2);
     out.value.created_us = st.DatetimeMicros(0, 3);
     out.value.updated_us = st.DatetimeMicros(0, 4);
+    if (!st.IsNull(0, 6)) out.value.model = st.Text(0, 6);
+    if (!st.IsNull(0, 7)) out.value.system_prompt = st.Text(0, 7);
     return out;
   });
 }
@@ -422,7 +464,10 @@ bool Store::DeleteSession(const SessionId& id) {
 }
 
 int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
-                             int64_t created_us, int64_t reply_to, std::string_view meta_json) {
+                             int64_t created_us, int64_t reply_to, std::string_view meta_json,
+                             std::string_view retry_digest, bool* duplicate) {
+  constexpr int64_t kRetryBase = int64_t{1} << 40;  // sql/004_session_model.sql
+  if (duplicate) *duplicate = false;
   auto seq = Routed<int64_t>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
     if (p.unsafe) {
       UnsafeAppend& u = *p.unsafe;
@@ -450,10 +495,16 @@ int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::st
     st.BindInt64(4, reply_to);
     st.BindInt64(5, static_cast<int64_t>(epoch));
     st.BindString(6, meta_json);
+    if (retry_digest.empty()) st.BindNull(7);
+    else st.BindBytes(7, retry_digest);
     st.Execute();
     int64_t code = st.Int64(0, 0);
     return Placed<int64_t>{CodePlacement<Placement>(code), code};
   });
+  if (seq && *seq > kRetryBase) {
+    if (duplicate) *duplicate = true;
+    return *seq - kRetryBase;
+  }
   return seq.value_or(0);
 }
 
@@ -471,19 +522,43 @@ std::optional<std::vector<MessageRecord>> Store::ListMessages(const SessionId& i
   });
 }
 
-std::vector<MessageRecord> Store::RecentMessages(const SessionId& id, int64_t upto, int limit) {
-  auto rows = Routed<std::vector<MessageRecord>>(id, true, "recent messages", [&](Prepared& p, uint64_t) {
-    MysqlStatement& st = p.recent;
+std::optional<TurnContext> Store::LoadContext(const SessionId& id, int limit, int64_t token_budget) {
+  return Routed<TurnContext>(id, true, "load context", [&](Prepared& p, uint64_t) {
+    Placed<TurnContext> out{Placement::kAbsent, {}};
+    MysqlStatement& st = p.context;
     st.BindBytes(0, id.bytes());
-    st.BindInt64(1, upto);
-    st.BindInt64(2, limit);
+    st.BindInt64(1, limit);
     st.Execute();
-    Placed<std::vector<MessageRecord>> out{Placement::kAbsent, {}};
-    out.placement = MessagesPlacement<Placement>(st, p.place, id, &out.value);
-    std::reverse(out.value.begin(), out.value.end());  // Newest first from the index; oldest first out.
+    if (st.row_count() == 0) {  // No message yet, or no session.
+      MysqlStatement& s = p.session;
+      s.BindBytes(0, id.bytes());
+      s.Execute();
+      if (s.row_count() == 0) return out;
+      out.placement = StatePlacement<Placement>(s.Text(0, 0));
+      out.value.model = s.Text(0, 1);
+      out.value.system_prompt = s.Text(0, 2);
+      return out;
+    }
+    out.placement = StatePlacement<Placement>(st.Text(0, 3));
+    if (out.placement != Placement::kHere) return out;
+    out.value.model = st.Text(0, 4);
+    out.value.system_prompt = st.Text(0, 5);
+    // Newest first: keep messages while the estimate fits the budget.
+    int64_t spent = 0;
+    size_t keep = 0;
+    for (; keep < st.row_count(); ++keep) {
+      spent += EstimateTokens(st.Text(keep, 2));
+      if (spent > token_budget) break;
+    }
+    out.value.messages.resize(keep);
+    for (size_t i = 0; i < keep; ++i) {
+      MessageRecord& m = out.value.messages[keep - 1 - i];  // Oldest first.
+      m.seq = st.Int64(i, 0);
+      m.role = st.Text(i, 1);
+      m.content = st.Text(i, 2);
+    }
     return out;
   });
-  return rows.value_or(std::vector<MessageRecord>{});
 }
 
 std::vector<ShardStatus> Store::CheckShards() {

@@ -159,7 +159,7 @@ TEST_F(ApiTest, BadAppendBodiesAreRejectedAndStoreNothing) {
       {R"({"content":"x","role":"assistant"})", "invalid_request"},
       {R"({"content":"x","role":"system"})", "invalid_request"},
       {R"({"content":"x","role":false})", "invalid_request"},
-      {R"({"content":"x","temperature":1})", "invalid_request"},
+      {R"({"content":"x","temprature":1})", "invalid_request"},
       {"{\"content\":\"" + big + "\"}", "invalid_request"},
   };
   for (const Case& c : cases) {

@@ -10,6 +10,7 @@
 
 #include "fcgi_app/config.h"
 #include "fcgi_app/migrator.h"
+#include "fcgi_app/provider.h"
 #include "fcgi_app/time_util.h"
 #include "support/stack_env.h"
 
@@ -86,10 +87,12 @@ TEST(StoreTest, AppendsAreDenseAndListable) {
   EXPECT_TRUE(empty->empty());
   EXPECT_FALSE(store.ListMessages(SessionId::Generate(), 0, 10).has_value());
 
-  auto recent = store.RecentMessages(id, 5, 3);  // Newest 3 up to seq 5, oldest first.
-  ASSERT_EQ(recent.size(), 3u);
-  EXPECT_EQ(recent[0].seq, 3);
-  EXPECT_EQ(recent[2].seq, 5);
+  auto context = store.LoadContext(id, 3, 1000);  // The newest 3, oldest first.
+  ASSERT_TRUE(context.has_value());
+  ASSERT_EQ(context->messages.size(), 3u);
+  EXPECT_EQ(context->messages[0].seq, 5);
+  EXPECT_EQ(context->messages[2].seq, 7);
+  EXPECT_EQ(context->messages[2].content, "m7");
   EXPECT_EQ(store.GetSession(id)->message_count, 7);
   EXPECT_EQ(store.AppendMessage(SessionId::Generate(), "user", "x", NowMicros(), 0), 0);
 }
@@ -111,8 +114,10 @@ TEST(StoreTest, ReexecutedStatementsReturnLongerRowsWhole) {
     ASSERT_TRUE(page.has_value());
     ASSERT_EQ(page->size(), static_cast<size_t>(std::min(limit, 120)));
     for (const auto& m : *page) ASSERT_EQ(m.content, contents[m.seq - 1]) << "seq " << m.seq;
-    auto recent = store.RecentMessages(id, 120, limit);
-    for (const auto& m : recent) ASSERT_EQ(m.content, contents[m.seq - 1]) << "seq " << m.seq;
+    auto context = store.LoadContext(id, limit, 10000000);
+    ASSERT_TRUE(context.has_value());
+    ASSERT_EQ(context->messages.size(), static_cast<size_t>(std::min(limit, 120)));
+    for (const auto& m : context->messages) ASSERT_EQ(m.content, contents[m.seq - 1]) << "seq " << m.seq;
   }
 }
 
@@ -123,7 +128,58 @@ TEST(StoreTest, DeleteRemovesTheSessionAndItsMessages) {
   EXPECT_TRUE(store.DeleteSession(id));
   EXPECT_FALSE(store.DeleteSession(id));
   EXPECT_FALSE(store.ListMessages(id, 0, 10).has_value());
-  EXPECT_TRUE(store.RecentMessages(id, 100, 10).empty());
+  EXPECT_FALSE(store.LoadContext(id, 10, 1000).has_value());
+}
+
+TEST(StoreTest, ContextIsTheNewestMessagesThatFitTheTokenBudget) {
+  Store store(TestConfig());
+  SessionRecord s;
+  s.created_us = s.updated_us = NowMicros();
+  s.model = "gpt-x";
+  s.system_prompt = "be brief";
+  SessionId id = SessionId::Generate();
+  store.CreateSession(id, s);
+  auto empty = store.LoadContext(id, 10, 1000);
+  ASSERT_TRUE(empty.has_value());
+  EXPECT_EQ(empty->model, "gpt-x");
+  EXPECT_EQ(empty->system_prompt, "be brief");
+  EXPECT_TRUE(empty->messages.empty());
+  // Ten messages of 40 bytes: 10 + 4 = 14 estimated tokens each.
+  for (int i = 1; i <= 10; ++i) store.AppendMessage(id, "user", std::string(40, static_cast<char>('a' + i)), NowMicros(), 0);
+  for (int64_t budget : {0, 13, 14, 27, 28, 70, 1000}) {
+    auto c = store.LoadContext(id, 50, budget);
+    ASSERT_TRUE(c.has_value());
+    const size_t want = std::min<size_t>(static_cast<size_t>(budget / 14), 10);
+    ASSERT_EQ(c->messages.size(), want) << "budget " << budget;
+    for (size_t i = 0; i < want; ++i) EXPECT_EQ(c->messages[i].seq, static_cast<int64_t>(11 - want + i));
+    int64_t spent = 0;
+    for (const auto& m : c->messages) spent += EstimateTokens(m.content);
+    EXPECT_LE(spent, budget);
+  }
+  EXPECT_EQ(store.LoadContext(id, 4, 1000)->messages.size(), 4u);  // The row limit holds too.
+  EXPECT_FALSE(store.LoadContext(SessionId::Generate(), 10, 1000).has_value());
+}
+
+TEST(StoreTest, ARetriedUserMessageIsStoredOnce) {
+  Store store(TestConfig());
+  SessionId id = NewSession(store);
+  bool duplicate = true;
+  const std::string digest = TurnDigest("hello");
+  EXPECT_EQ(store.AppendMessage(id, "user", "hello", NowMicros(), 0, "", digest, &duplicate), 1);
+  EXPECT_FALSE(duplicate);
+  // Sent again before any answer: the stored one.
+  EXPECT_EQ(store.AppendMessage(id, "user", "hello", NowMicros(), 0, "", digest, &duplicate), 1);
+  EXPECT_TRUE(duplicate);
+  // Another text is another turn.
+  EXPECT_EQ(store.AppendMessage(id, "user", "other", NowMicros(), 0, "", TurnDigest("other"), &duplicate), 2);
+  EXPECT_FALSE(duplicate);
+  // Once answered, the same text again is a new turn.
+  EXPECT_EQ(store.AppendMessage(id, "assistant", "answer", NowMicros(), 2), 3);
+  EXPECT_EQ(store.AppendMessage(id, "user", "other", NowMicros(), 0, "", TurnDigest("other"), &duplicate), 4);
+  EXPECT_FALSE(duplicate);
+  EXPECT_EQ(store.GetSession(id)->message_count, 4);
+  auto page = store.ListMessages(id, 0, 10);
+  ASSERT_EQ(page->size(), 4u);
 }
 
 // Dense seq under contention, below the HTTP layer: 16 connections append to

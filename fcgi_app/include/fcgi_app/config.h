@@ -27,6 +27,30 @@ struct ShardConfig {
   uint32_t weight = 100;
 };
 
+// One LLM provider: a [provider.NAME] section, or the built-in `echo`
+// (docs/providers.md).
+struct ProviderConfig {
+  std::string name;  // From the section name; "echo" for the built-in one.
+  std::string type;  // "openai", "anthropic" or "echo".
+  // Where the API lives. openai: up to and including "/v1" (the client adds
+  // "/chat/completions"); anthropic: scheme, host and port (adds "/v1/messages").
+  std::string base_url;
+  std::string api_key;         // From api_key_env or api_key_file. Never logged.
+  std::string model;           // Used when neither the message nor the session names one.
+  std::vector<std::string> models = {"*"};  // Globs of the model names it serves.
+  int connect_timeout_ms = 5000;
+  int read_timeout_ms = 60000;      // Longest wait for the next bytes of a response.
+  int total_timeout_ms = 120000;    // Longest time for one call, retries included.
+  int max_retries = 2;              // Re-sends after 429, 5xx or a failed connection.
+  int retry_base_ms = 250;          // Backoff before retry n: base * 2^n, jittered, capped.
+  int retry_max_ms = 8000;
+  size_t max_response_bytes = 4 << 20;
+  int max_tokens = 1024;            // Longest answer asked for (max_tokens of the API).
+  std::string ca_file;              // CA bundle for https; empty: the system's.
+  std::string anthropic_version = "2023-06-01";
+  int delay_ms = 0;                 // echo: wait this long before answering.
+};
+
 // Every setting of chatllm-fcgi and shardctl. Defaults here are the documented
 // defaults; LoadConfig() fills what the file sets and validates everything.
 struct Config {
@@ -57,7 +81,9 @@ struct Config {
   size_t max_content_bytes = 32 * 1024;  // Message content, in bytes of UTF-8.
   size_t max_title_chars = 200;          // Session title, in code points.
   size_t max_metadata_bytes = 4096;      // Session metadata, serialized compactly.
-  int context_messages = 20;             // Newest messages sent to the provider.
+  int context_messages = 50;             // Most messages sent to the provider as context.
+  int context_tokens = 8000;             // Token budget of the context (estimated; docs/providers.md).
+  size_t max_system_prompt_bytes = 32 * 1024;
 
   // [db]
   int connect_timeout_s = 1;
@@ -77,9 +103,9 @@ struct Config {
   int move_wait_ms = 5000;               // How long a write waits for a session in transit.
   std::string map_file;                  // Optional initial map (JSON), until a newer one is read.
 
-  // [provider]
-  std::string provider = "echo";
-  int echo_delay_ms = 0;  // Makes echo wait before answering (load tests).
+  // [provider] chain and [provider.NAME] sections: the providers a turn may
+  // use, in the order they are tried.
+  std::vector<ProviderConfig> providers;
 
   // [shard.NAME] sections, in file order. At least one.
   std::vector<ShardConfig> shards;

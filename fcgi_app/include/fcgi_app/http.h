@@ -24,9 +24,24 @@ struct HttpRequest {
 struct HttpResponse {
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;  // Empty for 204.
+  std::string body;       // Empty for 204.
+  bool streamed = false;  // Already sent through a ResponseStream; nothing left to write.
 
   void SetHeader(std::string name, std::string value);
+};
+
+// Lets a handler send its response in pieces (Server-Sent Events): the head
+// first, then chunks, each flushed to nginx at once.
+class ResponseStream {
+ public:
+  virtual ~ResponseStream() = default;
+  // Sends the status line and `head`'s headers (no Content-Length; the
+  // body is whatever Send() sends). Once, before Send().
+  virtual bool Start(const HttpResponse& head) = 0;
+  // Sends and flushes `data`. False once the client is gone (nginx closed
+  // the connection); later calls do nothing.
+  virtual bool Send(std::string_view data) = 0;
+  virtual size_t bytes_sent() const = 0;
 };
 
 // Reason phrase for the status line ("Not Found"); "Unknown" if not listed.

@@ -1,8 +1,11 @@
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fcgi_app/config.h"
@@ -10,55 +13,107 @@
 namespace chatllm {
 
 struct ChatMessage {
-  std::string role;  // "system", "user" or "assistant".
+  std::string role;  // "user" or "assistant" ("system" only in ProviderRequest::system).
   std::string content;
+};
+
+// What a provider is asked. The chain fills `model` for each provider it tries.
+struct ProviderRequest {
+  std::string model;                  // Empty: the provider's default model.
+  std::string system;                 // System prompt; empty for none.
+  std::vector<ChatMessage> messages;  // Oldest first.
+  int max_tokens = 0;                 // 0: the provider's max_tokens.
+  std::optional<double> temperature;
+  std::optional<double> top_p;
+  std::vector<std::string> stop;
+  std::string request_id;  // Sent as X-Request-Id.
 };
 
 struct Completion {
   std::string content;
+  std::string model;          // As the provider reported it (or was asked).
+  std::string provider;       // The name of the provider that answered.
+  std::string finish_reason;  // "stop", "length", ...; see docs/providers.md.
+  int64_t prompt_tokens = -1;      // As reported; -1 when the provider did not say.
+  int64_t completion_tokens = -1;
+  int64_t latency_us = 0;  // Of the call that answered (retries not included).
 };
 
-// A provider failure, already mapped to what the client should see.
+// Receives the answer's text as it arrives. OnDelta returns false when
+// nobody listens any more (the client went away): the call stops.
+class DeltaSink {
+ public:
+  virtual ~DeltaSink() = default;
+  virtual bool OnDelta(std::string_view text) = 0;
+};
+
+enum class ProviderErrorKind {
+  kUnavailable,  // Connection failed, 5xx, refused credentials: 502 provider_unavailable.
+  kTimeout,      // No answer in time: 504 provider_timeout.
+  kRateLimited,  // 429 from the provider: 429 provider_rate_limited.
+  kBadResponse,  // Not the wire format, too large, a redirect: 502 provider_bad_response.
+  kRejected,     // The provider refused the request (400, 404, 422): 400 provider_rejected.
+  kCancelled,    // The client went away (DeltaSink returned false).
+};
+
+// A failed provider call: what the client is told, and whether the same
+// provider may be asked again.
 class ProviderError : public std::runtime_error {
  public:
-  ProviderError(int http_status, std::string code, const std::string& message)
-      : std::runtime_error(message), status_(http_status), code_(std::move(code)) {}
-  int status() const { return status_; }
-  const std::string& code() const { return code_; }
+  ProviderError(ProviderErrorKind kind, const std::string& message, bool retryable = false,
+                int64_t retry_after_ms = -1)
+      : std::runtime_error(message), kind_(kind), retryable_(retryable), retry_after_ms_(retry_after_ms) {}
+  ProviderErrorKind kind() const { return kind_; }
+  bool retryable() const { return retryable_; }
+  // From the provider's Retry-After (or retry-after-ms); -1 if it sent none.
+  int64_t retry_after_ms() const { return retry_after_ms_; }
+  int status() const;        // The HTTP status for the client.
+  const char* code() const;  // The error code for the client.
 
  private:
-  int status_;
-  std::string code_;
+  ProviderErrorKind kind_;
+  bool retryable_;
+  int64_t retry_after_ms_;
 };
 
-// An LLM backend. One instance per worker thread; Complete() may block for
-// seconds and is always called outside any database transaction.
+// One LLM backend. One instance per worker thread (not thread-safe).
 class Provider {
  public:
+  explicit Provider(ProviderConfig config) : config_(std::move(config)) {}
   virtual ~Provider() = default;
-  virtual const char* name() const = 0;
-  // Whether Complete() reads anything but the last message. When false, the
-  // turn skips loading the context: one statement fewer per turn.
+  const ProviderConfig& config() const { return config_; }
+  const std::string& name() const { return config_.name; }
+  // Whether it reads anything but the last message (echo does not: a turn
+  // then skips loading the context).
   virtual bool uses_context() const { return true; }
-  // Produces the assistant's reply to `context`, whose last element is the
-  // user message being answered. Throws ProviderError.
-  virtual Completion Complete(const std::vector<ChatMessage>& context) = 0;
-};
-
-// The offline provider: answers with the user's content verbatim, after
-// `delay_ms` (0 by default; load tests use it to imitate a slow model).
-class EchoProvider : public Provider {
- public:
-  explicit EchoProvider(int delay_ms) : delay_ms_(delay_ms) {}
-  const char* name() const override { return "echo"; }
-  bool uses_context() const override { return false; }
-  Completion Complete(const std::vector<ChatMessage>& context) override;
+  // One call, no retries (ProviderChain retries), finished by `deadline_us`
+  // (MonotonicMicros). With a sink, the answer is streamed into it as it
+  // arrives (and returned whole); without, it is returned at the end.
+  // Throws ProviderError.
+  virtual Completion Call(const ProviderRequest& request, DeltaSink* sink, int64_t deadline_us) = 0;
 
  private:
-  int delay_ms_;
+  ProviderConfig config_;
 };
 
-// Builds the provider named by config.provider. Throws ConfigError.
-std::unique_ptr<Provider> MakeProvider(const Config& config);
+// The offline provider: answers with the last user message verbatim, after
+// `delay_ms` (load tests imitate a slow model with it); streams it word by word.
+class EchoProvider : public Provider {
+ public:
+  using Provider::Provider;
+  bool uses_context() const override { return false; }
+  Completion Call(const ProviderRequest& request, DeltaSink* sink, int64_t deadline_us) override;
+};
+
+// Builds the client of one configured provider (openai, anthropic, echo).
+std::unique_ptr<Provider> MakeProvider(const ProviderConfig& config);
+
+// The cheap token estimate used for context budgets: a token per 4 bytes of
+// UTF-8, rounded up, plus 4 per message for the role and separators
+// (docs/providers.md).
+inline int64_t EstimateTokens(std::string_view text) { return (static_cast<int64_t>(text.size()) + 3) / 4 + 4; }
+
+// Shell-style glob: '*' matches any run of characters, '?' one character.
+bool GlobMatch(std::string_view pattern, std::string_view text);
 
 }  // namespace chatllm

@@ -5,7 +5,10 @@
 #include <string>
 #include <string_view>
 
+#include <vector>
+
 #include "fcgi_app/config.h"
+#include "fcgi_app/provider.h"
 
 namespace chatllm {
 
@@ -19,11 +22,36 @@ struct ApiError {
 struct CreateSessionRequest {
   std::optional<std::string> title;
   std::string metadata_json = "{}";  // Re-serialized compactly.
+  std::optional<std::string> model;
+  std::optional<std::string> system_prompt;
+};
+
+// Sampling settings a turn may pass to the provider.
+struct Sampling {
+  int max_tokens = 0;  // 0: the provider's default.
+  std::optional<double> temperature;
+  std::optional<double> top_p;
+  std::vector<std::string> stop;
 };
 
 struct AppendMessageRequest {
   std::string content;
   std::string role = "user";
+  std::string model;    // Overrides the session's model for this turn; "" for none.
+  bool stream = false;  // Answer as text/event-stream.
+  Sampling sampling;
+};
+
+// POST /v1/chat/completions (OpenAI's request format).
+struct ChatCompletionRequest {
+  std::string model;
+  std::string system;                 // The system (and developer) messages, joined.
+  bool has_system = false;
+  std::vector<ChatMessage> messages;  // user and assistant, in order.
+  bool stream = false;
+  bool include_usage = false;         // stream_options.include_usage
+  Sampling sampling;
+  std::string session_id;             // "session_id" field; "" for none.
 };
 
 struct ListMessagesQuery {
@@ -44,6 +72,13 @@ std::optional<ApiError> ParseCreateSession(std::string_view body, const Config& 
 // POST /v1/sessions/{id}/messages.
 std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& config,
                                            AppendMessageRequest* out);
+// POST /v1/chat/completions. Lenient like OpenAI-compatible servers: fields
+// it does not know are ignored, but those whose meaning it cannot honour
+// (tools, n > 1, ...) are errors.
+std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config& config,
+                                            ChatCompletionRequest* out);
+// A model name: 1..128 characters of [A-Za-z0-9._:/@+-].
+bool ValidModelName(std::string_view name);
 // GET /v1/sessions/{id}/messages?limit=&after=
 std::optional<ApiError> ParseListMessagesQuery(std::string_view query, ListMessagesQuery* out);
 

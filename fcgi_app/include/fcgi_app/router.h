@@ -17,6 +17,7 @@ enum class RouteId {
   kAppendMessage,
   kStatus,   // GET /status: the process manager's status (loopback only, in nginx).
   kMetrics,  // GET /metrics: Prometheus text (loopback only, in nginx).
+  kChatCompletions,  // POST /v1/chat/completions: OpenAI-compatible.
 };
 
 // The route's template ("/v1/sessions/{id}"), for logs and metric labels.

@@ -1,42 +1,66 @@
 #pragma once
 
+#include <optional>
+#include <string>
+
 #include "fcgi_app/config.h"
 #include "fcgi_app/http.h"
 #include "fcgi_app/instance_info.h"
 #include "fcgi_app/observer.h"
-#include "fcgi_app/provider.h"
+#include "fcgi_app/provider_chain.h"
+#include "fcgi_app/requests.h"
 #include "fcgi_app/store.h"
 
 namespace chatllm {
 
-// The HTTP API (docs/api.md) on top of a Store and a Provider. Handle() never
-// throws: every failure becomes an HTTP status with a JSON error body.
-// One Service per worker thread (it uses its Store and Provider unshared).
+class TurnFormat;
+
+// The HTTP API (docs/api.md) on top of a Store and a ProviderChain. Handle()
+// never throws: every failure becomes an HTTP status with a JSON error body.
+// One Service per worker thread (it uses its Store and providers unshared).
 class Service {
  public:
   // Borrows everything; it must outlive the Service. `info` (the instance's
   // status and metrics) and `observer` may be null.
-  Service(const Config& config, Store* store, Provider* provider, const InstanceInfo* info = nullptr,
+  Service(const Config& config, Store* store, ProviderChain* providers, const InstanceInfo* info = nullptr,
           Observer* observer = nullptr);
 
   // Serves one request. `trace` carries the request id in (the worker takes
   // it from X-Request-Id or makes one) and receives the route, session and
-  // timings out; the response echoes X-Request-Id.
-  HttpResponse Handle(const HttpRequest& request, RequestTrace* trace);
+  // timings out; the response echoes X-Request-Id. `stream`, when given,
+  // lets a streaming request (text/event-stream) send its answer as it
+  // comes: the returned response is then marked `streamed`. Without it,
+  // streaming requests are refused.
+  HttpResponse Handle(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream = nullptr);
 
  private:
-  HttpResponse Dispatch(const HttpRequest& request, RequestTrace* trace);
+  // One turn on a stored session: what the user sent and how to answer.
+  struct Turn {
+    std::string content;
+    std::string model;                   // "" : the session's, else the chain's defaults.
+    std::optional<std::string> system;   // Overrides the session's system prompt.
+    Sampling sampling;
+  };
+
+  HttpResponse Dispatch(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream);
   HttpResponse Healthz();
   HttpResponse Readyz();
   HttpResponse CreateSession(const HttpRequest& request);
   HttpResponse GetSession(const SessionId& id);
   HttpResponse DeleteSession(const SessionId& id);
   HttpResponse ListMessages(const SessionId& id, const HttpRequest& request);
-  HttpResponse AppendMessage(const SessionId& id, const HttpRequest& request, RequestTrace* trace);
+  HttpResponse AppendMessage(const SessionId& id, const HttpRequest& request, RequestTrace* trace,
+                             ResponseStream* stream);
+  HttpResponse ChatCompletions(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream);
+  // Stores the user message, asks the providers, stores the answer; reports
+  // through `format` (JSON or one of the event-stream dialects).
+  HttpResponse RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format);
+  // A turn with no session (OpenAI pass-through): nothing stored.
+  HttpResponse RunStateless(const ChatCompletionRequest& req, RequestTrace* trace, TurnFormat& format);
 
   const Config& config_;
   Store* store_;
-  Provider* provider_;
+  ProviderChain* providers_;
   const InstanceInfo* info_;
   Observer* observer_;
 };

@@ -22,6 +22,8 @@ struct SessionRecord {
   int64_t message_count = 0;
   int64_t created_us = 0;  // Unix microseconds, UTC.
   int64_t updated_us = 0;
+  std::optional<std::string> model;          // Set at creation; never changes.
+  std::optional<std::string> system_prompt;  // Set at creation; never changes.
 };
 
 struct MessageRecord {
@@ -31,6 +33,14 @@ struct MessageRecord {
   int64_t reply_to = 0;  // 0: none (user messages).
   int64_t created_us = 0;
   std::string meta_json;  // A JSON object, or "" (sql/003_message_meta.sql).
+};
+
+// What a turn sends to the provider besides the new message, read in one
+// statement (Store::LoadContext).
+struct TurnContext {
+  std::string model;                    // The session's; "" for none.
+  std::string system_prompt;            // "" for none.
+  std::vector<MessageRecord> messages;  // Oldest first; seq, role and content only.
 };
 
 struct ShardStatus {
@@ -71,16 +81,23 @@ class Store {
   bool DeleteSession(const SessionId& id);
   // Appends one message under the session's row lock. Returns its seq (dense
   // from 1), or 0 when the session does not exist. `reply_to` 0 means none;
-  // `meta_json` is a JSON object or "".
+  // `meta_json` is a JSON object or "". A user message with a
+  // `retry_digest` (16 bytes, TurnDigest) that equals the one the session's
+  // last, unanswered, user message was stored with is not stored again: its
+  // seq is returned and *duplicate set (sql/004_session_model.sql).
   int64_t AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
-                        int64_t created_us, int64_t reply_to, std::string_view meta_json = "");
+                        int64_t created_us, int64_t reply_to, std::string_view meta_json = "",
+                        std::string_view retry_digest = "", bool* duplicate = nullptr);
   // Up to `limit` messages with seq > `after`, ascending; nullopt when the
   // session does not exist. One indexed range read, whatever the history length.
   std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after,
                                                          int limit);
-  // The newest `limit` messages with seq <= `upto`, oldest first: the bounded
-  // context for a provider call. Empty if the session is gone.
-  std::vector<MessageRecord> RecentMessages(const SessionId& id, int64_t upto, int limit);
+  // The session's model and system prompt, and its newest messages (at most
+  // `limit`) whose estimated tokens (EstimateTokens) add up to at most
+  // `token_budget`, oldest first: the context of a turn. One statement: a
+  // primary-key read and a bounded index range, whatever the history
+  // length. nullopt when the session does not exist.
+  std::optional<TurnContext> LoadContext(const SessionId& id, int limit, int64_t token_budget);
 
   // Connects to (or pings) every shard of the map and reads its schema version.
   std::vector<ShardStatus> CheckShards();
@@ -130,6 +147,10 @@ std::shared_ptr<const ClusterMap> SeedMap(const Config& config);
 // that its checker catches that bug; only the chatllm-fcgi-broken-lock test
 // binary calls it.
 void EnableUnsafeAppendForTesting();
+
+// The digest a user message is stored with for the retry rule: the first 16
+// bytes of SHA-256 of its content.
+std::string TurnDigest(std::string_view content);
 
 // Schema version this binary expects (the highest migration it embeds).
 int ExpectedSchemaVersion();

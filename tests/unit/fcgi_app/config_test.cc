@@ -25,7 +25,10 @@ TEST(ConfigTest, DefaultsApplyToAMinimalFile) {
   EXPECT_EQ(c.listen, "127.0.0.1:9000");
   EXPECT_EQ(c.workers, 4);
   EXPECT_EQ(c.max_content_bytes, 32768u);
-  EXPECT_EQ(c.provider, "echo");
+  ASSERT_EQ(c.providers.size(), 1u);
+  EXPECT_EQ(c.providers[0].name, "echo");
+  EXPECT_EQ(c.providers[0].type, "echo");
+  EXPECT_EQ(c.context_tokens, 8000);
   ASSERT_EQ(c.shards.size(), 1u);
   EXPECT_EQ(c.shards[0].name, "a");
   EXPECT_EQ(c.shards[0].port, 3307);
@@ -42,7 +45,7 @@ TEST(ConfigTest, ReadsEverySection) {
       "[server]\ninstance_name = app7\nlisten = 127.0.0.1:9001\nworkers = 8\nlog_level = debug\n"
       "[limits]\nmax_content_bytes = 100\ncontext_messages = 3\n"
       "[db]\nread_timeout = 5\nstatement_timeout = 0.5\n"
-      "[provider]\nname = echo\necho_delay_ms = 20\n"
+      "[provider]\nchain = echo\necho_delay_ms = 20\n"
       "[cluster]\npassword = s3cret\nmigrate_user = admin\nmove_wait_ms = 100\n"
       "[shard.b]\nhost = 10.0.0.2\nweight = 50\n"
       "[shard.a]\n",
@@ -54,7 +57,8 @@ TEST(ConfigTest, ReadsEverySection) {
   EXPECT_EQ(c.context_messages, 3);
   EXPECT_EQ(c.read_timeout_s, 5);
   EXPECT_DOUBLE_EQ(c.statement_timeout_s, 0.5);
-  EXPECT_EQ(c.echo_delay_ms, 20);
+  ASSERT_EQ(c.providers.size(), 1u);
+  EXPECT_EQ(c.providers[0].delay_ms, 20);
   ASSERT_EQ(c.shards.size(), 2u);
   EXPECT_EQ(c.shards[0].name, "b");  // File order.
   EXPECT_EQ(c.shards[0].weight, 50u);
@@ -76,8 +80,8 @@ TEST(ConfigTest, ErrorsNameFileLineSectionAndKey) {
             f + ":2: [server] listen: 'nowhere' is not host:port");
   EXPECT_EQ(Error("[db]\nstatement_timeout = fast\n[shard.a]\n"),
             f + ":2: [db] statement_timeout: 'fast' is not a number in 0..3600");
-  EXPECT_EQ(Error("[provider]\nname = gpt\n[shard.a]\n"),
-            f + ":2: [provider] name: 'gpt' is not a known provider (echo)");
+  EXPECT_EQ(Error("[provider]\nchain = gpt\n[shard.a]\n"),
+            f + ":2: [provider] chain: 'gpt' has no [provider.gpt] section");
   EXPECT_EQ(Error("[server]\n"), f + ": no [shard.NAME] section: at least one shard is required");
   EXPECT_EQ(Error("[shard.A]\n"), f + ":1: [shard.A] shard name must be 1..64 characters of [a-z0-9_-]");
   EXPECT_EQ(Error("[shard.a]\nweight = 0\n"), f + ":2: [shard.a] weight: '0' is not an integer in 1..1000");

@@ -51,7 +51,27 @@ TEST(CreateSessionTest, RejectsBadFields) {
   EXPECT_EQ(CreateError(R"({"metadata":[]})"), "invalid_request: field 'metadata' must be an object, not array");
   EXPECT_EQ(CreateError(R"({"metadata":{"key":"a long value"}})"),
             "invalid_request: field 'metadata' is larger than 20 bytes when serialized");
-  EXPECT_EQ(CreateError(R"({"titel":"x"})"), "invalid_request: unknown field 'titel' (allowed: title, metadata)");
+  EXPECT_EQ(CreateError(R"({"titel":"x"})"),
+            "invalid_request: unknown field 'titel' (allowed: title, metadata, model, system_prompt)");
+  EXPECT_EQ(CreateError(R"({"model":"gpt 4"})"),
+            "invalid_request: field 'model' must be 1..128 characters of [A-Za-z0-9._:/@+-]");
+  EXPECT_EQ(CreateError(R"({"model":7})"), "invalid_request: field 'model' must be a string, not number");
+  Config small = TestConfig();
+  small.max_system_prompt_bytes = 3;
+  CreateSessionRequest out;
+  auto err = ParseCreateSession(R"({"system_prompt":"four"})", small, &out);
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->message, "field 'system_prompt' is larger than 3 bytes");
+}
+
+TEST(CreateSessionTest, TakesAModelAndASystemPrompt) {
+  CreateSessionRequest out;
+  EXPECT_FALSE(ParseCreateSession(R"({"model":"gpt-4o-mini","system_prompt":"be brief"})", TestConfig(), &out));
+  EXPECT_EQ(*out.model, "gpt-4o-mini");
+  EXPECT_EQ(*out.system_prompt, "be brief");
+  EXPECT_FALSE(ParseCreateSession(R"({"model":null,"system_prompt":""})", TestConfig(), &out));
+  EXPECT_FALSE(out.model.has_value());
+  EXPECT_FALSE(out.system_prompt.has_value());
 }
 
 TEST(AppendMessageTest, AcceptsContentAndUserRole) {
@@ -68,9 +88,83 @@ TEST(AppendMessageTest, RejectsBadFields) {
   EXPECT_EQ(AppendError(R"({"content":["x"]})"), "invalid_request: field 'content' must be a string, not array");
   EXPECT_EQ(AppendError(R"({"content":"x","role":"assistant"})"), "invalid_request: field 'role' must be \"user\"");
   EXPECT_EQ(AppendError(R"({"content":"x","role":1})"), "invalid_request: field 'role' must be a string, not number");
-  EXPECT_EQ(AppendError(R"({"content":"x","extra":true})"), "invalid_request: unknown field 'extra' (allowed: content, role)");
+  EXPECT_EQ(AppendError(R"({"content":"x","extra":true})"),
+            "invalid_request: unknown field 'extra' (allowed: content, role, model, stream, max_tokens, temperature, "
+            "top_p, stop)");
+  EXPECT_EQ(AppendError(R"({"content":"x","stream":"yes"})"), "invalid_request: field 'stream' must be a boolean, not string");
+  EXPECT_EQ(AppendError(R"({"content":"x","max_tokens":0})"),
+            "invalid_request: field 'max_tokens' must be an integer from 1 to 1000000");
+  EXPECT_EQ(AppendError(R"({"content":"x","temperature":3})"),
+            "invalid_request: field 'temperature' must be a number from 0 to 2");
+  EXPECT_EQ(AppendError(R"({"content":"x","stop":["a","b","c","d","e"]})"),
+            "invalid_request: field 'stop' must be a string or an array of up to 4 strings");
   EXPECT_EQ(AppendError(R"({"content":"\udc00"})"), "invalid_json: request body is not valid JSON: string is not valid UTF-8 (lone surrogate escape?)");
   EXPECT_EQ(AppendError(""), "invalid_json: request body is not valid JSON: The document is empty. (at byte 0)");
+}
+
+TEST(AppendMessageTest, TakesAModelStreamAndSampling) {
+  AppendMessageRequest out;
+  EXPECT_FALSE(ParseAppendMessage(
+      R"({"content":"hi","model":"claude-3","stream":true,"max_tokens":50,"temperature":0.2,"top_p":0.9,"stop":"X"})",
+      TestConfig(), &out));
+  EXPECT_EQ(out.model, "claude-3");
+  EXPECT_TRUE(out.stream);
+  EXPECT_EQ(out.sampling.max_tokens, 50);
+  EXPECT_DOUBLE_EQ(*out.sampling.temperature, 0.2);
+  EXPECT_DOUBLE_EQ(*out.sampling.top_p, 0.9);
+  EXPECT_EQ(out.sampling.stop, std::vector<std::string>{"X"});
+}
+
+std::string ChatError(const std::string& body, ChatCompletionRequest* out = nullptr) {
+  ChatCompletionRequest r;
+  Config c = TestConfig();
+  c.max_content_bytes = 100;
+  auto err = ParseChatCompletion(body, c, out ? out : &r);
+  return err ? err->code + ": " + err->message : "ok";
+}
+
+TEST(ChatCompletionTest, ReadsOpenAisRequestFormat) {
+  ChatCompletionRequest r;
+  EXPECT_EQ(ChatError(R"({"model":"gpt-4o","messages":[{"role":"system","content":"sys"},)"
+                      R"({"role":"user","content":[{"type":"text","text":"he"},{"type":"text","text":"llo"}]},)"
+                      R"({"role":"assistant","content":"hi"},{"role":"developer","content":"dev"},)"
+                      R"({"role":"user","content":"again","name":"bob"}],)"
+                      R"("stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":9,)"
+                      R"("user":"u1","seed":3,"presence_penalty":0,"n":1,"session_id":"abc"})",
+                      &r),
+            "ok");
+  EXPECT_EQ(r.model, "gpt-4o");
+  EXPECT_EQ(r.system, "sys\n\ndev");
+  ASSERT_EQ(r.messages.size(), 3u);
+  EXPECT_EQ(r.messages[0].content, "hello");
+  EXPECT_EQ(r.messages[1].role, "assistant");
+  EXPECT_EQ(r.messages[2].content, "again");
+  EXPECT_TRUE(r.stream);
+  EXPECT_TRUE(r.include_usage);
+  EXPECT_EQ(r.sampling.max_tokens, 9);
+  EXPECT_EQ(r.session_id, "abc");
+}
+
+TEST(ChatCompletionTest, RefusesWhatItCannotHonour) {
+  const std::string msgs = R"("messages":[{"role":"user","content":"x"}])";
+  EXPECT_EQ(ChatError("{" + msgs + "}"), "invalid_request: field 'model' is required");
+  EXPECT_EQ(ChatError(R"({"model":"m"})"), "invalid_request: field 'messages' is required");
+  EXPECT_EQ(ChatError(R"({"model":"m","messages":[]})"), "invalid_request: field 'messages' must be a non-empty array");
+  EXPECT_EQ(ChatError(R"({"model":"m","messages":[{"role":"system","content":"only"}]})"),
+            "invalid_request: field 'messages' must hold at least one user or assistant message");
+  EXPECT_EQ(ChatError(R"({"model":"m","n":2,)" + msgs + "}"), "unsupported_parameter: n other than 1 is not supported by this endpoint");
+  EXPECT_EQ(ChatError(R"({"model":"m","tools":[{}],)" + msgs + "}"),
+            "unsupported_parameter: 'tools' is not supported by this endpoint");
+  EXPECT_EQ(ChatError(R"({"model":"m","messages":[{"role":"tool","content":"x"}]})"),
+            "unsupported_parameter: tool and function messages is not supported by this endpoint");
+  EXPECT_EQ(ChatError(R"({"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]})"),
+            "unsupported_parameter: field 'messages[0].content': only text parts are supported");
+  EXPECT_EQ(ChatError(R"({"model":"m","messages":[{"role":"robot","content":"x"}]})"),
+            "invalid_request: field 'messages[0].role' must be system, developer, user or assistant");
+  EXPECT_EQ(ChatError(R"({"model":"m","response_format":{"type":"json_object"},)" + msgs + "}"),
+            "unsupported_parameter: response_format other than text is not supported by this endpoint");
+  EXPECT_EQ(ChatError(R"({"model":"m","messages":[{"role":"user","content":")" + std::string(101, 'x') + R"("}]})"),
+            "invalid_request: field 'messages[0].content' is larger than 100 bytes");
 }
 
 TEST(ListQueryTest, ParsesLimitAndAfter) {

@@ -1,0 +1,32 @@
+#pragma once
+
+#include <string>
+
+#include "fcgi_app/db_connection.h"
+#include "fcgi_app/http.h"
+#include "fcgi_app/ids.h"
+#include "fcgi_app/json.h"
+#include "fcgi_app/requests.h"
+#include "fcgi_app/store.h"
+
+namespace chatllm {
+
+// The API's JSON shapes of stored things and its common error responses
+// (docs/api.md), shared by the handlers of service.cc and service_turn.cc.
+
+HttpResponse FromApiError(const ApiError& e);
+HttpResponse SessionNotFound();
+HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf);
+// A database failure as the client sees it: 503 shard_unavailable (with
+// Retry-After), or 500 for an unexpected SQL error (logged).
+HttpResponse FromDbError(const DbError& e, const char* what);
+
+void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s);
+// A message with the members of its metadata (request id; for answers the
+// provider, model, usage, latency and finish reason) flattened into it.
+void WriteMessage(JsonWriter& w, const MessageRecord& m);
+std::string MessageJson(const MessageRecord& m);
+// The metadata of a user message: {"request_id": ...}.
+std::string UserMetaJson(const std::string& request_id);
+
+}  // namespace chatllm

@@ -1,0 +1,549 @@
+// Turns: POST /v1/sessions/{id}/messages and POST /v1/chat/completions,
+// answered as JSON or streamed as Server-Sent Events (docs/api.md,
+// docs/providers.md).
+
+#include <algorithm>
+
+#include "fcgi_app/api_json.h"
+#include "fcgi_app/log.h"
+#include "fcgi_app/service.h"
+#include "fcgi_app/sse.h"
+#include "fcgi_app/time_util.h"
+
+namespace chatllm {
+
+// How a turn reports: its success, its failure and, when streaming, its
+// progress. One per request.
+class TurnFormat {
+ public:
+  virtual ~TurnFormat() = default;
+  // Streaming only: sends the head (and the stored user message, when there
+  // is one). False when the client is already gone.
+  virtual bool Begin(const MessageRecord* user) { return true; }
+  // Where the provider's text goes as it comes; null when not streaming.
+  virtual DeltaSink* sink() { return nullptr; }
+  // Text already sent to the client (streaming).
+  virtual const std::string& partial() const {
+    static const std::string kNone;
+    return kNone;
+  }
+  // The answer. `user`/`assistant` are null for a stateless turn.
+  virtual HttpResponse Done(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) = 0;
+  // A failure after the user message was stored (or, stateless, after the
+  // provider was asked). `partial`: the incomplete answer, when stored.
+  virtual HttpResponse Failed(int status, const std::string& code, const std::string& message,
+                              const MessageRecord* user, const MessageRecord* partial, int64_t retry_after_ms) = 0;
+};
+
+namespace {
+
+// text/event-stream to the client through the ResponseStream, and the text
+// sent so far.
+class StreamingSink : public DeltaSink {
+ public:
+  StreamingSink(ResponseStream* stream, std::function<std::string(std::string_view)> frame)
+      : stream_(stream), frame_(std::move(frame)) {}
+  bool OnDelta(std::string_view text) override {
+    sent_.append(text);
+    return stream_->Send(frame_(text));
+  }
+  const std::string& sent() const { return sent_; }
+
+ private:
+  ResponseStream* stream_;
+  std::function<std::string(std::string_view)> frame_;
+  std::string sent_;
+};
+
+HttpResponse StreamHead(const RequestTrace& trace, uint64_t epoch) {
+  HttpResponse head;
+  head.status = 200;
+  head.SetHeader("Content-Type", "text/event-stream; charset=utf-8");
+  head.SetHeader("X-Accel-Buffering", "no");  // nginx passes each event on at once.
+  head.SetHeader("X-Request-Id", trace.request_id);
+  head.SetHeader("X-Shard-Map-Epoch", std::to_string(epoch));
+  return head;
+}
+
+HttpResponse Streamed() {
+  HttpResponse r;
+  r.status = 200;
+  r.streamed = true;
+  return r;
+}
+
+std::string ErrorJson(const std::string& code, const std::string& message, const MessageRecord* partial) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("error");
+  w.StartObject();
+  w.Key("code");
+  w.String(code);
+  w.Key("message");
+  w.String(message);
+  w.EndObject();
+  if (partial) {
+    w.Key("assistant");
+    WriteMessage(w, *partial);
+  }
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+HttpResponse FailedResponse(int status, const std::string& code, const std::string& message,
+                            const MessageRecord* user, int64_t retry_after_ms) {
+  HttpResponse r = ErrorResponse(
+      status, code, user ? message + "; the user message is stored as seq " + std::to_string(user->seq) : message);
+  if (retry_after_ms >= 0) r.SetHeader("Retry-After", std::to_string((retry_after_ms + 999) / 1000));
+  return r;
+}
+
+// POST /v1/sessions/{id}/messages without "stream": 201 {"user":..., "assistant":...}.
+class NativeJson : public TurnFormat {
+ public:
+  HttpResponse Done(const MessageRecord* user, const MessageRecord* assistant, const Completion&) override {
+    rapidjson::StringBuffer buf;
+    JsonWriter w(buf);
+    w.StartObject();
+    w.Key("user");
+    WriteMessage(w, *user);
+    w.Key("assistant");
+    WriteMessage(w, *assistant);
+    w.EndObject();
+    return JsonResponse(201, buf);
+  }
+  HttpResponse Failed(int status, const std::string& code, const std::string& message, const MessageRecord* user,
+                      const MessageRecord*, int64_t retry_after_ms) override {
+    return FailedResponse(status, code, message, user, retry_after_ms);
+  }
+};
+
+// POST /v1/sessions/{id}/messages with "stream": true: events `user`,
+// `delta`*, then `assistant` or `error` (docs/api.md).
+class NativeSse : public TurnFormat {
+ public:
+  NativeSse(ResponseStream* stream, const RequestTrace& trace, const Store& store)
+      : stream_(stream), trace_(trace), store_(store), sink_(stream, [](std::string_view text) {
+          rapidjson::StringBuffer buf;
+          JsonWriter w(buf);
+          w.StartObject();
+          w.Key("text");
+          w.String(text.data(), text.size());
+          w.EndObject();
+          return SseEvent("delta", std::string_view(buf.GetString(), buf.GetSize()));
+        }) {}
+  bool Begin(const MessageRecord* user) override {
+    return stream_->Start(StreamHead(trace_, store_.last_epoch())) && stream_->Send(SseEvent("user", MessageJson(*user)));
+  }
+  DeltaSink* sink() override { return &sink_; }
+  const std::string& partial() const override { return sink_.sent(); }
+  HttpResponse Done(const MessageRecord*, const MessageRecord* assistant, const Completion&) override {
+    stream_->Send(SseEvent("assistant", MessageJson(*assistant)));
+    return Streamed();
+  }
+  HttpResponse Failed(int, const std::string& code, const std::string& message, const MessageRecord*,
+                      const MessageRecord* partial, int64_t) override {
+    stream_->Send(SseEvent("error", ErrorJson(code, message, partial)));
+    return Streamed();
+  }
+
+ private:
+  ResponseStream* stream_;
+  const RequestTrace& trace_;
+  const Store& store_;
+  StreamingSink sink_;
+};
+
+// OpenAI's chat.completion object and its extension: with a session,
+// "chatllm": {"session_id", "user_seq", "assistant_seq"}.
+void WriteUsage(JsonWriter& w, const Completion& c) {
+  w.Key("usage");
+  if (c.prompt_tokens < 0 || c.completion_tokens < 0) {
+    w.Null();
+    return;
+  }
+  w.StartObject();
+  w.Key("prompt_tokens");
+  w.Int64(c.prompt_tokens);
+  w.Key("completion_tokens");
+  w.Int64(c.completion_tokens);
+  w.Key("total_tokens");
+  w.Int64(c.prompt_tokens + c.completion_tokens);
+  w.EndObject();
+}
+
+void WriteSessionRef(JsonWriter& w, const std::string& session_id, const MessageRecord* user,
+                     const MessageRecord* assistant) {
+  if (session_id.empty() || !user) return;
+  w.Key("chatllm");
+  w.StartObject();
+  w.Key("session_id");
+  w.String(session_id);
+  w.Key("user_seq");
+  w.Int64(user->seq);
+  if (assistant) {
+    w.Key("assistant_seq");
+    w.Int64(assistant->seq);
+  }
+  w.EndObject();
+}
+
+class OpenAiBase : public TurnFormat {
+ public:
+  OpenAiBase(const RequestTrace& trace, std::string session_id)
+      : id_("chatcmpl-" + trace.request_id), created_(NowMicros() / 1000000), session_id_(std::move(session_id)) {}
+
+ protected:
+  void Head(JsonWriter& w, const char* object, const std::string& model) const {
+    w.Key("id");
+    w.String(id_);
+    w.Key("object");
+    w.String(object);
+    w.Key("created");
+    w.Int64(created_);
+    w.Key("model");
+    w.String(model);
+  }
+  std::string id_;
+  int64_t created_;
+  std::string session_id_;
+};
+
+class OpenAiJson : public OpenAiBase {
+ public:
+  using OpenAiBase::OpenAiBase;
+  HttpResponse Done(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) override {
+    rapidjson::StringBuffer buf;
+    JsonWriter w(buf);
+    w.StartObject();
+    Head(w, "chat.completion", c.model);
+    w.Key("choices");
+    w.StartArray();
+    w.StartObject();
+    w.Key("index");
+    w.Int(0);
+    w.Key("message");
+    w.StartObject();
+    w.Key("role");
+    w.String("assistant");
+    w.Key("content");
+    w.String(c.content);
+    w.EndObject();
+    w.Key("logprobs");
+    w.Null();
+    w.Key("finish_reason");
+    w.String(c.finish_reason);
+    w.EndObject();
+    w.EndArray();
+    WriteUsage(w, c);
+    WriteSessionRef(w, session_id_, user, assistant);
+    w.EndObject();
+    return JsonResponse(200, buf);
+  }
+  HttpResponse Failed(int status, const std::string& code, const std::string& message, const MessageRecord* user,
+                      const MessageRecord*, int64_t retry_after_ms) override {
+    return FailedResponse(status, code, message, user, retry_after_ms);
+  }
+};
+
+// chat.completion.chunk events, `data: [DONE]` at the end; an error is a
+// `data: {"error": ...}` event (what the OpenAI SDKs raise from).
+class OpenAiSse : public OpenAiBase {
+ public:
+  OpenAiSse(ResponseStream* stream, const RequestTrace& trace, std::string session_id, std::string model,
+            bool include_usage, uint64_t epoch)
+      : OpenAiBase(trace, std::move(session_id)),
+        stream_(stream),
+        trace_(trace),
+        model_(std::move(model)),
+        include_usage_(include_usage),
+        epoch_(epoch),
+        sink_(stream, [this](std::string_view text) { return Chunk(&text, nullptr, nullptr); }) {}
+  bool Begin(const MessageRecord*) override {
+    if (!stream_->Start(StreamHead(trace_, epoch_))) return false;
+    std::string_view empty;
+    return stream_->Send(Chunk(&empty, nullptr, nullptr, true));
+  }
+  DeltaSink* sink() override { return &sink_; }
+  const std::string& partial() const override { return sink_.sent(); }
+  HttpResponse Done(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) override {
+    model_ = c.model;
+    std::string out = Chunk(nullptr, &c.finish_reason, nullptr);
+    if (include_usage_) out += Chunk(nullptr, nullptr, &c);
+    if (!session_id_.empty() && user) {
+      rapidjson::StringBuffer buf;
+      JsonWriter w(buf);
+      w.StartObject();
+      Head(w, "chat.completion.chunk", model_);
+      w.Key("choices");
+      w.StartArray();
+      w.EndArray();
+      WriteSessionRef(w, session_id_, user, assistant);
+      w.EndObject();
+      out += SseEvent("", std::string_view(buf.GetString(), buf.GetSize()));
+    }
+    out += SseEvent("", "[DONE]");
+    stream_->Send(out);
+    return Streamed();
+  }
+  HttpResponse Failed(int, const std::string& code, const std::string& message, const MessageRecord*,
+                      const MessageRecord*, int64_t) override {
+    rapidjson::StringBuffer buf;
+    JsonWriter w(buf);
+    w.StartObject();
+    w.Key("error");
+    w.StartObject();
+    w.Key("message");
+    w.String(message);
+    w.Key("type");
+    w.String("api_error");
+    w.Key("code");
+    w.String(code);
+    w.EndObject();
+    w.EndObject();
+    stream_->Send(SseEvent("", std::string_view(buf.GetString(), buf.GetSize())));
+    return Streamed();
+  }
+
+ private:
+  // One chunk: a content delta, the finish reason, or (usage) the final
+  // usage-only chunk with no choices.
+  std::string Chunk(const std::string_view* text, const std::string* finish, const Completion* usage,
+                    bool first = false) const {
+    rapidjson::StringBuffer buf;
+    JsonWriter w(buf);
+    w.StartObject();
+    Head(w, "chat.completion.chunk", model_);
+    w.Key("choices");
+    w.StartArray();
+    if (!usage) {
+      w.StartObject();
+      w.Key("index");
+      w.Int(0);
+      w.Key("delta");
+      w.StartObject();
+      if (first) {
+        w.Key("role");
+        w.String("assistant");
+      }
+      if (text) {
+        w.Key("content");
+        w.String(text->data(), text->size());
+      }
+      w.EndObject();
+      w.Key("logprobs");
+      w.Null();
+      w.Key("finish_reason");
+      if (finish) w.String(*finish);
+      else w.Null();
+      w.EndObject();
+    }
+    w.EndArray();
+    if (usage) WriteUsage(w, *usage);
+    w.EndObject();
+    return SseEvent("", std::string_view(buf.GetString(), buf.GetSize()));
+  }
+
+  ResponseStream* stream_;
+  const RequestTrace& trace_;
+  std::string model_;
+  bool include_usage_;
+  uint64_t epoch_;
+  StreamingSink sink_;
+};
+
+std::string AssistantMetaJson(const std::string& request_id, const Completion& c) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("request_id");
+  w.String(request_id);
+  w.Key("provider");
+  w.String(c.provider);
+  w.Key("model");
+  w.String(c.model);
+  w.Key("finish_reason");
+  w.String(c.finish_reason);
+  if (c.prompt_tokens >= 0 && c.completion_tokens >= 0) WriteUsage(w, c);
+  w.Key("latency_ms");
+  w.Double(static_cast<double>(c.latency_us / 100) / 10.0);
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+HttpResponse ModelNotSupported(const std::string& model) {
+  return ErrorResponse(400, "model_not_supported", "no configured provider serves the model '" + model + "'");
+}
+
+void ApplySampling(const Sampling& s, ProviderRequest* r) {
+  r->max_tokens = s.max_tokens;
+  r->temperature = s.temperature;
+  r->top_p = s.top_p;
+  r->stop = s.stop;
+}
+
+}  // namespace
+
+HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& request, RequestTrace* trace,
+                                    ResponseStream* stream) {
+  if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
+  AppendMessageRequest req;
+  if (auto err = ParseAppendMessage(request.body, config_, &req)) return FromApiError(*err);
+  if (req.stream && !stream) return ErrorResponse(400, "invalid_request", "streaming is not available here");
+  Turn turn{std::move(req.content), std::move(req.model), std::nullopt, req.sampling};
+  if (req.stream) {
+    NativeSse format(stream, *trace, *store_);
+    return RunTurn(id, std::move(turn), trace, format);
+  }
+  NativeJson format;
+  return RunTurn(id, std::move(turn), trace, format);
+}
+
+HttpResponse Service::ChatCompletions(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream) {
+  if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
+  ChatCompletionRequest req;
+  if (auto err = ParseChatCompletion(request.body, config_, &req)) return FromApiError(*err);
+  if (req.stream && !stream) return ErrorResponse(400, "invalid_request", "streaming is not available here");
+  std::string session_text = request.Header("x-session-id");
+  if (!req.session_id.empty()) {
+    if (!session_text.empty() && session_text != req.session_id) {
+      return ErrorResponse(400, "invalid_request", "X-Session-Id and field 'session_id' name different sessions");
+    }
+    session_text = req.session_id;
+  }
+  if (!providers_->Serves(req.model)) {
+    return ErrorResponse(404, "model_not_found", "no configured provider serves the model '" + req.model + "'");
+  }
+  std::unique_ptr<TurnFormat> format;
+  if (req.stream) {
+    format = std::make_unique<OpenAiSse>(stream, *trace, session_text, req.model, req.include_usage,
+                                         store_->last_epoch());
+  } else {
+    format = std::make_unique<OpenAiJson>(*trace, session_text);
+  }
+  if (session_text.empty()) return RunStateless(req, trace, *format);
+
+  std::optional<SessionId> id = SessionId::Parse(session_text);
+  if (!id) return SessionNotFound();
+  trace->session_id = id->text();
+  // The stored history is the context; of the request's messages only the
+  // last, the user's new one, is used (and its system message, if any).
+  if (req.messages.back().role != "user") {
+    return ErrorResponse(400, "invalid_request", "with a session, the last message must be the user's");
+  }
+  Turn turn{std::move(req.messages.back().content), req.model,
+            req.has_system ? std::optional<std::string>(req.system) : std::nullopt, req.sampling};
+  return RunTurn(*id, std::move(turn), trace, *format);
+}
+
+HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format) {
+  if (!turn.model.empty() && !providers_->Serves(turn.model)) return ModelNotSupported(turn.model);
+  // The context comes first: a request that cannot be answered (no session,
+  // a model no provider serves) stores nothing.
+  TurnContext ctx;
+  const int64_t own = EstimateTokens(turn.content);
+  if (providers_->NeedsContext(turn.model) || (turn.model.empty() && providers_->RoutesByModel())) {
+    std::optional<TurnContext> loaded =
+        store_->LoadContext(id, config_.context_messages, std::max<int64_t>(config_.context_tokens - own, 0));
+    if (!loaded) return SessionNotFound();
+    ctx = std::move(*loaded);
+    if (turn.model.empty()) turn.model = ctx.model;
+    if (!turn.model.empty() && !providers_->Serves(turn.model)) return ModelNotSupported(turn.model);
+  }
+  if (turn.system) ctx.system_prompt = *turn.system;
+  // The budget counts the system prompt too: drop the oldest messages until it fits.
+  int64_t spent = own + (ctx.system_prompt.empty() ? 0 : EstimateTokens(ctx.system_prompt));
+  for (const MessageRecord& m : ctx.messages) spent += EstimateTokens(m.content);
+  size_t drop = 0;
+  while (spent > config_.context_tokens && drop < ctx.messages.size()) spent -= EstimateTokens(ctx.messages[drop++].content);
+  ctx.messages.erase(ctx.messages.begin(), ctx.messages.begin() + static_cast<std::ptrdiff_t>(drop));
+
+  // Transaction 1: the user message, durable before the provider is asked.
+  const std::string user_meta = UserMetaJson(trace->request_id);
+  MessageRecord user{0, "user", std::move(turn.content), 0, NowMicros(), user_meta};
+  bool duplicate = false;
+  user.seq = store_->AppendMessage(id, user.role, user.content, user.created_us, 0, user_meta,
+                                   TurnDigest(user.content), &duplicate);
+  if (user.seq == 0) return SessionNotFound();
+  if (duplicate) {
+    // The same turn sent again after it failed: answer the stored message.
+    LOG_INFO("session %s: user message %lld sent again; not stored twice", id.text().c_str(),
+             static_cast<long long>(user.seq));
+    auto stored = store_->ListMessages(id, user.seq - 1, 1);
+    if (stored && stored->size() == 1) user = std::move((*stored)[0]);
+    if (!ctx.messages.empty() && ctx.messages.back().seq == user.seq) ctx.messages.pop_back();
+  }
+
+  ProviderRequest ask;
+  ask.model = turn.model;
+  ask.system = std::move(ctx.system_prompt);
+  ask.messages.reserve(ctx.messages.size() + 1);
+  for (MessageRecord& m : ctx.messages) ask.messages.push_back(ChatMessage{std::move(m.role), std::move(m.content)});
+  ask.messages.push_back(ChatMessage{user.role, user.content});
+  ApplySampling(turn.sampling, &ask);
+  ask.request_id = trace->request_id;
+
+  DeltaSink* sink = format.sink();
+  if (sink && !format.Begin(&user)) return Streamed();  // The client left before the first byte.
+  try {
+    Completion answer;
+    try {
+      answer = providers_->Complete(std::move(ask), sink, observer_, trace);
+    } catch (const ProviderError& e) {
+      LOG_WARN("session %s: no answer (%s): %s", id.text().c_str(), e.code(), e.what());
+      // Text the client already saw is kept, marked as incomplete.
+      std::optional<MessageRecord> partial;
+      if (!format.partial().empty()) {
+        Completion cut;
+        cut.content = format.partial();
+        cut.provider = trace->provider;
+        cut.model = turn.model;
+        cut.finish_reason = e.kind() == ProviderErrorKind::kCancelled ? "client_disconnected" : "provider_error";
+        const std::string meta = AssistantMetaJson(trace->request_id, cut);
+        partial = MessageRecord{0, "assistant", cut.content, user.seq, std::max(NowMicros(), user.created_us), meta};
+        partial->seq = store_->AppendMessage(id, "assistant", partial->content, partial->created_us, user.seq, meta);
+        if (partial->seq == 0) partial.reset();
+      }
+      if (e.kind() == ProviderErrorKind::kCancelled) return Streamed();
+      return format.Failed(e.status(), e.code(), e.what(), &user, partial ? &*partial : nullptr,
+                           e.kind() == ProviderErrorKind::kRateLimited ? std::max<int64_t>(e.retry_after_ms(), 1000) : -1);
+    }
+    // Transaction 2: the answer, linked to the user message.
+    const std::string meta = AssistantMetaJson(trace->request_id, answer);
+    MessageRecord assistant{0, "assistant", answer.content, user.seq, std::max(NowMicros(), user.created_us), meta};
+    assistant.seq = store_->AppendMessage(id, assistant.role, assistant.content, assistant.created_us, user.seq, meta);
+    if (assistant.seq == 0) {
+      return format.Failed(404, "session_not_found", "the session was deleted while the provider answered", nullptr,
+                           nullptr, -1);
+    }
+    return format.Done(&user, &assistant, answer);
+  } catch (const DbError& e) {
+    if (!sink) throw;  // Handle() turns it into the usual error response.
+    HttpResponse r = FromDbError(e, "turn");
+    return format.Failed(r.status, r.status == 503 ? "shard_unavailable" : "internal_error",
+                         "the answer could not be stored: " + std::string(e.what()), &user, nullptr, -1);
+  }
+}
+
+HttpResponse Service::RunStateless(const ChatCompletionRequest& req, RequestTrace* trace, TurnFormat& format) {
+  ProviderRequest ask;
+  ask.model = req.model;
+  ask.system = req.system;
+  ask.messages = req.messages;
+  ApplySampling(req.sampling, &ask);
+  ask.request_id = trace->request_id;
+  DeltaSink* sink = format.sink();
+  if (sink && !format.Begin(nullptr)) return Streamed();
+  try {
+    Completion answer = providers_->Complete(std::move(ask), sink, observer_, trace);
+    return format.Done(nullptr, nullptr, answer);
+  } catch (const ProviderError& e) {
+    if (e.kind() == ProviderErrorKind::kCancelled) return Streamed();
+    LOG_WARN("chat completion: no answer (%s): %s", e.code(), e.what());
+    return format.Failed(e.status(), e.code(), e.what(), nullptr, nullptr,
+                         e.kind() == ProviderErrorKind::kRateLimited ? std::max<int64_t>(e.retry_after_ms(), 1000) : -1);
+  }
+}
+
+}  // namespace chatllm
