@@ -14,7 +14,7 @@ int ProviderError::status() const {
     case ProviderErrorKind::kTimeout: return 504;
     case ProviderErrorKind::kRateLimited: return 429;
     case ProviderErrorKind::kBadResponse: return 502;
-    case ProviderErrorKind::kRejected: return 400;
+    case ProviderErrorKind::kRejected: return 502;
     case ProviderErrorKind::kCancelled: return 499;
   }
   return 502;

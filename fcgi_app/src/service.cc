@@ -126,6 +126,13 @@ HttpResponse Service::Handle(const HttpRequest& request, RequestTrace* trace, Re
               e.what());
     response = ErrorResponse(500, "internal_error", "internal error; see the server log");
   }
+  if (stream && stream->bytes_sent() > 0 && !response.streamed) {
+    // Failed after the head of a stream went out: nothing more can be said
+    // on it (the error is in the log).
+    response = HttpResponse{};
+    response.streamed = true;
+    return response;
+  }
   // The shard map epoch this request was routed with.
   response.SetHeader("X-Shard-Map-Epoch", std::to_string(store_->last_epoch()));
   response.SetHeader("X-Request-Id", trace->request_id);

@@ -199,7 +199,7 @@ TEST_F(ProviderTest, ProviderFailuresKeepTheUserMessageAndTheSessionUsable) {
   const std::vector<FailureCase> cases = {
       {"fake-status-500", 502, "provider_unavailable", 3},   // Retried twice.
       {"fake-status-429", 429, "provider_rate_limited", 3},  // Retry-After: 1 honoured.
-      {"fake-status-400", 400, "provider_rejected", 1},
+      {"fake-status-400", 502, "provider_rejected", 1},
       {"fake-slow-3000", 504, "provider_timeout", 1},        // read_timeout_ms 1500.
       {"fake-garbage", 502, "provider_bad_response", 1},
       {"fake-huge", 502, "provider_bad_response", 1},        // max_response_bytes 256 KiB.

@@ -80,7 +80,7 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
   ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
   std::string id;
   for (int i = 0; i < 100 && id.empty(); ++i) {
-    std::string candidate = api.CreateSession();
+    std::string candidate = api.CreateSession(R"({"model":"echo-moved","system_prompt":"moves with it"})");
     if (after_ring.Owner(candidate) == spare_) id = candidate;
   }
   ASSERT_FALSE(id.empty());
@@ -121,6 +121,10 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
   EXPECT_EQ(Sql(old_shard, "SELECT COUNT(*) FROM messages WHERE session_id = UNHEX('" + Hex(id) + "')"), "0\n");
   EXPECT_EQ(Sql(spare_, "SELECT COUNT(*) FROM messages WHERE session_id = UNHEX('" + Hex(id) + "')"), "4\n");
   EXPECT_EQ(Sql(spare_, meta_where), meta_before) << "the move kept each message's request id";
+  ApiResponse moved = api.Get("/v1/sessions/" + id);
+  ASSERT_EQ(moved.status, 200) << moved.body;
+  EXPECT_STREQ(moved["model"].GetString(), "echo-moved");
+  EXPECT_STREQ(moved["system_prompt"].GetString(), "moves with it");
   std::vector<StoredMessage> history;
   ASSERT_TRUE(ReadHistory(api, id, &history));
   ASSERT_EQ(history.size(), 4u);

@@ -52,7 +52,7 @@ enum class ProviderErrorKind {
   kTimeout,      // No answer in time: 504 provider_timeout.
   kRateLimited,  // 429 from the provider: 429 provider_rate_limited.
   kBadResponse,  // Not the wire format, too large, a redirect: 502 provider_bad_response.
-  kRejected,     // The provider refused the request (400, 404, 422): 400 provider_rejected.
+  kRejected,     // The provider refused the request (400, 404, 422): 502 provider_rejected.
   kCancelled,    // The client went away (DeltaSink returned false).
 };
 
