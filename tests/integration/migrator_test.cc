@@ -52,6 +52,26 @@ TEST_F(MigratorTest, AppliesOnceThenIsANoOp) {
             "1\n");
 }
 
+// The placement codes fenced writes return after matching no row
+// (sql/002_shard_map.sql, sql/005_placement_retry.sql).
+TEST_F(MigratorTest, PlacementAfterAFailedWriteSaysWhetherToRetry) {
+  MigrateShard(endpoint_, DbOptions{});
+  const std::string id = "UNHEX('00112233445566778899aabbccddeeff')";
+  auto placement = [&] { return Root("SELECT chatllm_scratch.chat_placement(" + id + ")"); };
+  EXPECT_EQ(placement(), "0\n");  // No such session.
+  Root("INSERT INTO chatllm_scratch.sessions (session_id, metadata, message_count, created_at, updated_at) "
+       "VALUES (" + id + ", '{}', 0, NOW(), NOW())");
+  // Active although the write matched nothing: it changed in between (a
+  // move aborted, a session thawed); retry, never "not found".
+  EXPECT_EQ(placement(), "-1\n");
+  Root("UPDATE chatllm_scratch.sessions SET state = 'moving' WHERE session_id = " + id);
+  EXPECT_EQ(placement(), "-1\n");
+  Root("UPDATE chatllm_scratch.sessions SET state = 'moved' WHERE session_id = " + id);
+  EXPECT_EQ(placement(), "-2\n");
+  Root("UPDATE chatllm_scratch.sessions SET state = 'incoming' WHERE session_id = " + id);
+  EXPECT_EQ(placement(), "0\n");
+}
+
 TEST_F(MigratorTest, AnEditedAppliedMigrationIsRefused) {
   MigrateShard(endpoint_, DbOptions{});
   Root("UPDATE chatllm_scratch.schema_migrations SET checksum = '0000000000000000' WHERE version = 1");
