@@ -59,6 +59,10 @@ void AccessLog::Write(const std::string& method, int status, int64_t duration_us
   w.Int(status);
   w.Key("duration_ms");
   w.Double(static_cast<double>(duration_us) / 1000.0);
+  if (!t.user.empty()) {
+    w.Key("user");
+    w.String(t.user);
+  }
   if (!t.session_id.empty()) {
     w.Key("session_id");
     w.String(t.session_id);

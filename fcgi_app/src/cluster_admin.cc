@@ -34,19 +34,6 @@ std::string InsertMessagesSql(int rows) {
 
 }  // namespace
 
-template <typename Fn>
-auto ClusterAdmin::OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const MysqlError& e) {
-    links_[entry.name].statements.clear();
-    throw AdminError("shard " + entry.name + ": " + what + " failed: " + e.what());
-  } catch (const DbError& e) {
-    links_[entry.name].statements.clear();
-    throw AdminError("shard " + entry.name + " is unreachable (" + what + "): " + e.what());
-  }
-}
-
 ClusterAdmin::ClusterAdmin(const Config& config) : config_(config) {
   // An operator tool can wait for a busy shard longer than a request can.
   options_.connect_timeout_s = std::max(config.connect_timeout_s, 10);
@@ -216,6 +203,7 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry
     if (existing->state == ShardState::kJoining && same) {
       Migrate(entry);
       Publish(*map, nullptr);  // Finish an earlier attempt.
+      CopyAuth(*map, entry);
       return map;
     }
     throw AdminError("shard " + entry.name + " is already in the map (state " +
@@ -247,7 +235,57 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry
   shards.push_back(joining);
   auto next = Next(*map, std::move(shards));
   Publish(*next, map.get());
+  // After the publish: from now on chatllm-admin writes the new shard too.
+  CopyAuth(*next, entry);
   return next;
+}
+
+void ClusterAdmin::CopyAuth(const ClusterMap& map, const ShardEntry& to) {
+  if (const ShardEntry* from = FirstActiveShard(map, to.name)) CopyAuthBetween(*from, to);
+}
+
+void ClusterAdmin::CopyAuthBetween(const ShardEntry& from_shard, const ShardEntry& to) {
+  const ShardEntry* from = &from_shard;
+  // Upserts: rows the admin tool wrote to the target meanwhile stay, and
+  // a revocation or a disabled user is never undone by the copy.
+  OnShard(*from, "reading users and API keys", [&] {
+    MysqlStatement users(Handle(*from), "SELECT user_id, name, created_at, disabled_at FROM users");
+    users.Execute();
+    MysqlStatement keys(Handle(*from),
+                        "SELECT key_id, user_id, secret_sha256, label, created_at, expires_at, revoked_at FROM api_keys");
+    keys.Execute();
+    OnShard(to, "copying users and API keys", [&] {
+      Exec(Handle(to), "START TRANSACTION");
+      MysqlStatement put_user(Handle(to),
+                              "INSERT INTO users (user_id, name, created_at, disabled_at) VALUES (?, ?, ?, ?) "
+                              "ON DUPLICATE KEY UPDATE disabled_at = COALESCE(users.disabled_at, VALUES(disabled_at))");
+      for (size_t i = 0; i < users.row_count(); ++i) {
+        put_user.BindBytes(0, users.Text(i, 0));
+        put_user.BindString(1, users.Text(i, 1));
+        put_user.BindDatetime(2, users.DatetimeMicros(i, 2));
+        if (users.IsNull(i, 3)) put_user.BindNull(3);
+        else put_user.BindDatetime(3, users.DatetimeMicros(i, 3));
+        put_user.Execute();
+      }
+      MysqlStatement put_key(Handle(to),
+                             "INSERT INTO api_keys (key_id, user_id, secret_sha256, label, created_at, expires_at, "
+                             "revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE "
+                             "revoked_at = COALESCE(api_keys.revoked_at, VALUES(revoked_at))");
+      for (size_t i = 0; i < keys.row_count(); ++i) {
+        put_key.BindBytes(0, keys.Text(i, 0));
+        put_key.BindBytes(1, keys.Text(i, 1));
+        put_key.BindBytes(2, keys.Text(i, 2));
+        put_key.BindString(3, keys.Text(i, 3));
+        put_key.BindDatetime(4, keys.DatetimeMicros(i, 4));
+        if (keys.IsNull(i, 5)) put_key.BindNull(5);
+        else put_key.BindDatetime(5, keys.DatetimeMicros(i, 5));
+        if (keys.IsNull(i, 6)) put_key.BindNull(6);
+        else put_key.BindDatetime(6, keys.DatetimeMicros(i, 6));
+        put_key.Execute();
+      }
+      Exec(Handle(to), "COMMIT");
+    });
+  });
 }
 
 std::shared_ptr<const ClusterMap> ClusterAdmin::Drain(const std::string& name) {
@@ -329,6 +367,9 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
       MysqlStatement& m = Stmt(to, "DELETE FROM messages WHERE session_id = ?");
       m.BindBytes(0, id);
       m.Execute();
+      MysqlStatement& k = Stmt(to, "DELETE FROM idempotency_keys WHERE session_id = ?");
+      k.BindBytes(0, id);
+      k.Execute();
       Exec(Handle(to), "COMMIT");
     });
   };
@@ -356,15 +397,15 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
     OnShard(to, "copying the session", [&] {
       MysqlStatement& read =
           Stmt(from,
-               "SELECT title, metadata, message_count, created_at, updated_at, model, system_prompt, last_user_digest "
-               "FROM sessions WHERE session_id = ?");
+               "SELECT title, metadata, message_count, created_at, updated_at, model, system_prompt, last_user_digest, "
+               "user_id FROM sessions WHERE session_id = ?");
       read.BindBytes(0, id);
       read.Execute();
       if (read.row_count() != 1) throw AdminError("shard " + from.name + ": session vanished while frozen");
       MysqlStatement& write = Stmt(to,
                                    "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, "
-                                   "updated_at, model, system_prompt, last_user_digest, state) "
-                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'incoming')");
+                                   "updated_at, model, system_prompt, last_user_digest, user_id, state) "
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'incoming')");
       write.BindBytes(0, id);
       if (read.IsNull(0, 0)) write.BindNull(1);
       else write.BindString(1, read.Text(0, 0));
@@ -372,9 +413,9 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
       write.BindInt64(3, read.Int64(0, 2));
       write.BindDatetime(4, read.DatetimeMicros(0, 3));
       write.BindDatetime(5, read.DatetimeMicros(0, 4));
-      for (int c = 5; c <= 7; ++c) {  // model, system_prompt, last_user_digest (binary): nullable.
+      for (int c = 5; c <= 8; ++c) {  // model, system_prompt, last_user_digest, user_id: nullable.
         if (read.IsNull(0, c)) write.BindNull(c + 1);
-        else if (c == 7) write.BindBytes(c + 1, read.Text(0, c));
+        else if (c >= 7) write.BindBytes(c + 1, read.Text(0, c));
         else write.BindString(c + 1, read.Text(0, c));
       }
       write.Execute();
@@ -409,6 +450,30 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
         }
         Exec(Handle(to), "COMMIT");
         after = batch.Int64(n - 1, 0);
+      }
+      // Its idempotency keys go with it (a retry after the move must still find them).
+      MysqlStatement& keys = Stmt(from,
+                                  "SELECT user_id, target_sha, idem_key, request_sha, state, status, response, "
+                                  "created_at, expires_at FROM idempotency_keys WHERE session_id = ?");
+      keys.BindBytes(0, id);
+      keys.Execute();
+      for (size_t i = 0; i < keys.row_count(); ++i) {
+        MysqlStatement& put = Stmt(to,
+                                   "INSERT IGNORE INTO idempotency_keys (user_id, target_sha, idem_key, session_id, "
+                                   "request_sha, state, status, response, created_at, expires_at) "
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        put.BindBytes(0, keys.Text(i, 0));
+        put.BindBytes(1, keys.Text(i, 1));
+        put.BindBytes(2, keys.Text(i, 2));
+        put.BindBytes(3, id);
+        put.BindBytes(4, keys.Text(i, 3));
+        put.BindString(5, keys.Text(i, 4));
+        put.BindInt64(6, keys.Int64(i, 5));
+        if (keys.IsNull(i, 6)) put.BindNull(7);
+        else put.BindString(7, keys.Text(i, 6));
+        put.BindDatetime(8, keys.DatetimeMicros(i, 7));
+        put.BindDatetime(9, keys.DatetimeMicros(i, 8));
+        put.Execute();
       }
     });
     // 3. Verify.
@@ -450,6 +515,9 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
     MysqlStatement& m = Stmt(from, "DELETE FROM messages WHERE session_id = ?");
     m.BindBytes(0, id);
     m.Execute();
+    MysqlStatement& k = Stmt(from, "DELETE FROM idempotency_keys WHERE session_id = ?");
+    k.BindBytes(0, id);
+    k.Execute();
     Exec(Handle(from), "COMMIT");
   });
   return MoveOutcome::kMoved;

@@ -340,7 +340,7 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.path = path;
 
   for (const std::string& s : ini.sections()) {
-    bool known = s == "server" || s == "limits" || s == "db" || s == "provider" || s == "cluster" ||
+    bool known = s == "server" || s == "limits" || s == "db" || s == "provider" || s == "cluster" || s == "auth" ||
                  s.rfind("shard.", 0) == 0 || s.rfind("provider.", 0) == 0;
     if (!known) ini.Fail(ini.SectionLine(s), s, "", "unknown section");
   }
@@ -387,6 +387,24 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.context_tokens = static_cast<int>(ini.Int("limits", "context_tokens", c.context_tokens, 100, 10000000));
   c.max_system_prompt_bytes =
       ini.Int("limits", "max_system_prompt_bytes", c.max_system_prompt_bytes, 1, 1 << 20);
+  c.max_sessions_per_user = ini.Int("limits", "max_sessions_per_user", c.max_sessions_per_user, 0, int64_t{1} << 40);
+  c.max_messages_per_session =
+      ini.Int("limits", "max_messages_per_session", c.max_messages_per_session, 0, int64_t{1} << 39);
+  c.max_concurrent_turns_per_user = static_cast<int>(
+      ini.Int("limits", "max_concurrent_turns_per_user", c.max_concurrent_turns_per_user, 0, 100000));
+  c.user_requests_per_second =
+      static_cast<int>(ini.Int("limits", "user_requests_per_second", c.user_requests_per_second, 0, 1000000));
+  c.user_burst = static_cast<int>(ini.Int("limits", "user_burst", c.user_burst, 1, 1000000));
+
+  std::string required = ini.String("auth", "required", "true");
+  if (required != "true" && required != "false") {
+    ini.Fail(ini.Find("auth", "required")->line, "auth", "required", "'" + required + "' is not true or false");
+  }
+  c.auth_required = required == "true";
+  c.key_cache_ttl_ms = static_cast<int>(ini.Int("auth", "key_cache_ttl_ms", c.key_cache_ttl_ms, 0, 3600000));
+  c.idempotency_ttl_s = static_cast<int>(ini.Int("auth", "idempotency_ttl_s", c.idempotency_ttl_s, 86400, 86400 * 30));
+  c.idempotency_lease_s =
+      static_cast<int>(ini.Int("auth", "idempotency_lease_s", c.idempotency_lease_s, 1, 86400));
 
   c.connect_timeout_s = static_cast<int>(ini.Int("db", "connect_timeout", c.connect_timeout_s, 1, 60));
   c.read_timeout_s = static_cast<int>(ini.Int("db", "read_timeout", c.read_timeout_s, 1, 3600));

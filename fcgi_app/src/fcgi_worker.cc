@@ -105,57 +105,6 @@ std::string RequestId(const std::string& given) {
   return id;
 }
 
-// Reads the CGI-style parameters nginx sent into an HttpRequest. Returns
-// false, with *early set, when the request must be answered without
-// reading the body (too large, bad length).
-bool ReadRequest(FCGX_Request& fcgi, const Config& config, HttpRequest* req, HttpResponse* early) {
-  for (char** env = fcgi.envp; env && *env; ++env) {
-    const char* kv = *env;
-    const char* eq = std::strchr(kv, '=');
-    if (!eq) continue;
-    if (std::strncmp(kv, "HTTP_", 5) == 0) req->headers[HeaderName(kv + 5, eq - kv - 5)] = eq + 1;
-  }
-  auto param = [&fcgi](const char* name) -> std::string {
-    const char* v = FCGX_GetParam(name, fcgi.envp);
-    return v ? v : "";
-  };
-  req->method = param("REQUEST_METHOD");
-  std::string uri = param("REQUEST_URI");
-  size_t q = uri.find('?');
-  req->path = uri.substr(0, q);
-  req->query = q == std::string::npos ? "" : uri.substr(q + 1);
-  req->remote_addr = param("REMOTE_ADDR");
-  std::string content_type = param("CONTENT_TYPE");
-  if (!content_type.empty()) req->headers["content-type"] = content_type;
-
-  std::string length_text = param("CONTENT_LENGTH");
-  if (length_text.empty()) return true;
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long length = std::strtoull(length_text.c_str(), &end, 10);
-  if (*end != '\0' || errno != 0) {
-    *early = ErrorResponse(400, "invalid_request", "malformed Content-Length");
-    return false;
-  }
-  if (length > config.max_body_bytes) {
-    *early = ErrorResponse(413, "payload_too_large",
-                           "request body is larger than " + std::to_string(config.max_body_bytes) + " bytes");
-    return false;
-  }
-  req->body.resize(length);
-  size_t got = 0;
-  while (got < length) {
-    int n = FCGX_GetStr(req->body.data() + got, static_cast<int>(length - got), fcgi.in);
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
-  if (got < length) {
-    *early = ErrorResponse(400, "invalid_request", "request body shorter than Content-Length");
-    return false;
-  }
-  return true;
-}
-
 // The CGI response head: status, the response's headers and ours.
 std::string ResponseHead(const HttpResponse& resp, const Config& config, bool with_length) {
   std::string out;
@@ -270,6 +219,7 @@ void ServeThread(WorkerShared* w, int index) {
   ThreadObserver observer(w->board);
   store->SetObserver(&observer);
   Service service(config, store.get(), providers.get(), w->info, &observer);
+  service.SetScoreboard(w->board, slot);
   FCGX_Request fcgi;
   FCGX_InitRequest(&fcgi, w->listen_fd, 0);
   w->board->Claim(slot, ::getpid());
@@ -348,6 +298,54 @@ void ServeThread(WorkerShared* w, int index) {
 }
 
 }  // namespace
+
+bool ReadRequest(FCGX_Request& fcgi, const Config& config, HttpRequest* req, HttpResponse* early) {
+  for (char** env = fcgi.envp; env && *env; ++env) {
+    const char* kv = *env;
+    const char* eq = std::strchr(kv, '=');
+    if (!eq) continue;
+    if (std::strncmp(kv, "HTTP_", 5) == 0) req->headers[HeaderName(kv + 5, eq - kv - 5)] = eq + 1;
+  }
+  auto param = [&fcgi](const char* name) -> std::string {
+    const char* v = FCGX_GetParam(name, fcgi.envp);
+    return v ? v : "";
+  };
+  req->method = param("REQUEST_METHOD");
+  std::string uri = param("REQUEST_URI");
+  size_t q = uri.find('?');
+  req->path = uri.substr(0, q);
+  req->query = q == std::string::npos ? "" : uri.substr(q + 1);
+  req->remote_addr = param("REMOTE_ADDR");
+  std::string content_type = param("CONTENT_TYPE");
+  if (!content_type.empty()) req->headers["content-type"] = content_type;
+
+  std::string length_text = param("CONTENT_LENGTH");
+  if (length_text.empty()) return true;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long length = std::strtoull(length_text.c_str(), &end, 10);
+  if (*end != '\0' || errno != 0) {
+    *early = ErrorResponse(400, "invalid_request", "malformed Content-Length");
+    return false;
+  }
+  if (length > config.max_body_bytes) {
+    *early = ErrorResponse(413, "payload_too_large",
+                           "request body is larger than " + std::to_string(config.max_body_bytes) + " bytes");
+    return false;
+  }
+  req->body.resize(length);
+  size_t got = 0;
+  while (got < length) {
+    int n = FCGX_GetStr(req->body.data() + got, static_cast<int>(length - got), fcgi.in);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (got < length) {
+    *early = ErrorResponse(400, "invalid_request", "request body shorter than Content-Length");
+    return false;
+  }
+  return true;
+}
 
 int RunWorker(const Config& config, int listen_fd, Scoreboard* board, int first_slot, int threads) {
   struct sigaction sa{};

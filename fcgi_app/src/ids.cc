@@ -1,5 +1,6 @@
 #include "fcgi_app/ids.h"
 
+#include <openssl/sha.h>
 #include <sys/random.h>
 
 #include <cerrno>
@@ -50,6 +51,15 @@ SessionId SessionId::Generate() {
   std::string bytes(16, '\0');
   RandomBytes(bytes.data(), bytes.size());
   bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x40);  // Version 4.
+  bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant.
+  return FromBytes(bytes);
+}
+
+SessionId SessionId::FromName(std::string_view name) {
+  unsigned char sha[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(name.data()), name.size(), sha);
+  std::string bytes(reinterpret_cast<const char*>(sha), 16);
+  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x80);  // Version 8.
   bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant.
   return FromBytes(bytes);
 }

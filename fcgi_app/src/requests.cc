@@ -1,6 +1,7 @@
 #include "fcgi_app/requests.h"
 
 #include <cctype>
+#include <cstring>
 #include <map>
 
 #include "fcgi_app/http.h"
@@ -290,6 +291,91 @@ std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config&
   if (!have_messages) return Invalid("field 'messages' is required");
   if (out->messages.empty()) return Invalid("field 'messages' must hold at least one user or assistant message");
   return std::nullopt;
+}
+
+namespace {
+
+constexpr char kB64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string B64UrlEncode(std::string_view bytes) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char b : bytes) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kB64Url[(acc >> bits) & 63]);
+    }
+  }
+  if (bits > 0) out.push_back(kB64Url[(acc << (6 - bits)) & 63]);
+  return out;
+}
+
+bool B64UrlDecode(std::string_view text, std::string* out) {
+  out->clear();
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text) {
+    const char* at = std::strchr(kB64Url, c);
+    if (c == '\0' || !at) return false;
+    acc = (acc << 6) | static_cast<uint32_t>(at - kB64Url);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out->push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return (acc & ((1u << bits) - 1)) == 0;  // Only one spelling per cursor.
+}
+
+}  // namespace
+
+std::string SessionCursorText(int64_t created_us, std::string_view id_bytes) {
+  std::string raw(8, '\0');
+  for (int i = 0; i < 8; ++i) raw[i] = static_cast<char>((static_cast<uint64_t>(created_us) >> (56 - 8 * i)) & 0xff);
+  raw.append(id_bytes);
+  return B64UrlEncode(raw);
+}
+
+std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessionsQuery* out) {
+  *out = ListSessionsQuery{};
+  std::map<std::string, std::string> params;
+  std::string error;
+  if (!ParseQuery(query, &params, &error)) return Invalid(error);
+  for (const auto& [key, value] : params) {
+    if (key == "limit") {
+      int64_t v = 0;
+      if (!ParseDecimal(value, kMaxPageLimit, &v) || v < 1) {
+        return Invalid("query parameter 'limit' must be an integer from 1 to " + std::to_string(kMaxPageLimit));
+      }
+      out->limit = static_cast<int>(v);
+    } else if (key == "after") {
+      std::string raw;
+      if (value.size() != 32 || !B64UrlDecode(value, &raw) || raw.size() != 24) {
+        return Invalid("query parameter 'after' must be a cursor from a previous page's next_after");
+      }
+      uint64_t created = 0;
+      for (int i = 0; i < 8; ++i) created = (created << 8) | static_cast<unsigned char>(raw[i]);
+      if (created > static_cast<uint64_t>(INT64_MAX)) {
+        return Invalid("query parameter 'after' must be a cursor from a previous page's next_after");
+      }
+      out->after_created_us = static_cast<int64_t>(created);
+      out->after_id = raw.substr(8);
+    } else {
+      return Invalid("unknown query parameter '" + key + "' (allowed: limit, after)");
+    }
+  }
+  return std::nullopt;
+}
+
+bool ValidIdempotencyKey(std::string_view key) {
+  if (key.empty() || key.size() > 255) return false;
+  for (char c : key) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
 }
 
 bool ParseDecimal(std::string_view text, int64_t max, int64_t* out) {

@@ -58,7 +58,8 @@ const char* RouteName(RouteId id) {
     case RouteId::kMethodNotAllowed: return "method_not_allowed";
     case RouteId::kHealthz: return "/healthz";
     case RouteId::kReadyz: return "/readyz";
-    case RouteId::kCreateSession: return "/v1/sessions";
+    case RouteId::kCreateSession:
+    case RouteId::kListSessions: return "/v1/sessions";
     case RouteId::kGetSession:
     case RouteId::kDeleteSession: return "/v1/sessions/{id}";
     case RouteId::kListMessages:
@@ -81,6 +82,7 @@ const char* RouteMethod(RouteId id) {
     case RouteId::kHealthz:
     case RouteId::kReadyz:
     case RouteId::kGetSession:
+    case RouteId::kListSessions:
     case RouteId::kListMessages:
     case RouteId::kStatus:
     case RouteId::kMetrics: return "GET";
@@ -99,7 +101,7 @@ RouteMatch MatchRoute(std::string_view method, std::string_view path) {
     return Resolve(method, kNone, RouteId::kChatCompletions, kNone, "/v1/chat/completions");
   }
   if (n >= 2 && s[0] == "v1" && s[1] == "sessions") {
-    if (n == 2) return Resolve(method, kNone, RouteId::kCreateSession, kNone, "/v1/sessions");
+    if (n == 2) return Resolve(method, RouteId::kListSessions, RouteId::kCreateSession, kNone, "/v1/sessions");
     RouteMatch m;
     if (n == 3) {
       m = Resolve(method, RouteId::kGetSession, kNone, RouteId::kDeleteSession, "/v1/sessions/{id}");

@@ -2,14 +2,18 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
+#include "fcgi_app/router.h"
 #include "fcgi_app/time_util.h"
 
 namespace chatllm {
+
+static_assert(static_cast<int>(RouteId::kListSessions) < kMetricRoutes, "kMetricRoutes must cover every route");
 
 const double SharedHistogram::kBounds[kBuckets] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                    0.25,  0.5,    1,     2.5,  5,     10,   1e300};
@@ -48,6 +52,7 @@ struct Scoreboard::Layout {
   SharedHistogram request_latency[kMetricRoutes];
   NamedSeries shards[kMaxShards];
   NamedSeries providers[kMaxProviders];
+  UserSlot users[kUserSlots];
   // WorkerSlot slots[] follow.
 };
 
@@ -69,6 +74,56 @@ Scoreboard::Scoreboard(int slots) : slots_(slots) {
 Scoreboard::~Scoreboard() { munmap(layout_, bytes_); }
 
 WorkerSlot& Scoreboard::slot(int i) { return slot_array_[i]; }
+
+uint64_t Scoreboard::UserKey(std::string_view user) {
+  uint64_t key = 0;
+  std::memcpy(&key, user.data(), std::min<size_t>(user.size(), sizeof(key)));
+  return key | 1;  // 0 marks "none".
+}
+
+bool Scoreboard::TryBeginTurn(int i, std::string_view user, int max_active) {
+  if (max_active <= 0) return true;
+  const uint64_t key = UserKey(user);
+  WorkerSlot& mine = slot(i);
+  // Announce first, then count (sequentially consistent): of two threads
+  // racing for the last place at least one sees the other, so the limit is
+  // never exceeded (both may back off; the client retries after Retry-After).
+  mine.turn_user.store(key);
+  int active = 0;
+  for (int s = 0; s < slots_; ++s) {
+    if (slot_array_[s].turn_user.load() == key) ++active;
+  }
+  if (active <= max_active) return true;
+  mine.turn_user.store(0);
+  return false;
+}
+
+void Scoreboard::EndTurn(int i) { slot(i).turn_user.store(0); }
+
+bool Scoreboard::TakeToken(std::string_view user, int per_second, int burst) {
+  if (per_second <= 0) return true;
+  const uint64_t key = UserKey(user);
+  const int64_t now = MonotonicMicros() * 1000;
+  const int64_t interval = 1000000000LL / per_second;
+  const int64_t tolerance = interval * std::max(burst - 1, 0);
+  constexpr int64_t kIdleNs = 60LL * 1000000000;  // A slot idle this long may be taken over.
+  for (int probe = 0; probe < 16; ++probe) {
+    UserSlot& u = layout_->users[(key + static_cast<uint64_t>(probe)) % kUserSlots];
+    uint64_t owner = u.key.load();
+    if (owner != key) {
+      const bool stale = owner != 0 && u.tat_ns.load() < now - kIdleNs;
+      if ((owner != 0 && !stale) || !u.key.compare_exchange_strong(owner, key)) continue;
+      u.tat_ns.store(0);
+    }
+    int64_t tat = u.tat_ns.load();
+    for (;;) {
+      const int64_t start = std::max(tat, now);
+      if (start - now > tolerance) return false;
+      if (u.tat_ns.compare_exchange_weak(tat, start + interval)) return true;
+    }
+  }
+  return true;
+}
 const WorkerSlot& Scoreboard::slot(int i) const { return slot_array_[i]; }
 Scoreboard::Counters& Scoreboard::counters() { return layout_->counters; }
 std::atomic<uint64_t>& Scoreboard::requests(int route, int status) { return layout_->requests[route][status]; }
@@ -79,6 +134,7 @@ void Scoreboard::Claim(int i, pid_t pid) {
   s.pid.store(pid);
   s.requests.store(0);
   s.request_start_us.store(0);
+  s.turn_user.store(0);
   SetState(i, SlotState::kIdle);
 }
 
@@ -123,6 +179,7 @@ std::string Scoreboard::RequestOf(int i) const {
 void Scoreboard::Release(int i) {
   WorkerSlot& s = slot(i);
   s.request_start_us.store(0);
+  s.turn_user.store(0);
   s.state.store(static_cast<uint8_t>(SlotState::kFree));
   s.pid.store(0);
 }

@@ -113,7 +113,62 @@ std::string MessageJson(const MessageRecord& m) {
 
 Service::Service(const Config& config, Store* store, ProviderChain* providers, const InstanceInfo* info,
                  Observer* observer)
-    : config_(config), store_(store), providers_(providers), info_(info), observer_(observer) {}
+    : config_(config),
+      store_(store),
+      providers_(providers),
+      info_(info),
+      observer_(observer),
+      keys_(int64_t{config.key_cache_ttl_ms} * 1000, 10000) {}
+
+std::optional<HttpResponse> Service::Authenticate(const HttpRequest& request, UserId* user) {
+  user->clear();
+  if (!config_.auth_required) return std::nullopt;
+  // Missing, malformed, unknown, revoked, expired, disabled: one answer.
+  auto unauthorized = [] {
+    HttpResponse r = ErrorResponse(401, "unauthorized", "a valid API key is required: Authorization: Bearer <key>");
+    r.SetHeader("WWW-Authenticate", "Bearer realm=\"chatllm\"");
+    return r;
+  };
+  std::optional<ApiKey> key = ParseApiKey(request.Header("authorization"));
+  if (!key) return unauthorized();
+  const int64_t now = MonotonicMicros();
+  KeyRecord record;
+  if (const KeyRecord* cached = keys_.Find(key->id, now)) {
+    record = *cached;
+  } else {
+    // Unknown ids are cached too (as revoked): a client retrying a bad key,
+    // or guessing, costs the shards one lookup per TTL, not one per request.
+    std::optional<KeyRecord> fetched = store_->LookupApiKey(key->id);
+    if (fetched) {
+      record = *fetched;
+    } else {
+      record.revoked = true;
+    }
+    keys_.Put(key->id, record, now);
+  }
+  if (!SameBytes(SecretHash(key->secret), record.secret_sha256) || record.revoked || record.user_disabled ||
+      (record.expires_us != 0 && record.expires_us <= NowMicros())) {
+    return unauthorized();
+  }
+  *user = record.user_id;
+  return std::nullopt;
+}
+
+std::optional<HttpResponse> Service::IdempotencyOf(const HttpRequest& request, std::optional<IdempotencyKey>* out) {
+  out->reset();
+  const std::string& key = request.Header("idempotency-key");
+  if (key.empty()) return std::nullopt;
+  if (!ValidIdempotencyKey(key)) {
+    return ErrorResponse(400, "invalid_request", "Idempotency-Key must be 1..255 printable ASCII characters");
+  }
+  const std::string target = request.method + " " + request.path;
+  IdempotencyKey k;
+  k.key = key;
+  k.target_sha = SecretHash(target).substr(0, 16);
+  k.request_sha = SecretHash(target + "\n" + request.body);
+  *out = std::move(k);
+  return std::nullopt;
+}
 
 HttpResponse Service::Handle(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream) {
   HttpResponse response;
@@ -157,23 +212,39 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
       return Healthz();
     case RouteId::kReadyz:
       return Readyz();
-    case RouteId::kCreateSession:
-      return CreateSession(request);
-    case RouteId::kChatCompletions:
-      return ChatCompletions(request, trace, stream);
-    case RouteId::kStatus:
-    case RouteId::kMetrics: {
-      if (!info_) return ErrorResponse(404, "not_found", "no route for " + request.path);
-      HttpResponse r;
-      if (route.id == RouteId::kMetrics) {
-        r.SetHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-        r.body = info_->Metrics();
-      } else {
-        r.SetHeader("Content-Type", "application/json");
-        r.body = info_->StatusJson(request.query.find("full") != std::string::npos);
-      }
+    default:
+      break;
+  }
+  if (route.id == RouteId::kStatus || route.id == RouteId::kMetrics) {
+    if (!info_) return ErrorResponse(404, "not_found", "no route for " + request.path);
+    HttpResponse r;
+    if (route.id == RouteId::kMetrics) {
+      r.SetHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+      r.body = info_->Metrics();
+    } else {
+      r.SetHeader("Content-Type", "application/json");
+      r.body = info_->StatusJson(request.query.find("full") != std::string::npos);
+    }
+    return r;
+  }
+  // Every remaining route is under /v1: authenticated, rate-limited per user.
+  UserId user;
+  if (auto denied = Authenticate(request, &user)) return *denied;
+  if (!user.empty()) {
+    trace->user = Hex(user);
+    if (board_ && !board_->TakeToken(user, config_.user_requests_per_second, config_.user_burst)) {
+      HttpResponse r = ErrorResponse(429, "rate_limited", "too many requests for this user; slow down");
+      r.SetHeader("Retry-After", "1");
       return r;
     }
+  }
+  switch (route.id) {
+    case RouteId::kCreateSession:
+      return CreateSession(request, user);
+    case RouteId::kListSessions:
+      return ListSessions(request, user);
+    case RouteId::kChatCompletions:
+      return ChatCompletions(request, user, trace, stream);
     default:
       break;
   }
@@ -183,10 +254,10 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
   if (!id) return SessionNotFound();
   trace->session_id = id->text();
   switch (route.id) {
-    case RouteId::kGetSession: return GetSession(*id);
-    case RouteId::kDeleteSession: return DeleteSession(*id);
-    case RouteId::kListMessages: return ListMessages(*id, request);
-    case RouteId::kAppendMessage: return AppendMessage(*id, request, trace, stream);
+    case RouteId::kGetSession: return GetSession(*id, user);
+    case RouteId::kDeleteSession: return DeleteSession(*id, user);
+    case RouteId::kListMessages: return ListMessages(*id, request, user);
+    case RouteId::kAppendMessage: return AppendMessage(*id, request, user, trace, stream);
     default: return ErrorResponse(500, "internal_error", "unrouted request");
   }
 }
@@ -238,11 +309,12 @@ HttpResponse Service::Readyz() {
   return r;
 }
 
-HttpResponse Service::CreateSession(const HttpRequest& request) {
+HttpResponse Service::CreateSession(const HttpRequest& request, const UserId& user) {
   if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
   CreateSessionRequest req;
   if (auto err = ParseCreateSession(request.body, config_, &req)) return FromApiError(*err);
-  SessionId id = SessionId::Generate();
+  std::optional<IdempotencyKey> idem;
+  if (auto bad = IdempotencyOf(request, &idem)) return *bad;
   SessionRecord s;
   s.title = std::move(req.title);
   s.metadata_json = std::move(req.metadata_json);
@@ -251,18 +323,67 @@ HttpResponse Service::CreateSession(const HttpRequest& request) {
   }
   s.model = std::move(req.model);
   s.system_prompt = std::move(req.system_prompt);
+  s.user_id = user;
   s.created_us = s.updated_us = NowMicros();
-  store_->CreateSession(id, s);
+  if (!user.empty() && config_.max_sessions_per_user > 0 && store_->CountSessions(user) >= config_.max_sessions_per_user) {
+    return ErrorResponse(409, "too_many_sessions",
+                         "this user has the maximum of " + std::to_string(config_.max_sessions_per_user) +
+                             " sessions; delete some first");
+  }
+  // With an Idempotency-Key the id comes from the user and the key: a retry
+  // lands on the same shard, where the key was recorded with the session.
+  const SessionId id = idem ? SessionId::FromName("session\n" + user + "\n" + idem->key) : SessionId::Generate();
   rapidjson::StringBuffer buf;
   JsonWriter w(buf);
   WriteSession(w, id, s);
   HttpResponse r = JsonResponse(201, buf);
   r.SetHeader("Location", "/v1/sessions/" + id.text());
-  return r;
+  IdempotencyResult done = store_->CreateSession(id, s, idem ? &*idem : nullptr, 201, r.body);
+  switch (done.outcome) {
+    case IdempotencyOutcome::kNew:
+      return r;
+    case IdempotencyOutcome::kReplay: {
+      HttpResponse replay;
+      replay.status = done.status;
+      replay.body = done.response;
+      replay.SetHeader("Content-Type", "application/json");
+      replay.SetHeader("Location", "/v1/sessions/" + id.text());
+      replay.SetHeader("Idempotent-Replayed", "true");
+      return replay;
+    }
+    case IdempotencyOutcome::kInFlight:
+    case IdempotencyOutcome::kMismatch:
+      break;
+  }
+  return ErrorResponse(422, "idempotency_key_reused", "this Idempotency-Key was used for a different request");
 }
 
-HttpResponse Service::GetSession(const SessionId& id) {
-  std::optional<SessionRecord> s = store_->GetSession(id);
+HttpResponse Service::ListSessions(const HttpRequest& request, const UserId& user) {
+  ListSessionsQuery q;
+  if (auto err = ParseListSessionsQuery(request.query, &q)) return FromApiError(*err);
+  SessionPage page = store_->ListSessions(user, SessionCursor{q.after_created_us, q.after_id}, q.limit);
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("data");
+  w.StartArray();
+  for (const auto& [id, s] : page.sessions) WriteSession(w, id, s);
+  w.EndArray();
+  w.Key("has_more");
+  w.Bool(page.has_more);
+  w.Key("next_after");
+  if (page.has_more) {
+    const auto& last = page.sessions.back();
+    w.String(SessionCursorText(last.second.created_us, last.first.bytes()));
+  } else {
+    w.Null();
+  }
+  w.EndObject();
+  return JsonResponse(200, buf);
+}
+
+HttpResponse Service::GetSession(const SessionId& id, const UserId& user) {
+  std::optional<SessionRecord> s = store_->GetSession(id, user);
   if (!s) return SessionNotFound();
   rapidjson::StringBuffer buf;
   JsonWriter w(buf);
@@ -270,18 +391,18 @@ HttpResponse Service::GetSession(const SessionId& id) {
   return JsonResponse(200, buf);
 }
 
-HttpResponse Service::DeleteSession(const SessionId& id) {
-  if (!store_->DeleteSession(id)) return SessionNotFound();
+HttpResponse Service::DeleteSession(const SessionId& id, const UserId& user) {
+  if (!store_->DeleteSession(id, user)) return SessionNotFound();
   HttpResponse r;
   r.status = 204;
   return r;
 }
 
-HttpResponse Service::ListMessages(const SessionId& id, const HttpRequest& request) {
+HttpResponse Service::ListMessages(const SessionId& id, const HttpRequest& request, const UserId& user) {
   ListMessagesQuery q;
   if (auto err = ParseListMessagesQuery(request.query, &q)) return FromApiError(*err);
   // One extra row tells whether another page follows.
-  std::optional<std::vector<MessageRecord>> rows = store_->ListMessages(id, q.after, q.limit + 1);
+  std::optional<std::vector<MessageRecord>> rows = store_->ListMessages(id, q.after, q.limit + 1, user);
   if (!rows) return SessionNotFound();
   bool has_more = rows->size() > static_cast<size_t>(q.limit);
   if (has_more) rows->resize(q.limit);

@@ -29,6 +29,11 @@ class TurnFormat {
   }
   // The answer. `user`/`assistant` are null for a stateless turn.
   virtual HttpResponse Done(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) = 0;
+  // The answer as a plain (not streamed) response: what an Idempotency-Key
+  // replays.
+  virtual HttpResponse Final(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) {
+    return Done(user, assistant, c);
+  }
   // A failure after the user message was stored (or, stateless, after the
   // provider was asked). `partial`: the incomplete answer, when stored.
   virtual HttpResponse Failed(int status, const std::string& code, const std::string& message,
@@ -141,6 +146,9 @@ class NativeSse : public TurnFormat {
   HttpResponse Done(const MessageRecord*, const MessageRecord* assistant, const Completion&) override {
     stream_->Send(SseEvent("assistant", MessageJson(*assistant)));
     return Streamed();
+  }
+  HttpResponse Final(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) override {
+    return NativeJson().Done(user, assistant, c);
   }
   HttpResponse Failed(int, const std::string& code, const std::string& message, const MessageRecord*,
                       const MessageRecord* partial, int64_t) override {
@@ -267,6 +275,9 @@ class OpenAiSse : public OpenAiBase {
   }
   DeltaSink* sink() override { return &sink_; }
   const std::string& partial() const override { return sink_.sent(); }
+  HttpResponse Final(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) override {
+    return OpenAiJson(trace_, session_id_).Done(user, assistant, c);
+  }
   HttpResponse Done(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) override {
     model_ = c.model;
     std::string out = Chunk(nullptr, &c.finish_reason, nullptr);
@@ -385,13 +396,14 @@ void ApplySampling(const Sampling& s, ProviderRequest* r) {
 
 }  // namespace
 
-HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& request, RequestTrace* trace,
-                                    ResponseStream* stream) {
+HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& request, const UserId& user,
+                                    RequestTrace* trace, ResponseStream* stream) {
   if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
   AppendMessageRequest req;
   if (auto err = ParseAppendMessage(request.body, config_, &req)) return FromApiError(*err);
   if (req.stream && !stream) return ErrorResponse(400, "invalid_request", "streaming is not available here");
-  Turn turn{std::move(req.content), std::move(req.model), std::nullopt, req.sampling};
+  Turn turn{std::move(req.content), std::move(req.model), std::nullopt, req.sampling, user, std::nullopt};
+  if (auto bad = IdempotencyOf(request, &turn.idempotency)) return *bad;
   if (req.stream) {
     NativeSse format(stream, *trace, *store_);
     return RunTurn(id, std::move(turn), trace, format);
@@ -400,7 +412,8 @@ HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& requ
   return RunTurn(id, std::move(turn), trace, format);
 }
 
-HttpResponse Service::ChatCompletions(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream) {
+HttpResponse Service::ChatCompletions(const HttpRequest& request, const UserId& user, RequestTrace* trace,
+                                      ResponseStream* stream) {
   if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
   ChatCompletionRequest req;
   if (auto err = ParseChatCompletion(request.body, config_, &req)) return FromApiError(*err);
@@ -433,19 +446,35 @@ HttpResponse Service::ChatCompletions(const HttpRequest& request, RequestTrace* 
     return ErrorResponse(400, "invalid_request", "with a session, the last message must be the user's");
   }
   Turn turn{std::move(req.messages.back().content), req.model,
-            req.has_system ? std::optional<std::string>(req.system) : std::nullopt, req.sampling};
+            req.has_system ? std::optional<std::string>(req.system) : std::nullopt, req.sampling, user, std::nullopt};
+  if (auto bad = IdempotencyOf(request, &turn.idempotency)) return *bad;
   return RunTurn(*id, std::move(turn), trace, *format);
 }
 
 HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format) {
   if (!turn.model.empty() && !providers_->Serves(turn.model)) return ModelNotSupported(turn.model);
+  // At most max_concurrent_turns_per_user turns of one user at once on this instance.
+  const int max_turns = (board_ && !turn.user.empty()) ? config_.max_concurrent_turns_per_user : 0;
+  if (max_turns > 0 && !board_->TryBeginTurn(slot_, turn.user, max_turns)) {
+    HttpResponse r = ErrorResponse(429, "too_many_concurrent_turns",
+                                   "this user already has " + std::to_string(max_turns) + " turns in progress");
+    r.SetHeader("Retry-After", "1");
+    return r;
+  }
+  struct TurnSlot {
+    Scoreboard* board;
+    int slot;
+    ~TurnSlot() {
+      if (board) board->EndTurn(slot);
+    }
+  } turn_slot{max_turns > 0 ? board_ : nullptr, slot_};
   // The context comes first: a request that cannot be answered (no session,
   // a model no provider serves) stores nothing.
   TurnContext ctx;
   const int64_t own = EstimateTokens(turn.content);
   if (providers_->NeedsContext(turn.model) || (turn.model.empty() && providers_->RoutesByModel())) {
-    std::optional<TurnContext> loaded =
-        store_->LoadContext(id, config_.context_messages, std::max<int64_t>(config_.context_tokens - own, 0));
+    std::optional<TurnContext> loaded = store_->LoadContext(
+        id, config_.context_messages, std::max<int64_t>(config_.context_tokens - own, 0), turn.user);
     if (!loaded) return SessionNotFound();
     ctx = std::move(*loaded);
     if (turn.model.empty()) turn.model = ctx.model;
@@ -459,21 +488,59 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
   while (spent > config_.context_tokens && drop < ctx.messages.size()) spent -= EstimateTokens(ctx.messages[drop++].content);
   ctx.messages.erase(ctx.messages.begin(), ctx.messages.begin() + static_cast<std::ptrdiff_t>(drop));
 
-  // Transaction 1: the user message, durable before the provider is asked.
+  // Transaction 1: the user message, durable before the provider is asked
+  // (with its Idempotency-Key, if any). Room is left for its answer.
   const std::string user_meta = UserMetaJson(trace->request_id);
   MessageRecord user{0, "user", std::move(turn.content), 0, NowMicros(), user_meta};
-  bool duplicate = false;
-  user.seq = store_->AppendMessage(id, user.role, user.content, user.created_us, 0, user_meta,
-                                   TurnDigest(user.content), &duplicate);
+  const std::string digest = TurnDigest(user.content);
+  const IdempotencyKey* idem = turn.idempotency ? &*turn.idempotency : nullptr;
+  AppendRequest first;
+  first.role = user.role;
+  first.content = user.content;
+  first.created_us = user.created_us;
+  first.meta_json = user_meta;
+  first.retry_digest = digest;
+  first.max_messages = config_.max_messages_per_session > 0 ? std::max<int64_t>(config_.max_messages_per_session - 1, 1) : 0;
+  first.claim = idem;
+  AppendResult stored = store_->Append(id, turn.user, first);
+  switch (stored.idempotency.outcome) {
+    case IdempotencyOutcome::kNew:
+      break;
+    case IdempotencyOutcome::kReplay: {
+      HttpResponse r;
+      r.status = stored.idempotency.status;
+      r.body = stored.idempotency.response;
+      r.SetHeader("Content-Type", "application/json");
+      r.SetHeader("Idempotent-Replayed", "true");
+      return r;
+    }
+    case IdempotencyOutcome::kInFlight: {
+      HttpResponse r = ErrorResponse(409, "idempotency_key_in_use",
+                                     "a request with this Idempotency-Key is still being processed; retry later");
+      r.SetHeader("Retry-After", "1");
+      return r;
+    }
+    case IdempotencyOutcome::kMismatch:
+      return ErrorResponse(422, "idempotency_key_reused", "this Idempotency-Key was used for a different request");
+  }
+  if (stored.full) {
+    return ErrorResponse(409, "session_full", "the session holds the maximum of " +
+                                                  std::to_string(config_.max_messages_per_session) + " messages");
+  }
+  user.seq = stored.seq;
   if (user.seq == 0) return SessionNotFound();
-  if (duplicate) {
+  if (stored.duplicate) {
     // The same turn sent again after it failed: answer the stored message.
     LOG_INFO("session %s: user message %lld sent again; not stored twice", id.text().c_str(),
              static_cast<long long>(user.seq));
-    auto stored = store_->ListMessages(id, user.seq - 1, 1);
-    if (stored && stored->size() == 1) user = std::move((*stored)[0]);
+    auto again = store_->ListMessages(id, user.seq - 1, 1, turn.user);
+    if (again && again->size() == 1) user = std::move((*again)[0]);
     if (!ctx.messages.empty() && ctx.messages.back().seq == user.seq) ctx.messages.pop_back();
   }
+  // A failed turn gives its Idempotency-Key back: a retry runs again.
+  auto release = [&] {
+    if (idem) store_->ReleaseIdempotencyKey(id, turn.user, *idem);
+  };
 
   ProviderRequest ask;
   ask.model = turn.model;
@@ -485,7 +552,10 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
   ask.request_id = trace->request_id;
 
   DeltaSink* sink = format.sink();
-  if (sink && !format.Begin(&user)) return Streamed();  // The client left before the first byte.
+  if (sink && !format.Begin(&user)) {  // The client left before the first byte.
+    release();
+    return Streamed();
+  }
   try {
     Completion answer;
     try {
@@ -502,23 +572,51 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
         cut.finish_reason = e.kind() == ProviderErrorKind::kCancelled ? "client_disconnected" : "provider_error";
         const std::string meta = AssistantMetaJson(trace->request_id, cut);
         partial = MessageRecord{0, "assistant", cut.content, user.seq, std::max(NowMicros(), user.created_us), meta};
-        partial->seq = store_->AppendMessage(id, "assistant", partial->content, partial->created_us, user.seq, meta);
+        AppendRequest rest;
+        rest.role = "assistant";
+        rest.content = partial->content;
+        rest.created_us = partial->created_us;
+        rest.reply_to = user.seq;
+        rest.meta_json = meta;
+        rest.max_messages = config_.max_messages_per_session;
+        partial->seq = store_->Append(id, turn.user, rest).seq;
         if (partial->seq == 0) partial.reset();
       }
+      release();
       if (e.kind() == ProviderErrorKind::kCancelled) return Streamed();
       return format.Failed(e.status(), e.code(), e.what(), &user, partial ? &*partial : nullptr,
                            e.kind() == ProviderErrorKind::kRateLimited ? std::max<int64_t>(e.retry_after_ms(), 1000) : -1);
     }
-    // Transaction 2: the answer, linked to the user message.
+    // Transaction 2: the answer, linked to the user message (and, with an
+    // Idempotency-Key, the response a retry gets, in the same transaction).
     const std::string meta = AssistantMetaJson(trace->request_id, answer);
     MessageRecord assistant{0, "assistant", answer.content, user.seq, std::max(NowMicros(), user.created_us), meta};
-    assistant.seq = store_->AppendMessage(id, assistant.role, assistant.content, assistant.created_us, user.seq, meta);
+    AppendRequest second;
+    second.role = assistant.role;
+    second.content = assistant.content;
+    second.created_us = assistant.created_us;
+    second.reply_to = user.seq;
+    second.meta_json = meta;
+    second.max_messages = config_.max_messages_per_session;
+    second.complete = idem;
+    second.respond = [&](int64_t seq) {
+      assistant.seq = seq;
+      HttpResponse r = format.Final(&user, &assistant, answer);
+      return std::make_pair(r.status, r.body);
+    };
+    AppendResult answered = store_->Append(id, turn.user, second);
+    assistant.seq = answered.seq;
+    if (answered.full) {
+      return format.Failed(409, "session_full", "the session became full while the provider answered", &user,
+                           nullptr, -1);
+    }
     if (assistant.seq == 0) {
       return format.Failed(404, "session_not_found", "the session was deleted while the provider answered", nullptr,
                            nullptr, -1);
     }
     return format.Done(&user, &assistant, answer);
   } catch (const DbError& e) {
+    release();
     if (!sink) throw;  // Handle() turns it into the usual error response.
     HttpResponse r = FromDbError(e, "turn");
     return format.Failed(r.status, r.status == 503 ? "shard_unavailable" : "internal_error",

@@ -40,15 +40,18 @@ struct UnsafeAppend {
   MysqlStatement read, insert, bump;
 };
 
-// The statements of one connection, prepared once and re-executed.
+// The statements of one connection, prepared once and re-executed. Every
+// statement on a session carries the caller (`user_id <=> ?`): another
+// user's session reads exactly like a missing one.
 struct Prepared {
   explicit Prepared(MYSQL* c)
-      : create(c, "SELECT chat_create_session_v2(?, ?, ?, ?, ?, ?, ?)"),
+      : conn(c),
+        create(c, "SELECT chat_create_session_v3(?, ?, ?, ?, ?, ?, ?, ?)"),
         get(c,
             "SELECT title, metadata, message_count, created_at, updated_at, state, model, system_prompt "
-            "FROM sessions WHERE session_id = ?"),
-        del(c, "SELECT chat_delete_session_fenced(?, ?)"),
-        append(c, "SELECT chat_append_v3(?, ?, ?, ?, ?, ?, ?, ?)"),
+            "FROM sessions WHERE session_id = ? AND user_id <=> ?"),
+        del(c, "SELECT chat_delete_session_v2(?, ?, ?)"),
+        append(c, "SELECT chat_append_v4(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         // Messages come with their session's state (a primary-key lookup
         // joined to an index range on (session_id, seq) that stops at the
         // LIMIT, whatever the history length). Only an empty page needs the
@@ -56,7 +59,7 @@ struct Prepared {
         list(c,
              "SELECT m.seq, m.role, m.content, COALESCE(m.reply_to, 0), m.created_at, s.state, "
              "COALESCE(m.meta, '') FROM messages m JOIN sessions s ON s.session_id = m.session_id "
-             "WHERE m.session_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?"),
+             "WHERE m.session_id = ? AND s.user_id <=> ? AND m.seq > ? ORDER BY m.seq LIMIT ?"),
         // The newest messages (an index range stopping at the LIMIT) with
         // their session's state and model, and its system prompt on the
         // newest row only (seq = message_count: seqs are dense). A window
@@ -67,14 +70,49 @@ struct Prepared {
                 "SELECT m.seq, m.role, m.content, s.state, COALESCE(s.model, ''), "
                 "IF(m.seq = s.message_count, COALESCE(s.system_prompt, ''), '') "
                 "FROM messages m JOIN sessions s ON s.session_id = m.session_id "
-                "WHERE m.session_id = ? ORDER BY m.seq DESC LIMIT ?"),
-        session(c, "SELECT state, COALESCE(model, ''), COALESCE(system_prompt, '') FROM sessions WHERE session_id = ?"),
-        place(c, "SELECT state FROM sessions WHERE session_id = ?"),
+                "WHERE m.session_id = ? AND s.user_id <=> ? ORDER BY m.seq DESC LIMIT ?"),
+        session(c,
+                "SELECT state, COALESCE(model, ''), COALESCE(system_prompt, '') FROM sessions "
+                "WHERE session_id = ? AND user_id <=> ?"),
+        place(c, "SELECT state FROM sessions WHERE session_id = ? AND user_id <=> ?"),
+        // A user's sessions after a cursor, newest first (index sessions_by_user).
+        // 'incoming' copies are included: the caller merges shards and keeps
+        // one row per id, so a session being moved is never missed.
+        sessions(c,
+                 "SELECT session_id, title, metadata, message_count, created_at, updated_at, model, system_prompt "
+                 "FROM sessions WHERE user_id <=> ? AND state IN ('active', 'moving', 'incoming') "
+                 "AND (created_at < ? OR (created_at = ? AND session_id < ?)) "
+                 "ORDER BY created_at DESC, session_id DESC LIMIT ?"),
+        count(c, "SELECT COUNT(*) FROM sessions WHERE user_id <=> ? AND state IN ('active', 'moving')"),
+        key(c,
+            "SELECT k.user_id, k.secret_sha256, k.expires_at, k.revoked_at IS NOT NULL, u.disabled_at IS NOT NULL "
+            "FROM api_keys k JOIN users u ON u.user_id = k.user_id WHERE k.key_id = ?"),
+        idem_insert(c,
+                    "INSERT IGNORE INTO idempotency_keys (user_id, target_sha, idem_key, session_id, request_sha, "
+                    "state, status, response, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                    "UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) + INTERVAL ? SECOND)"),
+        idem_select(c,
+                    "SELECT request_sha, state, status, COALESCE(response, ''), "
+                    "TIMESTAMPDIFF(SECOND, created_at, UTC_TIMESTAMP(6)), expires_at < UTC_TIMESTAMP(6) "
+                    "FROM idempotency_keys WHERE user_id = ? AND target_sha = ? AND idem_key = ? FOR UPDATE"),
+        idem_reset(c,
+                   "UPDATE idempotency_keys SET session_id = ?, request_sha = ?, state = ?, status = ?, "
+                   "response = ?, created_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + INTERVAL ? SECOND "
+                   "WHERE user_id = ? AND target_sha = ? AND idem_key = ?"),
+        idem_complete(c,
+                      "UPDATE idempotency_keys SET state = 'done', status = ?, response = ? "
+                      "WHERE user_id = ? AND target_sha = ? AND idem_key = ?"),
+        idem_release(c,
+                     "DELETE FROM idempotency_keys WHERE user_id = ? AND target_sha = ? AND idem_key = ? "
+                     "AND state = 'running'"),
+        idem_expire(c, "DELETE FROM idempotency_keys WHERE expires_at < UTC_TIMESTAMP(6) LIMIT 100"),
         schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"),
         fence(c, "SELECT epoch FROM shard_fence WHERE id = 1"),
         unsafe(g_unsafe_append ? std::make_unique<UnsafeAppend>(c) : nullptr) {}
 
-  MysqlStatement create, get, del, append, list, context, session, place, schema, fence;
+  MYSQL* conn;
+  MysqlStatement create, get, del, append, list, context, session, place, sessions, count, key, idem_insert,
+      idem_select, idem_reset, idem_complete, idem_release, idem_expire, schema, fence;
   std::unique_ptr<UnsafeAppend> unsafe;
 };
 
@@ -368,6 +406,80 @@ P CodePlacement(int64_t code) {
 
 namespace {
 
+struct Fenced {};  // A create refused by the shard's fence: the map is stale.
+
+// The owner column: NULL for no user.
+void BindUser(MysqlStatement& st, int pos, const UserId& user) {
+  if (user.empty()) st.BindNull(pos);
+  else st.BindBytes(pos, user);
+}
+
+// idempotency_keys.user_id is NOT NULL (part of the primary key): no user is 16 zero bytes.
+std::string IdemUser(const UserId& user) { return user.empty() ? std::string(16, '\0') : user; }
+
+// Runs `fn` inside START TRANSACTION ... COMMIT on `conn`; rolls back if it throws.
+template <typename Fn>
+auto InTransaction(MYSQL* conn, Fn&& fn) -> decltype(fn()) {
+  auto exec = [conn](const char* sql) {
+    if (mysql_query(conn, sql) != 0) throw MysqlError(static_cast<int>(mysql_errno(conn)), std::string(sql) + ": " + mysql_error(conn));
+  };
+  exec("START TRANSACTION");
+  try {
+    auto result = fn();
+    exec("COMMIT");
+    return result;
+  } catch (...) {
+    mysql_query(conn, "ROLLBACK");  // Best effort: the connection may be gone.
+    throw;
+  }
+}
+
+// Claims `key` for a request inside the caller's transaction: a new row
+// (state `state`, answered later or now with `status`/`response`), or what
+// an earlier request with the same key left. Takes over a key whose request
+// has been running longer than `lease_s` (it died), or that expired.
+IdempotencyResult ClaimKey(Prepared& p, const UserId& user, const SessionId& session, const IdempotencyKey& key,
+                           const char* state, int status, const std::string& response, int ttl_s, int lease_s) {
+  const std::string idem_user = IdemUser(user);
+  p.idem_insert.BindBytes(0, idem_user);
+  p.idem_insert.BindBytes(1, key.target_sha);
+  p.idem_insert.BindBytes(2, key.key);
+  p.idem_insert.BindBytes(3, session.bytes());
+  p.idem_insert.BindBytes(4, key.request_sha);
+  p.idem_insert.BindString(5, state);
+  p.idem_insert.BindInt64(6, status);
+  p.idem_insert.BindString(7, response);
+  p.idem_insert.BindInt64(8, ttl_s);
+  p.idem_insert.Execute();
+  if (p.idem_insert.affected_rows() == 1) return IdempotencyResult{};
+  MysqlStatement& st = p.idem_select;
+  st.BindBytes(0, idem_user);
+  st.BindBytes(1, key.target_sha);
+  st.BindBytes(2, key.key);
+  st.Execute();
+  if (st.row_count() == 1) {
+    const bool expired = st.Int64(0, 5) != 0;
+    const bool stale = st.Text(0, 1) == "running" && st.Int64(0, 4) > lease_s;
+    if (!expired && !stale) {
+      if (!SameBytes(st.Text(0, 0), key.request_sha)) return IdempotencyResult{IdempotencyOutcome::kMismatch, 0, ""};
+      if (st.Text(0, 1) == "running") return IdempotencyResult{IdempotencyOutcome::kInFlight, 0, ""};
+      return IdempotencyResult{IdempotencyOutcome::kReplay, static_cast<int>(st.Int64(0, 2)), st.Text(0, 3)};
+    }
+  }
+  MysqlStatement& reset = p.idem_reset;
+  reset.BindBytes(0, session.bytes());
+  reset.BindBytes(1, key.request_sha);
+  reset.BindString(2, state);
+  reset.BindInt64(3, status);
+  reset.BindString(4, response);
+  reset.BindInt64(5, ttl_s);
+  reset.BindBytes(6, idem_user);
+  reset.BindBytes(7, key.target_sha);
+  reset.BindBytes(8, key.key);
+  reset.Execute();
+  return IdempotencyResult{};
+}
+
 template <typename P>
 P StatePlacement(const std::string& state) {
   if (state == "active" || state == "moving") return P::kHere;
@@ -378,11 +490,12 @@ P StatePlacement(const std::string& state) {
 // Reads a list/recent result (messages with their session's state); an
 // empty one is placed by the session row alone.
 template <typename P>
-P MessagesPlacement(MysqlStatement& st, MysqlStatement& place, const SessionId& id,
+P MessagesPlacement(MysqlStatement& st, MysqlStatement& place, const SessionId& id, const UserId& user,
                     std::vector<MessageRecord>* out) {
   out->clear();
   if (st.row_count() == 0) {
     place.BindBytes(0, id.bytes());
+    BindUser(place, 1, user);
     place.Execute();
     return place.row_count() == 0 ? P::kAbsent : StatePlacement<P>(place.Text(0, 0));
   }
@@ -393,7 +506,8 @@ P MessagesPlacement(MysqlStatement& st, MysqlStatement& place, const SessionId& 
 
 }  // namespace
 
-void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
+IdempotencyResult Store::CreateSession(const SessionId& id, const SessionRecord& session, const IdempotencyKey* idem,
+                                       int status, const std::string& response) {
   // Created only on the owner under the newest map: a session created while
   // a move is in progress already lands on its new shard.
   MaybeRefresh();
@@ -402,22 +516,43 @@ void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
     std::shared_ptr<const ClusterMap> map = map_;
     const uint64_t epoch = map->epoch();
     const std::string& owner = map->router().Owner(id.text());
-    int64_t code = 0;
+    std::pair<int64_t, IdempotencyResult> out;
     try {
-      code = RunOnShard(ShardNamed(owner), config_.max_retries, false, "create session", [&](Prepared& p) {
-        MysqlStatement& st = p.create;
-        st.BindBytes(0, id.bytes());
-        if (session.title) st.BindString(1, *session.title);
-        else st.BindNull(1);
-        st.BindString(2, session.metadata_json);
-        st.BindDatetime(3, session.created_us);
-        st.BindInt64(4, static_cast<int64_t>(epoch));
-        if (session.model) st.BindString(5, *session.model);
-        else st.BindNull(5);
-        if (session.system_prompt) st.BindString(6, *session.system_prompt);
-        else st.BindNull(6);
-        st.Execute();
-        return st.Int64(0, 0);
+      out = RunOnShard(ShardNamed(owner), config_.max_retries, false, "create session", [&](Prepared& p) {
+        auto create = [&]() -> std::pair<int64_t, IdempotencyResult> {
+          if (idem) {
+            IdempotencyResult claimed = ClaimKey(p, session.user_id, id, *idem, "done", status, response,
+                                                 config_.idempotency_ttl_s, config_.idempotency_lease_s);
+            if (claimed.outcome != IdempotencyOutcome::kNew) return {1, claimed};
+          }
+          MysqlStatement& st = p.create;
+          st.BindBytes(0, id.bytes());
+          if (session.title) st.BindString(1, *session.title);
+          else st.BindNull(1);
+          st.BindString(2, session.metadata_json);
+          st.BindDatetime(3, session.created_us);
+          st.BindInt64(4, static_cast<int64_t>(epoch));
+          if (session.model) st.BindString(5, *session.model);
+          else st.BindNull(5);
+          if (session.system_prompt) st.BindString(6, *session.system_prompt);
+          else st.BindNull(6);
+          BindUser(st, 7, session.user_id);
+          st.Execute();
+          if (st.Int64(0, 0) != 1) throw Fenced{};  // Rolled back (with the key) below.
+          return {1, IdempotencyResult{}};
+        };
+        try {
+          return idem ? InTransaction(p.conn, create) : create();
+        } catch (const Fenced&) {
+          return std::pair<int64_t, IdempotencyResult>{-3, {}};
+        } catch (const MysqlError& e) {
+          // The key's session exists but its key row expired and was reused
+          // with another request: a mismatch, not a second session.
+          if (idem && e.code() == 1062) {
+            return std::pair<int64_t, IdempotencyResult>{1, {IdempotencyOutcome::kMismatch, 0, ""}};
+          }
+          throw;
+        }
       }, observer_);
     } catch (const DbError& e) {
       // The owner is unreachable: perhaps it left the map. Look once.
@@ -425,19 +560,20 @@ void Store::CreateSession(const SessionId& id, const SessionRecord& session) {
       refreshed_after_failure = true;
       continue;
     }
-    if (code == 1) {
+    if (out.first == 1) {
       last_epoch_ = epoch;
-      return;
+      return out.second;
     }
     if (attempt >= 5) throw DbError(DbErrorKind::kUnavailable, 0, owner, "shard map keeps changing; retry");
     RefreshMap();  // -3: fenced, our map is stale.
   }
 }
 
-std::optional<SessionRecord> Store::GetSession(const SessionId& id) {
+std::optional<SessionRecord> Store::GetSession(const SessionId& id, const UserId& user) {
   return Routed<SessionRecord>(id, true, "get session", [&](Prepared& p, uint64_t) {
     MysqlStatement& st = p.get;
     st.BindBytes(0, id.bytes());
+    BindUser(st, 1, user);
     st.Execute();
     Placed<SessionRecord> out{Placement::kAbsent, {}};
     if (st.row_count() == 0) return out;
@@ -450,88 +586,161 @@ std::optional<SessionRecord> Store::GetSession(const SessionId& id) {
     out.value.updated_us = st.DatetimeMicros(0, 4);
     if (!st.IsNull(0, 6)) out.value.model = st.Text(0, 6);
     if (!st.IsNull(0, 7)) out.value.system_prompt = st.Text(0, 7);
+    out.value.user_id = user;
     return out;
   });
 }
 
-bool Store::DeleteSession(const SessionId& id) {
+bool Store::DeleteSession(const SessionId& id, const UserId& user) {
   return Routed<bool>(id, false, "delete session", [&](Prepared& p, uint64_t epoch) {
            p.del.BindBytes(0, id.bytes());
            p.del.BindInt64(1, static_cast<int64_t>(epoch));
+           BindUser(p.del, 2, user);
            p.del.Execute();
            return Placed<bool>{CodePlacement<Placement>(p.del.Int64(0, 0)), true};
          }).has_value();
 }
 
-int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
-                             int64_t created_us, int64_t reply_to, std::string_view meta_json,
-                             std::string_view retry_digest, bool* duplicate) {
+AppendResult Store::Append(const SessionId& id, const UserId& user, const AppendRequest& req) {
   constexpr int64_t kRetryBase = int64_t{1} << 40;  // sql/004_session_model.sql
-  if (duplicate) *duplicate = false;
-  auto seq = Routed<int64_t>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
+  constexpr int64_t kFull = -4;                      // sql/006_auth.sql
+  struct Early {  // Ends an attempt early, rolling its transaction back.
+    Placed<AppendResult> placed;
+  };
+  auto result = Routed<AppendResult>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
     if (p.unsafe) {
       UnsafeAppend& u = *p.unsafe;
       u.read.BindBytes(0, id.bytes());
       u.read.Execute();
-      if (u.read.row_count() == 0) return Placed<int64_t>{Placement::kAbsent, 0};
+      if (u.read.row_count() == 0) return Placed<AppendResult>{Placement::kAbsent, {}};
       int64_t next = u.read.Int64(0, 0) + 1;
       u.insert.BindBytes(0, id.bytes());
       u.insert.BindInt64(1, next);
-      u.insert.BindString(2, role);
-      u.insert.BindString(3, content);
-      u.insert.BindInt64(4, reply_to);
-      u.insert.BindDatetime(5, created_us);
+      u.insert.BindString(2, req.role);
+      u.insert.BindString(3, req.content);
+      u.insert.BindInt64(4, req.reply_to);
+      u.insert.BindDatetime(5, req.created_us);
       u.insert.Execute();
       u.bump.BindInt64(0, next);
       u.bump.BindBytes(1, id.bytes());
       u.bump.Execute();
-      return Placed<int64_t>{Placement::kHere, next};
+      AppendResult r;
+      r.seq = next;
+      return Placed<AppendResult>{Placement::kHere, r};
     }
-    MysqlStatement& st = p.append;
-    st.BindBytes(0, id.bytes());
-    st.BindString(1, role);
-    st.BindString(2, content);
-    st.BindDatetime(3, created_us);
-    st.BindInt64(4, reply_to);
-    st.BindInt64(5, static_cast<int64_t>(epoch));
-    st.BindString(6, meta_json);
-    if (retry_digest.empty()) st.BindNull(7);
-    else st.BindBytes(7, retry_digest);
-    st.Execute();
-    int64_t code = st.Int64(0, 0);
-    return Placed<int64_t>{CodePlacement<Placement>(code), code};
+    auto append = [&]() -> Placed<AppendResult> {
+      AppendResult r;
+      if (req.claim) {
+        r.idempotency = ClaimKey(p, user, id, *req.claim, "running", 0, "", config_.idempotency_ttl_s,
+                                 config_.idempotency_lease_s);
+        // An existing key row lives where its session lives: here.
+        if (r.idempotency.outcome != IdempotencyOutcome::kNew) throw Early{{Placement::kHere, r}};
+      }
+      MysqlStatement& st = p.append;
+      st.BindBytes(0, id.bytes());
+      st.BindString(1, req.role);
+      st.BindString(2, req.content);
+      st.BindDatetime(3, req.created_us);
+      st.BindInt64(4, req.reply_to);
+      st.BindInt64(5, static_cast<int64_t>(epoch));
+      st.BindString(6, req.meta_json);
+      if (req.retry_digest.empty()) st.BindNull(7);
+      else st.BindBytes(7, req.retry_digest);
+      BindUser(st, 8, user);
+      st.BindInt64(9, req.max_messages);
+      st.Execute();
+      const int64_t code = st.Int64(0, 0);
+      if (code == kFull) {
+        r.full = true;
+        throw Early{{Placement::kHere, r}};  // Rolls the claim back.
+      }
+      const Placement placement = CodePlacement<Placement>(code);
+      if (placement != Placement::kHere) throw Early{{placement, r}};
+      r.duplicate = code > kRetryBase;
+      r.seq = r.duplicate ? code - kRetryBase : code;
+      if (req.complete) {
+        auto [status, body] = req.respond(r.seq);
+        MysqlStatement& done = p.idem_complete;
+        const std::string idem_user = IdemUser(user);
+        done.BindInt64(0, status);
+        done.BindString(1, body);
+        done.BindBytes(2, idem_user);
+        done.BindBytes(3, req.complete->target_sha);
+        done.BindBytes(4, req.complete->key);
+        done.Execute();
+      }
+      if (req.claim && (NowMicros() & 0xff) == 0) p.idem_expire.Execute();  // Now and then: forget old keys.
+      return Placed<AppendResult>{Placement::kHere, r};
+    };
+    try {
+      if (!req.claim && !req.complete) return append();
+      return InTransaction(p.conn, append);
+    } catch (const Early& early) {
+      return early.placed;  // Nothing of this attempt committed.
+    }
   });
-  if (seq && *seq > kRetryBase) {
-    if (duplicate) *duplicate = true;
-    return *seq - kRetryBase;
-  }
-  return seq.value_or(0);
+  return result.value_or(AppendResult{});
 }
 
-std::optional<std::vector<MessageRecord>> Store::ListMessages(const SessionId& id, int64_t after,
-                                                              int limit) {
+int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
+                             int64_t created_us, int64_t reply_to, std::string_view meta_json,
+                             std::string_view retry_digest, bool* duplicate) {
+  AppendRequest req;
+  req.role = role;
+  req.content = content;
+  req.created_us = created_us;
+  req.reply_to = reply_to;
+  req.meta_json = meta_json;
+  req.retry_digest = retry_digest;
+  AppendResult r = Append(id, "", req);
+  if (duplicate) *duplicate = r.duplicate;
+  return r.seq;
+}
+
+void Store::ReleaseIdempotencyKey(const SessionId& id, const UserId& user, const IdempotencyKey& key) {
+  try {
+    Routed<bool>(id, false, "release idempotency key", [&](Prepared& p, uint64_t) {
+      const std::string idem_user = IdemUser(user);
+      p.idem_release.BindBytes(0, idem_user);
+      p.idem_release.BindBytes(1, key.target_sha);
+      p.idem_release.BindBytes(2, key.key);
+      p.idem_release.Execute();
+      return Placed<bool>{Placement::kHere, true};
+    });
+  } catch (const DbError& e) {
+    LOG_WARN("session %s: releasing an idempotency key failed (it frees itself after %d s): %s", id.text().c_str(),
+             config_.idempotency_lease_s, e.what());
+  }
+}
+
+std::optional<std::vector<MessageRecord>> Store::ListMessages(const SessionId& id, int64_t after, int limit,
+                                                              const UserId& user) {
   return Routed<std::vector<MessageRecord>>(id, true, "list messages", [&](Prepared& p, uint64_t) {
     MysqlStatement& st = p.list;
     st.BindBytes(0, id.bytes());
-    st.BindInt64(1, after);
-    st.BindInt64(2, limit);
+    BindUser(st, 1, user);
+    st.BindInt64(2, after);
+    st.BindInt64(3, limit);
     st.Execute();
     Placed<std::vector<MessageRecord>> out{Placement::kAbsent, {}};
-    out.placement = MessagesPlacement<Placement>(st, p.place, id, &out.value);
+    out.placement = MessagesPlacement<Placement>(st, p.place, id, user, &out.value);
     return out;
   });
 }
 
-std::optional<TurnContext> Store::LoadContext(const SessionId& id, int limit, int64_t token_budget) {
+std::optional<TurnContext> Store::LoadContext(const SessionId& id, int limit, int64_t token_budget,
+                                              const UserId& user) {
   return Routed<TurnContext>(id, true, "load context", [&](Prepared& p, uint64_t) {
     Placed<TurnContext> out{Placement::kAbsent, {}};
     MysqlStatement& st = p.context;
     st.BindBytes(0, id.bytes());
-    st.BindInt64(1, limit);
+    BindUser(st, 1, user);
+    st.BindInt64(2, limit);
     st.Execute();
     if (st.row_count() == 0) {  // No message yet, or no session.
       MysqlStatement& s = p.session;
       s.BindBytes(0, id.bytes());
+      BindUser(s, 1, user);
       s.Execute();
       if (s.row_count() == 0) return out;
       out.placement = StatePlacement<Placement>(s.Text(0, 0));
@@ -559,6 +768,101 @@ std::optional<TurnContext> Store::LoadContext(const SessionId& id, int limit, in
     }
     return out;
   });
+}
+
+std::vector<std::string> Store::AllShardNames() const {
+  std::vector<std::string> names;
+  for (const ShardEntry& s : map_->shards()) names.push_back(s.name);
+  return names;
+}
+
+SessionPage Store::ListSessions(const UserId& user, const SessionCursor& cursor, int limit) {
+  MaybeRefresh();
+  // Each shard's newest `limit + 1` after the cursor; the merge keeps one
+  // row per id (a session being moved can be on two shards at once).
+  std::map<std::pair<int64_t, std::string>, std::pair<SessionId, SessionRecord>, std::greater<>> merged;
+  for (const std::string& name : AllShardNames()) {
+    RunOnShard(ShardNamed(name), config_.max_retries, true, "list sessions", [&](Prepared& p) {
+      MysqlStatement& st = p.sessions;
+      BindUser(st, 0, user);
+      st.BindDatetime(1, cursor.created_us == INT64_MAX ? UnixMicrosFromCivil(9999, 12, 31, 23, 59, 59, 0)
+                                                        : cursor.created_us);
+      st.BindDatetime(2, cursor.created_us == INT64_MAX ? UnixMicrosFromCivil(9999, 12, 31, 23, 59, 59, 0)
+                                                        : cursor.created_us);
+      const std::string top(16, '\xff');
+      st.BindBytes(3, cursor.id_bytes.empty() ? std::string_view(top) : std::string_view(cursor.id_bytes));
+      st.BindInt64(4, limit + 1);
+      st.Execute();
+      for (size_t i = 0; i < st.row_count(); ++i) {
+        SessionRecord r;
+        if (!st.IsNull(i, 1)) r.title = st.Text(i, 1);
+        r.metadata_json = st.Text(i, 2);
+        r.message_count = st.Int64(i, 3);
+        r.created_us = st.DatetimeMicros(i, 4);
+        r.updated_us = st.DatetimeMicros(i, 5);
+        if (!st.IsNull(i, 6)) r.model = st.Text(i, 6);
+        if (!st.IsNull(i, 7)) r.system_prompt = st.Text(i, 7);
+        r.user_id = user;
+        auto key = std::make_pair(r.created_us, st.Text(i, 0));
+        auto it = merged.find(key);
+        if (it == merged.end() || r.message_count > it->second.second.message_count) {
+          merged.insert_or_assign(key, std::make_pair(SessionId::FromBytes(st.Text(i, 0)), std::move(r)));
+        }
+      }
+      return 0;
+    }, observer_);
+  }
+  SessionPage page;
+  for (auto& [key, value] : merged) {
+    if (static_cast<int>(page.sessions.size()) == limit) {
+      page.has_more = true;
+      break;
+    }
+    page.sessions.push_back(std::move(value));
+  }
+  return page;
+}
+
+int64_t Store::CountSessions(const UserId& user) {
+  MaybeRefresh();
+  int64_t total = 0;
+  for (const std::string& name : AllShardNames()) {
+    total += RunOnShard(ShardNamed(name), config_.max_retries, true, "count sessions", [&](Prepared& p) {
+      BindUser(p.count, 0, user);
+      p.count.Execute();
+      return p.count.Int64(0, 0);
+    }, observer_);
+  }
+  return total;
+}
+
+std::optional<KeyRecord> Store::LookupApiKey(const std::string& key_id) {
+  MaybeRefresh();
+  // The shard the key id hashes to first (its rows stay warm there), then the others.
+  std::vector<std::string> order = AllShardNames();
+  const std::string first = map_->router().Owner(Hex(key_id));
+  std::stable_partition(order.begin(), order.end(), [&](const std::string& n) { return n == first; });
+  std::optional<DbError> last_error;
+  for (const std::string& name : order) {
+    try {
+      return RunOnShard(ShardNamed(name), 0, true, "look up API key", [&](Prepared& p) -> std::optional<KeyRecord> {
+        MysqlStatement& st = p.key;
+        st.BindBytes(0, key_id);
+        st.Execute();
+        if (st.row_count() == 0) return std::nullopt;
+        KeyRecord k;
+        k.user_id = st.Text(0, 0);
+        k.secret_sha256 = st.Text(0, 1);
+        k.expires_us = st.IsNull(0, 2) ? 0 : st.DatetimeMicros(0, 2);
+        k.revoked = st.Int64(0, 3) != 0;
+        k.user_disabled = st.Int64(0, 4) != 0;
+        return k;
+      }, observer_);
+    } catch (const DbError& e) {
+      last_error = e;  // This copy is unreachable: ask the next shard.
+    }
+  }
+  throw *last_error;
 }
 
 std::vector<ShardStatus> Store::CheckShards() {

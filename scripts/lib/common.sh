@@ -7,8 +7,8 @@ CHATLLM_BUILD=${CHATLLM_BUILD:-$CHATLLM_ROOT/build}
 # Debian 12 packages the project needs, by purpose.
 CHATLLM_BUILD_PACKAGES="g++ make cmake pkg-config libfcgi-dev libpoco-dev libmariadb-dev
   rapidjson-dev libcpp-httplib-dev libssl-dev googletest libgtest-dev python3"
-CHATLLM_RUNTIME_PACKAGES="mariadb-server mariadb-client nginx-light curl procps"
-CHATLLM_TEST_PACKAGES="wrk sysbench prometheus openssl"
+CHATLLM_RUNTIME_PACKAGES="mariadb-server mariadb-client nginx-light curl procps openssl"
+CHATLLM_TEST_PACKAGES="wrk sysbench prometheus clang libclang-rt-14-dev"
 
 # Bash 5.2 expands '&' in ${var//pattern/replacement}; we want it literal.
 shopt -u patsub_replacement 2>/dev/null || true

@@ -212,7 +212,7 @@ TEST_F(ApiTest, UnknownSessionsRoutesAndMethods) {
 
   ApiResponse r = api.Send("PUT", "/v1/sessions", "{}", "application/json");
   ExpectError(r, 405, "method_not_allowed");
-  EXPECT_EQ(r.Header("Allow"), "POST");
+  EXPECT_EQ(r.Header("Allow"), "GET, HEAD, POST");
   r = api.Send("PATCH", "/v1/sessions/00000000-0000-4000-8000-000000000000", "{}", "application/json");
   ExpectError(r, 405, "method_not_allowed");
   EXPECT_EQ(r.Header("Allow"), "GET, HEAD, DELETE");
@@ -235,6 +235,7 @@ TEST_F(ApiTest, OversizeBodyGets413FromNginxAsJson) {
 TEST_F(ApiTest, ChunkedRequestBodyIsAccepted) {
   std::string id = NewSession();
   httplib::Client cli(StackEnv::Get().url());
+  cli.set_default_headers({{"Authorization", "Bearer " + DefaultApiKey()}});
   std::string body = R"({"content":"sent in chunks"})";
   auto res = cli.Post(
       "/v1/sessions/" + id + "/messages",

@@ -18,5 +18,7 @@ if ! cmp -s "$src/package-lock.json" "$dir/package-lock.json" || [[ ! -d $dir/no
   cp "$src/package.json" "$src/package-lock.json" "$dir/"
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+CHATLLM_API_KEY=$(<"$CHATLLM_API_KEY_FILE")
+export CHATLLM_API_KEY
 cp "$src/sdk_test.mjs" "$dir/"
 node "$dir/sdk_test.mjs"

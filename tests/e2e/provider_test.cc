@@ -64,6 +64,7 @@ Streamed PostStream(const std::string& path, const std::string& body, size_t sto
   req.body = body;
   req.headers = headers;
   req.set_header("Content-Type", "application/json");
+  req.set_header("Authorization", "Bearer " + DefaultApiKey());
   req.response_handler = [&](const httplib::Response& r) {
     out.status = r.status;
     out.content_type = r.get_header_value("Content-Type");
@@ -373,7 +374,7 @@ TEST_F(ProviderTest, OpenAiCompatibleEndpointStatelessAndWithASession) {
   std::string id = NewSession(R"({"system_prompt":"stored"})");
   ASSERT_EQ(Turn(id, "earlier", R"(,"model":"gpt-s")").status, 201);
   httplib::Client client(StackEnv::Get().url());
-  auto res = client.Post("/v1/chat/completions", {{"X-Session-Id", id}},
+  auto res = client.Post("/v1/chat/completions", {{"X-Session-Id", id}, {"Authorization", "Bearer " + DefaultApiKey()}},
                          R"({"model":"gpt-s","messages":[{"role":"user","content":"ignored"},{"role":"user","content":"now"}]})",
                          "application/json");
   ASSERT_TRUE(res);

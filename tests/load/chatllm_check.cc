@@ -18,6 +18,7 @@
 #include "fcgi_app/cluster_map.h"
 #include "load/checker.h"
 #include "load/history.h"
+#include "load/load_options.h"
 
 namespace chatllm::load {
 namespace {
@@ -39,6 +40,8 @@ checks, per session:
   reads         every page read during the run is a prefix of the final
                 history, and contains every append acknowledged before it began
 Options:
+  --api-key KEY          API key (default $CHATLLM_API_KEY, else the contents of
+                         $CHATLLM_API_KEY_FILE)
   --echo                 assistant replies must equal the user message (echo provider)
   --map FILE             the shard map (shardctl map), with --only-5xx-on-shard
   --only-5xx-on-shard S  fail if a session not on shard S got a 5xx or no answer
@@ -50,7 +53,8 @@ Exits 0 when there is no violation, 1 otherwise, 2 on usage errors.
 // (a shard may still be recovering from the fault).
 class Reader {
  public:
-  explicit Reader(const std::string& url) : http_(url) {
+  Reader(const std::string& url, const std::string& api_key) : http_(url) {
+    if (!api_key.empty()) http_.set_default_headers({{"Authorization", "Bearer " + api_key}});
     http_.set_keep_alive(true);
     http_.set_tcp_nodelay(true);
     http_.set_read_timeout(30, 0);
@@ -83,7 +87,7 @@ class Reader {
 };
 
 int Main(int argc, char** argv) {
-  std::string url = "http://127.0.0.1:8080", map_path, only_shard;
+  std::string url = "http://127.0.0.1:8080", map_path, only_shard, api_key = ApiKeyFromEnvironment();
   std::vector<std::string> files;
   bool echo = false;
   int max_print = 50;
@@ -100,6 +104,7 @@ int Main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     } else if (a == "--url") url = next();
+    else if (a == "--api-key") api_key = next();
     else if (a == "--history") files.push_back(next());
     else if (a == "--echo") echo = true;
     else if (a == "--map") map_path = next();
@@ -165,7 +170,7 @@ int Main(int argc, char** argv) {
     for (const auto& r : histories[f].reads) records(r.session).reads_by_file[f].push_back(&r);
   }
 
-  Reader reader(url);
+  Reader reader(url, api_key);
   CheckCounts counts;
   int64_t messages = 0;
   for (const auto& [session, recs] : sessions) {

@@ -75,6 +75,7 @@ class Client {
       : s_(shared), id_(id), http_(shared.opt.url), rng_(std::random_device{}() ^ (id * 7919)) {
     http_.set_keep_alive(true);
     http_.set_tcp_nodelay(true);  // Headers and body go out in two writes: no Nagle wait.
+    if (!s_.opt.api_key.empty()) http_.set_default_headers({{"Authorization", "Bearer " + s_.opt.api_key}});
     http_.set_connection_timeout(s_.opt.timeout_s, 0);
     http_.set_read_timeout(s_.opt.timeout_s, 0);
     http_.set_write_timeout(s_.opt.timeout_s, 0);
@@ -274,6 +275,7 @@ int Main(int argc, char** argv) {
     shared.max_seq = std::vector<std::atomic<int64_t>>(shared.sessions.size());
   } else if (needs_sessions) {
     httplib::Client setup(opt.url);
+    if (!opt.api_key.empty()) setup.set_default_headers({{"Authorization", "Bearer " + opt.api_key}});
     setup.set_keep_alive(true);
     setup.set_tcp_nodelay(true);
     for (int i = 0; i < opt.sessions; ++i) {

@@ -8,6 +8,10 @@ LOAD=$CHATLLM_BUILD/tests/chatllm-load
 CHECK=$CHATLLM_BUILD/tests/chatllm-check
 VAR=$CHATLLM_ROOT/var/bench
 URL=http://127.0.0.1:28080
+# The bench stack's API key (made at its first start): chatllm-load and
+# chatllm-check read it from here; curl sends "Authorization: Bearer $(api_key)".
+export CHATLLM_API_KEY_FILE=$VAR/secrets/api_key
+api_key() { cat "$CHATLLM_API_KEY_FILE"; }
 stack() { "$CHATLLM_ROOT/scripts/stack" --stack bench "$@"; }
 
 ROWS=()   # "label|ops/s|p50|p99|note"

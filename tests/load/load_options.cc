@@ -3,9 +3,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 
 namespace chatllm::load {
+
+std::string ApiKeyFromEnvironment() {
+  if (const char* k = std::getenv("CHATLLM_API_KEY"); k != nullptr && *k != '\0') return k;
+  const char* file = std::getenv("CHATLLM_API_KEY_FILE");
+  if (file == nullptr || *file == '\0') return "";
+  std::ifstream in(file);
+  std::string key;
+  in >> key;
+  return key;
+}
+
 namespace {
 
 constexpr const char* kUsage = R"(usage: chatllm-load [options]
@@ -14,6 +26,8 @@ Drives the chatllm API through nginx and prints throughput, latency
 percentiles and errors by status, per operation.
 
   --url URL              base URL (default http://127.0.0.1:8080)
+  --api-key KEY          API key (default $CHATLLM_API_KEY, else the contents of
+                         $CHATLLM_API_KEY_FILE, which the stack env file sets)
   --clients N            concurrent clients, each with one keep-alive
                          connection (default 16)
   --duration S           run for S seconds (default 10)
@@ -67,6 +81,7 @@ bool ParseMix(const std::string& text, std::map<std::string, double>* mix) {
 }  // namespace
 
 bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
+  o->api_key = ApiKeyFromEnvironment();
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -81,6 +96,7 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
       *exit_code = 0;
       return false;
     } else if (a == "--url") o->url = next();
+    else if (a == "--api-key") o->api_key = next();
     else if (a == "--clients") o->clients = std::atoi(next().c_str());
     else if (a == "--duration") o->duration_s = std::atof(next().c_str());
     else if (a == "--requests") o->requests = std::atoll(next().c_str());

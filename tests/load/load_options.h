@@ -9,6 +9,7 @@ namespace chatllm::load {
 // Settings of one load run (chatllm-load --help documents each).
 struct LoadOptions {
   std::string url = "http://127.0.0.1:8080";
+  std::string api_key;       // Sent as "Authorization: Bearer"; default ApiKeyFromEnvironment().
   int clients = 16;          // Concurrent connections (closed loop) or the pool size (open loop).
   double duration_s = 10;    // Stop after this long...
   int64_t requests = 0;      // ...or after this many requests, if > 0.
@@ -28,6 +29,10 @@ struct LoadOptions {
   bool quiet = false;
   int report_every_s = 0;    // > 0: print a line with rate and p99 every N seconds.
 };
+
+// The API key a load tool uses when none is given: $CHATLLM_API_KEY, else
+// the contents of $CHATLLM_API_KEY_FILE (the stack env file sets it), else "".
+std::string ApiKeyFromEnvironment();
 
 // Parses argv; on error or --help prints usage and returns false with *exit_code set.
 bool ParseLoadOptions(int argc, char** argv, LoadOptions* out, int* exit_code);

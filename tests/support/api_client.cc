@@ -3,6 +3,8 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "support/stack_env.h"
+
 namespace chatllm::testing {
 
 std::string ApiResponse::Header(const std::string& name) const {
@@ -21,12 +23,23 @@ std::string ApiResponse::ErrorCode() const {
   return IsErrorBody() ? (*json)["error"]["code"].GetString() : "";
 }
 
-ApiClient::ApiClient(const std::string& base_url, int timeout_s) : client_(base_url) {
+ApiClient::ApiClient(const std::string& base_url, int timeout_s) : ApiClient(base_url, DefaultApiKey(), timeout_s) {}
+
+ApiClient::ApiClient(const std::string& base_url, const std::string& api_key, int timeout_s) : client_(base_url) {
   client_.set_connection_timeout(timeout_s, 0);
   client_.set_read_timeout(timeout_s, 0);
   client_.set_write_timeout(timeout_s, 0);
   client_.set_keep_alive(true);
   client_.set_tcp_nodelay(true);
+  set_api_key(api_key);
+}
+
+void ApiClient::set_api_key(const std::string& key) { key_ = key; }
+
+httplib::Headers ApiClient::RequestHeaders() const {
+  httplib::Headers h = extra_;
+  if (!key_.empty()) h.emplace("Authorization", "Bearer " + key_);
+  return h;
 }
 
 static ApiResponse Convert(const httplib::Result& r) {
@@ -41,12 +54,12 @@ static ApiResponse Convert(const httplib::Result& r) {
   return out;
 }
 
-ApiResponse ApiClient::Get(const std::string& path) { return Convert(client_.Get(path)); }
-ApiResponse ApiClient::Delete(const std::string& path) { return Convert(client_.Delete(path)); }
+ApiResponse ApiClient::Get(const std::string& path) { return Convert(client_.Get(path, RequestHeaders())); }
+ApiResponse ApiClient::Delete(const std::string& path) { return Convert(client_.Delete(path, RequestHeaders())); }
 
 ApiResponse ApiClient::Post(const std::string& path, const std::string& body,
                             const std::string& content_type) {
-  return Convert(client_.Post(path, body, content_type));
+  return Convert(client_.Post(path, RequestHeaders(), body, content_type));
 }
 
 ApiResponse ApiClient::Send(const std::string& method, const std::string& path,
@@ -55,6 +68,7 @@ ApiResponse ApiClient::Send(const std::string& method, const std::string& path,
   req.method = method;
   req.path = path;
   req.body = body;
+  req.headers = RequestHeaders();
   if (!content_type.empty()) req.set_header("Content-Type", content_type);
   return Convert(client_.send(req));
 }

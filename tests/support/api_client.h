@@ -24,9 +24,16 @@ struct ApiResponse {
 };
 
 // Thin HTTP client for the chatllm API (one connection, not thread-safe).
+// Sends `api_key` as a Bearer token on every request (none if empty); the
+// default is the stack's key (DefaultApiKey()).
 class ApiClient {
  public:
   explicit ApiClient(const std::string& base_url, int timeout_s = 10);
+  ApiClient(const std::string& base_url, const std::string& api_key, int timeout_s = 10);
+
+  void set_api_key(const std::string& key);
+  // Extra headers for the next requests (e.g. Idempotency-Key); replaces the previous set.
+  void set_headers(httplib::Headers headers) { extra_ = std::move(headers); }
 
   ApiResponse Get(const std::string& path);
   ApiResponse Delete(const std::string& path);
@@ -41,7 +48,11 @@ class ApiClient {
   ApiResponse Append(const std::string& session_id, const std::string& content);
 
  private:
+  httplib::Headers RequestHeaders() const;
+
   httplib::Client client_;
+  std::string key_;
+  httplib::Headers extra_;
 };
 
 // JSON-escapes `s` as a string literal with quotes.

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "support/stack_env.h"
+
 namespace chatllm::testing {
 namespace {
 
@@ -68,6 +70,13 @@ FcgiResponse FcgiRequest(int port, const std::string& method, const std::string&
   params.emplace("REQUEST_URI", uri);
   params.emplace("CONTENT_LENGTH", std::to_string(body.size()));
   if (!body.empty()) params.emplace("CONTENT_TYPE", "application/json");
+  // The stack's key unless the caller set (or, with "", removed) one.
+  auto auth = params.find("HTTP_AUTHORIZATION");
+  if (auth == params.end()) {
+    if (std::string key = DefaultApiKey(); !key.empty()) params.emplace("HTTP_AUTHORIZATION", "Bearer " + key);
+  } else if (auth->second.empty()) {
+    params.erase(auth);
+  }
   std::string wire = EncodeFcgiRequest(params, body);
 
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

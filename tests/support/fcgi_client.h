@@ -16,7 +16,8 @@ struct FcgiResponse {
 // Sends one request straight to a FastCGI responder at 127.0.0.1:port,
 // bypassing nginx, the way nginx does (FCGI_RESPONDER, no keep-conn).
 // `params` are the CGI parameters; REQUEST_METHOD/REQUEST_URI/CONTENT_LENGTH
-// are filled from the arguments unless given.
+// are filled from the arguments unless given, HTTP_AUTHORIZATION with the
+// stack's key (DefaultApiKey()) unless given ("" sends none).
 FcgiResponse FcgiRequest(int port, const std::string& method, const std::string& uri,
                          const std::string& body = "",
                          std::map<std::string, std::string> params = {}, int timeout_ms = 10000);

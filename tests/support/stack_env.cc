@@ -61,6 +61,27 @@ std::vector<std::pair<std::string, int>> StackEnv::Pairs(const std::string& key)
   return out;
 }
 
+std::string StackEnv::api_key() const {
+  std::ifstream in(Value("CHATLLM_API_KEY_FILE"));
+  std::string key;
+  if (!(in >> key)) {
+    std::cerr << "cannot read the stack's API key from " << Value("CHATLLM_API_KEY_FILE") << "\n";
+    std::exit(1);
+  }
+  return key;
+}
+
+std::string DefaultApiKey() {
+  static const std::string key = [] {
+    const char* k = std::getenv("CHATLLM_API_KEY");
+    if (k != nullptr && *k != '\0') return std::string(k);
+    const char* env = std::getenv("CHATLLM_STACK_ENV");
+    if (env == nullptr || *env == '\0') return std::string();
+    return StackEnv::Get().api_key();
+  }();
+  return key;
+}
+
 pid_t StackEnv::AppMasterPid(const std::string& name) const {
   std::ifstream in(var() + "/run/" + name + ".pid");
   pid_t pid = -1;

@@ -26,6 +26,8 @@ class StackEnv {
   std::vector<std::pair<std::string, int>> apps() const { return Pairs("CHATLLM_APPS"); }
   std::vector<std::pair<std::string, int>> shards() const { return Pairs("CHATLLM_SHARDS"); }
   int workers() const { return std::stoi(Value("CHATLLM_WORKERS")); }
+  // The stack's API key (user "local"; CHATLLM_API_KEY_FILE).
+  std::string api_key() const;
 
   // Path of the rendered config of app instance `name`.
   std::string AppConfig(const std::string& name) const { return var() + "/app/" + name + ".ini"; }
@@ -38,6 +40,10 @@ class StackEnv {
   std::vector<std::pair<std::string, int>> Pairs(const std::string& key) const;
   std::map<std::string, std::string> values_;
 };
+
+// The API key tests send by default: $CHATLLM_API_KEY if set, else the
+// stack's (when $CHATLLM_STACK_ENV is set), else "".
+std::string DefaultApiKey();
 
 // Child pids of `parent` (from /proc), e.g. a master's workers.
 std::vector<pid_t> ChildPids(pid_t parent);

@@ -11,6 +11,7 @@
 #include "fcgi_app/cluster_map.h"
 #include "fcgi_app/config.h"
 #include "fcgi_app/db_connection.h"
+#include "fcgi_app/mysql_statement.h"
 
 namespace chatllm {
 
@@ -111,6 +112,37 @@ class ClusterAdmin {
   // "incoming", "moved", "absent").
   std::map<std::string, std::string> Locate(const std::string& session_text, const std::string& session_bytes);
 
+  // Users and API keys (chatllm-admin; auth_admin.cc). They are copied to
+  // every shard of the map: each write goes to all of them, and throws
+  // AdminError naming the shards it could not reach (after writing the
+  // others; `SyncAuth` repairs them once they are back).
+  struct UserInfo {
+    std::string id;  // 16 raw bytes.
+    std::string name;
+    int64_t created_us = 0;
+    bool disabled = false;
+    int keys = 0;
+  };
+  struct KeyInfo {
+    std::string id;  // 8 raw bytes.
+    std::string user;
+    std::string label;
+    int64_t created_us = 0, expires_us = 0, revoked_us = 0;  // 0: none.
+  };
+  // Creates the user, or returns the existing one of that name.
+  UserInfo AddUser(const std::string& name);
+  std::vector<UserInfo> ListUsers();
+  void SetUserDisabled(const std::string& name, bool disabled);
+  // A new key for the user; returns it in full (the only time it is shown).
+  std::string CreateKey(const std::string& user, const std::string& label, int64_t expires_us);
+  std::vector<KeyInfo> ListKeys(const std::string& user);
+  void RevokeKey(const std::string& key_id);
+  // Copies every user and key to every shard (upserts: revocations win).
+  // Returns how many shards were written.
+  int SyncAuth();
+  // Copies the users and keys of an active shard to `to` (add-shard does).
+  void CopyAuth(const ClusterMap& map, const ShardEntry& to);
+
  private:
   enum class MoveOutcome { kMoved, kGone };
   // A connection to one shard and the statements prepared on it.
@@ -120,6 +152,11 @@ class ClusterAdmin {
     std::map<std::string, std::unique_ptr<MysqlStatement>> statements;
   };
   MoveOutcome MoveSession(const std::string& id, const ShardEntry& from, const ShardEntry& to, uint64_t epoch);
+  // Runs `fn` on every shard of the current map; AdminError naming the
+  // shards that failed, after trying all.
+  void OnEveryShard(const char* what, const std::function<void(const ShardEntry&)>& fn);
+  const ShardEntry* FirstActiveShard(const ClusterMap& map, const std::string& except);
+  void CopyAuthBetween(const ShardEntry& from, const ShardEntry& to);
   Link& LinkTo(const ShardEntry& entry);
   MYSQL* Handle(const ShardEntry& entry);
   // `sql` prepared on the shard's connection once and reused.
@@ -138,5 +175,18 @@ class ClusterAdmin {
   DbOptions options_;
   std::map<std::string, Link> links_;
 };
+
+template <typename Fn>
+auto ClusterAdmin::OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const MysqlError& e) {
+    links_[entry.name].statements.clear();
+    throw AdminError("shard " + entry.name + ": " + what + " failed: " + e.what());
+  } catch (const DbError& e) {
+    links_[entry.name].statements.clear();
+    throw AdminError("shard " + entry.name + " is unreachable (" + what + "): " + e.what());
+  }
+}
 
 }  // namespace chatllm

@@ -84,6 +84,17 @@ struct Config {
   int context_messages = 50;             // Most messages sent to the provider as context.
   int context_tokens = 8000;             // Token budget of the context (estimated; docs/providers.md).
   size_t max_system_prompt_bytes = 32 * 1024;
+  int64_t max_sessions_per_user = 10000;      // 0: no limit.
+  int64_t max_messages_per_session = 100000;  // 0: no limit.
+  int max_concurrent_turns_per_user = 16;     // Per instance; 0: no limit.
+  int user_requests_per_second = 0;           // Per instance; 0: no limit.
+  int user_burst = 100;                       // Token bucket size for the rate above.
+
+  // [auth]
+  bool auth_required = true;            // Bearer API key on every /v1 route.
+  int key_cache_ttl_ms = 5000;          // A revoked key may work this long.
+  int idempotency_ttl_s = 86400;        // Idempotency keys are kept at least this long.
+  int idempotency_lease_s = 600;        // A request still "running" after this is taken over.
 
   // [db]
   int connect_timeout_s = 1;

@@ -3,7 +3,10 @@
 #include <string>
 
 #include "fcgi_app/config.h"
+#include "fcgi_app/http.h"
 #include "fcgi_app/scoreboard.h"
+
+struct FCGX_Request;
 
 namespace chatllm {
 
@@ -19,6 +22,12 @@ int OpenListenSocket(const std::string& listen, int backlog, std::string* error)
 // Returns (the exit status) on SIGTERM/SIGINT/SIGQUIT once the requests in
 // hand are done, after max_requests requests, or (ondemand) after
 // idle_timeout without work.
+// Reads the CGI-style parameters and body of a FastCGI request libfcgi has
+// accepted into *req. Returns false, with *early set, when the request must
+// be answered without its body (too large, bad length). Every byte comes
+// from nginx or whoever reached the socket: fuzzed (tests/fuzz).
+bool ReadRequest(FCGX_Request& fcgi, const Config& config, HttpRequest* req, HttpResponse* early);
+
 int RunWorker(const Config& config, int listen_fd, Scoreboard* board, int first_slot, int threads);
 
 }  // namespace chatllm

@@ -20,6 +20,11 @@ class SessionId {
   static std::optional<SessionId> Parse(std::string_view text);
   // Wraps 16 raw bytes read back from the database. Requires size 16.
   static SessionId FromBytes(std::string_view bytes);
+  // A name-based (version 8, RFC 9562) id: the first 122 bits of
+  // SHA-256(`name`). The same name always gives the same id; an
+  // Idempotency-Key on session creation uses it so that a retry lands on
+  // the same shard as the first attempt.
+  static SessionId FromName(std::string_view name);
 
   const std::string& text() const { return text_; }    // Lowercase canonical form.
   const std::string& bytes() const { return bytes_; }  // 16 raw bytes.

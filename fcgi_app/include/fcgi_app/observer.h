@@ -14,6 +14,7 @@ struct RequestTrace {
   int route = 0;            // RouteId.
   const char* route_name = "";
   std::string session_id;   // When the route names one.
+  std::string user;         // The caller's user id (hex), when authenticated.
   std::string shard;        // Last shard a statement ran on.
   int64_t db_us = 0;        // Time in database statements.
   int64_t provider_us = 0;  // Time waiting for the LLM provider.

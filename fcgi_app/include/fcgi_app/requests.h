@@ -61,6 +61,13 @@ struct ListMessagesQuery {
 
 constexpr int kMaxPageLimit = 200;
 
+// GET /v1/sessions?limit=&after=CURSOR
+struct ListSessionsQuery {
+  int limit = 20;
+  int64_t after_created_us = INT64_MAX;  // From the cursor; INT64_MAX: from the newest.
+  std::string after_id;                  // 16 raw bytes, or empty.
+};
+
 // Parsers for request bodies and query strings. Each returns nullopt on
 // success, having filled *out, or the error to send. They are strict:
 // unknown fields and parameters are errors, so a client's typo is reported
@@ -79,6 +86,12 @@ std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config&
                                             ChatCompletionRequest* out);
 // A model name: 1..128 characters of [A-Za-z0-9._:/@+-].
 bool ValidModelName(std::string_view name);
+// GET /v1/sessions?limit=1..200&after=CURSOR (a cursor from next_after).
+std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessionsQuery* out);
+// The opaque cursor of a session list: base64url of created_at (8 bytes) and id.
+std::string SessionCursorText(int64_t created_us, std::string_view id_bytes);
+// An Idempotency-Key header value: 1..255 printable ASCII characters.
+bool ValidIdempotencyKey(std::string_view key);
 // GET /v1/sessions/{id}/messages?limit=&after=
 std::optional<ApiError> ParseListMessagesQuery(std::string_view query, ListMessagesQuery* out);
 

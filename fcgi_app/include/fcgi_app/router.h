@@ -18,6 +18,7 @@ enum class RouteId {
   kStatus,   // GET /status: the process manager's status (loopback only, in nginx).
   kMetrics,  // GET /metrics: Prometheus text (loopback only, in nginx).
   kChatCompletions,  // POST /v1/chat/completions: OpenAI-compatible.
+  kListSessions,     // GET /v1/sessions: the caller's sessions.
 };
 
 // The route's template ("/v1/sessions/{id}"), for logs and metric labels.

@@ -32,7 +32,7 @@ struct SharedHistogram {
 
 // Routes and statuses the request counters are kept for (fixed, so the
 // shared memory has a fixed layout).
-constexpr int kMetricRoutes = 12;  // RouteId values; see router.h.
+constexpr int kMetricRoutes = 16;  // At least the number of RouteId values (router.h).
 constexpr int kMetricStatuses = 18;
 const int kMetricStatusCodes[kMetricStatuses] = {200, 201, 204, 400, 401, 404, 405, 409, 413,
                                                  415, 422, 429, 500, 502, 503, 504, 0, -1};
@@ -60,7 +60,17 @@ struct WorkerSlot {
   std::atomic<int64_t> request_start_us;  // Monotonic; 0 between requests.
   std::atomic<int64_t> state_since_us;    // Monotonic time of the last state change.
   std::atomic<uint64_t> requests;         // Served by this thread.
+  std::atomic<uint64_t> turn_user;        // UserKey() of the turn in progress; 0: none.
   char request[kRequestLen];              // "POST /v1/sessions/{id}/messages id=<request id>"
+};
+
+// Per-user request rate of one instance (user_requests_per_second): a small
+// table in the shared memory. Lock-free (a process killed at any instruction
+// leaves nothing locked): the bucket is one atomic, a GCRA "theoretical
+// arrival time" (the generic cell rate algorithm, as in ATM and redis-cell).
+struct UserSlot {
+  std::atomic<uint64_t> key;     // UserKey(); 0: free.
+  std::atomic<int64_t> tat_ns;   // Theoretical arrival time, monotonic ns.
 };
 
 // Shared memory between the master and its workers: the scoreboard and every
@@ -70,6 +80,7 @@ class Scoreboard {
  public:
   static constexpr int kMaxShards = 64;
   static constexpr int kMaxProviders = 16;
+  static constexpr int kUserSlots = 4096;
 
   // Maps a region for `slots` worker threads. Aborts if mmap fails (at start-up only).
   explicit Scoreboard(int slots);
@@ -112,6 +123,18 @@ class Scoreboard {
   SharedHistogram& request_latency(int route);
   NamedSeries* shards() { return shards_; }
   NamedSeries* providers() { return providers_; }
+
+  // Per-user limits across this instance's workers.
+  // TryBeginTurn marks slot `i` (the calling thread's) as running a turn of
+  // `user` unless `max_active` turns of that user already run (0: no limit);
+  // EndTurn clears it. The mark lives in the worker's own slot, so a worker
+  // that dies mid-turn leaks nothing: the master frees its slot.
+  bool TryBeginTurn(int i, std::string_view user, int max_active);
+  void EndTurn(int i);
+  // Spends one request of the user's budget: `per_second` on average, up to
+  // `burst` at once (0: no limit). Fails open when the table is full.
+  bool TakeToken(std::string_view user, int per_second, int burst);
+  static uint64_t UserKey(std::string_view user);
 
  private:
   struct Layout;

@@ -3,12 +3,14 @@
 #include <optional>
 #include <string>
 
+#include "fcgi_app/auth.h"
 #include "fcgi_app/config.h"
 #include "fcgi_app/http.h"
 #include "fcgi_app/instance_info.h"
 #include "fcgi_app/observer.h"
 #include "fcgi_app/provider_chain.h"
 #include "fcgi_app/requests.h"
+#include "fcgi_app/scoreboard.h"
 #include "fcgi_app/store.h"
 
 namespace chatllm {
@@ -32,6 +34,11 @@ class Service {
   // comes: the returned response is then marked `streamed`. Without it,
   // streaming requests are refused.
   HttpResponse Handle(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream = nullptr);
+  // The instance's shared memory and this thread's slot in it (per-user limits).
+  void SetScoreboard(Scoreboard* board, int slot) {
+    board_ = board;
+    slot_ = slot;
+  }
 
  private:
   // One turn on a stored session: what the user sent and how to answer.
@@ -40,18 +47,27 @@ class Service {
     std::string model;                   // "" : the session's, else the chain's defaults.
     std::optional<std::string> system;   // Overrides the session's system prompt.
     Sampling sampling;
+    UserId user;
+    std::optional<IdempotencyKey> idempotency;
   };
 
   HttpResponse Dispatch(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream);
+  // The caller of a /v1 request (empty when [auth] required = false), or
+  // the 401 to answer.
+  std::optional<HttpResponse> Authenticate(const HttpRequest& request, UserId* user);
+  // The request's Idempotency-Key, if any, or the 400 to answer.
+  std::optional<HttpResponse> IdempotencyOf(const HttpRequest& request, std::optional<IdempotencyKey>* out);
   HttpResponse Healthz();
   HttpResponse Readyz();
-  HttpResponse CreateSession(const HttpRequest& request);
-  HttpResponse GetSession(const SessionId& id);
-  HttpResponse DeleteSession(const SessionId& id);
-  HttpResponse ListMessages(const SessionId& id, const HttpRequest& request);
-  HttpResponse AppendMessage(const SessionId& id, const HttpRequest& request, RequestTrace* trace,
-                             ResponseStream* stream);
-  HttpResponse ChatCompletions(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream);
+  HttpResponse CreateSession(const HttpRequest& request, const UserId& user);
+  HttpResponse ListSessions(const HttpRequest& request, const UserId& user);
+  HttpResponse GetSession(const SessionId& id, const UserId& user);
+  HttpResponse DeleteSession(const SessionId& id, const UserId& user);
+  HttpResponse ListMessages(const SessionId& id, const HttpRequest& request, const UserId& user);
+  HttpResponse AppendMessage(const SessionId& id, const HttpRequest& request, const UserId& user,
+                             RequestTrace* trace, ResponseStream* stream);
+  HttpResponse ChatCompletions(const HttpRequest& request, const UserId& user, RequestTrace* trace,
+                               ResponseStream* stream);
   // Stores the user message, asks the providers, stores the answer; reports
   // through `format` (JSON or one of the event-stream dialects).
   HttpResponse RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format);
@@ -63,6 +79,9 @@ class Service {
   ProviderChain* providers_;
   const InstanceInfo* info_;
   Observer* observer_;
+  Scoreboard* board_ = nullptr;
+  int slot_ = 0;
+  KeyCache keys_;
 };
 
 }  // namespace chatllm

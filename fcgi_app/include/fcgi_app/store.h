@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -8,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fcgi_app/auth.h"
 #include "fcgi_app/cluster_map.h"
 #include "fcgi_app/config.h"
 #include "fcgi_app/db_connection.h"
@@ -15,6 +17,11 @@
 #include "fcgi_app/observer.h"
 
 namespace chatllm {
+
+// A user: 16 raw bytes, or empty when authentication is off ([auth]
+// required = false): sessions created then have no owner and are visible
+// only to requests made without authentication.
+using UserId = std::string;
 
 struct SessionRecord {
   std::optional<std::string> title;
@@ -24,6 +31,64 @@ struct SessionRecord {
   int64_t updated_us = 0;
   std::optional<std::string> model;          // Set at creation; never changes.
   std::optional<std::string> system_prompt;  // Set at creation; never changes.
+  UserId user_id;                            // The owner.
+};
+
+// A position in a user's session list (newest first).
+struct SessionCursor {
+  int64_t created_us = INT64_MAX;
+  std::string id_bytes;  // Empty: from the newest.
+};
+
+struct SessionPage {
+  std::vector<std::pair<SessionId, SessionRecord>> sessions;  // Newest first.
+  bool has_more = false;
+};
+
+// An Idempotency-Key (docs/security.md): scoped to the user and the request
+// target; `request_sha` tells a retry from a different request.
+struct IdempotencyKey {
+  std::string key;          // The header's value, 1..255 bytes.
+  std::string target_sha;   // 16 bytes: SHA-256 of "METHOD path".
+  std::string request_sha;  // 32 bytes: SHA-256 of method, path and body.
+};
+
+enum class IdempotencyOutcome {
+  kNew,       // First use: the write goes ahead.
+  kReplay,    // Done before: `status`/`response` are what it answered.
+  kInFlight,  // The first request is still running: 409.
+  kMismatch,  // Used before for a different request: 422.
+};
+
+struct IdempotencyResult {
+  IdempotencyOutcome outcome = IdempotencyOutcome::kNew;
+  int status = 0;
+  std::string response;
+};
+
+// One message to append (Store::Append).
+struct AppendRequest {
+  std::string_view role;
+  std::string_view content;
+  int64_t created_us = 0;
+  int64_t reply_to = 0;          // 0: none.
+  std::string_view meta_json;    // A JSON object, or "".
+  std::string_view retry_digest; // User messages: TurnDigest(content), for the retry rule.
+  int64_t max_messages = 0;      // Refuse when the session holds this many (0: no limit).
+  // Idempotency-Key of the request: the user message claims it (in its
+  // transaction) ...
+  const IdempotencyKey* claim = nullptr;
+  // ... and the answer completes it, in its own transaction, with the
+  // status and body `respond` builds from the answer's seq.
+  const IdempotencyKey* complete = nullptr;
+  std::function<std::pair<int, std::string>(int64_t seq)> respond;
+};
+
+struct AppendResult {
+  int64_t seq = 0;         // 0: no such session (for this user).
+  bool duplicate = false;  // The retry rule matched: `seq` is the stored message.
+  bool full = false;       // max_messages reached; nothing stored.
+  IdempotencyResult idempotency;  // For `claim`: not kNew means nothing was stored.
 };
 
 struct MessageRecord {
@@ -75,29 +140,53 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  void CreateSession(const SessionId& id, const SessionRecord& session);
-  std::optional<SessionRecord> GetSession(const SessionId& id);
+  // Every operation on a session takes the caller's UserId: a session of
+  // another user is handled exactly like one that does not exist.
+
+  // Creates `session` (owned by session.user_id). With `idem`, the key is
+  // recorded in the same transaction, answered by `status`/`response` on a
+  // replay; a result other than kNew means nothing was created.
+  IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& session,
+                                  const IdempotencyKey* idem = nullptr, int status = 0,
+                                  const std::string& response = "");
+  std::optional<SessionRecord> GetSession(const SessionId& id, const UserId& user = "");
   // True if the session existed; its messages are deleted in the same transaction.
-  bool DeleteSession(const SessionId& id);
-  // Appends one message under the session's row lock. Returns its seq (dense
-  // from 1), or 0 when the session does not exist. `reply_to` 0 means none;
-  // `meta_json` is a JSON object or "". A user message with a
-  // `retry_digest` (16 bytes, TurnDigest) that equals the one the session's
-  // last, unanswered, user message was stored with is not stored again: its
-  // seq is returned and *duplicate set (sql/004_session_model.sql).
+  bool DeleteSession(const SessionId& id, const UserId& user = "");
+  // Appends one message under the session's row lock (see AppendRequest):
+  // dense seq from 1. A user message whose `retry_digest` equals the one the
+  // session's last, unanswered, user message was stored with is not stored
+  // again (sql/004_session_model.sql).
+  AppendResult Append(const SessionId& id, const UserId& user, const AppendRequest& request);
+  // Shorthand for tests and tools: Append for no user; returns the seq.
   int64_t AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
                         int64_t created_us, int64_t reply_to, std::string_view meta_json = "",
                         std::string_view retry_digest = "", bool* duplicate = nullptr);
+  // Gives an Idempotency-Key back after its request failed, so that a retry
+  // runs again (best effort: a key left running is taken over after
+  // idempotency_lease_s).
+  void ReleaseIdempotencyKey(const SessionId& id, const UserId& user, const IdempotencyKey& key);
   // Up to `limit` messages with seq > `after`, ascending; nullopt when the
   // session does not exist. One indexed range read, whatever the history length.
-  std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after,
-                                                         int limit);
+  std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after, int limit,
+                                                         const UserId& user = "");
   // The session's model and system prompt, and its newest messages (at most
   // `limit`) whose estimated tokens (EstimateTokens) add up to at most
   // `token_budget`, oldest first: the context of a turn. One statement: a
   // primary-key read and a bounded index range, whatever the history
   // length. nullopt when the session does not exist.
-  std::optional<TurnContext> LoadContext(const SessionId& id, int limit, int64_t token_budget);
+  std::optional<TurnContext> LoadContext(const SessionId& id, int limit, int64_t token_budget,
+                                         const UserId& user = "");
+
+  // The user's sessions, newest first, after `cursor`: one index range read
+  // (user_id, created_at, session_id) per shard of the map, merged. Its cost
+  // grows with the number of shards, not with the number of sessions.
+  SessionPage ListSessions(const UserId& user, const SessionCursor& cursor, int limit);
+  // How many sessions the user has, over every shard (for max_sessions_per_user).
+  int64_t CountSessions(const UserId& user);
+  // The stored record of an API key: from the shard its id hashes to, or
+  // from any other when that one cannot answer (every shard has a copy).
+  // nullopt when no shard knows the key.
+  std::optional<KeyRecord> LookupApiKey(const std::string& key_id);
 
   // Connects to (or pings) every shard of the map and reads its schema version.
   std::vector<ShardStatus> CheckShards();
@@ -125,6 +214,7 @@ class Store {
   template <typename T, typename Fn>
   std::optional<T> Routed(const SessionId& id, bool is_read, const char* what, Fn&& fn);
   bool FenceAhead(const std::string& shard, uint64_t epoch);
+  std::vector<std::string> AllShardNames() const;
   void MaybeRefresh();
 
   const Config config_;  // A copy: callers may pass a temporary.

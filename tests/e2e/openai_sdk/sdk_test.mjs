@@ -10,7 +10,7 @@ import { VERSION } from 'openai/version';
 
 const base = process.env.CHATLLM_URL;
 assert.ok(base, 'CHATLLM_URL is not set');
-const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'chatllm-test', maxRetries: 0, timeout: 20000 });
+const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: process.env.CHATLLM_API_KEY, maxRetries: 0, timeout: 20000 });
 
 let passed = 0;
 async function check(name, fn) {
@@ -37,7 +37,7 @@ async function collect(stream) {
 async function newSession(body) {
   const res = await fetch(`${base}/v1/sessions`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${process.env.CHATLLM_API_KEY}` },
     body: JSON.stringify(body),
   });
   assert.equal(res.status, 201);
@@ -45,7 +45,9 @@ async function newSession(body) {
 }
 
 async function history(id) {
-  const res = await fetch(`${base}/v1/sessions/${id}/messages?limit=100`);
+  const res = await fetch(`${base}/v1/sessions/${id}/messages?limit=100`, {
+    headers: { Authorization: `Bearer ${process.env.CHATLLM_API_KEY}` },
+  });
   assert.equal(res.status, 200);
   return (await res.json()).data;
 }

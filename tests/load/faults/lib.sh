@@ -8,6 +8,7 @@ set -euo pipefail
   { echo "CHATLLM_STACK_ENV must name a running stack's env file (tests/load/faults/run starts one)" >&2; exit 2; }
 # shellcheck disable=SC1090
 . "$CHATLLM_STACK_ENV"
+export CHATLLM_API_KEY_FILE  # chatllm-load and chatllm-check read the key from it.
 LOAD=$CHATLLM_BUILD/tests/chatllm-load
 CHECK=$CHATLLM_BUILD/tests/chatllm-check
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chatllm-fault.XXXXXX")

@@ -29,7 +29,9 @@ TEST(RouterTest, WrongMethodListsAllowed) {
   RouteMatch m = MatchRoute("PUT", "/v1/sessions/x");
   EXPECT_EQ(m.id, RouteId::kMethodNotAllowed);
   EXPECT_EQ(m.allow, "GET, HEAD, DELETE");
-  EXPECT_EQ(MatchRoute("GET", "/v1/sessions").allow, "POST");
+  EXPECT_EQ(MatchRoute("DELETE", "/v1/sessions").allow, "GET, HEAD, POST");
+  EXPECT_EQ(MatchRoute("GET", "/v1/sessions").id, RouteId::kListSessions);
+  EXPECT_EQ(MatchRoute("GET", "/v1/chat/completions").allow, "POST");
   EXPECT_EQ(MatchRoute("DELETE", "/v1/sessions/x/messages").allow, "GET, HEAD, POST");
   EXPECT_EQ(MatchRoute("POST", "/healthz").allow, "GET, HEAD");
 }

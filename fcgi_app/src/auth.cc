@@ -1,0 +1,134 @@
+#include "fcgi_app/auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "fcgi_app/ids.h"
+
+namespace chatllm {
+namespace {
+
+constexpr char kB64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+constexpr size_t kIdBytes = 8, kSecretBytes = 32;
+constexpr size_t kSecretChars = 43;  // ceil(32 * 8 / 6), no padding.
+
+int B64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '-') return 62;
+  if (c == '_') return 63;
+  return -1;
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+}  // namespace
+
+ApiKey GenerateApiKey() {
+  ApiKey k;
+  k.id.resize(kIdBytes);
+  k.secret.resize(kSecretBytes);
+  RandomBytes(k.id.data(), k.id.size());
+  RandomBytes(k.secret.data(), k.secret.size());
+  return k;
+}
+
+std::string Hex(std::string_view bytes) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char b : bytes) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
+std::string FormatApiKey(const ApiKey& key) {
+  std::string out = "ck_" + Hex(key.id) + "_";
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char b : key.secret) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kB64Url[(acc >> bits) & 63]);
+    }
+  }
+  if (bits > 0) out.push_back(kB64Url[(acc << (6 - bits)) & 63]);
+  return out;
+}
+
+std::optional<ApiKey> ParseApiKey(std::string_view text) {
+  constexpr std::string_view kBearer = "Bearer ";
+  if (text.size() > kBearer.size() && text.substr(0, kBearer.size()) == kBearer) text.remove_prefix(kBearer.size());
+  if (text.size() != 3 + 2 * kIdBytes + 1 + kSecretChars || text.substr(0, 3) != "ck_" || text[3 + 2 * kIdBytes] != '_') {
+    return std::nullopt;
+  }
+  ApiKey key;
+  for (size_t i = 0; i < kIdBytes; ++i) {
+    int hi = HexValue(text[3 + 2 * i]), lo = HexValue(text[4 + 2 * i]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    key.id.push_back(static_cast<char>(hi << 4 | lo));
+  }
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text.substr(4 + 2 * kIdBytes)) {
+    int v = B64Value(c);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      key.secret.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  // 43 characters carry 258 bits: the last 2 must be zero (one spelling per key).
+  if (key.secret.size() != kSecretBytes || (acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+  return key;
+}
+
+std::string SecretHash(std::string_view secret) {
+  unsigned char sha[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(secret.data()), secret.size(), sha);
+  return std::string(reinterpret_cast<const char*>(sha), sizeof(sha));
+}
+
+bool SameBytes(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+const KeyRecord* KeyCache::Find(const std::string& key_id, int64_t now_us) {
+  auto it = entries_.find(key_id);
+  if (it == entries_.end()) return nullptr;
+  if (now_us - it->second.fetched_us > ttl_us_) {
+    lru_.erase(it->second.lru);
+    entries_.erase(it);
+    return nullptr;
+  }
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return &it->second.record;
+}
+
+void KeyCache::Put(const std::string& key_id, KeyRecord record, int64_t now_us) {
+  if (ttl_us_ <= 0 || capacity_ == 0) return;
+  auto it = entries_.find(key_id);
+  if (it != entries_.end()) {
+    lru_.erase(it->second.lru);
+    entries_.erase(it);
+  }
+  while (entries_.size() >= capacity_) {
+    entries_.erase(lru_.back());
+    lru_.pop_back();
+  }
+  lru_.push_front(key_id);
+  entries_.emplace(key_id, Entry{std::move(record), now_us, lru_.begin()});
+}
+
+}  // namespace chatllm

@@ -1,0 +1,630 @@
+// Security through nginx (docs/security.md): API keys, ownership,
+// idempotency, limits, TLS and headers, secrets kept out of logs.
+// Users and keys are made with the real chatllm-admin; the database is read
+// with the mariadb client, as an operator would.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/api_client.h"
+#include "support/fcgi_client.h"
+#include "support/instance.h"
+#include "support/stack_env.h"
+
+namespace chatllm::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// chatllm-admin against the test stack; returns stdout (test failure on a non-zero exit).
+std::string Admin(const std::string& args) {
+  const StackEnv& env = StackEnv::Get();
+  std::string out;
+  int rc = RunCommand(env.build() + "/chatllm-admin --config " + env.AppConfig(env.apps()[0].first) + " " + args +
+                          " 2>/dev/null",
+                      &out);
+  EXPECT_EQ(rc, 0) << "chatllm-admin " << args;
+  return Trim(out);
+}
+
+// A user of its own for each test run, and a new key of it.
+std::string Unique(const std::string& prefix) {
+  static int n = 0;
+  return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(++n);
+}
+std::string NewUserKey(const std::string& user, const std::string& extra = "") {
+  Admin("user add " + user);
+  return Admin("key create " + user + " " + extra);
+}
+std::string KeyId(const std::string& key) { return key.substr(3, 16); }
+
+// Runs SQL on shard `name` as root; returns the rows, tab-separated.
+std::string ShardSql(const std::string& name, const std::string& sql) {
+  const StackEnv& env = StackEnv::Get();
+  std::string out;
+  std::string cmd = "mariadb --no-defaults -uroot --socket=" + env.var() + "/db/" + name +
+                    "/mariadb.sock chatllm -N -B -e \"" + sql + "\"";
+  EXPECT_EQ(RunCommand(cmd, &out), 0) << cmd;
+  return out;
+}
+
+// SHA-256 of the 32 bytes a key's secret (43 characters of base64url) spells.
+std::string SecretSha256Hex(const std::string& secret) {
+  std::string out;
+  RunCommand("printf '%s=' '" + secret + "' | basenc --base64url -d | sha256sum | cut -d' ' -f1", &out);
+  return Trim(out);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool WaitFor(double seconds, const std::function<bool()>& cond) {
+  auto start = Clock::now();
+  while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return cond();
+}
+
+int SparePort(int offset) { return StackEnv::Get().apps().back().second + 400 + offset; }
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    alice_user_ = new std::string(Unique("alice"));
+    alice_key_ = new std::string(NewUserKey(*alice_user_));
+    bob_key_ = new std::string(NewUserKey(Unique("bob")));
+  }
+  SecurityTest() : alice(StackEnv::Get().url(), *alice_key_), bob(StackEnv::Get().url(), *bob_key_) {}
+
+  static std::string Create(ApiClient& api, const std::string& body = "{}") {
+    ApiResponse r = api.Post("/v1/sessions", body);
+    EXPECT_EQ(r.status, 201) << r.body;
+    return r.status == 201 ? r["id"].GetString() : "";
+  }
+  static int64_t Count(ApiClient& api, const std::string& id) {
+    ApiResponse r = api.Get("/v1/sessions/" + id);
+    return r.status == 200 ? r["message_count"].GetInt64() : -1;
+  }
+
+  static std::string* alice_user_;
+  static std::string* alice_key_;
+  static std::string* bob_key_;
+  ApiClient alice;
+  ApiClient bob;
+};
+std::string* SecurityTest::alice_user_ = nullptr;
+std::string* SecurityTest::alice_key_ = nullptr;
+std::string* SecurityTest::bob_key_ = nullptr;
+
+TEST_F(SecurityTest, AnotherUsersSessionLooksExactlyLikeAMissingOne) {
+  const std::string id = Create(alice);
+  ASSERT_EQ(alice.Append(id, "private").status, 201);
+  const std::string missing = "/v1/sessions/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+  const std::string mine = "/v1/sessions/" + id;
+
+  // Every route, with the real id and with an id nobody has: one answer.
+  struct Probe {
+    std::string method, suffix, body;
+  };
+  const std::vector<Probe> probes = {{"GET", "", ""},
+                                     {"HEAD", "", ""},
+                                     {"GET", "/messages?limit=5", ""},
+                                     {"POST", "/messages", R"({"content":"intruder"})"},
+                                     {"DELETE", "", ""}};
+  for (const Probe& p : probes) {
+    ApiResponse real = bob.Send(p.method, mine + p.suffix, p.body, p.body.empty() ? "" : "application/json");
+    ApiResponse none = bob.Send(p.method, missing + p.suffix, p.body, p.body.empty() ? "" : "application/json");
+    SCOPED_TRACE(p.method + " " + p.suffix);
+    EXPECT_EQ(real.status, 404);
+    EXPECT_EQ(real.status, none.status);
+    EXPECT_EQ(real.body, none.body);
+    EXPECT_EQ(real.Header("Content-Type"), none.Header("Content-Type"));
+  }
+  // The OpenAI-compatible route with the session header, too.
+  auto completion = [&](const std::string& session) {
+    bob.set_headers({{"X-Session-Id", session}});
+    ApiResponse r = bob.Post("/v1/chat/completions", R"({"model":"echo","messages":[{"role":"user","content":"x"}]})");
+    bob.set_headers({});
+    return r;
+  };
+  ApiResponse real = completion(id), none = completion(missing.substr(13));
+  EXPECT_EQ(real.status, 404);
+  EXPECT_EQ(real.body, none.body);
+
+  // Bob's list does not show it; nothing Bob sent was stored or deleted.
+  ApiResponse list = bob.Get("/v1/sessions?limit=100");
+  ASSERT_EQ(list.status, 200);
+  for (const auto& s : list["data"].GetArray()) EXPECT_NE(std::string(s["id"].GetString()), id);
+  EXPECT_EQ(Count(alice, id), 2);
+  ApiResponse history = alice.Get(mine + "/messages");
+  ASSERT_EQ(history.status, 200);
+  EXPECT_EQ(std::string(history["data"][0]["content"].GetString()), "private");
+}
+
+TEST_F(SecurityTest, ListsOnlyTheCallersSessionsNewestFirstAcrossShards) {
+  ApiClient carol(StackEnv::Get().url(), NewUserKey(Unique("carol")));
+  std::vector<std::string> created;
+  for (int i = 0; i < 9; ++i) {
+    created.push_back(Create(carol, "{\"title\":\"s" + std::to_string(i) + "\"}"));
+    Create(bob);  // Another user's sessions, interleaved.
+  }
+  // The test means something only if carol's sessions are on both shards.
+  std::set<std::string> shards;
+  const StackEnv& env = StackEnv::Get();
+  for (const std::string& id : created) {
+    std::string out;
+    RunCommand(env.build() + "/shardctl --config " + env.AppConfig(env.apps()[0].first) + " locate " + id, &out);
+    shards.insert(Trim(out));
+  }
+  ASSERT_GE(shards.size(), 2u);
+
+  std::vector<std::string> listed;
+  std::string after;
+  int pages = 0;
+  for (;;) {
+    ApiResponse page = carol.Get("/v1/sessions?limit=4" + (after.empty() ? "" : "&after=" + after));
+    ASSERT_EQ(page.status, 200) << page.body;
+    ++pages;
+    for (const auto& s : page["data"].GetArray()) listed.push_back(s["id"].GetString());
+    if (!page["has_more"].GetBool()) {
+      EXPECT_TRUE(page["next_after"].IsNull());
+      break;
+    }
+    after = page["next_after"].GetString();
+    ASSERT_LT(pages, 10);
+  }
+  EXPECT_EQ(pages, 3);
+  std::vector<std::string> newest_first(created.rbegin(), created.rend());
+  EXPECT_EQ(listed, newest_first);
+
+  // A deleted session leaves the list; a forged cursor is a 400.
+  ASSERT_EQ(carol.Delete("/v1/sessions/" + created[8]).status, 204);
+  ApiResponse first = carol.Get("/v1/sessions?limit=1");
+  EXPECT_EQ(std::string(first["data"][0]["id"].GetString()), created[7]);
+  ApiResponse bad = carol.Get("/v1/sessions?after=not-a-cursor");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.ErrorCode(), "invalid_request");
+}
+
+TEST_F(SecurityTest, KeysAreStoredOnlyAsHashesOnEveryShard) {
+  const std::string user = Unique("dave");
+  const std::string key = NewUserKey(user);
+  const std::string secret = key.substr(20);
+  ASSERT_EQ(secret.size(), 43u);
+  for (const auto& [shard, port] : StackEnv::Get().shards()) {
+    SCOPED_TRACE(shard);
+    // The row is there, with the hash of the secret...
+    std::string row = ShardSql(shard, "SELECT LOWER(HEX(secret_sha256)) FROM api_keys WHERE key_id = UNHEX('" +
+                                          KeyId(key) + "')");
+    EXPECT_EQ(Trim(row), SecretSha256Hex(secret));
+    // ...and neither the key nor its secret is anywhere in the auth tables.
+    std::string dump = ShardSql(shard, "SELECT * FROM api_keys; SELECT * FROM users;");
+    EXPECT_EQ(dump.find(secret), std::string::npos);
+    EXPECT_EQ(dump.find(key), std::string::npos);
+  }
+}
+
+TEST_F(SecurityTest, MissingUnknownRevokedExpiredAndDisabledKeysGetOneAnswer) {
+  const std::string url = StackEnv::Get().url();
+  ApiClient none(url, "");
+  ApiResponse reference = none.Get("/v1/sessions");
+  ASSERT_EQ(reference.status, 401);
+  EXPECT_EQ(reference.ErrorCode(), "unauthorized");
+  EXPECT_EQ(reference.Header("WWW-Authenticate"), "Bearer realm=\"chatllm\"");
+
+  auto expect_rejected = [&](const std::string& key, const std::string& what) {
+    SCOPED_TRACE(what);
+    ApiClient c(url, key);
+    for (const std::string& path :
+         {std::string("/v1/sessions"), std::string("/v1/sessions/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b/messages")}) {
+      ApiResponse r = c.Get(path);
+      EXPECT_EQ(r.status, 401) << what << " " << path;
+      EXPECT_EQ(r.body, reference.body) << what;
+      EXPECT_EQ(r.Header("WWW-Authenticate"), reference.Header("WWW-Authenticate")) << what;
+    }
+    ApiResponse post = c.Post("/v1/sessions", "{}");
+    EXPECT_EQ(post.status, 401) << what;
+  };
+  const std::string good = NewUserKey(Unique("erin"));
+  expect_rejected("not-a-key", "garbage");
+  expect_rejected("ck_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "unknown id");
+  expect_rejected(good.substr(0, 20) + std::string(43, 'A'), "wrong secret");
+  expect_rejected(good + "x", "too long");
+
+  // Revoked: within the cache TTL ([auth] key_cache_ttl_ms, 5 s) of the revocation.
+  const std::string revoked = NewUserKey(Unique("frank"));
+  ApiClient r(url, revoked);
+  ASSERT_EQ(r.Get("/v1/sessions").status, 200);  // Cached as valid now.
+  Admin("key revoke " + KeyId(revoked));
+  // Every worker thread caches keys for [auth] key_cache_ttl_ms (5 s): after
+  // that, no worker of either instance accepts the key.
+  std::this_thread::sleep_for(std::chrono::milliseconds(5500));
+  int accepted = 0;
+  for (int i = 0; i < 32; ++i) accepted += ApiClient(url, revoked).Get("/v1/sessions").status != 401;
+  EXPECT_EQ(accepted, 0);
+  expect_rejected(revoked, "revoked");
+
+  // Expired: a key created to expire, its expiry moved into the past on every shard.
+  const std::string user = Unique("grace");
+  const std::string expiring = NewUserKey(user, "--expires-in 1");
+  EXPECT_EQ(ApiClient(url, expiring).Get("/v1/sessions").status, 200);
+  for (const auto& [shard, port] : StackEnv::Get().shards()) {
+    ShardSql(shard, "UPDATE api_keys SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE key_id = UNHEX('" +
+                        KeyId(expiring) + "')");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(5500));  // The cached record expires.
+  expect_rejected(expiring, "expired");
+
+  // A disabled user's keys stop; enabled again, they work again.
+  const std::string henry = Unique("henry");
+  const std::string hkey = NewUserKey(henry);
+  EXPECT_EQ(ApiClient(url, hkey).Get("/v1/sessions").status, 200);
+  Admin("user disable " + henry);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5500));
+  expect_rejected(hkey, "disabled user");
+  Admin("user enable " + henry);
+  EXPECT_TRUE(WaitFor(8, [&] { return ApiClient(url, hkey).Get("/v1/sessions").status == 200; }));
+}
+
+TEST_F(SecurityTest, AnIdempotentRetryGetsTheStoredResponse) {
+  // Creating a session.
+  alice.set_headers({{"Idempotency-Key", Unique("create")}});
+  ApiResponse first = alice.Post("/v1/sessions", R"({"title":"once"})");
+  ApiResponse again = alice.Post("/v1/sessions", R"({"title":"once"})");
+  ASSERT_EQ(first.status, 201) << first.body;
+  EXPECT_EQ(again.status, 201);
+  EXPECT_EQ(again.body, first.body);
+  EXPECT_EQ(again.Header("Idempotent-Replayed"), "true");
+  EXPECT_EQ(first.Header("Idempotent-Replayed"), "");
+  ApiResponse other_body = alice.Post("/v1/sessions", R"({"title":"twice"})");
+  EXPECT_EQ(other_body.status, 422);
+  EXPECT_EQ(other_body.ErrorCode(), "idempotency_key_reused");
+  const std::string id = first["id"].GetString();
+
+  // A turn.
+  const std::string turn_key = Unique("turn");
+  alice.set_headers({{"Idempotency-Key", turn_key}});
+  ApiResponse turn = alice.Append(id, "hello once");
+  ApiResponse replay = alice.Append(id, "hello once");
+  ASSERT_EQ(turn.status, 201) << turn.body;
+  EXPECT_EQ(replay.status, 201);
+  EXPECT_EQ(replay.body, turn.body);
+  EXPECT_EQ(replay.Header("Idempotent-Replayed"), "true");
+  ApiResponse changed = alice.Append(id, "hello twice");
+  EXPECT_EQ(changed.status, 422);
+  EXPECT_EQ(changed.ErrorCode(), "idempotency_key_reused");
+  // The key names one request: the same key on another route is a different one... of this user only.
+  alice.set_headers({});
+  EXPECT_EQ(Count(alice, id), 2);
+
+  // Keys are per user: Bob's identical key is his own.
+  const std::string bobs = Create(bob);
+  bob.set_headers({{"Idempotency-Key", turn_key}});
+  ApiResponse bob_turn = bob.Append(bobs, "hello once");
+  EXPECT_EQ(bob_turn.status, 201);
+  EXPECT_EQ(bob_turn.Header("Idempotent-Replayed"), "");
+  bob.set_headers({{"Idempotency-Key", std::string(256, 'k')}});
+  ApiResponse too_long = bob.Append(bobs, "x");
+  EXPECT_EQ(too_long.status, 400);
+  bob.set_headers({});
+  EXPECT_EQ(Count(bob, bobs), 2);
+
+  // A turn that failed (a provider error) stores no response and gives its
+  // key back: the same request runs again, and the key is free for another.
+  const std::string failing = Create(alice);
+  const std::string path = "/v1/sessions/" + failing + "/messages";
+  alice.set_headers({{"Idempotency-Key", Unique("fail")}});
+  ApiResponse failed = alice.Post(path, R"({"content":"x","model":"gpt-status-500"})");
+  EXPECT_GE(failed.status, 500);
+  ApiResponse same = alice.Post(path, R"({"content":"x","model":"gpt-status-500"})");
+  EXPECT_GE(same.status, 500);
+  EXPECT_EQ(same.Header("Idempotent-Replayed"), "");
+  ApiResponse other = alice.Post(path, R"({"content":"x","model":"echo"})");
+  EXPECT_EQ(other.status, 201);
+  ApiResponse replayed = alice.Post(path, R"({"content":"x","model":"echo"})");
+  EXPECT_EQ(replayed.Header("Idempotent-Replayed"), "true");
+  EXPECT_EQ(replayed.body, other.body);
+  alice.set_headers({});
+  // One user message (stored once, though sent three times) and one answer.
+  EXPECT_EQ(Count(alice, failing), 2);
+}
+
+TEST_F(SecurityTest, TenConcurrentRequestsWithOneKeyStoreOneTurn) {
+  const std::string id = Create(alice);
+  const std::string key = Unique("burst");
+  std::vector<ApiResponse> answers(10);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 10; ++i) {
+    threads.emplace_back([&, i] {
+      ApiClient c(StackEnv::Get().url(), *alice_key_);
+      c.set_headers({{"Idempotency-Key", key}});
+      answers[i] = c.Post("/v1/sessions/" + id + "/messages", R"({"content":"only once","model":"gpt-slow-800"})");
+    });
+  }
+  for (auto& t : threads) t.join();
+  int fresh = 0, replayed = 0, in_flight = 0;
+  for (const ApiResponse& a : answers) {
+    if (a.status == 201 && a.Header("Idempotent-Replayed").empty()) ++fresh;
+    else if (a.status == 201) ++replayed;
+    else if (a.status == 409 && a.ErrorCode() == "idempotency_key_in_use" && a.Header("Retry-After") == "1") ++in_flight;
+    else ADD_FAILURE() << a.status << " " << a.body;
+  }
+  EXPECT_EQ(fresh, 1);
+  EXPECT_GE(in_flight, 1);  // The others came while the first was with the provider.
+  EXPECT_EQ(fresh + replayed + in_flight, 10);
+  EXPECT_EQ(Count(alice, id), 2);
+  // Once it finished, a retry gets its answer.
+  alice.set_headers({{"Idempotency-Key", key}});
+  ApiResponse after = alice.Post("/v1/sessions/" + id + "/messages", R"({"content":"only once","model":"gpt-slow-800"})");
+  alice.set_headers({});
+  EXPECT_EQ(after.status, 201);
+  EXPECT_EQ(after.Header("Idempotent-Replayed"), "true");
+  EXPECT_EQ(Count(alice, id), 2);
+}
+
+TEST_F(SecurityTest, AReplayAfterTheAppsRestartGetsTheStoredResponse) {
+  const StackEnv& env = StackEnv::Get();
+  const std::string id = Create(alice);
+  const std::string key = Unique("restart");
+  alice.set_headers({{"Idempotency-Key", key}});
+  ApiResponse before = alice.Append(id, "survives a restart");
+  ASSERT_EQ(before.status, 201);
+  for (const auto& [name, port] : env.apps()) {
+    ASSERT_EQ(env.Stack("stop-app " + name), 0);
+    ASSERT_EQ(env.Stack("start-app " + name), 0);
+  }
+  ApiClient fresh(env.url(), *alice_key_);  // A new connection after the restarts.
+  fresh.set_headers({{"Idempotency-Key", key}});
+  ApiResponse after;
+  ASSERT_TRUE(WaitFor(10, [&] {
+    after = fresh.Append(id, "survives a restart");
+    return after.status != 502 && after.status != 503 && after.status != 0;
+  }));
+  alice.set_headers({});
+  EXPECT_EQ(after.status, 201);
+  EXPECT_EQ(after.body, before.body);
+  EXPECT_EQ(after.Header("Idempotent-Replayed"), "true");
+  EXPECT_EQ(Count(alice, id), 2);
+}
+
+// A second nginx on the same apps, rendered by scripts/stack with low limits.
+class LimitedNginx {
+ public:
+  LimitedNginx() {
+    const StackEnv& env = StackEnv::Get();
+    var_ = env.var() + "/security-nginx";
+    port_ = env.nginx_port() + 400;
+    prefix_ = "CHATLLM_VAR=" + var_ + " CHATLLM_NGINX_PORT=" + std::to_string(port_) +
+              " CHATLLM_TLS_PORT=" + std::to_string(port_ + 1) +
+              " CHATLLM_NGINX_RATE_PER_IP=20 CHATLLM_NGINX_RATE_PER_KEY=2 CHATLLM_NGINX_CONN_PER_IP=4 ";
+    Run("start-nginx");
+  }
+  ~LimitedNginx() { Run("stop-nginx"); }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  void Run(const std::string& command) {
+    const StackEnv& env = StackEnv::Get();
+    EXPECT_EQ(RunCommand(prefix_ + env.root() + "/scripts/stack --stack " + env.Value("CHATLLM_STACK") + " " +
+                         command + " >/dev/null 2>&1"),
+              0)
+        << command;
+  }
+  std::string var_, prefix_;
+  int port_ = 0;
+};
+
+TEST_F(SecurityTest, NginxLimitsPerKeyPerAddressAndConnectionsAnswer429) {
+  LimitedNginx nginx;
+  // Per key: 2/s with a burst of 4.
+  ApiClient a(nginx.url(), *alice_key_);
+  int ok = 0, limited = 0;
+  for (int i = 0; i < 12; ++i) {
+    ApiResponse r = a.Get("/v1/sessions?limit=1");
+    if (r.status == 200) ++ok;
+    if (r.status == 429) {
+      ++limited;
+      EXPECT_EQ(r.ErrorCode(), "rate_limited");
+      EXPECT_EQ(r.Header("Retry-After"), "1");
+      EXPECT_EQ(r.Header("X-Content-Type-Options"), "nosniff");
+    }
+  }
+  EXPECT_GE(ok, 4);
+  EXPECT_LE(ok, 7);
+  EXPECT_EQ(ok + limited, 12);
+  // Another key still gets through: the limit is per key.
+  EXPECT_EQ(ApiClient(nginx.url(), *bob_key_).Get("/v1/sessions?limit=1").status, 200);
+
+  // Per address: 20/s with a burst of 40, whatever the key (here none).
+  ApiClient anon(nginx.url(), "");
+  int anon_limited = 0;
+  for (int i = 0; i < 80; ++i) anon_limited += anon.Get("/v1/sessions").status == 429;
+  EXPECT_GE(anon_limited, 20);
+
+  // Connections per address: 4 at once; slow requests hold them.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // Refill the buckets.
+  std::vector<std::string> keys;  // One each: the per-key limit stays out of the way.
+  for (int i = 0; i < 8; ++i) keys.push_back(Admin("key create " + *alice_user_));
+  std::atomic<int> conn_limited{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      ApiClient c(nginx.url(), keys[i]);
+      ApiResponse r = c.Post("/v1/chat/completions", R"({"model":"gpt-slow-1000","messages":[{"role":"user","content":"x"}]})");
+      if (r.status == 429) ++conn_limited;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_GE(conn_limited.load(), 1);
+}
+
+TEST_F(SecurityTest, TheAppLimitsSessionsMessagesConcurrentTurnsAndRate) {
+  Instance app("security-limits", SparePort(0),
+               {{"workers", "4"}, {"max_sessions_per_user", "3"}, {"max_messages_per_session", "4"},
+                {"max_concurrent_turns_per_user", "2"}, {"user_requests_per_second", "5"}, {"user_burst", "30"}});
+  app.Start();
+  const std::map<std::string, std::string> auth = {{"HTTP_AUTHORIZATION", "Bearer " + NewUserKey(Unique("ivan"))}};
+  auto call = [&](const std::string& method, const std::string& uri, const std::string& body = "") {
+    return FcgiRequest(app.port(), method, uri, body, auth);
+  };
+  auto id_of = [](const FcgiResponse& r) {
+    size_t at = r.body.find("\"id\":\"");
+    return at == std::string::npos ? std::string() : r.body.substr(at + 6, 36);
+  };
+  // Sessions per user: 3; a deleted one frees its place.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    FcgiResponse r = call("POST", "/v1/sessions", "{}");
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(id_of(r));
+  }
+  FcgiResponse fourth = call("POST", "/v1/sessions", "{}");
+  EXPECT_EQ(fourth.status, 409);
+  EXPECT_NE(fourth.body.find("\"too_many_sessions\""), std::string::npos) << fourth.body;
+
+  // Messages per session: 4 (two turns); the third turn stores nothing.
+  EXPECT_EQ(call("POST", "/v1/sessions/" + ids[0] + "/messages", R"({"content":"a"})").status, 201);
+  EXPECT_EQ(call("POST", "/v1/sessions/" + ids[0] + "/messages", R"({"content":"b"})").status, 201);
+  FcgiResponse full = call("POST", "/v1/sessions/" + ids[0] + "/messages", R"({"content":"c"})");
+  EXPECT_EQ(full.status, 409);
+  EXPECT_NE(full.body.find("\"session_full\""), std::string::npos) << full.body;
+  FcgiResponse session = call("GET", "/v1/sessions/" + ids[0]);
+  EXPECT_NE(session.body.find("\"message_count\":4"), std::string::npos) << session.body;
+  EXPECT_EQ(call("DELETE", "/v1/sessions/" + ids[0]).status, 204);
+  FcgiResponse again = call("POST", "/v1/sessions", "{}");
+  ASSERT_EQ(again.status, 201);
+  ids[0] = id_of(again);
+
+  // Two turns at once per user: of three slow ones, one is refused.
+  std::vector<FcgiResponse> turns(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      turns[i] = call("POST", "/v1/sessions/" + ids[i] + "/messages", R"({"content":"slow","model":"gpt-slow-1000"})");
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0, refused = 0;
+  for (const FcgiResponse& t : turns) {
+    ok += t.status == 201;
+    if (t.status == 429) {
+      ++refused;
+      EXPECT_NE(t.body.find("\"too_many_concurrent_turns\""), std::string::npos) << t.body;
+      EXPECT_EQ(t.headers.count("Retry-After"), 1u);
+    }
+  }
+  EXPECT_EQ(ok, 2);
+  EXPECT_EQ(refused, 1);
+  // A refused turn stored nothing: the sessions hold 2 + 2 + 0 or so.
+  int stored = 0;
+  for (const std::string& id : ids) {
+    FcgiResponse s = call("GET", "/v1/sessions/" + id);
+    stored += s.body.find("\"message_count\":2") != std::string::npos ? 2 : 0;
+  }
+  EXPECT_EQ(stored, 4);
+
+  // Requests per second: 5/s with a burst of 30.
+  int limited = 0;
+  for (int i = 0; i < 40; ++i) {
+    FcgiResponse r = call("GET", "/v1/sessions?limit=1");
+    if (r.status == 429) {
+      ++limited;
+      EXPECT_NE(r.body.find("\"rate_limited\""), std::string::npos);
+    }
+  }
+  EXPECT_GE(limited, 10);
+  EXPECT_EQ(app.Stop(SIGTERM), 0);
+}
+
+TEST_F(SecurityTest, TlsListenerAndSecurityHeaders) {
+  const StackEnv& env = StackEnv::Get();
+  auto headers_of = [&](const std::string& curl_args) {
+    std::string out;
+    RunCommand("curl -sS -o /dev/null -D - -H 'Authorization: Bearer " + *alice_key_ + "' " + curl_args, &out);
+    return out;
+  };
+  // Through TLS, checked against the stack's own certificate.
+  std::string tls = headers_of("--cacert " + env.Value("CHATLLM_TLS_CERT") + " " + env.Value("CHATLLM_TLS_URL") +
+                               "/v1/sessions?limit=1");
+  EXPECT_NE(tls.find("HTTP/1.1 200"), std::string::npos) << tls;
+  EXPECT_NE(tls.find("Strict-Transport-Security: max-age=31536000"), std::string::npos) << tls;
+  const std::string big = env.var() + "/security-big-body.json";
+  std::ofstream(big) << std::string(2 << 20, 'x');
+  // Plain HTTP: no HSTS; the other headers on app answers, app errors and nginx's own errors.
+  std::string plain = headers_of(env.url() + "/v1/sessions?limit=1");
+  EXPECT_EQ(plain.find("Strict-Transport-Security"), std::string::npos) << plain;
+  for (const std::string& answer :
+       {plain, headers_of(env.url() + "/v1/sessions/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+        headers_of("-X POST --data-binary @" + big + " " + env.url() + "/v1/sessions"),
+        headers_of(env.url() + "/nginx-health")}) {
+    EXPECT_NE(answer.find("X-Content-Type-Options: nosniff"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("X-Frame-Options: DENY"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("Content-Security-Policy: default-src 'none'"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("Referrer-Policy: no-referrer"), std::string::npos) << answer;
+  }
+}
+
+// Last: everything above has run through the logs by now.
+TEST_F(SecurityTest, SecretsNeverAppearInLogsMetricsOrStatus) {
+  const StackEnv& env = StackEnv::Get();
+  std::vector<std::pair<std::string, std::string>> secrets;
+  for (const char* name : {"app_password", "migrate_password", "fake_llm_key"}) {
+    secrets.emplace_back(name, Trim(ReadFile(env.var() + "/secrets/" + name)));
+  }
+  secrets.emplace_back("stack API key", env.api_key().substr(20));
+  secrets.emplace_back("alice's API key", alice_key_->substr(20));
+  secrets.emplace_back("bob's API key", bob_key_->substr(20));
+  for (const auto& [what, value] : secrets) ASSERT_GE(value.size(), 16u) << what;
+
+  // Provoke the paths that log: a provider refusing (its key is sent),
+  // bad keys, a missing session, a database error.
+  ApiClient(env.url(), "ck_0123456789abcdef_" + alice_key_->substr(20)).Get("/v1/sessions");
+  alice.Post("/v1/chat/completions", R"({"model":"gpt-status-401","messages":[{"role":"user","content":"x"}]})");
+  alice.Get("/v1/sessions/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+
+  std::string files;
+  RunCommand("find " + env.var() + " -path " + env.var() + "/db -prune -o -type f \\( -name '*.log' -o -name '*.stderr' \\) -print",
+             &files);
+  std::istringstream list(files);
+  int scanned = 0;
+  for (std::string file; std::getline(list, file);) {
+    const std::string text = ReadFile(file);
+    ++scanned;
+    for (const auto& [what, value] : secrets) EXPECT_EQ(text.find(value), std::string::npos) << what << " in " << file;
+  }
+  EXPECT_GE(scanned, 5);
+  for (const auto& [name, port] : env.apps()) {
+    for (const char* path : {"/metrics", "/status?full"}) {
+      FcgiResponse r = FcgiRequest(port, "GET", path);
+      ASSERT_EQ(r.status, 200) << path;
+      for (const auto& [what, value] : secrets) EXPECT_EQ(r.body.find(value), std::string::npos) << what << " in " << path;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chatllm::testing
