@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "fcgi_app/fcgi_guard.h"
 #include "fcgi_app/access_log.h"
 #include "fcgi_app/http.h"
 #include "fcgi_app/ids.h"
@@ -77,6 +78,9 @@ std::atomic<bool> g_stop{false};
 volatile sig_atomic_t g_reopen_log = 0;
 std::atomic<int64_t> g_served{0};
 std::atomic<bool> g_failed{false};  // A thread could not start: exit non-zero.
+
+// How long a worker waits for a request's head (nginx sends it at once).
+constexpr int kFcgiHeadTimeoutMs = 5000;
 
 void OnStopSignal(int) { g_stop.store(true); }
 void OnReopenSignal(int) { g_reopen_log = 1; }
@@ -254,6 +258,14 @@ void ServeThread(WorkerShared* w, int index) {
     const int64_t start = MonotonicMicros();
     w->board->counters().accepted.fetch_add(1, std::memory_order_relaxed);
     w->board->SetState(slot, SlotState::kReading);
+    // libfcgi must only see well-formed request heads (fcgi_guard.h).
+    std::string why;
+    if (PeekFcgiHead(fd, kFcgiHeadTimeoutMs, &why) != FcgiHead::kComplete) {
+      LOG_WARN("worker: dropped a connection that did not send a well-formed FastCGI request: %s", why.c_str());
+      ::close(fd);
+      w->board->SetState(slot, SlotState::kIdle);
+      continue;
+    }
     // Hand the connection to libfcgi: with ipcFd set and keepConnection on,
     // FCGX_Accept_r reads the request from it instead of accepting (its
     // opening FCGX_Finish_r would otherwise close it). libfcgi 2.4.

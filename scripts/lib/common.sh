@@ -45,6 +45,30 @@ ensure_node() {
 }
 
 # build [CMAKE_ARGS...]: configures (once) and builds in $CHATLLM_BUILD.
+# sanitized_build DIR TARGET...: clang with ASan+UBSan and the libFuzzer
+# targets (CHATLLM_SANITIZE, CHATLLM_FUZZ), only the targets named.
+sanitized_build() {
+  local dir=$1
+  shift
+  if [[ ! -f $dir/CMakeCache.txt ]]; then
+    say "configuring $dir (clang, ASan+UBSan, fuzz targets)"
+    cmake -S "$CHATLLM_ROOT" -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCHATLLM_SANITIZE=ON -DCHATLLM_FUZZ=ON >/dev/null
+  fi
+  say "building $* in $dir"
+  cmake --build "$dir" -j "$(nproc 2>/dev/null || echo 2)" --target "$@" -- --no-print-directory \
+    >/tmp/chatllm-sanitized-build.log 2>&1 ||
+    { grep -E -A5 'error|Error' /tmp/chatllm-sanitized-build.log | head -n 60 >&2; die "sanitized build failed (log: /tmp/chatllm-sanitized-build.log)"; }
+}
+
+# The sanitizers' runtime settings (suppressions name third-party code only).
+sanitizer_env() {
+  local sup=$CHATLLM_ROOT/tests/sanitizers
+  export UBSAN_OPTIONS="suppressions=$sup/ubsan.supp:print_stacktrace=1:halt_on_error=1"
+  export LSAN_OPTIONS="suppressions=$sup/lsan.supp"
+  export ASAN_OPTIONS="allocator_may_return_null=1:detect_stack_use_after_return=1"
+}
+
 build() {
   local jobs
   jobs=$(nproc 2>/dev/null || echo 2)

@@ -46,6 +46,7 @@ struct Shared {
   std::mutex report_mu;
   std::vector<int64_t> interval_latencies;
   int64_t interval_ok = 0, interval_err = 0;
+  std::atomic<int64_t> retried{0};  // Attempts repeated under --retries.
 
   explicit Shared(const LoadOptions& o) : opt(o), max_seq(o.sessions) {}
   int64_t Now() const {
@@ -137,6 +138,26 @@ class Client {
     return s_.sessions[i];
   }
 
+  // Runs `call` (one HTTP attempt) again while its outcome is unknown, up to
+  // --retries times: a careful client's retry, safe for writes because they
+  // carry an Idempotency-Key.
+  template <typename Call>
+  httplib::Result WithRetries(Call&& call) {
+    for (int attempt = 0;; ++attempt) {
+      httplib::Result r = call();
+      const int status = r ? r->status : 0;
+      const bool unknown = status == 0 || status == 502 || status == 504 ||
+                           (status == 409 && r->body.find("idempotency_key_in_use") != std::string::npos);
+      if (!unknown || attempt >= s_.opt.retries || s_.stop.load()) return r;
+      s_.retried.fetch_add(1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(status == 409 ? 200 : 20));
+    }
+  }
+  httplib::Headers IdempotencyHeaders(const std::string& key) const {
+    if (s_.opt.retries <= 0) return {};
+    return {{"Idempotency-Key", key}};
+  }
+
   int Do(const std::string& op, int64_t n) {
     if (op == "raw") {
       auto r = http_.Get(s_.opt.raw_path);
@@ -144,7 +165,8 @@ class Client {
     }
     if (op == "create") {
       int64_t invoke = s_.Now();
-      auto r = http_.Post("/v1/sessions", "{}", "application/json");
+      const httplib::Headers h = IdempotencyHeaders(s_.run_id + "-create-c" + std::to_string(id_) + "-" + std::to_string(n));
+      auto r = WithRetries([&] { return http_.Post("/v1/sessions", h, "{}", "application/json"); });
       if (r && r->status == 201) {
         rapidjson::Document d;
         d.Parse(r->body.c_str());
@@ -166,8 +188,9 @@ class Client {
       rec.content = s_.run_id + "-c" + std::to_string(id_) + "-" + std::to_string(n) + "-";
       rec.content.resize(std::max<size_t>(rec.content.size(), s_.opt.content_bytes), 'x');
       rec.invoke_us = s_.Now();
-      auto r = http_.Post("/v1/sessions/" + session + "/messages", "{\"content\":" + JsonEscape(rec.content) + "}",
-                          "application/json");
+      const httplib::Headers h = IdempotencyHeaders(rec.content);  // Unique per append.
+      const std::string body = "{\"content\":" + JsonEscape(rec.content) + "}";
+      auto r = WithRetries([&] { return http_.Post("/v1/sessions/" + session + "/messages", h, body, "application/json"); });
       rec.complete_us = s_.Now();
       rec.status = r ? r->status : 0;
       rec.outcome = OutcomeOfStatus(rec.status);
@@ -194,7 +217,7 @@ class Client {
       rec.client = id_;
       rec.limit = s_.opt.read_limit;
       rec.invoke_us = s_.Now();
-      auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit));
+      auto r = WithRetries([&] { return http_.Get("/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit)); });
       rec.complete_us = s_.Now();
       if (r && r->status == 200 && s_.history.enabled()) {
         rapidjson::Document d;
@@ -360,6 +383,10 @@ int Main(int argc, char** argv) {
   }
   if (rows.size() > 1) rows.push_back(Summarize("total", total, seconds));
   PrintTable(opt.label.empty() ? "" : "[" + opt.label + "]", rows);
+  if (opt.retries > 0) {
+    std::printf("%lld attempts repeated (--retries %d: outcome unknown, retried with the same Idempotency-Key)\n",
+                static_cast<long long>(shared.retried.load()), opt.retries);
+  }
   if (!opt.json_file.empty()) {
     std::ofstream(opt.json_file) << SummariesToJson(opt.label, seconds, start_unix_us, rows) << "\n";
   }

@@ -53,6 +53,10 @@ percentiles and errors by status, per operation.
   --content-bytes N      size of each appended message (default 64)
   --warmup S             do not measure the first S seconds
   --timeout S            per-request timeout (default 10)
+  --retries N            retry a request whose outcome is unknown (no answer, a
+                         502 or 504, 409 idempotency_key_in_use) up to N times, as
+                         a careful client does; creates and appends then carry an
+                         Idempotency-Key, so a retry never stores twice (default 0)
   --history FILE         record every append and read (JSON lines) for chatllm-check
   --json FILE            write the summary as JSON
   --label TEXT           name of this run in the table and JSON
@@ -107,6 +111,7 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
     else if (a == "--content-bytes") o->content_bytes = std::atoi(next().c_str());
     else if (a == "--warmup") o->warmup_s = std::atof(next().c_str());
     else if (a == "--timeout") o->timeout_s = std::atoi(next().c_str());
+    else if (a == "--retries") o->retries = std::atoi(next().c_str());
     else if (a == "--raw-path") o->raw_path = next();
     else if (a == "--history") o->history_file = next();
     else if (a == "--json") o->json_file = next();

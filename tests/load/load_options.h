@@ -26,6 +26,8 @@ struct LoadOptions {
   std::string json_file;     // Write the summary as JSON here.
   std::string label;         // Shown in the table header and the JSON.
   int timeout_s = 10;        // Per request; a timeout is an "unknown" outcome.
+  int retries = 0;           // Retry a request whose outcome is unknown (no answer, 502, 504, 409
+                             // in use) this often; writes carry an Idempotency-Key.
   bool quiet = false;
   int report_every_s = 0;    // > 0: print a line with rate and p99 every N seconds.
 };
