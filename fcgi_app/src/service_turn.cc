@@ -578,7 +578,7 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
         rest.created_us = partial->created_us;
         rest.reply_to = user.seq;
         rest.meta_json = meta;
-        rest.max_messages = config_.max_messages_per_session;
+        rest.max_messages = 0;  // An admitted turn's answer is always stored (see below).
         partial->seq = store_->Append(id, turn.user, rest).seq;
         if (partial->seq == 0) partial.reset();
       }
@@ -597,7 +597,11 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
     second.created_us = assistant.created_us;
     second.reply_to = user.seq;
     second.meta_json = meta;
-    second.max_messages = config_.max_messages_per_session;
+    // No limit for the answer: the turn was admitted with room for it, and a
+    // concurrent turn taking that room must not turn a stored user message
+    // into a refusal (a 409 must mean nothing was stored). A session can so
+    // exceed max_messages_per_session by the answers of turns in flight.
+    second.max_messages = 0;
     second.complete = idem;
     second.respond = [&](int64_t seq) {
       assistant.seq = seq;
@@ -606,10 +610,6 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
     };
     AppendResult answered = store_->Append(id, turn.user, second);
     assistant.seq = answered.seq;
-    if (answered.full) {
-      return format.Failed(409, "session_full", "the session became full while the provider answered", &user,
-                           nullptr, -1);
-    }
     if (assistant.seq == 0) {
       return format.Failed(404, "session_not_found", "the session was deleted while the provider answered", nullptr,
                            nullptr, -1);

@@ -454,7 +454,7 @@ TEST_F(ProviderTest, ARefusedKeyIsNeverRepeatedInAnswersOrLogs) {
 
 TEST_F(ProviderTest, HttpsCertificatesAreVerified) {
   // A self-signed certificate for 127.0.0.1, and fake-llm serving TLS with it.
-  const std::string dir = StackEnv::Get().var() + "/tls";
+  const std::string dir = StackEnv::Get().var() + "/fake-llm-tls";  // Not tls/: the nginx certificate is there.
   ASSERT_EQ(RunCommand("mkdir -p " + dir + " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
                        "-addext subjectAltName=IP:127.0.0.1 -keyout " + dir + "/key.pem -out " + dir +
                        "/cert.pem 2>/dev/null"),
