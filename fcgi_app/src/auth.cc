@@ -3,23 +3,14 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "fcgi_app/base64url.h"
 #include "fcgi_app/ids.h"
 
 namespace chatllm {
 namespace {
 
-constexpr char kB64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 constexpr size_t kIdBytes = 8, kSecretBytes = 32;
 constexpr size_t kSecretChars = 43;  // ceil(32 * 8 / 6), no padding.
-
-int B64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
-}
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -49,21 +40,7 @@ std::string Hex(std::string_view bytes) {
   return out;
 }
 
-std::string FormatApiKey(const ApiKey& key) {
-  std::string out = "ck_" + Hex(key.id) + "_";
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char b : key.secret) {
-    acc = (acc << 8) | b;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kB64Url[(acc >> bits) & 63]);
-    }
-  }
-  if (bits > 0) out.push_back(kB64Url[(acc << (6 - bits)) & 63]);
-  return out;
-}
+std::string FormatApiKey(const ApiKey& key) { return "ck_" + Hex(key.id) + "_" + Base64UrlEncode(key.secret); }
 
 std::optional<ApiKey> ParseApiKey(std::string_view text) {
   constexpr std::string_view kBearer = "Bearer ";
@@ -77,20 +54,10 @@ std::optional<ApiKey> ParseApiKey(std::string_view text) {
     if (hi < 0 || lo < 0) return std::nullopt;
     key.id.push_back(static_cast<char>(hi << 4 | lo));
   }
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text.substr(4 + 2 * kIdBytes)) {
-    int v = B64Value(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      key.secret.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
   // 43 characters carry 258 bits: the last 2 must be zero (one spelling per key).
-  if (key.secret.size() != kSecretBytes || (acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+  if (!Base64UrlDecode(text.substr(4 + 2 * kIdBytes), &key.secret) || key.secret.size() != kSecretBytes) {
+    return std::nullopt;
+  }
   return key;
 }
 

@@ -1,9 +1,9 @@
 #include "fcgi_app/requests.h"
 
 #include <cctype>
-#include <cstring>
 #include <map>
 
+#include "fcgi_app/base64url.h"
 #include "fcgi_app/http.h"
 #include "fcgi_app/json.h"
 
@@ -293,50 +293,11 @@ std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config&
   return std::nullopt;
 }
 
-namespace {
-
-constexpr char kB64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-std::string B64UrlEncode(std::string_view bytes) {
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char b : bytes) {
-    acc = (acc << 8) | b;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kB64Url[(acc >> bits) & 63]);
-    }
-  }
-  if (bits > 0) out.push_back(kB64Url[(acc << (6 - bits)) & 63]);
-  return out;
-}
-
-bool B64UrlDecode(std::string_view text, std::string* out) {
-  out->clear();
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    const char* at = std::strchr(kB64Url, c);
-    if (c == '\0' || !at) return false;
-    acc = (acc << 6) | static_cast<uint32_t>(at - kB64Url);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return (acc & ((1u << bits) - 1)) == 0;  // Only one spelling per cursor.
-}
-
-}  // namespace
-
 std::string SessionCursorText(int64_t created_us, std::string_view id_bytes) {
   std::string raw(8, '\0');
   for (int i = 0; i < 8; ++i) raw[i] = static_cast<char>((static_cast<uint64_t>(created_us) >> (56 - 8 * i)) & 0xff);
   raw.append(id_bytes);
-  return B64UrlEncode(raw);
+  return Base64UrlEncode(raw);
 }
 
 std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessionsQuery* out) {
@@ -353,7 +314,7 @@ std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessi
       out->limit = static_cast<int>(v);
     } else if (key == "after") {
       std::string raw;
-      if (value.size() != 32 || !B64UrlDecode(value, &raw) || raw.size() != 24) {
+      if (value.size() != 32 || !Base64UrlDecode(value, &raw) || raw.size() != 24) {
         return Invalid("query parameter 'after' must be a cursor from a previous page's next_after");
       }
       uint64_t created = 0;

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <utility>
 #include <string>
 
+#include "fcgi_app/base64url.h"
 #include "fcgi_app/requests.h"
 
 namespace chatllm {
@@ -78,6 +80,23 @@ TEST(KeyCacheTest, EntriesExpireAfterTheTtlAndTheLeastRecentLeaveFirst) {
   EXPECT_NE(cache.Find("a", 2003), nullptr);
   EXPECT_EQ(cache.Find("b", 2003), nullptr);
   EXPECT_NE(cache.Find("c", 2003), nullptr);
+}
+
+TEST(Base64UrlTest, RoundTripsAndRefusesOtherSpellings) {
+  // RFC 4648 section 10 vectors, unpadded, base64url alphabet.
+  const std::pair<std::string, std::string> vectors[] = {
+      {"", ""}, {"f", "Zg"}, {"fo", "Zm8"}, {"foo", "Zm9v"}, {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"},
+      {"foobar", "Zm9vYmFy"}, {"\xfb\xff", "-_8"}};
+  for (const auto& [bytes, text] : vectors) {
+    EXPECT_EQ(Base64UrlEncode(bytes), text);
+    std::string back;
+    ASSERT_TRUE(Base64UrlDecode(text, &back)) << text;
+    EXPECT_EQ(back, bytes);
+  }
+  std::string out;
+  for (const char* bad : {"Zh", "Zm9", "Z", "Zm9v=", "Zm+v", "Zm/v", "Zm9v\n"}) {
+    EXPECT_FALSE(Base64UrlDecode(bad, &out)) << bad;
+  }
 }
 
 TEST(IdempotencyKeyTest, PrintableAsciiUpTo255Characters) {
