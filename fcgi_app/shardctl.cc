@@ -147,9 +147,19 @@ int Locate(const Config& config, const std::vector<std::string>& args) {
     std::printf("  previous owner (epoch %llu is mid-move): %s\n",
                 static_cast<unsigned long long>(map->epoch()), router.PreviousOwner(id->text()).c_str());
   }
-  if (!isatty(STDOUT_FILENO)) return 0;  // Scripts read the first line only.
-  for (const auto& [shard, state] : admin.Locate(id->text(), id->bytes())) {
-    std::printf("  on %s: %s\n", shard.c_str(), state.c_str());
+  const std::map<std::string, std::string> states = admin.Locate(id->text(), id->bytes());
+  bool held = false, unknown = false;
+  for (const auto& [shard, state] : states) {
+    held |= state == "active" || state == "moving" || state == "incoming";
+    unknown |= state == "unreachable";
+  }
+  if (isatty(STDOUT_FILENO)) {  // Scripts read the first line only.
+    for (const auto& [shard, state] : states) std::printf("  on %s: %s\n", shard.c_str(), state.c_str());
+  }
+  if (!held && !unknown) {
+    std::fprintf(stderr, "shardctl: locate: no session %s exists (the first line is the shard that would hold it)\n",
+                 id->text().c_str());
+    return 1;
   }
   return 0;
 }
@@ -272,6 +282,10 @@ int Verify(const Config& config, const std::vector<std::string>& args) {
   ClusterAdmin admin(config);
   chatllm::VerifyReport r = admin.Verify();
   for (size_t i = 0; i < r.problems.size() && i < 50; ++i) std::printf("PROBLEM %s\n", r.problems[i].c_str());
+  if (r.to_move > 0) {
+    std::printf("verify: %lld sessions are still on their previous owner (shardctl rebalance moves them)\n",
+                static_cast<long long>(r.to_move));
+  }
   std::printf("verify: %lld sessions, %lld messages, %zu problems\n", static_cast<long long>(r.sessions),
               static_cast<long long>(r.messages), r.problems.size());
   return r.problems.empty() ? 0 : 1;
@@ -306,7 +320,8 @@ const Command kCommands[] = {
                "messages, and sessions in transit. Exits 1 if a shard is unreachable.", Status},
     {"map", "usage: shardctl map\n\nPrints the newest shard map as JSON (the form [cluster] map_file reads).", Map},
     {"locate", "usage: shardctl locate SESSION_ID\n\nPrints the shard that owns the session under the newest map (first\n"
-               "line) and, while a move is in progress, its previous owner.", Locate},
+               "line) and, while a move is in progress, its previous owner; on a terminal also\nthe session's state on each. "
+               "Exits 1, saying so, if no shard holds the session.", Locate},
     {"ring", "usage: shardctl ring [--simulate-add NAME:WEIGHT]\n\nPrints each shard's share of the ring. With "
              "--simulate-add, the shares after\nadding that shard and the exact fraction of sessions that would move.", Ring},
     {"add-shard", "usage: shardctl add-shard NAME --host H --port P [--database D] [--weight W]\n\n"

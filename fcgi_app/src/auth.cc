@@ -43,8 +43,16 @@ std::string Hex(std::string_view bytes) {
 std::string FormatApiKey(const ApiKey& key) { return "ck_" + Hex(key.id) + "_" + Base64UrlEncode(key.secret); }
 
 std::optional<ApiKey> ParseApiKey(std::string_view text) {
-  constexpr std::string_view kBearer = "Bearer ";
-  if (text.size() > kBearer.size() && text.substr(0, kBearer.size()) == kBearer) text.remove_prefix(kBearer.size());
+  // RFC 6750: "Bearer" 1*SP token, the scheme case-insensitive (RFC 7235).
+  // nginx's per-key limit reads the key id with the same rule
+  // (conf/nginx.conf.in), so every key accepted here is also counted there.
+  constexpr std::string_view kBearer = "bearer";
+  if (text.size() <= kBearer.size() || text[kBearer.size()] != ' ') return std::nullopt;
+  for (size_t i = 0; i < kBearer.size(); ++i) {
+    if ((text[i] | 0x20) != kBearer[i]) return std::nullopt;
+  }
+  text.remove_prefix(kBearer.size());
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
   if (text.size() != 3 + 2 * kIdBytes + 1 + kSecretChars || text.substr(0, 3) != "ck_" || text[3 + 2 * kIdBytes] != '_') {
     return std::nullopt;
   }

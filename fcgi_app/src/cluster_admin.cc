@@ -346,8 +346,35 @@ void ClusterAdmin::LockAll(const ClusterMap& map) {
   }
 }
 
+ClusterAdmin::Fingerprint ClusterAdmin::FingerprintOf(const ShardEntry& shard, const std::string& id,
+                                                      int64_t up_to_seq) {
+  return OnShard(shard, "checksumming", [&] {
+    MysqlStatement& st = Stmt(
+        shard,
+        "SELECT COUNT(*), COALESCE(MAX(seq), 0), HEX(COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS(0x1f, seq, role, "
+        "content, COALESCE(reply_to, 0), created_at, COALESCE(meta, ''))), 16), 16, 10) AS UNSIGNED)), 0)), "
+        "(SELECT message_count FROM sessions WHERE session_id = ?), "
+        "(SELECT MD5(CONCAT_WS(0x1f, HEX(COALESCE(user_id, '')), created_at, COALESCE(title, ''), metadata, "
+        "COALESCE(model, ''), COALESCE(system_prompt, ''))) FROM sessions WHERE session_id = ?) "
+        "FROM messages WHERE session_id = ? AND seq <= ?");
+    st.BindBytes(0, id);
+    st.BindBytes(1, id);
+    st.BindBytes(2, id);
+    st.BindInt64(3, up_to_seq);
+    st.Execute();
+    Fingerprint f;
+    f.messages = st.Int64(0, 0);
+    f.max_seq = st.Int64(0, 1);
+    f.digest = st.Text(0, 2);
+    f.message_count = st.Int64(0, 3);
+    f.row = st.Text(0, 4);
+    return f;
+  });
+}
+
 ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const ShardEntry& from,
                                                     const ShardEntry& to, uint64_t epoch) {
+  const std::string id_text = SessionId::FromBytes(id).text();
   auto state_on = [&](const ShardEntry& shard) {
     return OnShard(shard, "reading session state", [&] {
       MysqlStatement& st = Stmt(shard, "SELECT state FROM sessions WHERE session_id = ?");
@@ -357,11 +384,20 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
     });
   };
   // Drops whatever an earlier attempt (or an earlier move the other way)
-  // left of this session on the target.
+  // left of this session on the target: never a copy that was made active,
+  // which may hold writes of its own (checked under its row lock).
   auto clear_target = [&] {
     OnShard(to, "clearing leftovers", [&] {
       Exec(Handle(to), "START TRANSACTION");
-      MysqlStatement& s = Stmt(to, "DELETE FROM sessions WHERE session_id = ? AND state <> 'active'");
+      MysqlStatement& lock = Stmt(to, "SELECT state FROM sessions WHERE session_id = ? FOR UPDATE");
+      lock.BindBytes(0, id);
+      lock.Execute();
+      if (lock.row_count() == 1 && lock.Text(0, 0) == "active") {
+        Exec(Handle(to), "ROLLBACK");
+        throw AdminError("session " + id_text + " is active on " + to.name + " as well as on " + from.name +
+                         "; left both for an operator (shardctl verify shows them)");
+      }
+      MysqlStatement& s = Stmt(to, "DELETE FROM sessions WHERE session_id = ?");
       s.BindBytes(0, id);
       s.Execute();
       MysqlStatement& m = Stmt(to, "DELETE FROM messages WHERE session_id = ?");
@@ -374,26 +410,16 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
     });
   };
   auto set_state = [&](const ShardEntry& shard, const char* sql, const char* what) {
-    OnShard(shard, what, [&] {
+    return OnShard(shard, what, [&] {
       MysqlStatement& st = Stmt(shard, sql);
       st.BindBytes(0, id);
       st.Execute();
+      return st.affected_rows();
     });
   };
-
-  // 1. Freeze on the source.
-  set_state(from, "UPDATE sessions SET state = 'moving' WHERE session_id = ? AND state = 'active'",
-            "freezing the session");
-  const std::string on_a = state_on(from);
-  if (on_a == "absent" || on_a == "moved") {
-    if (state_on(to) != "active") clear_target();
-    return on_a == "absent" ? MoveOutcome::kGone : MoveOutcome::kMoved;
-  }
-  if (on_a != "moving") throw AdminError("shard " + from.name + ": session in unexpected state " + on_a);
-
-  if (state_on(to) != "active") {
-    // 2. Copy.
-    clear_target();
+  // The session row (as 'incoming': invisible to the app), its messages
+  // and its idempotency keys, from the source to the target.
+  auto copy = [&] {
     OnShard(to, "copying the session", [&] {
       MysqlStatement& read =
           Stmt(from,
@@ -401,7 +427,7 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
                "user_id FROM sessions WHERE session_id = ?");
       read.BindBytes(0, id);
       read.Execute();
-      if (read.row_count() != 1) throw AdminError("shard " + from.name + ": session vanished while frozen");
+      if (read.row_count() != 1) throw AdminError("shard " + from.name + ": session " + id_text + " vanished while frozen");
       MysqlStatement& write = Stmt(to,
                                    "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, "
                                    "updated_at, model, system_prompt, last_user_digest, user_id, state) "
@@ -451,17 +477,19 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
         Exec(Handle(to), "COMMIT");
         after = batch.Int64(n - 1, 0);
       }
-      // Its idempotency keys go with it (a retry after the move must still find them).
+      // Its idempotency keys go with it (a retry after the move must still
+      // find them). A plain INSERT: a key row of another session with the
+      // same primary key would be a bug to stop at, not a row to drop.
       MysqlStatement& keys = Stmt(from,
                                   "SELECT user_id, target_sha, idem_key, request_sha, state, status, response, "
-                                  "created_at, expires_at FROM idempotency_keys WHERE session_id = ?");
+                                  "created_at, expires_at, user_seq FROM idempotency_keys WHERE session_id = ?");
       keys.BindBytes(0, id);
       keys.Execute();
       for (size_t i = 0; i < keys.row_count(); ++i) {
         MysqlStatement& put = Stmt(to,
-                                   "INSERT IGNORE INTO idempotency_keys (user_id, target_sha, idem_key, session_id, "
-                                   "request_sha, state, status, response, created_at, expires_at) "
-                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                                   "INSERT INTO idempotency_keys (user_id, target_sha, idem_key, session_id, "
+                                   "request_sha, state, status, response, created_at, expires_at, user_seq) "
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         put.BindBytes(0, keys.Text(i, 0));
         put.BindBytes(1, keys.Text(i, 1));
         put.BindBytes(2, keys.Text(i, 2));
@@ -473,53 +501,94 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
         else put.BindString(7, keys.Text(i, 6));
         put.BindDatetime(8, keys.DatetimeMicros(i, 7));
         put.BindDatetime(9, keys.DatetimeMicros(i, 8));
+        if (keys.IsNull(i, 9)) put.BindNull(10);
+        else put.BindInt64(10, keys.Int64(i, 9));
         put.Execute();
       }
     });
-    // 3. Verify.
-    auto digest = [&](const ShardEntry& shard) {
-      return OnShard(shard, "checksumming", [&] {
-        MysqlStatement& st = Stmt(shard,
-                                  "SELECT COUNT(*), COALESCE(MAX(seq), 0), HEX(COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5("
-                                  "CONCAT_WS(0x1f, seq, role, content, COALESCE(reply_to, 0), created_at, COALESCE(meta, ''))), 16), 16, 10) "
-                                  "AS UNSIGNED)), 0)), (SELECT message_count FROM sessions WHERE session_id = ?) "
-                                  "FROM messages WHERE session_id = ?");
-        st.BindBytes(0, id);
-        st.BindBytes(1, id);
-        st.Execute();
-        return std::to_string(st.Int64(0, 0)) + "/" + std::to_string(st.Int64(0, 1)) + "/" + st.Text(0, 2) +
-               "/" + std::to_string(st.Int64(0, 3));
-      });
-    };
-    const std::string da = digest(from), db = digest(to);
-    if (da != db) {
+  };
+  // The source becomes a tombstone naming the target, and loses its rows,
+  // in one transaction; only from `expected` (the state this move left it in).
+  auto tombstone = [&](const char* expected) {
+    OnShard(from, "tombstoning the source", [&] {
+      Exec(Handle(from), "START TRANSACTION");
+      MysqlStatement& s = Stmt(from,
+                               "UPDATE sessions SET state = 'moved', moved_to = ?, moved_epoch = ?, title = NULL, "
+                               "metadata = '{}' WHERE session_id = ? AND state = ?");
+      s.BindString(0, to.name);
+      s.BindInt64(1, static_cast<int64_t>(epoch));
+      s.BindBytes(2, id);
+      s.BindString(3, expected);
+      s.Execute();
+      if (s.affected_rows() != 1) {
+        Exec(Handle(from), "ROLLBACK");
+        return;  // Changed under us (a tombstone that expired): nothing left to delete.
+      }
+      MysqlStatement& m = Stmt(from, "DELETE FROM messages WHERE session_id = ?");
+      m.BindBytes(0, id);
+      m.Execute();
+      MysqlStatement& k = Stmt(from, "DELETE FROM idempotency_keys WHERE session_id = ?");
+      k.BindBytes(0, id);
+      k.Execute();
+      Exec(Handle(from), "COMMIT");
+    });
+  };
+
+  std::string on_a = state_on(from);
+  if (on_a == "deleted") {
+    // A tombstone kept for a create's key: it moves with the ring like a
+    // session, so that a late retry of the create finds it on the new owner.
+    // It takes no writes; a retry that reads it on the source meanwhile
+    // finds it there (its key row is copied before the source lets go).
+    clear_target();
+    copy();
+    set_state(to, "UPDATE sessions SET state = 'deleted' WHERE session_id = ? AND state = 'incoming'",
+              "placing the tombstone");
+    tombstone("deleted");
+    return MoveOutcome::kMoved;
+  }
+
+  // 1. Freeze on the source.
+  set_state(from, "UPDATE sessions SET state = 'moving' WHERE session_id = ? AND state = 'active'",
+            "freezing the session");
+  on_a = state_on(from);
+  if (on_a == "absent" || on_a == "moved") {
+    if (state_on(to) != "active") clear_target();
+    return on_a == "absent" ? MoveOutcome::kGone : MoveOutcome::kMoved;
+  }
+  if (on_a == "deleted") return MoveSession(id, from, to, epoch);  // Deleted between the scan and the freeze.
+  if (on_a != "moving") throw AdminError("shard " + from.name + ": session " + id_text + " in unexpected state " + on_a);
+
+  const Fingerprint source = FingerprintOf(from, id, INT64_MAX);
+  if (state_on(to) != "active") {
+    // 2. Copy. 3. Verify: the same rows on both sides.
+    clear_target();
+    copy();
+    const Fingerprint target = FingerprintOf(to, id, INT64_MAX);
+    if (!(target == source) || source.messages != source.message_count || source.max_seq != source.message_count) {
       clear_target();
       set_state(from, "UPDATE sessions SET state = 'active' WHERE session_id = ? AND state = 'moving'", "unfreezing");
-      throw AdminError("session " + SessionId::FromBytes(id).text() + ": copy on " + to.name + " (" + db +
-                       ") does not match " + from.name + " (" + da + "); left it on " + from.name);
+      throw AdminError("session " + id_text + ": copy on " + to.name + " (" + target.Text() + ") does not match " +
+                       from.name + " (" + source.Text() + "); left it on " + from.name);
     }
     // 4. Make the copy authoritative.
     set_state(to, "UPDATE sessions SET state = 'active' WHERE session_id = ? AND state = 'incoming'",
               "activating the copy");
+  } else {
+    // An earlier run activated the copy (step 4) and stopped before step 5.
+    // The copy has served writes since, so its history must begin with the
+    // frozen source's, row for row; otherwise (a second session made under
+    // the same id) the source is not deleted: both stay for an operator.
+    Fingerprint target = FingerprintOf(to, id, source.max_seq);
+    if (target.messages != source.messages || target.digest != source.digest || target.row != source.row ||
+        target.message_count < source.message_count) {
+      throw AdminError("session " + id_text + " is active on " + to.name + " with a history that does not continue " +
+                       "the one frozen on " + from.name + " (" + target.Text() + " vs " + source.Text() +
+                       "); left both for an operator");
+    }
   }
   // 5. Tombstone the source.
-  OnShard(from, "tombstoning the source", [&] {
-    Exec(Handle(from), "START TRANSACTION");
-    MysqlStatement& s = Stmt(from,
-                             "UPDATE sessions SET state = 'moved', moved_to = ?, moved_epoch = ?, title = NULL, "
-                             "metadata = '{}' WHERE session_id = ? AND state = 'moving'");
-    s.BindString(0, to.name);
-    s.BindInt64(1, static_cast<int64_t>(epoch));
-    s.BindBytes(2, id);
-    s.Execute();
-    MysqlStatement& m = Stmt(from, "DELETE FROM messages WHERE session_id = ?");
-    m.BindBytes(0, id);
-    m.Execute();
-    MysqlStatement& k = Stmt(from, "DELETE FROM idempotency_keys WHERE session_id = ?");
-    k.BindBytes(0, id);
-    k.Execute();
-    Exec(Handle(from), "COMMIT");
-  });
+  tombstone("moving");
   return MoveOutcome::kMoved;
 }
 
@@ -547,7 +616,7 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
     OnShard(shard, "scanning sessions", [&] {
       MysqlStatement scan(Handle(shard),
                           "SELECT session_id, state FROM sessions WHERE session_id > ? AND state IN "
-                          "('active', 'moving') ORDER BY session_id LIMIT ?");
+                          "('active', 'moving', 'deleted') ORDER BY session_id LIMIT ?");
       std::string after;
       while (true) {
         scan.BindBytes(0, after);
@@ -650,25 +719,45 @@ VerifyReport ClusterAdmin::Verify() {
       report.problems.push_back("shard " + shard.name + ": " + e.what());
     }
   }
+  const bool moving = map->router().moving();
   for (const auto& [id, places] : where) {
-    std::vector<std::string> active;
+    const std::string text = SessionId::FromBytes(id).text();
+    std::vector<std::string> active, kept;  // kept: active or a 'deleted' tombstone.
     for (const auto& [shard, state] : places) {
       if (state == "active") active.push_back(shard);
+      if (state == "active" || state == "deleted") kept.push_back(shard);
       if (state == "moving" || state == "incoming") {
-        report.problems.push_back("session " + SessionId::FromBytes(id).text() + " is " + state + " on " + shard +
-                                  " (rerun shardctl rebalance)");
+        // Left by an interrupted move: the next rebalance finishes or undoes it.
+        ++report.in_transit;
       }
     }
-    if (active.empty()) continue;  // Deleted after a move: only tombstones remain.
-    ++report.sessions;
-    const std::string& owner = map->router().Owner(SessionId::FromBytes(id).text());
+    if (!active.empty()) ++report.sessions;
     if (active.size() > 1) {
-      report.problems.push_back("session " + SessionId::FromBytes(id).text() + " is active on " +
-                                std::to_string(active.size()) + " shards");
-    } else if (active[0] != owner) {
-      report.problems.push_back("session " + SessionId::FromBytes(id).text() + " is on " + active[0] +
-                                ", its owner is " + owner);
+      // Never right, whatever the map: say whether the copies even agree.
+      std::string detail;
+      for (const std::string& shard : active) {
+        detail += (detail.empty() ? "" : "; ") + shard + ": " + FingerprintOf(*map->Find(shard), id, INT64_MAX).Text();
+      }
+      report.problems.push_back("session " + text + " is active on " + std::to_string(active.size()) + " shards (" +
+                                detail + ")");
+      continue;
     }
+    if (kept.size() > 1) {
+      report.problems.push_back("session " + text + " is held on " + std::to_string(kept.size()) + " shards");
+      continue;
+    }
+    if (kept.empty()) continue;  // Deleted after a move: only tombstones remain.
+    const std::string& owner = map->router().Owner(text);
+    if (kept[0] == owner) continue;
+    if (moving && map->router().PreviousOwner(text) == kept[0]) {
+      ++report.to_move;  // Expected until rebalance moves it.
+    } else {
+      report.problems.push_back("session " + text + " is on " + kept[0] + ", its owner is " + owner);
+    }
+  }
+  if (report.in_transit > 0) {
+    report.problems.push_back(std::to_string(report.in_transit) +
+                              " sessions are frozen or half-copied by an interrupted move (rerun shardctl rebalance)");
   }
   UnlockAll(*map);
   return report;

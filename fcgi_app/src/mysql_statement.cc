@@ -105,10 +105,22 @@ MysqlStatement::~MysqlStatement() {
   if (stmt_ != nullptr) mysql_stmt_close(stmt_);
 }
 
+// An error raised while the server produces rows (inside a stored function
+// called by a SELECT: a deadlock, a lock wait timeout, a value too long for
+// a parameter) reaches libmariadb as an error packet during the fetch, and
+// libmariadb records it on the connection only: mysql_stmt_errno() is 0.
+// Both places are read, so that such an error is classified by its real
+// errno (a deadlock is retried, not answered 500).
 void MysqlStatement::Fail(const char* call) const {
-  throw MysqlError(static_cast<int>(mysql_stmt_errno(stmt_)),
-                   std::string(call) + ": " + mysql_stmt_error(stmt_) + " [" +
-                       std::to_string(mysql_stmt_errno(stmt_)) + "] in: " + sql_.substr(0, 120));
+  int code = static_cast<int>(mysql_stmt_errno(stmt_));
+  std::string message = mysql_stmt_error(stmt_);
+  if (code == 0) {
+    code = static_cast<int>(mysql_errno(conn_));
+    message = mysql_error(conn_);
+  }
+  if (message.empty()) message = "no error reported by the client library";
+  throw MysqlError(code, std::string(call) + ": " + message + " [" + std::to_string(code) + "] in: " +
+                             sql_.substr(0, 120));
 }
 
 void MysqlStatement::BindInt64(int pos, int64_t value) {
@@ -162,11 +174,14 @@ void MysqlStatement::FetchAll() {
     int rc = mysql_stmt_fetch(stmt_);
     if (rc == MYSQL_NO_DATA) break;
     if (rc == 1) {
-      // Leave the connection usable for the caller's error handling.
-      MysqlError err(static_cast<int>(mysql_stmt_errno(stmt_)),
-                     std::string("mysql_stmt_fetch: ") + mysql_stmt_error(stmt_));
-      mysql_stmt_free_result(stmt_);
-      throw err;
+      // Read the error before freeing the result (which may reset it), and
+      // leave the connection usable for the caller's error handling.
+      try {
+        Fail("mysql_stmt_fetch");
+      } catch (...) {
+        mysql_stmt_free_result(stmt_);
+        throw;
+      }
     }
     const size_t need = (rows_ + 1) * columns_.size();
     if (cells_.size() < need) cells_.resize(need);
@@ -201,8 +216,12 @@ void MysqlStatement::FetchAll() {
             whole.buffer_length = cell.text.size();
             whole.length = &len;
             if (mysql_stmt_fetch_column(stmt_, &whole, static_cast<unsigned>(i), 0) != 0) {
-              mysql_stmt_free_result(stmt_);
-              Fail("mysql_stmt_fetch_column");
+              try {
+                Fail("mysql_stmt_fetch_column");
+              } catch (...) {
+                mysql_stmt_free_result(stmt_);
+                throw;
+              }
             }
           }
           break;

@@ -25,20 +25,26 @@ HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf) {
   return r;
 }
 
-HttpResponse FromDbError(const DbError& e, const char* what) {
+ApiError DbApiError(const DbError& e, const char* what) {
   if (e.kind() == DbErrorKind::kQuery) {
     LOG_ERROR("%s: shard %s: unexpected SQL error %d: %s", what, e.shard().c_str(), e.mysql_errno(),
               e.what());
-    return ErrorResponse(500, "internal_error", "internal error; see the server log");
+    return ApiError{500, "internal_error", "internal error; see the server log"};
   }
+  LOG_WARN("%s: shard %s: %s (errno %d): %s", what, e.shard().c_str(), DbErrorKindName(e.kind()), e.mysql_errno(),
+           e.what());
   std::string message = "shard " + e.shard() + " is unavailable";
   if (e.kind() == DbErrorKind::kConnectionLost) {
     message += "; the connection broke mid-request, so a write may or may not have been stored";
   } else if (e.kind() == DbErrorKind::kRetryable) {
     message = "shard " + e.shard() + " is overloaded (lock contention)";
   }
-  HttpResponse r = ErrorResponse(503, "shard_unavailable", message + "; retry later");
-  r.SetHeader("Retry-After", "1");
+  return ApiError{503, "shard_unavailable", message + "; retry later"};
+}
+
+HttpResponse FromDbError(const DbError& e, const char* what) {
+  HttpResponse r = FromApiError(DbApiError(e, what));
+  if (r.status == 503) r.SetHeader("Retry-After", "1");
   return r;
 }
 
@@ -154,17 +160,18 @@ std::optional<HttpResponse> Service::Authenticate(const HttpRequest& request, Us
   return std::nullopt;
 }
 
-std::optional<HttpResponse> Service::IdempotencyOf(const HttpRequest& request, std::optional<IdempotencyKey>* out) {
+std::optional<HttpResponse> Service::IdempotencyOf(const HttpRequest& request, const std::string& target,
+                                                   std::optional<IdempotencyKey>* out) {
   out->reset();
-  const std::string& key = request.Header("idempotency-key");
-  if (key.empty()) return std::nullopt;
-  if (!ValidIdempotencyKey(key)) {
+  auto header = request.headers.find("idempotency-key");
+  if (header == request.headers.end()) return std::nullopt;
+  const std::string& key = header->second;
+  if (!ValidIdempotencyKey(key)) {  // Also an empty one: present means 1..255 characters.
     return ErrorResponse(400, "invalid_request", "Idempotency-Key must be 1..255 printable ASCII characters");
   }
-  const std::string target = request.method + " " + request.path;
   IdempotencyKey k;
   k.key = key;
-  k.target_sha = SecretHash(target).substr(0, 16);
+  k.target_sha = IdempotencyTargetSha(target);
   k.request_sha = SecretHash(target + "\n" + request.body);
   *out = std::move(k);
   return std::nullopt;
@@ -314,7 +321,7 @@ HttpResponse Service::CreateSession(const HttpRequest& request, const UserId& us
   CreateSessionRequest req;
   if (auto err = ParseCreateSession(request.body, config_, &req)) return FromApiError(*err);
   std::optional<IdempotencyKey> idem;
-  if (auto bad = IdempotencyOf(request, &idem)) return *bad;
+  if (auto bad = IdempotencyOf(request, std::string(kCreateSessionTarget), &idem)) return *bad;
   SessionRecord s;
   s.title = std::move(req.title);
   s.metadata_json = std::move(req.metadata_json);

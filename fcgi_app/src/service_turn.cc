@@ -96,10 +96,15 @@ std::string ErrorJson(const std::string& code, const std::string& message, const
   return std::string(buf.GetString(), buf.GetSize());
 }
 
+// A turn's failure message, the same as JSON and as an event: after the user
+// message was stored, it says at which seq.
+std::string FailureMessage(const std::string& message, const MessageRecord* user) {
+  return user ? message + "; the user message is stored as seq " + std::to_string(user->seq) : message;
+}
+
 HttpResponse FailedResponse(int status, const std::string& code, const std::string& message,
                             const MessageRecord* user, int64_t retry_after_ms) {
-  HttpResponse r = ErrorResponse(
-      status, code, user ? message + "; the user message is stored as seq " + std::to_string(user->seq) : message);
+  HttpResponse r = ErrorResponse(status, code, FailureMessage(message, user));
   if (retry_after_ms >= 0) r.SetHeader("Retry-After", std::to_string((retry_after_ms + 999) / 1000));
   return r;
 }
@@ -150,9 +155,9 @@ class NativeSse : public TurnFormat {
   HttpResponse Final(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) override {
     return NativeJson().Done(user, assistant, c);
   }
-  HttpResponse Failed(int, const std::string& code, const std::string& message, const MessageRecord*,
+  HttpResponse Failed(int, const std::string& code, const std::string& message, const MessageRecord* user,
                       const MessageRecord* partial, int64_t) override {
-    stream_->Send(SseEvent("error", ErrorJson(code, message, partial)));
+    stream_->Send(SseEvent("error", ErrorJson(code, FailureMessage(message, user), partial)));
     return Streamed();
   }
 
@@ -298,7 +303,7 @@ class OpenAiSse : public OpenAiBase {
     stream_->Send(out);
     return Streamed();
   }
-  HttpResponse Failed(int, const std::string& code, const std::string& message, const MessageRecord*,
+  HttpResponse Failed(int, const std::string& code, const std::string& message, const MessageRecord* user,
                       const MessageRecord*, int64_t) override {
     rapidjson::StringBuffer buf;
     JsonWriter w(buf);
@@ -306,7 +311,7 @@ class OpenAiSse : public OpenAiBase {
     w.Key("error");
     w.StartObject();
     w.Key("message");
-    w.String(message);
+    w.String(FailureMessage(message, user));
     w.Key("type");
     w.String("api_error");
     w.Key("code");
@@ -403,7 +408,9 @@ HttpResponse Service::AppendMessage(const SessionId& id, const HttpRequest& requ
   if (auto err = ParseAppendMessage(request.body, config_, &req)) return FromApiError(*err);
   if (req.stream && !stream) return ErrorResponse(400, "invalid_request", "streaming is not available here");
   Turn turn{std::move(req.content), std::move(req.model), std::nullopt, req.sampling, user, std::nullopt};
-  if (auto bad = IdempotencyOf(request, &turn.idempotency)) return *bad;
+  if (auto bad = IdempotencyOf(request, "POST /v1/sessions/" + id.text() + "/messages", &turn.idempotency)) {
+    return *bad;
+  }
   if (req.stream) {
     NativeSse format(stream, *trace, *store_);
     return RunTurn(id, std::move(turn), trace, format);
@@ -435,7 +442,7 @@ HttpResponse Service::ChatCompletions(const HttpRequest& request, const UserId& 
   } else {
     format = std::make_unique<OpenAiJson>(*trace, session_text);
   }
-  if (session_text.empty()) return RunStateless(req, trace, *format);
+  if (session_text.empty()) return RunStateless(req, user, trace, *format);
 
   std::optional<SessionId> id = SessionId::Parse(session_text);
   if (!id) return SessionNotFound();
@@ -447,27 +454,47 @@ HttpResponse Service::ChatCompletions(const HttpRequest& request, const UserId& 
   }
   Turn turn{std::move(req.messages.back().content), req.model,
             req.has_system ? std::optional<std::string>(req.system) : std::nullopt, req.sampling, user, std::nullopt};
-  if (auto bad = IdempotencyOf(request, &turn.idempotency)) return *bad;
+  // The session is part of the key's scope: the same key and body sent for
+  // another session is another request.
+  if (auto bad = IdempotencyOf(request, "POST /v1/chat/completions session " + id->text(), &turn.idempotency)) {
+    return *bad;
+  }
   return RunTurn(*id, std::move(turn), trace, *format);
 }
 
-HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format) {
-  if (!turn.model.empty() && !providers_->Serves(turn.model)) return ModelNotSupported(turn.model);
-  // At most max_concurrent_turns_per_user turns of one user at once on this instance.
-  const int max_turns = (board_ && !turn.user.empty()) ? config_.max_concurrent_turns_per_user : 0;
-  if (max_turns > 0 && !board_->TryBeginTurn(slot_, turn.user, max_turns)) {
+// One of a user's places for concurrent turns on this instance, held for the
+// life of a turn (Service::AdmitTurn).
+class Service::TurnSlot {
+ public:
+  TurnSlot(Scoreboard* board, int slot) : board_(board), slot_(slot) {}
+  ~TurnSlot() {
+    if (board_) board_->EndTurn(slot_);
+  }
+  TurnSlot(const TurnSlot&) = delete;
+  TurnSlot& operator=(const TurnSlot&) = delete;
+
+ private:
+  Scoreboard* board_;
+  int slot_;
+};
+
+std::optional<HttpResponse> Service::AdmitTurn(const UserId& user, std::unique_ptr<TurnSlot>* slot) {
+  const int max_turns = (board_ && !user.empty()) ? config_.max_concurrent_turns_per_user : 0;
+  if (max_turns == 0) return std::nullopt;
+  if (!board_->TryBeginTurn(slot_, user, max_turns)) {
     HttpResponse r = ErrorResponse(429, "too_many_concurrent_turns",
                                    "this user already has " + std::to_string(max_turns) + " turns in progress");
     r.SetHeader("Retry-After", "1");
     return r;
   }
-  struct TurnSlot {
-    Scoreboard* board;
-    int slot;
-    ~TurnSlot() {
-      if (board) board->EndTurn(slot);
-    }
-  } turn_slot{max_turns > 0 ? board_ : nullptr, slot_};
+  *slot = std::make_unique<TurnSlot>(board_, slot_);
+  return std::nullopt;
+}
+
+HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format) {
+  if (!turn.model.empty() && !providers_->Serves(turn.model)) return ModelNotSupported(turn.model);
+  std::unique_ptr<TurnSlot> turn_slot;
+  if (auto refused = AdmitTurn(turn.user, &turn_slot)) return *refused;
   // The context comes first: a request that cannot be answered (no session,
   // a model no provider serves) stores nothing.
   TurnContext ctx;
@@ -492,14 +519,12 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
   // (with its Idempotency-Key, if any). Room is left for its answer.
   const std::string user_meta = UserMetaJson(trace->request_id);
   MessageRecord user{0, "user", std::move(turn.content), 0, NowMicros(), user_meta};
-  const std::string digest = TurnDigest(user.content);
   const IdempotencyKey* idem = turn.idempotency ? &*turn.idempotency : nullptr;
   AppendRequest first;
   first.role = user.role;
   first.content = user.content;
   first.created_us = user.created_us;
   first.meta_json = user_meta;
-  first.retry_digest = digest;
   first.max_messages = config_.max_messages_per_session > 0 ? std::max<int64_t>(config_.max_messages_per_session - 1, 1) : 0;
   first.claim = idem;
   AppendResult stored = store_->Append(id, turn.user, first);
@@ -529,17 +554,20 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
   }
   user.seq = stored.seq;
   if (user.seq == 0) return SessionNotFound();
-  if (stored.duplicate) {
-    // The same turn sent again after it failed: answer the stored message.
-    LOG_INFO("session %s: user message %lld sent again; not stored twice", id.text().c_str(),
+  if (stored.reused) {
+    // A retry with the key of an earlier attempt that stored this user
+    // message and then failed: answer that message (with its request id),
+    // in the context of what came before it.
+    LOG_INFO("session %s: Idempotency-Key retry answers the stored user message %lld", id.text().c_str(),
              static_cast<long long>(user.seq));
     auto again = store_->ListMessages(id, user.seq - 1, 1, turn.user);
     if (again && again->size() == 1) user = std::move((*again)[0]);
-    if (!ctx.messages.empty() && ctx.messages.back().seq == user.seq) ctx.messages.pop_back();
+    while (!ctx.messages.empty() && ctx.messages.back().seq >= user.seq) ctx.messages.pop_back();
   }
-  // A failed turn gives its Idempotency-Key back: a retry runs again.
-  auto release = [&] {
-    if (idem) store_->ReleaseIdempotencyKey(id, turn.user, *idem);
+  // A keyed turn that fails keeps its key, marked failed: the retry with the
+  // same key answers this user message instead of storing it again.
+  auto fail_key = [&] {
+    if (idem) store_->FailTurnKey(id, turn.user, *idem, user.seq);
   };
 
   ProviderRequest ask;
@@ -553,7 +581,7 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
 
   DeltaSink* sink = format.sink();
   if (sink && !format.Begin(&user)) {  // The client left before the first byte.
-    release();
+    fail_key();
     return Streamed();
   }
   try {
@@ -582,7 +610,7 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
         partial->seq = store_->Append(id, turn.user, rest).seq;
         if (partial->seq == 0) partial.reset();
       }
-      release();
+      fail_key();
       if (e.kind() == ProviderErrorKind::kCancelled) return Streamed();
       return format.Failed(e.status(), e.code(), e.what(), &user, partial ? &*partial : nullptr,
                            e.kind() == ProviderErrorKind::kRateLimited ? std::max<int64_t>(e.retry_after_ms(), 1000) : -1);
@@ -616,15 +644,18 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
     }
     return format.Done(&user, &assistant, answer);
   } catch (const DbError& e) {
-    release();
-    if (!sink) throw;  // Handle() turns it into the usual error response.
-    HttpResponse r = FromDbError(e, "turn");
-    return format.Failed(r.status, r.status == 503 ? "shard_unavailable" : "internal_error",
-                         "the answer could not be stored: " + std::string(e.what()), &user, nullptr, -1);
+    fail_key();
+    // The same code and message as JSON or as an event (never the
+    // database's own text).
+    const ApiError err = DbApiError(e, "storing a turn's answer");
+    return format.Failed(err.status, err.code, err.message, &user, nullptr, err.status == 503 ? 1000 : -1);
   }
 }
 
-HttpResponse Service::RunStateless(const ChatCompletionRequest& req, RequestTrace* trace, TurnFormat& format) {
+HttpResponse Service::RunStateless(const ChatCompletionRequest& req, const UserId& user, RequestTrace* trace,
+                                   TurnFormat& format) {
+  std::unique_ptr<TurnSlot> turn_slot;  // A stateless turn takes a place like any other.
+  if (auto refused = AdmitTurn(user, &turn_slot)) return *refused;
   ProviderRequest ask;
   ask.model = req.model;
   ask.system = req.system;

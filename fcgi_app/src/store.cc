@@ -17,9 +17,9 @@ namespace chatllm {
 
 int ExpectedSchemaVersion() { return LatestMigrationVersion(); }
 
-std::string TurnDigest(std::string_view content) {
+std::string IdempotencyTargetSha(std::string_view target) {
   unsigned char sha[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(content.data()), content.size(), sha);
+  SHA256(reinterpret_cast<const unsigned char*>(target.data()), target.size(), sha);
   return std::string(reinterpret_cast<const char*>(sha), 16);
 }
 
@@ -47,11 +47,18 @@ struct Prepared {
   explicit Prepared(MYSQL* c)
       : conn(c),
         create(c, "SELECT chat_create_session_v3(?, ?, ?, ?, ?, ?, ?, ?)"),
+        // Where a keyed create's session may already be (CreateSession):
+        // this shard's fence and the session's state here, in one read.
+        presence(c,
+                 "SELECT f.epoch, COALESCE(s.state, '') FROM shard_fence f "
+                 "LEFT JOIN sessions s ON s.session_id = ? WHERE f.id = 1"),
         get(c,
             "SELECT title, metadata, message_count, created_at, updated_at, state, model, system_prompt "
             "FROM sessions WHERE session_id = ? AND user_id <=> ?"),
-        del(c, "SELECT chat_delete_session_v2(?, ?, ?)"),
-        append(c, "SELECT chat_append_v4(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        del(c, "SELECT chat_delete_session_v3(?, ?, ?, ?, ?)"),
+        append(c, "SELECT chat_append_v5(?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        turn_begin(c, "SELECT chat_turn_begin(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        turn_fail(c, "SELECT chat_turn_fail(?, ?, ?, ?, ?, ?, ?)"),
         // Messages come with their session's state (a primary-key lookup
         // joined to an index range on (session_id, seq) that stops at the
         // LIMIT, whatever the history length). Only an empty page needs the
@@ -99,20 +106,22 @@ struct Prepared {
                    "UPDATE idempotency_keys SET session_id = ?, request_sha = ?, state = ?, status = ?, "
                    "response = ?, created_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + INTERVAL ? SECOND "
                    "WHERE user_id = ? AND target_sha = ? AND idem_key = ?"),
+        // Only the attempt that holds the key completes it: one taken over
+        // by a retry (after idempotency_lease_s) no longer matches.
         idem_complete(c,
                       "UPDATE idempotency_keys SET state = 'done', status = ?, response = ? "
-                      "WHERE user_id = ? AND target_sha = ? AND idem_key = ?"),
-        idem_release(c,
-                     "DELETE FROM idempotency_keys WHERE user_id = ? AND target_sha = ? AND idem_key = ? "
-                     "AND state = 'running'"),
-        idem_expire(c, "DELETE FROM idempotency_keys WHERE expires_at < UTC_TIMESTAMP(6) LIMIT 100"),
+                      "WHERE user_id = ? AND target_sha = ? AND idem_key = ? AND state = 'running' AND user_seq = ?"),
+        idem_response(c,
+                      "SELECT status, COALESCE(response, '') FROM idempotency_keys "
+                      "WHERE user_id = ? AND target_sha = ? AND idem_key = ? AND state = 'done'"),
+        idem_expire(c, "SELECT chat_expire_keys()"),
         schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"),
         fence(c, "SELECT epoch FROM shard_fence WHERE id = 1"),
         unsafe(g_unsafe_append ? std::make_unique<UnsafeAppend>(c) : nullptr) {}
 
   MYSQL* conn;
-  MysqlStatement create, get, del, append, list, context, session, place, sessions, count, key, idem_insert,
-      idem_select, idem_reset, idem_complete, idem_release, idem_expire, schema, fence;
+  MysqlStatement create, presence, get, del, append, turn_begin, turn_fail, list, context, session, place, sessions,
+      count, key, idem_insert, idem_select, idem_reset, idem_complete, idem_response, idem_expire, schema, fence;
   std::unique_ptr<UnsafeAppend> unsafe;
 };
 
@@ -406,8 +415,6 @@ P CodePlacement(int64_t code) {
 
 namespace {
 
-struct Fenced {};  // A create refused by the shard's fence: the map is stale.
-
 // The owner column: NULL for no user.
 void BindUser(MysqlStatement& st, int pos, const UserId& user) {
   if (user.empty()) st.BindNull(pos);
@@ -417,16 +424,20 @@ void BindUser(MysqlStatement& st, int pos, const UserId& user) {
 // idempotency_keys.user_id is NOT NULL (part of the primary key): no user is 16 zero bytes.
 std::string IdemUser(const UserId& user) { return user.empty() ? std::string(16, '\0') : user; }
 
-// Runs `fn` inside START TRANSACTION ... COMMIT on `conn`; rolls back if it throws.
+// Runs `fn(&commit)` inside START TRANSACTION ... COMMIT on `conn`; rolls
+// back instead when `fn` sets commit to false or throws.
 template <typename Fn>
-auto InTransaction(MYSQL* conn, Fn&& fn) -> decltype(fn()) {
+auto InTransaction(MYSQL* conn, Fn&& fn) -> decltype(fn(std::declval<bool*>())) {
   auto exec = [conn](const char* sql) {
-    if (mysql_query(conn, sql) != 0) throw MysqlError(static_cast<int>(mysql_errno(conn)), std::string(sql) + ": " + mysql_error(conn));
+    if (mysql_query(conn, sql) != 0) {
+      throw MysqlError(static_cast<int>(mysql_errno(conn)), std::string(sql) + ": " + mysql_error(conn));
+    }
   };
   exec("START TRANSACTION");
   try {
-    auto result = fn();
-    exec("COMMIT");
+    bool commit = true;
+    auto result = fn(&commit);
+    exec(commit ? "COMMIT" : "ROLLBACK");
     return result;
   } catch (...) {
     mysql_query(conn, "ROLLBACK");  // Best effort: the connection may be gone.
@@ -434,19 +445,18 @@ auto InTransaction(MYSQL* conn, Fn&& fn) -> decltype(fn()) {
   }
 }
 
-// Claims `key` for a request inside the caller's transaction: a new row
-// (state `state`, answered later or now with `status`/`response`), or what
-// an earlier request with the same key left. Takes over a key whose request
-// has been running longer than `lease_s` (it died), or that expired.
+// Claims `key` for a create inside the caller's transaction: a new row
+// (state 'done', answered by `status`/`response`), or what an earlier
+// request with the same key left. A key that expired is claimed anew.
 IdempotencyResult ClaimKey(Prepared& p, const UserId& user, const SessionId& session, const IdempotencyKey& key,
-                           const char* state, int status, const std::string& response, int ttl_s, int lease_s) {
+                           int status, const std::string& response, int ttl_s) {
   const std::string idem_user = IdemUser(user);
   p.idem_insert.BindBytes(0, idem_user);
   p.idem_insert.BindBytes(1, key.target_sha);
   p.idem_insert.BindBytes(2, key.key);
   p.idem_insert.BindBytes(3, session.bytes());
   p.idem_insert.BindBytes(4, key.request_sha);
-  p.idem_insert.BindString(5, state);
+  p.idem_insert.BindString(5, "done");
   p.idem_insert.BindInt64(6, status);
   p.idem_insert.BindString(7, response);
   p.idem_insert.BindInt64(8, ttl_s);
@@ -457,19 +467,15 @@ IdempotencyResult ClaimKey(Prepared& p, const UserId& user, const SessionId& ses
   st.BindBytes(1, key.target_sha);
   st.BindBytes(2, key.key);
   st.Execute();
-  if (st.row_count() == 1) {
-    const bool expired = st.Int64(0, 5) != 0;
-    const bool stale = st.Text(0, 1) == "running" && st.Int64(0, 4) > lease_s;
-    if (!expired && !stale) {
-      if (!SameBytes(st.Text(0, 0), key.request_sha)) return IdempotencyResult{IdempotencyOutcome::kMismatch, 0, ""};
-      if (st.Text(0, 1) == "running") return IdempotencyResult{IdempotencyOutcome::kInFlight, 0, ""};
-      return IdempotencyResult{IdempotencyOutcome::kReplay, static_cast<int>(st.Int64(0, 2)), st.Text(0, 3)};
-    }
+  if (st.row_count() == 1 && st.Int64(0, 5) == 0) {
+    if (!SameBytes(st.Text(0, 0), key.request_sha)) return IdempotencyResult{IdempotencyOutcome::kMismatch, 0, ""};
+    // A create's key is written 'done' with its session; never 'running'.
+    return IdempotencyResult{IdempotencyOutcome::kReplay, static_cast<int>(st.Int64(0, 2)), st.Text(0, 3)};
   }
   MysqlStatement& reset = p.idem_reset;
   reset.BindBytes(0, session.bytes());
   reset.BindBytes(1, key.request_sha);
-  reset.BindString(2, state);
+  reset.BindString(2, "done");
   reset.BindInt64(3, status);
   reset.BindString(4, response);
   reset.BindInt64(5, ttl_s);
@@ -480,11 +486,26 @@ IdempotencyResult ClaimKey(Prepared& p, const UserId& user, const SessionId& ses
   return IdempotencyResult{};
 }
 
+// The response a finished keyed request left (chat_turn_begin said -10).
+IdempotencyResult StoredResponse(Prepared& p, const UserId& user, const IdempotencyKey& key) {
+  const std::string idem_user = IdemUser(user);
+  MysqlStatement& st = p.idem_response;
+  st.BindBytes(0, idem_user);
+  st.BindBytes(1, key.target_sha);
+  st.BindBytes(2, key.key);
+  st.Execute();
+  if (st.row_count() != 1) {
+    // Expired between the two statements (a day after it was written).
+    return IdempotencyResult{IdempotencyOutcome::kInFlight, 0, ""};
+  }
+  return IdempotencyResult{IdempotencyOutcome::kReplay, static_cast<int>(st.Int64(0, 0)), st.Text(0, 1)};
+}
+
 template <typename P>
 P StatePlacement(const std::string& state) {
   if (state == "active" || state == "moving") return P::kHere;
   if (state == "moved") return P::kMoved;
-  return P::kAbsent;  // incoming: being copied here, not yet ours.
+  return P::kAbsent;  // incoming: being copied here, not yet ours; deleted: a tombstone.
 }
 
 // Reads a list/recent result (messages with their session's state); an
@@ -511,61 +532,111 @@ IdempotencyResult Store::CreateSession(const SessionId& id, const SessionRecord&
   // Created only on the owner under the newest map: a session created while
   // a move is in progress already lands on its new shard.
   MaybeRefresh();
+  const int64_t deadline = MonotonicMicros() + int64_t{config_.move_wait_ms} * 1000;
+  int64_t backoff_us = 1000;
   bool refreshed_after_failure = false;
   for (int attempt = 0;; ++attempt) {
     std::shared_ptr<const ClusterMap> map = map_;
     const uint64_t epoch = map->epoch();
     const std::string& owner = map->router().Owner(id.text());
-    std::pair<int64_t, IdempotencyResult> out;
     try {
-      out = RunOnShard(ShardNamed(owner), config_.max_retries, false, "create session", [&](Prepared& p) {
-        auto create = [&]() -> std::pair<int64_t, IdempotencyResult> {
-          if (idem) {
-            IdempotencyResult claimed = ClaimKey(p, session.user_id, id, *idem, "done", status, response,
-                                                 config_.idempotency_ttl_s, config_.idempotency_lease_s);
-            if (claimed.outcome != IdempotencyOutcome::kNew) return {1, claimed};
+      if (idem) {
+        // A keyed id is derived from the key: an earlier attempt of this
+        // request, routed by an older map, may have created the session on
+        // a shard it is moving away from. Its key row is there with it.
+        bool wait = false;
+        for (const std::string& name : map->router().Candidates(id.text())) {
+          if (name == owner) continue;
+          std::optional<IdempotencyResult> earlier =
+              RunOnShard(ShardNamed(name), config_.max_retries, false, "look for an earlier create",
+                         [&](Prepared& p) -> std::optional<IdempotencyResult> {
+                           p.presence.BindBytes(0, id.bytes());
+                           p.presence.Execute();
+                           // Until this shard's fence reaches our epoch, a
+                           // request routed by the older map may still
+                           // create the session here: wait for the fence.
+                           if (static_cast<uint64_t>(p.presence.Int64(0, 0)) < epoch) wait = true;
+                           const std::string& state = p.presence.Text(0, 1);
+                           if (state == "moving") wait = true;
+                           if (state != "active" && state != "deleted") return std::nullopt;
+                           return InTransaction(p.conn, [&](bool* commit) {
+                             IdempotencyResult r =
+                                 ClaimKey(p, session.user_id, id, *idem, status, response, config_.idempotency_ttl_s);
+                             if (r.outcome == IdempotencyOutcome::kNew) {
+                               // The session is here but its key expired: a
+                               // different request, not a second session.
+                               *commit = false;
+                               r.outcome = IdempotencyOutcome::kMismatch;
+                             }
+                             return r;
+                           });
+                         }, observer_);
+          if (earlier) {
+            last_epoch_ = epoch;
+            return *earlier;
           }
-          MysqlStatement& st = p.create;
-          st.BindBytes(0, id.bytes());
-          if (session.title) st.BindString(1, *session.title);
-          else st.BindNull(1);
-          st.BindString(2, session.metadata_json);
-          st.BindDatetime(3, session.created_us);
-          st.BindInt64(4, static_cast<int64_t>(epoch));
-          if (session.model) st.BindString(5, *session.model);
-          else st.BindNull(5);
-          if (session.system_prompt) st.BindString(6, *session.system_prompt);
-          else st.BindNull(6);
-          BindUser(st, 7, session.user_id);
-          st.Execute();
-          if (st.Int64(0, 0) != 1) throw Fenced{};  // Rolled back (with the key) below.
-          return {1, IdempotencyResult{}};
-        };
-        try {
-          return idem ? InTransaction(p.conn, create) : create();
-        } catch (const Fenced&) {
-          return std::pair<int64_t, IdempotencyResult>{-3, {}};
-        } catch (const MysqlError& e) {
-          // The key's session exists but its key row expired and was reused
-          // with another request: a mismatch, not a second session.
-          if (idem && e.code() == 1062) {
-            return std::pair<int64_t, IdempotencyResult>{1, {IdempotencyOutcome::kMismatch, 0, ""}};
-          }
-          throw;
         }
-      }, observer_);
+        if (wait) {
+          if (MonotonicMicros() + backoff_us > deadline) {
+            throw DbError(DbErrorKind::kUnavailable, 0, owner, "the shard map is still being published; retry");
+          }
+          ::usleep(static_cast<useconds_t>(backoff_us));
+          backoff_us = std::min<int64_t>(backoff_us * 2, 20000);
+          if (attempt % 4 == 3) RefreshMap();
+          continue;
+        }
+      }
+      // 1: created; -3: fenced (our map is stale); else the key's outcome.
+      std::pair<int64_t, IdempotencyResult> out =
+          RunOnShard(ShardNamed(owner), config_.max_retries, false, "create session", [&](Prepared& p) {
+            auto create = [&](bool* commit) -> std::pair<int64_t, IdempotencyResult> {
+              if (idem) {
+                IdempotencyResult claimed =
+                    ClaimKey(p, session.user_id, id, *idem, status, response, config_.idempotency_ttl_s);
+                if (claimed.outcome != IdempotencyOutcome::kNew) return {1, claimed};
+              }
+              MysqlStatement& st = p.create;
+              st.BindBytes(0, id.bytes());
+              if (session.title) st.BindString(1, *session.title);
+              else st.BindNull(1);
+              st.BindString(2, session.metadata_json);
+              st.BindDatetime(3, session.created_us);
+              st.BindInt64(4, static_cast<int64_t>(epoch));
+              if (session.model) st.BindString(5, *session.model);
+              else st.BindNull(5);
+              if (session.system_prompt) st.BindString(6, *session.system_prompt);
+              else st.BindNull(6);
+              BindUser(st, 7, session.user_id);
+              st.Execute();
+              if (st.Int64(0, 0) == 1) return {1, IdempotencyResult{}};
+              *commit = false;  // Fenced: the key goes with the create.
+              return {-3, IdempotencyResult{}};
+            };
+            try {
+              if (idem) return InTransaction(p.conn, create);
+              bool unused = true;
+              return create(&unused);
+            } catch (const MysqlError& e) {
+              // The key's session exists (its key row expired and was
+              // claimed again): a mismatch, not a second session.
+              if (idem && e.code() == 1062) {
+                return std::pair<int64_t, IdempotencyResult>{1, {IdempotencyOutcome::kMismatch, 0, ""}};
+              }
+              throw;
+            }
+          }, observer_);
+      if (out.first == 1) {
+        last_epoch_ = epoch;
+        return out.second;
+      }
     } catch (const DbError& e) {
-      // The owner is unreachable: perhaps it left the map. Look once.
+      // A shard is unreachable: perhaps it left the map. Look once.
       if (e.kind() != DbErrorKind::kUnavailable || refreshed_after_failure || !RefreshMap()) throw;
       refreshed_after_failure = true;
       continue;
     }
-    if (out.first == 1) {
-      last_epoch_ = epoch;
-      return out.second;
-    }
     if (attempt >= 5) throw DbError(DbErrorKind::kUnavailable, 0, owner, "shard map keeps changing; retry");
-    RefreshMap();  // -3: fenced, our map is stale.
+    RefreshMap();  // Fenced: our map is stale.
   }
 }
 
@@ -592,27 +663,44 @@ std::optional<SessionRecord> Store::GetSession(const SessionId& id, const UserId
 }
 
 bool Store::DeleteSession(const SessionId& id, const UserId& user) {
+  static const std::string create_target = IdempotencyTargetSha(kCreateSessionTarget);
   return Routed<bool>(id, false, "delete session", [&](Prepared& p, uint64_t epoch) {
            p.del.BindBytes(0, id.bytes());
            p.del.BindInt64(1, static_cast<int64_t>(epoch));
            BindUser(p.del, 2, user);
+           p.del.BindBytes(3, create_target);
+           p.del.BindDatetime(4, NowMicros());
            p.del.Execute();
            return Placed<bool>{CodePlacement<Placement>(p.del.Int64(0, 0)), true};
          }).has_value();
 }
 
+namespace {
+
+constexpr int64_t kTakenOver = int64_t{1} << 40;  // chat_turn_begin: 2^40 + the stored user seq.
+
+// chat_turn_begin's codes for a key that stops the turn (nothing stored).
+std::optional<IdempotencyOutcome> KeyOutcome(int64_t code) {
+  switch (code) {
+    case -10: return IdempotencyOutcome::kReplay;
+    case -11: return IdempotencyOutcome::kInFlight;
+    case -12: return IdempotencyOutcome::kMismatch;
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
+
 AppendResult Store::Append(const SessionId& id, const UserId& user, const AppendRequest& req) {
-  constexpr int64_t kRetryBase = int64_t{1} << 40;  // sql/004_session_model.sql
-  constexpr int64_t kFull = -4;                      // sql/006_auth.sql
-  struct Early {  // Ends an attempt early, rolling its transaction back.
-    Placed<AppendResult> placed;
-  };
+  constexpr int64_t kFull = -4;  // sql/006_auth.sql
+  const std::string idem_user = IdemUser(user);
   auto result = Routed<AppendResult>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
+    AppendResult r;
     if (p.unsafe) {
       UnsafeAppend& u = *p.unsafe;
       u.read.BindBytes(0, id.bytes());
       u.read.Execute();
-      if (u.read.row_count() == 0) return Placed<AppendResult>{Placement::kAbsent, {}};
+      if (u.read.row_count() == 0) return Placed<AppendResult>{Placement::kAbsent, r};
       int64_t next = u.read.Int64(0, 0) + 1;
       u.insert.BindBytes(0, id.bytes());
       u.insert.BindInt64(1, next);
@@ -624,18 +712,44 @@ AppendResult Store::Append(const SessionId& id, const UserId& user, const Append
       u.bump.BindInt64(0, next);
       u.bump.BindBytes(1, id.bytes());
       u.bump.Execute();
-      AppendResult r;
       r.seq = next;
       return Placed<AppendResult>{Placement::kHere, r};
     }
-    auto append = [&]() -> Placed<AppendResult> {
-      AppendResult r;
-      if (req.claim) {
-        r.idempotency = ClaimKey(p, user, id, *req.claim, "running", 0, "", config_.idempotency_ttl_s,
-                                 config_.idempotency_lease_s);
-        // An existing key row lives where its session lives: here.
-        if (r.idempotency.outcome != IdempotencyOutcome::kNew) throw Early{{Placement::kHere, r}};
+    if (req.claim) {
+      // The key and the user message in one statement (autocommit: atomic).
+      MysqlStatement& st = p.turn_begin;
+      st.BindBytes(0, id.bytes());
+      st.BindString(1, req.content);
+      st.BindDatetime(2, req.created_us);
+      st.BindInt64(3, static_cast<int64_t>(epoch));
+      st.BindString(4, req.meta_json);
+      BindUser(st, 5, user);
+      st.BindInt64(6, req.max_messages);
+      st.BindBytes(7, idem_user);
+      st.BindBytes(8, req.claim->target_sha);
+      st.BindBytes(9, req.claim->key);
+      st.BindBytes(10, req.claim->request_sha);
+      st.BindInt64(11, config_.idempotency_ttl_s);
+      st.BindInt64(12, config_.idempotency_lease_s);
+      st.Execute();
+      const int64_t code = st.Int64(0, 0);
+      if (std::optional<IdempotencyOutcome> outcome = KeyOutcome(code)) {
+        r.idempotency.outcome = *outcome;
+        if (*outcome == IdempotencyOutcome::kReplay) r.idempotency = StoredResponse(p, user, *req.claim);
+        return Placed<AppendResult>{Placement::kHere, r};
       }
+      if (code == kFull) {
+        r.full = true;
+        return Placed<AppendResult>{Placement::kHere, r};
+      }
+      const Placement placement = CodePlacement<Placement>(code);
+      if (placement != Placement::kHere) return Placed<AppendResult>{placement, r};
+      r.reused = code > kTakenOver;
+      r.seq = r.reused ? code - kTakenOver : code;
+      if ((NowMicros() & 0xff) == 0) p.idem_expire.Execute();  // Now and then: forget old keys.
+      return Placed<AppendResult>{Placement::kHere, r};
+    }
+    auto append = [&](bool* commit) -> Placed<AppendResult> {
       MysqlStatement& st = p.append;
       st.BindBytes(0, id.bytes());
       st.BindString(1, req.role);
@@ -644,72 +758,72 @@ AppendResult Store::Append(const SessionId& id, const UserId& user, const Append
       st.BindInt64(4, req.reply_to);
       st.BindInt64(5, static_cast<int64_t>(epoch));
       st.BindString(6, req.meta_json);
-      if (req.retry_digest.empty()) st.BindNull(7);
-      else st.BindBytes(7, req.retry_digest);
-      BindUser(st, 8, user);
-      st.BindInt64(9, req.max_messages);
+      BindUser(st, 7, user);
+      st.BindInt64(8, req.max_messages);
       st.Execute();
       const int64_t code = st.Int64(0, 0);
       if (code == kFull) {
         r.full = true;
-        throw Early{{Placement::kHere, r}};  // Rolls the claim back.
+        *commit = false;
+        return Placed<AppendResult>{Placement::kHere, r};
       }
       const Placement placement = CodePlacement<Placement>(code);
-      if (placement != Placement::kHere) throw Early{{placement, r}};
-      r.duplicate = code > kRetryBase;
-      r.seq = r.duplicate ? code - kRetryBase : code;
+      if (placement != Placement::kHere) {
+        *commit = false;
+        return Placed<AppendResult>{placement, r};
+      }
+      r.seq = code;
       if (req.complete) {
         auto [status, body] = req.respond(r.seq);
         MysqlStatement& done = p.idem_complete;
-        const std::string idem_user = IdemUser(user);
         done.BindInt64(0, status);
         done.BindString(1, body);
         done.BindBytes(2, idem_user);
         done.BindBytes(3, req.complete->target_sha);
         done.BindBytes(4, req.complete->key);
+        done.BindInt64(5, req.reply_to);
         done.Execute();
       }
-      if (req.claim && (NowMicros() & 0xff) == 0) p.idem_expire.Execute();  // Now and then: forget old keys.
       return Placed<AppendResult>{Placement::kHere, r};
     };
-    try {
-      if (!req.claim && !req.complete) return append();
-      return InTransaction(p.conn, append);
-    } catch (const Early& early) {
-      return early.placed;  // Nothing of this attempt committed.
+    if (!req.complete) {
+      bool unused = true;
+      return append(&unused);
     }
+    return InTransaction(p.conn, append);
   });
   return result.value_or(AppendResult{});
 }
 
 int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
-                             int64_t created_us, int64_t reply_to, std::string_view meta_json,
-                             std::string_view retry_digest, bool* duplicate) {
+                             int64_t created_us, int64_t reply_to, std::string_view meta_json) {
   AppendRequest req;
   req.role = role;
   req.content = content;
   req.created_us = created_us;
   req.reply_to = reply_to;
   req.meta_json = meta_json;
-  req.retry_digest = retry_digest;
-  AppendResult r = Append(id, "", req);
-  if (duplicate) *duplicate = r.duplicate;
-  return r.seq;
+  return Append(id, "", req).seq;
 }
 
-void Store::ReleaseIdempotencyKey(const SessionId& id, const UserId& user, const IdempotencyKey& key) {
+void Store::FailTurnKey(const SessionId& id, const UserId& user, const IdempotencyKey& key, int64_t user_seq) {
   try {
-    Routed<bool>(id, false, "release idempotency key", [&](Prepared& p, uint64_t) {
-      const std::string idem_user = IdemUser(user);
-      p.idem_release.BindBytes(0, idem_user);
-      p.idem_release.BindBytes(1, key.target_sha);
-      p.idem_release.BindBytes(2, key.key);
-      p.idem_release.Execute();
-      return Placed<bool>{Placement::kHere, true};
+    const std::string idem_user = IdemUser(user);
+    Routed<bool>(id, false, "mark an idempotency key failed", [&](Prepared& p, uint64_t epoch) {
+      MysqlStatement& st = p.turn_fail;
+      st.BindBytes(0, id.bytes());
+      st.BindInt64(1, static_cast<int64_t>(epoch));
+      BindUser(st, 2, user);
+      st.BindBytes(3, idem_user);
+      st.BindBytes(4, key.target_sha);
+      st.BindBytes(5, key.key);
+      st.BindInt64(6, user_seq);
+      st.Execute();
+      return Placed<bool>{CodePlacement<Placement>(st.Int64(0, 0)), true};
     });
   } catch (const DbError& e) {
-    LOG_WARN("session %s: releasing an idempotency key failed (it frees itself after %d s): %s", id.text().c_str(),
-             config_.idempotency_lease_s, e.what());
+    LOG_WARN("session %s: marking an idempotency key failed did not work (a retry takes it over after %d s): %s",
+             id.text().c_str(), config_.idempotency_lease_s, e.what());
   }
 }
 

@@ -21,14 +21,6 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-bool WaitFor(double seconds, const std::function<bool()>& cond) {
-  auto start = Clock::now();
-  while (SecondsSince(start) < seconds) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
-}
 
 // Every acknowledged append is present exactly once; an append whose outcome
 // the client could not know (5xx from a killed worker, or no response) is

@@ -24,14 +24,6 @@ using Clock = std::chrono::steady_clock;
 
 int SparePort(int offset) { return StackEnv::Get().apps().back().second + 200 + offset; }
 
-bool WaitFor(double seconds, const std::function<bool()>& cond) {
-  auto start = Clock::now();
-  while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
-}
 
 std::string NewSession(int port) {
   FcgiResponse r = FcgiRequest(port, "POST", "/v1/sessions", "{}");

@@ -237,18 +237,25 @@ TEST_F(ProviderTest, ProviderFailuresKeepTheUserMessageAndTheSessionUsable) {
   }
 }
 
+// A turn whose provider failed, retried with the same Idempotency-Key and
+// body: the stored user message is answered (same seq, same request id),
+// and the provider sees the question once. (Without a key the same text
+// again is a new turn: tests/e2e/retry_test.cc.)
 TEST_F(ProviderTest, ARetriedTurnStoresItsUserMessageOnce) {
   std::string id = NewSession();
-  ApiResponse failed = Turn(id, "same words", R"(,"model":"fake-status-503")");
+  const std::string body = R"({"content":"same words","model":"fake-failfirst-3"})";
+  api.set_headers({{"Idempotency-Key", "retried-turn-" + id}});
+  ApiResponse failed = api.Post("/v1/sessions/" + id + "/messages", body);
   ASSERT_EQ(failed.status, 502) << failed.body;
-  ApiResponse retried = Turn(id, "same words", R"(,"model":"gpt-ok")");
+  ApiResponse retried = api.Post("/v1/sessions/" + id + "/messages", body);
+  api.set_headers({});
   ASSERT_EQ(retried.status, 201) << retried.body;
   EXPECT_EQ(retried["user"]["seq"].GetInt64(), 1);
   EXPECT_STREQ(retried["user"]["request_id"].GetString(), failed.Header("X-Request-Id").c_str());
   EXPECT_EQ(retried["assistant"]["seq"].GetInt64(), 2);
   EXPECT_EQ(retried["assistant"]["reply_to"].GetInt64(), 1);
   // The provider saw the question once, not twice.
-  EXPECT_STREQ(retried["assistant"]["content"].GetString(), "[gpt-ok|n=1|sys=] same words");
+  EXPECT_STREQ(retried["assistant"]["content"].GetString(), "[fake-failfirst-3|n=1|sys=] same words");
   EXPECT_EQ(History(id).size(), 2u);
   // Once answered, the same words again are a new turn.
   ApiResponse again = Turn(id, "same words", R"(,"model":"gpt-ok")");

@@ -2,9 +2,12 @@
 // map cannot write to a moved session's old shard; the shard itself refuses.
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "fcgi_app/cluster_map.h"
 #include "shard_router/router.h"
@@ -131,6 +134,66 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
   EXPECT_EQ(history[0].content, "before the move");
   EXPECT_EQ(history[2].content, "after the move");
   EXPECT_EQ(CheckHistoryShape(history), "");
+}
+
+// Issue 12: sessions created with an Idempotency-Key, one turn each; a shard
+// joins; every create is sent again with its key and body, before and after
+// the rebalance. Before the fix a third of the retries answered 201 without
+// Idempotent-Replayed, having made a second, empty copy of the session on its
+// new owner; rebalance then took that copy for a finished move and deleted
+// the original history.
+TEST_F(ReshardTest, Issue12KeyedCreateRetriedDuringAJoinIsReplayedAndKeepsItsHistory) {
+  ApiClient api(StackEnv::Get().url(), 30);
+  struct Made {
+    std::string key, body, response, id;
+  };
+  std::vector<Made> made;
+  const std::string run = std::to_string(::getpid()) + "-" +
+                          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  for (int i = 0; i < 30; ++i) {
+    Made m;
+    m.key = "create-" + run + "-" + std::to_string(i);
+    m.body = "{\"title\":\"keyed " + std::to_string(i) + "\"}";
+    api.set_headers({{"Idempotency-Key", m.key}});
+    ApiResponse r = api.Post("/v1/sessions", m.body);
+    ASSERT_EQ(r.status, 201) << r.body;
+    m.response = r.body;
+    m.id = r["id"].GetString();
+    api.set_headers({});
+    ASSERT_EQ(api.Append(m.id, "turn " + std::to_string(i)).status, 201);
+    made.push_back(m);
+  }
+  auto retry_all = [&](const char* when) {
+    SCOPED_TRACE(when);
+    for (const Made& m : made) {
+      api.set_headers({{"Idempotency-Key", m.key}});
+      ApiResponse again = api.Post("/v1/sessions", m.body);
+      api.set_headers({});
+      EXPECT_EQ(again.status, 201) << again.body;
+      EXPECT_EQ(again.Header("Idempotent-Replayed"), "true") << m.id;
+      EXPECT_EQ(again.body, m.response);
+      ApiResponse s = api.Get("/v1/sessions/" + m.id);
+      ASSERT_EQ(s.status, 200) << s.body;
+      EXPECT_EQ(s["message_count"].GetInt64(), 2) << m.id;
+    }
+  };
+  std::string out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
+  // Every app worker reads the new map before its first request after
+  // map_refresh_ms (2000 on the test stack): the retries are routed by it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  retry_all("during the join");
+  Shardctl("verify", &out);
+  EXPECT_EQ(out.find("active on"), std::string::npos) << out;
+  ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
+  retry_all("after the rebalance");
+  for (size_t i = 0; i < made.size(); ++i) {
+    std::vector<StoredMessage> history;
+    ASSERT_TRUE(ReadHistory(api, made[i].id, &history));
+    ASSERT_EQ(history.size(), 2u) << made[i].id;
+    EXPECT_EQ(history[0].content, "turn " + std::to_string(i));
+  }
+  EXPECT_EQ(Shardctl("verify", &out), 0) << out;
 }
 
 }  // namespace

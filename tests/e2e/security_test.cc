@@ -80,14 +80,6 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-bool WaitFor(double seconds, const std::function<bool()>& cond) {
-  auto start = Clock::now();
-  while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return cond();
-}
 
 int SparePort(int offset) { return StackEnv::Get().apps().back().second + 400 + offset; }
 
@@ -290,6 +282,23 @@ TEST_F(SecurityTest, MissingUnknownRevokedExpiredAndDisabledKeysGetOneAnswer) {
   EXPECT_TRUE(WaitFor(8, [&] { return ApiClient(url, hkey).Get("/v1/sessions").status == 200; }));
 }
 
+// RFC 6750's scheme only (issue 12): a bare key used to pass the app while
+// nginx's per-key limit, which reads the key id after "Bearer", never
+// counted it. The scheme is case-insensitive (RFC 7235).
+TEST_F(SecurityTest, OnlyTheBearerSchemeCarriesAKey) {
+  httplib::Client c(StackEnv::Get().url());
+  auto status = [&](const std::string& authorization) {
+    auto r = c.Get("/v1/sessions?limit=1", {{"Authorization", authorization}});
+    return r ? r->status : 0;
+  };
+  EXPECT_EQ(status("Bearer " + *alice_key_), 200);
+  EXPECT_EQ(status("bearer " + *alice_key_), 200);
+  EXPECT_EQ(status("Bearer   " + *alice_key_), 200);
+  EXPECT_EQ(status(*alice_key_), 401);
+  EXPECT_EQ(status("Token " + *alice_key_), 401);
+  EXPECT_EQ(status("Bearer" + *alice_key_), 401);
+}
+
 TEST_F(SecurityTest, AnIdempotentRetryGetsTheStoredResponse) {
   // Creating a session.
   alice.set_headers({{"Idempotency-Key", Unique("create")}});
@@ -333,8 +342,9 @@ TEST_F(SecurityTest, AnIdempotentRetryGetsTheStoredResponse) {
   bob.set_headers({});
   EXPECT_EQ(Count(bob, bobs), 2);
 
-  // A turn that failed (a provider error) stores no response and gives its
-  // key back: the same request runs again, and the key is free for another.
+  // A turn that failed (a provider error) stores no response; its key stays
+  // bound to its request: the same request runs again (answering the user
+  // message already stored), another body with that key is refused.
   const std::string failing = Create(alice);
   const std::string path = "/v1/sessions/" + failing + "/messages";
   alice.set_headers({{"Idempotency-Key", Unique("fail")}});
@@ -344,13 +354,11 @@ TEST_F(SecurityTest, AnIdempotentRetryGetsTheStoredResponse) {
   EXPECT_GE(same.status, 500);
   EXPECT_EQ(same.Header("Idempotent-Replayed"), "");
   ApiResponse other = alice.Post(path, R"({"content":"x","model":"echo"})");
-  EXPECT_EQ(other.status, 201);
-  ApiResponse replayed = alice.Post(path, R"({"content":"x","model":"echo"})");
-  EXPECT_EQ(replayed.Header("Idempotent-Replayed"), "true");
-  EXPECT_EQ(replayed.body, other.body);
+  EXPECT_EQ(other.status, 422);
+  EXPECT_EQ(other.ErrorCode(), "idempotency_key_reused");
   alice.set_headers({});
-  // One user message (stored once, though sent three times) and one answer.
-  EXPECT_EQ(Count(alice, failing), 2);
+  // One user message, stored once though sent twice, and no answer.
+  EXPECT_EQ(Count(alice, failing), 1);
 }
 
 TEST_F(SecurityTest, TenConcurrentRequestsWithOneKeyStoreOneTurn) {
@@ -539,6 +547,27 @@ TEST_F(SecurityTest, TheAppLimitsSessionsMessagesConcurrentTurnsAndRate) {
   }
   EXPECT_EQ(ok, 2);
   EXPECT_EQ(refused, 1);
+  // Stateless /v1/chat/completions turns take the same places (issue 12:
+  // they used to ignore the limit).
+  std::vector<FcgiResponse> stateless(3);
+  threads.clear();
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      stateless[i] = call("POST", "/v1/chat/completions",
+                          R"({"model":"gpt-slow-1000","messages":[{"role":"user","content":"slow"}]})");
+    });
+  }
+  for (auto& t : threads) t.join();
+  int stateless_ok = 0, stateless_refused = 0;
+  for (const FcgiResponse& t : stateless) {
+    stateless_ok += t.status == 200;
+    if (t.status == 429) {
+      ++stateless_refused;
+      EXPECT_NE(t.body.find("\"too_many_concurrent_turns\""), std::string::npos) << t.body;
+    }
+  }
+  EXPECT_EQ(stateless_ok, 2);
+  EXPECT_EQ(stateless_refused, 1);
   // A refused turn stored nothing: the sessions hold 2 + 2 + 0 or so.
   int stored = 0;
   for (const std::string& id : ids) {

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "fcgi_app/auth.h"
 #include "fcgi_app/config.h"
 #include "fcgi_app/migrator.h"
 #include "fcgi_app/provider.h"
@@ -160,26 +161,104 @@ TEST(StoreTest, ContextIsTheNewestMessagesThatFitTheTokenBudget) {
   EXPECT_FALSE(store.LoadContext(SessionId::Generate(), 10, 1000).has_value());
 }
 
-TEST(StoreTest, ARetriedUserMessageIsStoredOnce) {
+// Two user messages with the same content are two messages: without an
+// Idempotency-Key nothing tells a retry from a second message (issue 12).
+TEST(StoreTest, IdenticalUserMessagesAreEachStored) {
   Store store(TestConfig());
   SessionId id = NewSession(store);
-  bool duplicate = true;
-  const std::string digest = TurnDigest("hello");
-  EXPECT_EQ(store.AppendMessage(id, "user", "hello", NowMicros(), 0, "", digest, &duplicate), 1);
-  EXPECT_FALSE(duplicate);
-  // Sent again before any answer: the stored one.
-  EXPECT_EQ(store.AppendMessage(id, "user", "hello", NowMicros(), 0, "", digest, &duplicate), 1);
-  EXPECT_TRUE(duplicate);
-  // Another text is another turn.
-  EXPECT_EQ(store.AppendMessage(id, "user", "other", NowMicros(), 0, "", TurnDigest("other"), &duplicate), 2);
-  EXPECT_FALSE(duplicate);
-  // Once answered, the same text again is a new turn.
-  EXPECT_EQ(store.AppendMessage(id, "assistant", "answer", NowMicros(), 2), 3);
-  EXPECT_EQ(store.AppendMessage(id, "user", "other", NowMicros(), 0, "", TurnDigest("other"), &duplicate), 4);
-  EXPECT_FALSE(duplicate);
-  EXPECT_EQ(store.GetSession(id)->message_count, 4);
-  auto page = store.ListMessages(id, 0, 10);
-  ASSERT_EQ(page->size(), 4u);
+  EXPECT_EQ(store.AppendMessage(id, "user", "yes", NowMicros(), 0), 1);
+  EXPECT_EQ(store.AppendMessage(id, "user", "yes", NowMicros(), 0), 2);
+  EXPECT_EQ(store.GetSession(id)->message_count, 2);
+}
+
+IdempotencyKey TestKey(const std::string& key, const std::string& body) {
+  const std::string target = "POST /test";
+  return IdempotencyKey{key, IdempotencyTargetSha(target), SecretHash(target + "\n" + body)};
+}
+
+// A keyed turn (sql/007_acknowledged.sql): the key and the user message in
+// one statement; while the turn runs the key is in use; once it failed, a
+// retry takes it over and answers the same user message; once answered, it
+// replays; another body with the same key is refused.
+TEST(StoreTest, AKeyedTurnStoresItsUserMessageOnceAcrossRetries) {
+  Store store(TestConfig());
+  SessionId id = NewSession(store);
+  const IdempotencyKey key = TestKey("turn-" + id.text(), "hi");
+  AppendRequest ask;
+  ask.role = "user";
+  ask.content = "hi";
+  ask.created_us = NowMicros();
+  ask.claim = &key;
+  AppendResult first = store.Append(id, "", ask);
+  EXPECT_EQ(first.idempotency.outcome, IdempotencyOutcome::kNew);
+  EXPECT_EQ(first.seq, 1);
+  EXPECT_FALSE(first.reused);
+  EXPECT_EQ(store.Append(id, "", ask).idempotency.outcome, IdempotencyOutcome::kInFlight);
+
+  store.FailTurnKey(id, "", key, first.seq);
+  AppendResult retried = store.Append(id, "", ask);
+  EXPECT_EQ(retried.idempotency.outcome, IdempotencyOutcome::kNew);
+  EXPECT_TRUE(retried.reused);
+  EXPECT_EQ(retried.seq, 1);
+  EXPECT_EQ(store.Append(id, "", ask).idempotency.outcome, IdempotencyOutcome::kInFlight);
+
+  AppendRequest answer;
+  answer.role = "assistant";
+  answer.content = "hello";
+  answer.created_us = NowMicros();
+  answer.reply_to = retried.seq;
+  answer.complete = &key;
+  answer.respond = [](int64_t seq) { return std::make_pair(201, "answered as " + std::to_string(seq)); };
+  EXPECT_EQ(store.Append(id, "", answer).seq, 2);
+
+  AppendResult replay = store.Append(id, "", ask);
+  EXPECT_EQ(replay.idempotency.outcome, IdempotencyOutcome::kReplay);
+  EXPECT_EQ(replay.idempotency.status, 201);
+  EXPECT_EQ(replay.idempotency.response, "answered as 2");
+  const IdempotencyKey other = TestKey(key.key, "something else");
+  ask.claim = &other;
+  EXPECT_EQ(store.Append(id, "", ask).idempotency.outcome, IdempotencyOutcome::kMismatch);
+  EXPECT_EQ(store.GetSession(id)->message_count, 2);
+}
+
+// A keyed turn refused because the session is full stores nothing and
+// keeps no key: the same request runs once there is room.
+TEST(StoreTest, AKeyedTurnOnAFullSessionStoresNothing) {
+  Store store(TestConfig());
+  SessionId id = NewSession(store);
+  ASSERT_EQ(store.AppendMessage(id, "user", "first", NowMicros(), 0), 1);
+  const IdempotencyKey key = TestKey("full-" + id.text(), "x");
+  AppendRequest ask;
+  ask.role = "user";
+  ask.content = "x";
+  ask.created_us = NowMicros();
+  ask.claim = &key;
+  ask.max_messages = 1;
+  AppendResult full = store.Append(id, "", ask);
+  EXPECT_TRUE(full.full);
+  EXPECT_EQ(full.seq, 0);
+  ask.max_messages = 0;
+  AppendResult later = store.Append(id, "", ask);
+  EXPECT_EQ(later.idempotency.outcome, IdempotencyOutcome::kNew);
+  EXPECT_EQ(later.seq, 2);
+}
+
+// An error raised inside a stored function reaches libmariadb while the
+// rows are fetched, where the statement's errno reads 0. Issue 12: lock
+// waits and deadlocks there were answered 500 as "unexpected SQL error 0".
+TEST(StoreTest, Issue12AnErrorInsideAStoredFunctionKeepsItsErrno) {
+  Store store(TestConfig());
+  SessionRecord s;
+  s.title = std::string(1001, 't');  // The column and the parameter hold 1000.
+  s.created_us = s.updated_us = NowMicros();
+  try {
+    store.CreateSession(SessionId::Generate(), s);
+    ADD_FAILURE() << "a 1001-character title was stored";
+  } catch (const DbError& e) {
+    EXPECT_EQ(e.mysql_errno(), 1406) << e.what();  // ER_DATA_TOO_LONG
+    EXPECT_NE(std::string(e.what()).find("Data too long"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("chat_create_session"), std::string::npos) << "names the statement";
+  }
 }
 
 // Dense seq under contention, below the HTTP layer: 16 connections append to

@@ -9,6 +9,8 @@
 //   drip-N-MS   stream N pieces, MS ms apart
 //   status-NNN  answer HTTP NNN with an error body (429 adds Retry-After: 1)
 //   flaky-N     answer 503 to the first N calls with the same X-Request-Id
+//   failfirst-N answer 503 to the first N calls whose last message has the
+//               same content (whatever their request ids: a client's retry)
 //   garbage     a body that is not JSON
 //   huge        a 2 MiB answer
 //   redirect    307 to another URL
@@ -49,6 +51,7 @@ struct Behavior {
   int drip_pieces = 0, drip_ms = 0;
   int status = 0;
   int flaky = 0;
+  int fail_first = 0;
   bool garbage = false, huge = false, redirect = false, cut = false, midfail = false;
 };
 
@@ -69,6 +72,7 @@ Behavior BehaviorOf(const std::string& model) {
     else if (p == "drip") b.drip_pieces = num(i + 1), b.drip_ms = num(i + 2);
     else if (p == "status") b.status = num(i + 1);
     else if (p == "flaky") b.flaky = num(i + 1);
+    else if (p == "failfirst") b.fail_first = num(i + 1);
     else if (p == "garbage") b.garbage = true;
     else if (p == "huge") b.huge = true;
     else if (p == "redirect") b.redirect = true;
@@ -138,6 +142,18 @@ class FakeLlm {
       std::lock_guard<std::mutex> lock(mu_);
       if (++flaky_seen_[req.get_header_value("X-Request-Id")] <= b.flaky) {
         return Fail(res, 503, "overloaded_error", "flaky: failing this time");
+      }
+    }
+    if (b.fail_first > 0) {
+      const auto& messages = d["messages"];
+      std::string last;
+      if (messages.Size() > 0 && messages[messages.Size() - 1].IsObject() &&
+          messages[messages.Size() - 1].HasMember("content") && messages[messages.Size() - 1]["content"].IsString()) {
+        last = messages[messages.Size() - 1]["content"].GetString();
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      if (++fail_first_seen_[last] <= b.fail_first) {
+        return Fail(res, 503, "overloaded_error", "failfirst: failing this time");
       }
     }
     if (b.status > 0) {
@@ -470,6 +486,7 @@ class FakeLlm {
   std::mutex mu_;
   std::vector<Call> calls_;
   std::map<std::string, int> flaky_seen_;
+  std::map<std::string, int> fail_first_seen_;  // Last message content -> calls.
 };
 
 void Usage() {

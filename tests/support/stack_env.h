@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -50,5 +51,7 @@ std::vector<pid_t> ChildPids(pid_t parent);
 bool ProcessAlive(pid_t pid);
 // Runs a shell command, returns its exit status and, if `out`, its stdout.
 int RunCommand(const std::string& command, std::string* out = nullptr);
+// Polls `cond` every 20 ms until it holds or `seconds` pass; returns its last value.
+bool WaitFor(double seconds, const std::function<bool()>& cond);
 
 }  // namespace chatllm::testing

@@ -17,8 +17,12 @@ namespace chatllm {
 HttpResponse FromApiError(const ApiError& e);
 HttpResponse SessionNotFound();
 HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf);
-// A database failure as the client sees it: 503 shard_unavailable (with
-// Retry-After), or 500 for an unexpected SQL error (logged).
+// A database failure as the client sees it: 503 shard_unavailable (retry
+// after a second), or 500 for an unexpected SQL error (logged with `what`).
+// The message names the shard and whether a write's outcome is unknown,
+// never the server's own text (SQL, hosts, ports).
+ApiError DbApiError(const DbError& e, const char* what);
+// DbApiError as a response, with Retry-After: 1 on a 503.
 HttpResponse FromDbError(const DbError& e, const char* what);
 
 void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s);

@@ -23,8 +23,9 @@ struct ApiKey {
 // A new key from the kernel CSPRNG.
 ApiKey GenerateApiKey();
 std::string FormatApiKey(const ApiKey& key);
-// The key in an "Authorization: Bearer <key>" value (or the bare key);
-// nullopt for anything not shaped like a key.
+// The key in an "Authorization: Bearer <key>" value (RFC 6750: the scheme
+// in any case, one or more spaces); nullopt for anything else, a bare key
+// included.
 std::optional<ApiKey> ParseApiKey(std::string_view authorization);
 // SHA-256 of the secret (32 raw bytes).
 std::string SecretHash(std::string_view secret);

@@ -54,7 +54,12 @@ struct RebalanceResult {
 struct VerifyReport {
   int64_t sessions = 0;
   int64_t messages = 0;
-  std::vector<std::string> problems;  // Empty when everything is in place.
+  int64_t to_move = 0;     // On their previous owner while the map is moving: rebalance moves them.
+  int64_t in_transit = 0;  // Frozen or half-copied by an interrupted move.
+  // Empty when everything is in place. A session active on two shards is
+  // always one (with whether the copies agree); sessions still to move in a
+  // join or drain are counted in `to_move`, not listed.
+  std::vector<std::string> problems;
 };
 
 // The operator's side of the cluster (shardctl): reads and publishes shard
@@ -70,13 +75,20 @@ struct VerifyReport {
 // two steps; rerunning it finishes or redoes the move:
 //   1. A: state active -> moving (under the session row lock: appends in
 //      flight commit first; later writes wait for the move).
-//   2. B: drop any leftover of an earlier attempt; copy the session row as
-//      'incoming' (invisible to the app) and its messages in batches.
-//   3. Verify: message count, max seq and a content checksum equal on A and
-//      B, and equal to the session's message_count.
+//   2. B: drop any leftover of an earlier attempt (never an active copy);
+//      copy the session row as 'incoming' (invisible to the app), its
+//      messages in batches and its idempotency keys.
+//   3. Verify: message count, max seq, a checksum of every column of every
+//      message and of the session row equal on A and B, and the count equal
+//      to the session's message_count.
 //   4. B: incoming -> active. From here B is authoritative.
-//   5. A: moving -> moved (a tombstone naming B) and its messages deleted,
-//      in one transaction.
+//   5. A: moving -> moved (a tombstone naming B) and its rows deleted, in
+//      one transaction.
+// A rerun that finds B already active (a crash between 4 and 5) deletes A's
+// rows only if B's history begins with A's frozen one, row for row; a
+// source is never deleted on the strength of a copy that differs.
+// A 'deleted' tombstone (kept for a create's Idempotency-Key) moves the
+// same way without the freeze: it takes no writes.
 // At any time at most one shard holds the session 'active', and only an
 // active session accepts writes: history is never split.
 class ClusterAdmin {
@@ -145,6 +157,21 @@ class ClusterAdmin {
 
  private:
   enum class MoveOutcome { kMoved, kGone };
+  // What a session's copy on one shard holds: its messages (up to a seq),
+  // a digest of their every column, and its session row.
+  struct Fingerprint {
+    int64_t messages = 0, max_seq = 0, message_count = 0;
+    std::string digest, row;
+    bool operator==(const Fingerprint& o) const {
+      return messages == o.messages && max_seq == o.max_seq && message_count == o.message_count &&
+             digest == o.digest && row == o.row;
+    }
+    std::string Text() const {
+      return std::to_string(messages) + " messages to seq " + std::to_string(max_seq) + ", count " +
+             std::to_string(message_count) + ", digest " + digest;
+    }
+  };
+  Fingerprint FingerprintOf(const ShardEntry& shard, const std::string& id, int64_t up_to_seq);
   // A connection to one shard and the statements prepared on it.
   struct Link {
     std::unique_ptr<DbConnection> conn;  // Declared first: statements die before it.

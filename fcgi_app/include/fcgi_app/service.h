@@ -1,5 +1,6 @@
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -55,8 +56,11 @@ class Service {
   // The caller of a /v1 request (empty when [auth] required = false), or
   // the 401 to answer.
   std::optional<HttpResponse> Authenticate(const HttpRequest& request, UserId* user);
-  // The request's Idempotency-Key, if any, or the 400 to answer.
-  std::optional<HttpResponse> IdempotencyOf(const HttpRequest& request, std::optional<IdempotencyKey>* out);
+  // The request's Idempotency-Key, if any, or the 400 to answer. `target`
+  // names what the request writes (its scope): the key and the body are
+  // bound to it, so the same key on another session is another request.
+  std::optional<HttpResponse> IdempotencyOf(const HttpRequest& request, const std::string& target,
+                                            std::optional<IdempotencyKey>* out);
   HttpResponse Healthz();
   HttpResponse Readyz();
   HttpResponse CreateSession(const HttpRequest& request, const UserId& user);
@@ -72,7 +76,12 @@ class Service {
   // through `format` (JSON or one of the event-stream dialects).
   HttpResponse RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format);
   // A turn with no session (OpenAI pass-through): nothing stored.
-  HttpResponse RunStateless(const ChatCompletionRequest& req, RequestTrace* trace, TurnFormat& format);
+  HttpResponse RunStateless(const ChatCompletionRequest& req, const UserId& user, RequestTrace* trace,
+                            TurnFormat& format);
+  // Takes one of the user's max_concurrent_turns_per_user places on this
+  // instance into `slot` (released when it is destroyed), or returns the 429.
+  class TurnSlot;
+  std::optional<HttpResponse> AdmitTurn(const UserId& user, std::unique_ptr<TurnSlot>* slot);
 
   const Config& config_;
   Store* store_;

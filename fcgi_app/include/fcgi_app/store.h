@@ -45,13 +45,20 @@ struct SessionPage {
   bool has_more = false;
 };
 
-// An Idempotency-Key (docs/security.md): scoped to the user and the request
-// target; `request_sha` tells a retry from a different request.
+// An Idempotency-Key (docs/api.md, "Idempotency"): scoped to the user and
+// the request target; `request_sha` tells a retry from a different request.
 struct IdempotencyKey {
   std::string key;          // The header's value, 1..255 bytes.
-  std::string target_sha;   // 16 bytes: SHA-256 of "METHOD path".
-  std::string request_sha;  // 32 bytes: SHA-256 of method, path and body.
+  std::string target_sha;   // 16 bytes: IdempotencyTargetSha(target).
+  std::string request_sha;  // 32 bytes: SHA-256 of the target and the body.
 };
+
+// The scope of a key: the first 16 bytes of SHA-256 of `target`, which
+// names what the request writes ("POST /v1/sessions", "POST
+// /v1/sessions/{id}/messages", "POST /v1/chat/completions" and the session).
+std::string IdempotencyTargetSha(std::string_view target);
+// The target of session creation: a deleted session keeps its create's key.
+inline constexpr std::string_view kCreateSessionTarget = "POST /v1/sessions";
 
 enum class IdempotencyOutcome {
   kNew,       // First use: the write goes ahead.
@@ -73,21 +80,24 @@ struct AppendRequest {
   int64_t created_us = 0;
   int64_t reply_to = 0;          // 0: none.
   std::string_view meta_json;    // A JSON object, or "".
-  std::string_view retry_digest; // User messages: TurnDigest(content), for the retry rule.
   int64_t max_messages = 0;      // Refuse when the session holds this many (0: no limit).
-  // Idempotency-Key of the request: the user message claims it (in its
-  // transaction) ...
+  // A user message: the request's Idempotency-Key, claimed in the same
+  // statement that stores the message (sql/007_acknowledged.sql). A key
+  // whose earlier request stored its user message and then failed (or ran
+  // past idempotency_lease_s) is taken over: nothing is stored and the
+  // result names that message (`reused`).
   const IdempotencyKey* claim = nullptr;
-  // ... and the answer completes it, in its own transaction, with the
-  // status and body `respond` builds from the answer's seq.
+  // An answer: the key its turn claimed, completed in the answer's
+  // transaction with the status and body `respond` builds from the
+  // answer's seq; `reply_to` is the seq the key's user message has.
   const IdempotencyKey* complete = nullptr;
   std::function<std::pair<int, std::string>(int64_t seq)> respond;
 };
 
 struct AppendResult {
-  int64_t seq = 0;         // 0: no such session (for this user).
-  bool duplicate = false;  // The retry rule matched: `seq` is the stored message.
-  bool full = false;       // max_messages reached; nothing stored.
+  int64_t seq = 0;      // 0: no such session (for this user).
+  bool reused = false;  // `claim` took an earlier attempt over: `seq` is its stored user message.
+  bool full = false;    // max_messages reached; nothing stored.
   IdempotencyResult idempotency;  // For `claim`: not kNew means nothing was stored.
 };
 
@@ -145,26 +155,31 @@ class Store {
 
   // Creates `session` (owned by session.user_id). With `idem`, the key is
   // recorded in the same transaction, answered by `status`/`response` on a
-  // replay; a result other than kNew means nothing was created.
+  // replay; a result other than kNew means nothing was created. A keyed
+  // id (derived from the key) is looked for on every shard the map may
+  // still hold it on before it is created on its owner: a retry during a
+  // move finds the earlier attempt's session instead of making a second.
   IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& session,
                                   const IdempotencyKey* idem = nullptr, int status = 0,
                                   const std::string& response = "");
   std::optional<SessionRecord> GetSession(const SessionId& id, const UserId& user = "");
-  // True if the session existed; its messages are deleted in the same transaction.
+  // True if the session existed; its messages and keys are deleted in the
+  // same transaction. A session created with a key stays as a 'deleted'
+  // tombstone holding that key until it expires, so that a late retry of
+  // the create is replayed instead of creating it again.
   bool DeleteSession(const SessionId& id, const UserId& user = "");
   // Appends one message under the session's row lock (see AppendRequest):
-  // dense seq from 1. A user message whose `retry_digest` equals the one the
-  // session's last, unanswered, user message was stored with is not stored
-  // again (sql/004_session_model.sql).
+  // dense seq from 1. Messages with the same content are distinct messages:
+  // only an Idempotency-Key makes two requests one.
   AppendResult Append(const SessionId& id, const UserId& user, const AppendRequest& request);
   // Shorthand for tests and tools: Append for no user; returns the seq.
   int64_t AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
-                        int64_t created_us, int64_t reply_to, std::string_view meta_json = "",
-                        std::string_view retry_digest = "", bool* duplicate = nullptr);
-  // Gives an Idempotency-Key back after its request failed, so that a retry
-  // runs again (best effort: a key left running is taken over after
-  // idempotency_lease_s).
-  void ReleaseIdempotencyKey(const SessionId& id, const UserId& user, const IdempotencyKey& key);
+                        int64_t created_us, int64_t reply_to, std::string_view meta_json = "");
+  // After a keyed turn stored its user message (`user_seq`) and then failed:
+  // marks the key failed, so that a retry with the same key and body answers
+  // that message instead of storing it again. Best effort: a key left
+  // running is taken over after idempotency_lease_s anyway.
+  void FailTurnKey(const SessionId& id, const UserId& user, const IdempotencyKey& key, int64_t user_seq);
   // Up to `limit` messages with seq > `after`, ascending; nullopt when the
   // session does not exist. One indexed range read, whatever the history length.
   std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after, int limit,
@@ -237,10 +252,6 @@ std::shared_ptr<const ClusterMap> SeedMap(const Config& config);
 // that its checker catches that bug; only the chatllm-fcgi-broken-lock test
 // binary calls it.
 void EnableUnsafeAppendForTesting();
-
-// The digest a user message is stored with for the retry rule: the first 16
-// bytes of SHA-256 of its content.
-std::string TurnDigest(std::string_view content);
 
 // Schema version this binary expects (the highest migration it embeds).
 int ExpectedSchemaVersion();

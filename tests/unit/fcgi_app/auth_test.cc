@@ -23,7 +23,8 @@ TEST(ApiKeyTest, AGeneratedKeyParsesBackToItsIdAndSecret) {
     EXPECT_EQ(text.substr(0, 3), "ck_");
     EXPECT_EQ(text.substr(3, 16), Hex(key.id));
     EXPECT_TRUE(seen.insert(text).second);
-    for (const std::string& given : {text, "Bearer " + text}) {
+    // RFC 6750 and 7235: the scheme in any case, then one or more spaces.
+    for (const std::string& given : {"Bearer " + text, "bearer " + text, "BEARER   " + text}) {
       std::optional<ApiKey> back = ParseApiKey(given);
       ASSERT_TRUE(back) << given;
       EXPECT_EQ(back->id, key.id);
@@ -41,9 +42,10 @@ TEST(ApiKeyTest, AnythingNotShapedLikeAKeyIsRefused) {
   std::string no_sep = good;
   no_sep[19] = '-';
   for (const std::string& bad :
-       {std::string(), std::string("Bearer "), std::string("Basic ") + good, std::string("bearer ") + good,
-        std::string("Bearer  ") + good, good.substr(0, 62), good + "A", "xk" + good.substr(2), upper_hex, bad_b64,
-        no_sep, good + "\n"}) {
+       {std::string(), std::string("Bearer "), std::string("Basic ") + good, good, std::string("Bearer\t") + good,
+        std::string("Bearer:") + good, std::string("Bearerx ") + good, "Bearer " + good.substr(0, 62),
+        "Bearer " + good + "A", "Bearer xk" + good.substr(2), "Bearer " + upper_hex, "Bearer " + bad_b64,
+        "Bearer " + no_sep, "Bearer " + good + "\n", "Bearer " + good + " "}) {
     EXPECT_FALSE(ParseApiKey(bad)) << bad;
   }
   // 43 characters carry 258 bits; a key whose spare 2 bits are set is another
@@ -52,7 +54,7 @@ TEST(ApiKeyTest, AnythingNotShapedLikeAKeyIsRefused) {
   const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   int v = static_cast<int>(std::string(alphabet).find(last.back()));
   last.back() = alphabet[v ^ 1];
-  EXPECT_FALSE(ParseApiKey(last));
+  EXPECT_FALSE(ParseApiKey("Bearer " + last));
 }
 
 TEST(ApiKeyTest, SecretHashIsSha256AndSameBytesComparesExactly) {
