@@ -44,6 +44,7 @@ constexpr const char* kUsage =
     "  drain NAME             move every session off a shard (then remove-shard)\n"
     "  remove-shard NAME      drop a drained, empty shard from the map\n"
     "  verify                 check that every session is on exactly its owner shard\n"
+    "  audit                  while sessions move: is any session active on two shards?\n"
     "  migrate                apply the sql/ migrations to every shard\n"
     "\n"
     "The config is chatllm-fcgi's: [cluster] gives the accounts (migrate_user), the\n"
@@ -291,6 +292,16 @@ int Verify(const Config& config, const std::vector<std::string>& args) {
   return r.problems.empty() ? 0 : 1;
 }
 
+int Audit(const Config& config, const std::vector<std::string>& args) {
+  if (!args.empty()) return Fail("audit takes no arguments");
+  ClusterAdmin admin(config);
+  int64_t sessions = 0;
+  const std::vector<std::string> doubled = admin.Audit(&sessions);
+  for (const std::string& id : doubled) std::printf("PROBLEM session %s is active on two shards\n", id.c_str());
+  std::printf("audit: %lld sessions, %zu active on two shards\n", static_cast<long long>(sessions), doubled.size());
+  return doubled.empty() ? 0 : 1;
+}
+
 int Migrate(const Config& config, const std::vector<std::string>& args) {
   if (!args.empty()) return Fail("migrate takes no arguments");
   ClusterAdmin admin(config);
@@ -344,6 +355,9 @@ const Command kCommands[] = {
     {"verify", "usage: shardctl verify\n\nChecks that every session is active on exactly one shard, its owner;\n"
                "that nothing is left in transit; and that every session's message_count\n"
                "matches its messages. Prints each problem; exits 1 if there is any.", Verify},
+    {"audit", "usage: shardctl audit\n\nReads every shard without the rebalance lock (it runs while sessions move)\n"
+              "and reports any session active on two shards at once, which a move never\n"
+              "makes. Exits 1 if there is one.", Audit},
     {"migrate", "usage: shardctl migrate\n\nApplies every embedded migration (sql/NNN_name.sql) a shard has not "
                 "applied,\nto every shard of the map and every seed, as [cluster] migrate_user.\n"
                 "Safe to rerun and to run concurrently.", Migrate},

@@ -763,6 +763,46 @@ VerifyReport ClusterAdmin::Verify() {
   return report;
 }
 
+std::vector<std::string> ClusterAdmin::Audit(int64_t* sessions) {
+  auto map = LoadMap();
+  std::map<std::string, std::vector<const ShardEntry*>> held;  // id -> shards, in read order
+  for (const ShardEntry& shard : map->shards()) {
+    OnShard(shard, "scanning sessions", [&] {
+      MysqlStatement scan(Handle(shard),
+                          "SELECT session_id FROM sessions WHERE session_id > ? AND state = 'active' "
+                          "ORDER BY session_id LIMIT 1000");
+      std::string after;
+      while (true) {
+        scan.BindBytes(0, after);
+        scan.Execute();
+        if (scan.row_count() == 0) break;
+        for (size_t i = 0; i < scan.row_count(); ++i) held[scan.Text(i, 0)].push_back(&shard);
+        after = scan.Text(scan.row_count() - 1, 0);
+      }
+    });
+  }
+  *sessions = static_cast<int64_t>(held.size());
+  auto holds = [&](const ShardEntry& shard, const std::string& id) {
+    return OnShard(shard, "reading session state", [&] {
+      MysqlStatement& st = Stmt(shard, "SELECT state = 'active' FROM sessions WHERE session_id = ?");
+      st.BindBytes(0, id);
+      st.Execute();
+      return st.row_count() == 1 && st.Int64(0, 0) == 1;
+    });
+  };
+  std::vector<std::string> doubled;
+  for (const auto& [id, shards] : held) {
+    if (shards.size() < 2) continue;
+    // X, then each other Y, then X again: held on X before and after Y.
+    const ShardEntry& x = *shards[0];
+    if (!holds(x, id)) continue;
+    bool twice = false;
+    for (size_t i = 1; i < shards.size() && !twice; ++i) twice = holds(*shards[i], id) && holds(x, id);
+    if (twice) doubled.push_back(SessionId::FromBytes(id).text());
+  }
+  return doubled;
+}
+
 void ClusterAdmin::UnlockAll(const ClusterMap& map) {
   for (const ShardEntry& e : map.shards()) {
     try {

@@ -26,19 +26,33 @@ namespace {
 constexpr const char* kUsage = R"(usage: chatllm-check --url URL --history FILE [--history FILE...] [options]
 
 Reads every session named in the history files back through the API and
-checks, per session:
+checks, per session (appends that carried one Idempotency-Key are one
+request; appends without a key are each their own, even with equal texts):
   dense         seq is exactly 1..n; each assistant message replies to an
-                earlier user message (and, with --echo, repeats it)
-  acknowledged  every append answered 2xx is stored exactly once, at the seq
-                it was acknowledged with
-  refused       every append answered 4xx is absent
-  unknown       every append with no answer or a 5xx is stored at most once
+                earlier user message (and, with --echo, repeats it, or a
+                prefix of it when cut short)
+  answer        no user message has two complete answers (a turn ran twice)
+  acknowledged  every request answered 2xx is stored exactly once, at the seq
+                it was acknowledged with (its answer too); no two requests
+                were acknowledged at one seq
+  refused       every request answered only 4xx is absent
+  unknown       every request with no answer or a 5xx is stored at most once;
+                a text sent by several requests is stored at most once per
+                request that may have stored it
+  key           the answers to one key agree on their seqs, and a retry with
+                the same body is never refused as a different request
   phantom       every stored user message was sent by some client
-  realtime      an append acknowledged before another was sent has the lower
+  realtime      a request acknowledged before another was sent has the lower
                 seq (within one history file: one clock)
-  client-order  each client's acknowledged appends are stored in the order sent
+  client-order  each client's acknowledged requests are stored in the order sent
   reads         every page read during the run is a prefix of the final
                 history, and contains every append acknowledged before it began
+  deleted       a session acknowledged as deleted stays gone, and takes no
+                acknowledged write sent after that
+  lost          a session that answers 404 (at the end, or to an append) was
+                deleted by some client before
+and over the run:
+  create-key    creates with one key answer one session, made once
 Options:
   --api-key KEY          API key (default $CHATLLM_API_KEY, else the contents of
                          $CHATLLM_API_KEY_FILE)
@@ -60,26 +74,33 @@ class Reader {
     http_.set_read_timeout(30, 0);
   }
 
-  bool Fetch(const std::string& session, std::vector<StoredMessage>* out) {
+  enum class Result { kRead, kGone, kFailed };
+  // kGone when the session answers 404 (at once: a 404 is never retried).
+  Result Fetch(const std::string& session, std::vector<StoredMessage>* out) {
     for (int attempt = 0; attempt < 20; ++attempt) {
       if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
       out->clear();
       int64_t after = 0;
       while (true) {
         auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=200&after=" + std::to_string(after));
+        if (r && r->status == 404 && after == 0) return Result::kGone;
         if (!r || r->status != 200) break;
         rapidjson::Document d;
         d.Parse(r->body.c_str(), r->body.size());
         for (const auto& m : d["data"].GetArray()) {
+          auto text = [&m](const char* name) {
+            return m.HasMember(name) && m[name].IsString() ? std::string(m[name].GetString()) : std::string();
+          };
           out->push_back(StoredMessage{m["seq"].GetInt64(), m["role"].GetString(),
                                        std::string(m["content"].GetString(), m["content"].GetStringLength()),
-                                       m.HasMember("reply_to") ? m["reply_to"].GetInt64() : 0});
+                                       m.HasMember("reply_to") ? m["reply_to"].GetInt64() : 0, text("provider"),
+                                       text("finish_reason")});
         }
-        if (!d["has_more"].GetBool()) return true;
+        if (!d["has_more"].GetBool()) return Result::kRead;
         after = d["next_after"].GetInt64();
       }
     }
-    return false;
+    return Result::kFailed;
   }
 
  private:
@@ -147,6 +168,7 @@ int Main(int argc, char** argv) {
     SessionRecords& r = sessions[s];
     r.appends_by_file.resize(histories.size());
     r.reads_by_file.resize(histories.size());
+    r.deletes_by_file.resize(histories.size());
     return r;
   };
   int64_t violations = 0;
@@ -162,32 +184,46 @@ int Main(int argc, char** argv) {
     for (const auto& s : histories[f].sessions) records(s);
     for (const auto& a : histories[f].appends) {
       records(a.session).appends_by_file[f].push_back(&a);
-      if (map && a.outcome == Outcome::kUnknown && map->router().Owner(a.session) != only_shard) {
+      if (map && (a.status == 0 || a.status >= 500) && map->router().Owner(a.session) != only_shard) {
         report(a.session, {"blast-radius", "status " + std::to_string(a.status) + " on shard " +
                                                map->router().Owner(a.session) + ", which the fault did not touch"});
       }
     }
     for (const auto& r : histories[f].reads) records(r.session).reads_by_file[f].push_back(&r);
+    for (const auto& d : histories[f].deletes) records(d.session).deletes_by_file[f].push_back(&d);
   }
+  std::vector<const CreateRecord*> creates;
+  for (const History& h : histories) {
+    for (const CreateRecord& c : h.creates) {
+      creates.push_back(&c);
+      if (c.status >= 200 && c.status < 300) records(c.id);  // Every created session is read back.
+    }
+  }
+  for (const Violation& v : CheckCreates(creates)) report("(creates)", v);
 
   Reader reader(url, api_key);
   CheckCounts counts;
   int64_t messages = 0;
   for (const auto& [session, recs] : sessions) {
     std::vector<StoredMessage> history;
-    if (!reader.Fetch(session, &history)) {
+    const Reader::Result read = reader.Fetch(session, &history);
+    if (read == Reader::Result::kFailed) {
       report(session, {"unreadable", "GET messages kept failing for 10 s"});
       continue;
     }
     messages += static_cast<int64_t>(history.size());
-    for (const Violation& v : CheckSession(history, recs, echo, &counts)) report(session, v);
+    for (const Violation& v : CheckSession(history, read == Reader::Result::kGone, recs, echo, &counts)) {
+      report(session, v);
+    }
   }
-  std::printf("chatllm-check: %zu sessions, %lld messages; appends: %lld acknowledged, %lld refused, "
-              "%lld unknown (%lld of them stored); %lld reads checked; %lld violations\n",
-              sessions.size(), static_cast<long long>(messages), static_cast<long long>(counts.acknowledged),
-              static_cast<long long>(counts.refused), static_cast<long long>(counts.unknown),
-              static_cast<long long>(counts.unknown_stored), static_cast<long long>(counts.reads),
-              static_cast<long long>(violations));
+  std::printf("chatllm-check: %zu sessions (%lld deleted), %lld messages; appends: %lld acknowledged, %lld refused, "
+              "%lld unknown (%lld of them stored), %lld with a key, %lld with a text another also sent; "
+              "%zu creates; %lld reads checked; %lld violations\n",
+              sessions.size(), static_cast<long long>(counts.deleted), static_cast<long long>(messages),
+              static_cast<long long>(counts.acknowledged), static_cast<long long>(counts.refused),
+              static_cast<long long>(counts.unknown), static_cast<long long>(counts.unknown_stored),
+              static_cast<long long>(counts.keyed), static_cast<long long>(counts.shared), creates.size(),
+              static_cast<long long>(counts.reads), static_cast<long long>(violations));
   for (const auto& [kind, n] : by_kind) std::printf("  %s: %lld\n", kind.c_str(), static_cast<long long>(n));
   return violations == 0 ? 0 : 1;
 }

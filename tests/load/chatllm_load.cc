@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "load/history.h"
@@ -29,14 +30,28 @@ using Clock = std::chrono::steady_clock;
 volatile std::sig_atomic_t g_interrupted = 0;
 void OnInterrupt(int) { g_interrupted = 1; }
 
-const std::vector<std::string> kOps = {"create", "append", "get", "read", "list", "raw"};
+const std::vector<std::string> kOps = {"create", "recreate", "append", "get", "read", "list", "delete", "raw"};
+
+// What every client sends now and then (--identical): short answers people
+// really send, which only their seq tells apart.
+const std::vector<std::string> kSharedTexts = {"yes", "ok", "no", "thanks", "go on"};
+
+// A stream that ended with an `error` event after its user message was
+// stored: recorded with this status (unknown outcome, like a 5xx).
+constexpr int kStreamFailed = 599;
 
 struct Shared {
   LoadOptions opt;
   Clock::time_point start;
   std::vector<std::string> sessions;
+  std::vector<char> alive;                    // Parallel to sessions: 0 once this run deleted it.
+  int64_t live = 0;                           // Sessions alive.
   std::vector<std::atomic<int64_t>> max_seq;  // Highest seq seen per session (for list cursors).
-  std::mutex sessions_mu;                     // Guards sessions (grown by create).
+  struct KeyedCreate {
+    std::string key, body;
+  };
+  std::vector<KeyedCreate> keyed_creates;     // For the recreate op.
+  std::mutex sessions_mu;                     // Guards the four above (grown by create).
   std::atomic<int64_t> next_arrival{0};       // Open loop schedule index.
   std::atomic<int64_t> issued{0};             // Requests started (for --requests).
   std::atomic<bool> stop{false};
@@ -47,10 +62,19 @@ struct Shared {
   std::vector<int64_t> interval_latencies;
   int64_t interval_ok = 0, interval_err = 0;
   std::atomic<int64_t> retried{0};  // Attempts repeated under --retries.
+  std::atomic<int64_t> cuts{0};     // Streams the client hung up on.
+  std::atomic<int64_t> doubles{0};  // Keyed writes sent twice at once.
 
   explicit Shared(const LoadOptions& o) : opt(o), max_seq(o.sessions) {}
   int64_t Now() const {
     return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+  }
+  void AddSession(const std::string& id) {
+    std::lock_guard<std::mutex> lock(sessions_mu);
+    sessions.push_back(id);
+    alive.push_back(1);
+    ++live;
+    history.Session(id);
   }
 };
 
@@ -70,16 +94,53 @@ std::string JsonEscape(const std::string& s) {
   return out + "\"";
 }
 
+// What a client learned from one request.
+struct Answer {
+  int status = 0;  // 0: no answer (or the client hung up); kStreamFailed: see above.
+  std::string code;  // error.code of an error answer.
+  std::string body;
+  bool replayed = false;
+  int64_t user_seq = 0, assistant_seq = 0;  // A turn's, when answered.
+  std::string id;                           // A create's session.
+};
+
+// Reads what a JSON answer says (a turn, a created session, an error).
+void ParseJson(Answer* a) {
+  rapidjson::Document d;
+  d.Parse(a->body.c_str(), a->body.size());
+  if (d.HasParseError() || !d.IsObject()) return;
+  if (d.HasMember("error") && d["error"].IsObject() && d["error"].HasMember("code") && d["error"]["code"].IsString()) {
+    a->code = d["error"]["code"].GetString();
+  }
+  if (d.HasMember("user") && d["user"].IsObject() && d["user"].HasMember("seq")) a->user_seq = d["user"]["seq"].GetInt64();
+  if (d.HasMember("assistant") && d["assistant"].IsObject() && d["assistant"].HasMember("seq")) {
+    a->assistant_seq = d["assistant"]["seq"].GetInt64();
+  }
+  if (d.HasMember("id") && d["id"].IsString()) a->id = d["id"].GetString();
+}
+
+Answer FromResult(const httplib::Result& r) {
+  Answer a;
+  if (!r) return a;
+  a.status = r->status;
+  a.body = r->body;
+  a.replayed = r->get_header_value("Idempotent-Replayed") == "true";
+  ParseJson(&a);
+  return a;
+}
+
+// The seq in a streamed message event's data.
+int64_t SeqOf(const std::string& data) {
+  rapidjson::Document d;
+  d.Parse(data.c_str(), data.size());
+  return d.IsObject() && d.HasMember("seq") && d["seq"].IsInt64() ? d["seq"].GetInt64() : 0;
+}
+
 class Client {
  public:
   Client(Shared& shared, int id)
       : s_(shared), id_(id), http_(shared.opt.url), rng_(std::random_device{}() ^ (id * 7919)) {
-    http_.set_keep_alive(true);
-    http_.set_tcp_nodelay(true);  // Headers and body go out in two writes: no Nagle wait.
-    if (!s_.opt.api_key.empty()) http_.set_default_headers({{"Authorization", "Bearer " + s_.opt.api_key}});
-    http_.set_connection_timeout(s_.opt.timeout_s, 0);
-    http_.set_read_timeout(s_.opt.timeout_s, 0);
-    http_.set_write_timeout(s_.opt.timeout_s, 0);
+    Configure(http_);
     double total = 0;
     for (const auto& [op, w] : s_.opt.mix) total += w;
     double acc = 0;
@@ -105,120 +166,191 @@ class Client {
       if (s_.stop.load(std::memory_order_relaxed)) break;
       const std::string& op = PickOp();
       int64_t begin = scheduled >= 0 ? scheduled : s_.Now();
-      int status = Do(op, n);
+      Done done = Do(op, n);
       int64_t end = s_.Now();
-      Record(op, status, begin, end);
+      Record(done.op, done, begin, end);
     }
   }
 
   std::map<std::string, OpStats> stats;
 
  private:
+  struct Done {
+    std::string op;
+    int status = 0;
+    bool expected = false;  // Not an error: see OpStats::expected.
+  };
+
+  void Configure(httplib::Client& c) const {
+    c.set_keep_alive(true);
+    c.set_tcp_nodelay(true);  // Headers and body go out in two writes: no Nagle wait.
+    if (!s_.opt.api_key.empty()) c.set_default_headers({{"Authorization", "Bearer " + s_.opt.api_key}});
+    c.set_connection_timeout(s_.opt.timeout_s, 0);
+    c.set_read_timeout(s_.opt.timeout_s, 0);
+    c.set_write_timeout(s_.opt.timeout_s, 0);
+  }
+
+  double Uniform() { return std::uniform_real_distribution<double>(0, 1)(rng_); }
+
   const std::string& PickOp() {
-    double r = std::uniform_real_distribution<double>(0, 1)(rng_);
+    double r = Uniform();
     for (const auto& [c, op] : cumulative_) {
       if (r <= c) return op;
     }
     return cumulative_.back().second;
   }
 
+  // A session this run has not deleted, when there is one.
   size_t PickSession() {
     std::lock_guard<std::mutex> lock(s_.sessions_mu);
+    const size_t n = s_.sessions.size();
     if (s_.opt.session_per_client) {
       // Round-robin over this client's own sessions: id, id + clients, ...
-      size_t n = s_.sessions.size();
       size_t mine = std::max<size_t>(1, (n - static_cast<size_t>(id_) % n + s_.opt.clients - 1) / s_.opt.clients);
       return (static_cast<size_t>(id_) + static_cast<size_t>(s_.opt.clients) * (round_++ % mine)) % n;
     }
-    return std::uniform_int_distribution<size_t>(0, s_.sessions.size() - 1)(rng_);
+    size_t i = 0;
+    for (int attempt = 0; attempt < 16; ++attempt) {
+      i = std::uniform_int_distribution<size_t>(0, n - 1)(rng_);
+      if (s_.alive[i]) break;
+    }
+    return i;
   }
 
-  std::string SessionAt(size_t i) {
+  std::string SessionAt(size_t i, bool* alive = nullptr) {
     std::lock_guard<std::mutex> lock(s_.sessions_mu);
+    if (alive) *alive = s_.alive[i] != 0;
     return s_.sessions[i];
   }
+  bool Deleted(size_t i) {
+    std::lock_guard<std::mutex> lock(s_.sessions_mu);
+    return !s_.alive[i];
+  }
 
-  // Runs `call` (one HTTP attempt) again while its outcome is unknown, up to
-  // --retries times: a careful client's retry, safe for writes because they
-  // carry an Idempotency-Key.
+  // Sends `call` (one attempt) again while its outcome is unknown, up to
+  // --retries times, but only a keyed write: a careful client's retry.
   template <typename Call>
-  httplib::Result WithRetries(Call&& call) {
+  Answer WithRetries(bool keyed, Call&& call) {
     for (int attempt = 0;; ++attempt) {
-      httplib::Result r = call();
-      const int status = r ? r->status : 0;
-      const bool unknown = status == 0 || status == 502 || status == 504 ||
-                           (status == 409 && r->body.find("idempotency_key_in_use") != std::string::npos);
-      if (!unknown || attempt >= s_.opt.retries || s_.stop.load()) return r;
+      Answer a = call();
+      const bool unknown = a.status == 0 || a.status == 502 || a.status == 503 || a.status == 504 ||
+                           a.status == kStreamFailed || (a.status == 409 && a.code == "idempotency_key_in_use");
+      if (!keyed || !unknown || attempt >= s_.opt.retries || s_.stop.load()) return a;
       s_.retried.fetch_add(1);
-      std::this_thread::sleep_for(std::chrono::milliseconds(status == 409 ? 200 : 20));
+      std::this_thread::sleep_for(std::chrono::milliseconds(a.status == 409 || a.status == 503 ? 200 : 20));
     }
   }
-  httplib::Headers IdempotencyHeaders(const std::string& key) const {
-    if (s_.opt.retries <= 0) return {};
-    return {{"Idempotency-Key", key}};
+
+  // POSTs `body` to `path` as a stream and reads its events; hangs up after
+  // `cut_after` of them if that is >= 0 (status 0 then, unless the answer
+  // was already whole). A JSON answer (an error, or a replay) is read as such.
+  Answer PostStream(const std::string& path, const httplib::Headers& headers, const std::string& body, int cut_after) {
+    httplib::Client c(s_.opt.url);
+    Configure(c);
+    c.set_keep_alive(false);
+    Answer a;
+    bool sse = false, cut = false;
+    std::string pending, event, error_code;
+    int events = 0;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = path;
+    req.headers = headers;
+    if (!s_.opt.api_key.empty()) req.set_header("Authorization", "Bearer " + s_.opt.api_key);
+    req.set_header("Content-Type", "application/json");
+    req.body = body;
+    req.response_handler = [&](const httplib::Response& r) {
+      a.status = r.status;
+      a.replayed = r.get_header_value("Idempotent-Replayed") == "true";
+      sse = r.get_header_value("Content-Type").rfind("text/event-stream", 0) == 0;
+      return true;
+    };
+    req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+      if (!sse) {
+        a.body.append(data, n);
+        return true;
+      }
+      if (cut_after == 0) {
+        cut = true;
+        return false;
+      }
+      pending.append(data, n);
+      for (size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
+        std::string block = pending.substr(0, end);
+        pending.erase(0, end + 2);
+        std::string name, payload;
+        std::istringstream lines(block);
+        for (std::string line; std::getline(lines, line);) {
+          if (line.rfind("event: ", 0) == 0) name = line.substr(7);
+          if (line.rfind("data: ", 0) == 0) payload += line.substr(6);
+        }
+        if (name == "user") a.user_seq = SeqOf(payload);
+        if (name == "assistant") a.assistant_seq = SeqOf(payload);
+        if (name == "error") {
+          Answer e;
+          e.body = payload;
+          ParseJson(&e);
+          error_code = e.code.empty() ? "stream_error" : e.code;
+        }
+        ++events;
+        if (cut_after > 0 && events >= cut_after && a.assistant_seq == 0 && error_code.empty()) {
+          cut = true;
+          return false;
+        }
+      }
+      return true;
+    };
+    c.send(req);
+    if (!sse) {
+      ParseJson(&a);
+      return a;
+    }
+    if (!error_code.empty()) {
+      a.status = kStreamFailed;
+      a.code = error_code;
+      a.user_seq = a.assistant_seq = 0;
+    } else if (cut || a.assistant_seq == 0) {
+      a.status = 0;  // Hung up (or the stream broke) before the answer: unknown.
+      a.user_seq = a.assistant_seq = 0;
+    } else {
+      a.status = 201;  // A whole turn, as the JSON path would have said.
+    }
+    return a;
   }
 
-  int Do(const std::string& op, int64_t n) {
+  // The same keyed write sent again at once on a second connection (the
+  // answer of one of the two is recorded as a second record with the key).
+  template <typename Send>
+  std::thread SendTwice(bool keyed, Send&& send) {
+    if (!keyed || Uniform() >= s_.opt.twice) return std::thread();
+    s_.doubles.fetch_add(1);
+    return std::thread(std::forward<Send>(send));
+  }
+
+  Done Do(const std::string& op, int64_t n) {
     if (op == "raw") {
       auto r = http_.Get(s_.opt.raw_path);
-      return r ? 200 : 0;  // Ceilings: any answer counts.
+      return {op, r ? 200 : 0};  // Ceilings: any answer counts.
     }
-    if (op == "create") {
-      int64_t invoke = s_.Now();
-      const httplib::Headers h = IdempotencyHeaders(s_.run_id + "-create-c" + std::to_string(id_) + "-" + std::to_string(n));
-      auto r = WithRetries([&] { return http_.Post("/v1/sessions", h, "{}", "application/json"); });
-      if (r && r->status == 201) {
-        rapidjson::Document d;
-        d.Parse(r->body.c_str());
-        if (d.IsObject() && d.HasMember("id")) {
-          std::lock_guard<std::mutex> lock(s_.sessions_mu);
-          s_.sessions.push_back(d["id"].GetString());
-          s_.history.Session(s_.sessions.back());
-        }
-      }
-      (void)invoke;
-      return r ? r->status : 0;
-    }
+    if (op == "create" || op == "recreate") return Create(op, n);
+    if (op == "delete") return Delete(n);
     size_t idx = PickSession();
-    std::string session = SessionAt(idx);
-    if (op == "append") {
-      AppendRecord rec;
-      rec.session = session;
-      rec.client = id_;
-      rec.content = s_.run_id + "-c" + std::to_string(id_) + "-" + std::to_string(n) + "-";
-      rec.content.resize(std::max<size_t>(rec.content.size(), s_.opt.content_bytes), 'x');
-      rec.invoke_us = s_.Now();
-      const httplib::Headers h = IdempotencyHeaders(rec.content);  // Unique per append.
-      const std::string body = "{\"content\":" + JsonEscape(rec.content) + "}";
-      auto r = WithRetries([&] { return http_.Post("/v1/sessions/" + session + "/messages", h, body, "application/json"); });
-      rec.complete_us = s_.Now();
-      rec.status = r ? r->status : 0;
-      rec.outcome = OutcomeOfStatus(rec.status);
-      if (rec.status == 201) {
-        rapidjson::Document d;
-        d.Parse(r->body.c_str());
-        if (d.IsObject() && d.HasMember("user")) rec.seq = d["user"]["seq"].GetInt64();
-        if (idx < s_.max_seq.size()) {
-          int64_t seen = s_.max_seq[idx].load();
-          while (seen < rec.seq + 1 && !s_.max_seq[idx].compare_exchange_weak(seen, rec.seq + 1)) {
-          }
-        }
-      }
-      s_.history.Append(rec);
-      return rec.status;
-    }
+    bool alive = true;
+    const std::string session = SessionAt(idx, &alive);
+    if (op == "append") return Append(idx, session, n);
+    Done done{op};
     if (op == "get") {
       auto r = http_.Get("/v1/sessions/" + session);
-      return r ? r->status : 0;
-    }
-    if (op == "read") {
+      done.status = r ? r->status : 0;
+    } else if (op == "read") {
       ReadRecord rec;
       rec.session = session;
       rec.client = id_;
       rec.limit = s_.opt.read_limit;
       rec.invoke_us = s_.Now();
-      auto r = WithRetries([&] { return http_.Get("/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit)); });
+      auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit));
       rec.complete_us = s_.Now();
+      done.status = r ? r->status : 0;
       if (r && r->status == 200 && s_.history.enabled()) {
         rapidjson::Document d;
         d.Parse(r->body.c_str(), r->body.size());
@@ -231,16 +363,167 @@ class Client {
           s_.history.Read(rec);
         }
       }
-      return r ? r->status : 0;
+    } else {
+      // list: a page from a random point of the history seen so far.
+      int64_t top = idx < s_.max_seq.size() ? s_.max_seq[idx].load() : 0;
+      int64_t after = top > 0 ? std::uniform_int_distribution<int64_t>(0, top)(rng_) : 0;
+      auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=50&after=" + std::to_string(after));
+      done.status = r ? r->status : 0;
     }
-    // list: a page from a random point of the history seen so far.
-    int64_t top = idx < s_.max_seq.size() ? s_.max_seq[idx].load() : 0;
-    int64_t after = top > 0 ? std::uniform_int_distribution<int64_t>(0, top)(rng_) : 0;
-    auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=50&after=" + std::to_string(after));
-    return r ? r->status : 0;
+    done.expected = done.status == 404 && Deleted(idx);
+    return done;
   }
 
-  void Record(const std::string& op, int status, int64_t begin, int64_t end) {
+  Done Append(size_t idx, const std::string& session, int64_t n) {
+    AppendRecord rec;
+    rec.session = session;
+    rec.client = id_;
+    if (Uniform() < s_.opt.identical) {
+      rec.content = kSharedTexts[std::uniform_int_distribution<size_t>(0, kSharedTexts.size() - 1)(rng_)];
+    } else {
+      rec.content = s_.run_id + "-c" + std::to_string(id_) + "-" + std::to_string(n) + "-";
+      rec.content.resize(std::max<size_t>(rec.content.size(), s_.opt.content_bytes), 'x');
+    }
+    const bool keyed = Uniform() < s_.opt.keys;
+    if (keyed) rec.key = s_.run_id + "-a" + std::to_string(id_) + "-" + std::to_string(n);
+    const bool cut = Uniform() < s_.opt.cut;
+    rec.streamed = cut;
+    std::string body = "{\"content\":" + JsonEscape(rec.content);
+    if (cut) {
+      body += ",\"stream\":true";
+      if (!s_.opt.stream_model.empty()) body += ",\"model\":" + JsonEscape(s_.opt.stream_model);
+    }
+    body += "}";
+    const std::string path = "/v1/sessions/" + session + "/messages";
+    const httplib::Headers headers = keyed ? httplib::Headers{{"Idempotency-Key", rec.key}} : httplib::Headers{};
+    auto finish = [this, idx](AppendRecord& r, const Answer& a) {
+      r.complete_us = s_.Now();
+      r.status = a.status;
+      r.code = a.code;
+      r.outcome = OutcomeOf(r.status, r.code);
+      if (r.outcome == Outcome::kOk) {
+        r.seq = a.user_seq;
+        r.assistant_seq = a.assistant_seq;
+        if (idx < s_.max_seq.size()) {
+          int64_t seen = s_.max_seq[idx].load();
+          while (seen < r.seq + 1 && !s_.max_seq[idx].compare_exchange_weak(seen, r.seq + 1)) {
+          }
+        }
+      }
+      s_.history.Append(r);
+    };
+    auto send = [&]() -> Answer {
+      if (cut) return PostStream(path, headers, body, -1);
+      return FromResult(http_.Post(path, headers, body, "application/json"));
+    };
+    AppendRecord copy = rec;
+    std::thread twice = SendTwice(keyed, [&, copy]() mutable {
+      httplib::Client other(s_.opt.url);
+      Configure(other);
+      copy.invoke_us = s_.Now();
+      finish(copy, WithRetries(true, [&] {
+               return cut ? PostStream(path, headers, body, -1)
+                          : FromResult(other.Post(path, headers, body, "application/json"));
+             }));
+    });
+    rec.invoke_us = s_.Now();
+    Answer a;
+    if (cut) {
+      // The client hangs up after a few events, then (keyed) sends the same
+      // request again and reads it to the end.
+      s_.cuts.fetch_add(1);
+      AppendRecord first = rec;
+      first.cut = true;
+      const int cut_after = std::uniform_int_distribution<int>(0, 3)(rng_);
+      finish(first, PostStream(path, headers, body, cut_after));
+      if (!keyed) {
+        if (twice.joinable()) twice.join();
+        return {"append", first.status, first.status == 0 || (first.status == 404 && Deleted(idx))};
+      }
+      rec.invoke_us = s_.Now();
+    }
+    a = WithRetries(keyed, send);
+    finish(rec, a);
+    if (twice.joinable()) twice.join();
+    return {"append", rec.status, rec.status == 404 && Deleted(idx)};
+  }
+
+  Done Create(const std::string& op, int64_t n) {
+    CreateRecord rec;
+    rec.client = id_;
+    std::string body;
+    bool keyed = Uniform() < s_.opt.keys;
+    if (op == "recreate") {
+      std::lock_guard<std::mutex> lock(s_.sessions_mu);
+      if (!s_.keyed_creates.empty()) {
+        const Shared::KeyedCreate& k =
+            s_.keyed_creates[std::uniform_int_distribution<size_t>(0, s_.keyed_creates.size() - 1)(rng_)];
+        rec.key = k.key;
+        body = k.body;
+        keyed = true;
+      }
+    }
+    if (body.empty()) {
+      body = "{\"title\":" + JsonEscape("load " + s_.run_id + "-" + std::to_string(id_) + "-" + std::to_string(n)) + "}";
+      if (keyed) rec.key = s_.run_id + "-create-c" + std::to_string(id_) + "-" + std::to_string(n);
+    }
+    const httplib::Headers headers = keyed ? httplib::Headers{{"Idempotency-Key", rec.key}} : httplib::Headers{};
+    auto finish = [this](CreateRecord& r, const Answer& a) {
+      r.complete_us = s_.Now();
+      r.status = a.status;
+      r.replayed = a.replayed;
+      if (a.status == 201 && !a.id.empty()) r.id = a.id;
+      s_.history.Create(r);
+    };
+    CreateRecord copy = rec;
+    std::thread twice = SendTwice(keyed, [&, copy]() mutable {
+      httplib::Client other(s_.opt.url);
+      Configure(other);
+      copy.invoke_us = s_.Now();
+      finish(copy, WithRetries(true, [&] { return FromResult(other.Post("/v1/sessions", headers, body, "application/json")); }));
+    });
+    rec.invoke_us = s_.Now();
+    Answer a = WithRetries(keyed, [&] { return FromResult(http_.Post("/v1/sessions", headers, body, "application/json")); });
+    finish(rec, a);
+    if (twice.joinable()) twice.join();
+    if (a.status == 201 && !a.id.empty() && op == "create") {
+      s_.AddSession(a.id);
+      if (keyed) {
+        std::lock_guard<std::mutex> lock(s_.sessions_mu);
+        s_.keyed_creates.push_back({rec.key, body});
+      }
+    }
+    return {op, a.status};
+  }
+
+  Done Delete(int64_t n) {
+    size_t idx;
+    std::string session;
+    {
+      std::lock_guard<std::mutex> lock(s_.sessions_mu);
+      // Keep at least half of the shared sessions: deleting becomes creating.
+      if (s_.live <= std::max<int64_t>(1, s_.opt.sessions / 2)) idx = SIZE_MAX;
+      else idx = std::uniform_int_distribution<size_t>(0, s_.sessions.size() - 1)(rng_);
+      if (idx != SIZE_MAX && s_.alive[idx]) {
+        s_.alive[idx] = 0;  // Others stop picking it; those already sending race with the delete.
+        --s_.live;
+        session = s_.sessions[idx];
+      }
+    }
+    if (session.empty()) return Create("create", n);
+    DeleteRecord rec;
+    rec.session = session;
+    rec.client = id_;
+    rec.invoke_us = s_.Now();
+    auto r = http_.Delete("/v1/sessions/" + session);
+    rec.complete_us = s_.Now();
+    rec.status = r ? r->status : 0;
+    s_.history.Delete(rec);
+    return {"delete", rec.status};
+  }
+
+  void Record(const std::string& op, const Done& done, int64_t begin, int64_t end) {
+    const int status = done.status;
     bool ok = status >= 200 && status < 300;
     if (end < static_cast<int64_t>(s_.opt.warmup_s * 1e6)) return;
     OpStats& st = stats[op];
@@ -248,6 +531,8 @@ class Client {
     if (ok) {
       st.ok++;
       st.latencies_us.push_back(end - begin);
+    } else if (done.expected) {
+      st.expected++;
     } else {
       st.errors++;
     }
@@ -256,7 +541,7 @@ class Client {
       if (ok) {
         s_.interval_ok++;
         s_.interval_latencies.push_back(end - begin);
-      } else {
+      } else if (!done.expected) {
         s_.interval_err++;
       }
     }
@@ -282,14 +567,12 @@ int Main(int argc, char** argv) {
   }
 
   bool needs_sessions = false;
-  for (const auto& [op, w] : opt.mix) needs_sessions |= (op != "create" && op != "raw");
+  for (const auto& [op, w] : opt.mix) needs_sessions |= (op != "create" && op != "recreate" && op != "raw");
   if (needs_sessions && !opt.sessions_file.empty()) {
     std::ifstream in(opt.sessions_file);
     std::string id;
     while (std::getline(in, id)) {
-      if (id.empty()) continue;
-      shared.sessions.push_back(id);
-      shared.history.Session(id);
+      if (!id.empty()) shared.AddSession(id);
     }
     if (shared.sessions.empty()) {
       std::fprintf(stderr, "chatllm-load: no session ids in %s\n", opt.sessions_file.c_str());
@@ -315,8 +598,7 @@ int Main(int argc, char** argv) {
       }
       rapidjson::Document d;
       d.Parse(r->body.c_str());
-      shared.sessions.push_back(d["id"].GetString());
-      shared.history.Session(shared.sessions.back());
+      shared.AddSession(d["id"].GetString());
     }
   }
   if (!opt.quiet) {
@@ -386,6 +668,10 @@ int Main(int argc, char** argv) {
   if (opt.retries > 0) {
     std::printf("%lld attempts repeated (--retries %d: outcome unknown, retried with the same Idempotency-Key)\n",
                 static_cast<long long>(shared.retried.load()), opt.retries);
+  }
+  if (opt.cut > 0 || opt.twice > 0) {
+    std::printf("%lld streams cut by the client, %lld keyed writes sent twice at once\n",
+                static_cast<long long>(shared.cuts.load()), static_cast<long long>(shared.doubles.load()));
   }
   if (!opt.json_file.empty()) {
     std::ofstream(opt.json_file) << SummariesToJson(opt.label, seconds, start_unix_us, rows) << "\n";

@@ -10,8 +10,9 @@
 
 namespace chatllm::load {
 
-Outcome OutcomeOfStatus(int status) {
+Outcome OutcomeOf(int status, const std::string& code) {
   if (status >= 200 && status < 300) return Outcome::kOk;
+  if (status == 409 && code == "idempotency_key_in_use") return Outcome::kUnknown;
   if (status >= 400 && status < 500) return Outcome::kFail;
   return Outcome::kUnknown;
 }
@@ -77,16 +78,72 @@ void HistoryWriter::Append(const AppendRecord& r) {
   w.Int(r.client);
   w.Key("content");
   w.String(r.content);
+  w.Key("key");
+  w.String(r.key);
   w.Key("invoke");
   w.Int64(r.invoke_us);
   w.Key("complete");
   w.Int64(r.complete_us);
   w.Key("status");
   w.Int(r.status);
+  w.Key("code");
+  w.String(r.code);
   w.Key("seq");
   w.Int64(r.seq);
+  w.Key("aseq");
+  w.Int64(r.assistant_seq);
+  w.Key("stream");
+  w.Bool(r.streamed);
+  w.Key("cut");
+  w.Bool(r.cut);
   w.Key("outcome");
   w.String(OutcomeName(r.outcome));
+  w.EndObject();
+  Write(buf.GetString());
+}
+
+void HistoryWriter::Create(const CreateRecord& r) {
+  if (!file_) return;
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  w.Key("type");
+  w.String("create");
+  w.Key("client");
+  w.Int(r.client);
+  w.Key("key");
+  w.String(r.key);
+  w.Key("id");
+  w.String(r.id);
+  w.Key("invoke");
+  w.Int64(r.invoke_us);
+  w.Key("complete");
+  w.Int64(r.complete_us);
+  w.Key("status");
+  w.Int(r.status);
+  w.Key("replayed");
+  w.Bool(r.replayed);
+  w.EndObject();
+  Write(buf.GetString());
+}
+
+void HistoryWriter::Delete(const DeleteRecord& r) {
+  if (!file_) return;
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  w.Key("type");
+  w.String("delete");
+  w.Key("session");
+  w.String(r.session);
+  w.Key("client");
+  w.Int(r.client);
+  w.Key("invoke");
+  w.Int64(r.invoke_us);
+  w.Key("complete");
+  w.Int64(r.complete_us);
+  w.Key("status");
+  w.Int(r.status);
   w.EndObject();
   Write(buf.GetString());
 }
@@ -138,20 +195,50 @@ bool LoadHistory(const std::string& path, History* out, std::string* error) {
       *error = path + ":" + std::to_string(lineno) + ": malformed record";
       return false;
     }
-    std::string type = d["type"].GetString();
+    // Members written by older versions of the load program may be absent.
+    auto text = [&d](const char* name) {
+      return d.HasMember(name) && d[name].IsString() ? std::string(d[name].GetString(), d[name].GetStringLength())
+                                                     : std::string();
+    };
+    auto int64 = [&d](const char* name) { return d.HasMember(name) && d[name].IsInt64() ? d[name].GetInt64() : 0; };
+    auto flag = [&d](const char* name) { return d.HasMember(name) && d[name].IsBool() && d[name].GetBool(); };
+    const std::string type = text("type");
     if (type == "session") {
-      out->sessions.push_back(d["session"].GetString());
+      out->sessions.push_back(text("session"));
     } else if (type == "append") {
       AppendRecord r;
-      r.session = d["session"].GetString();
-      r.client = d["client"].GetInt();
-      r.content.assign(d["content"].GetString(), d["content"].GetStringLength());
-      r.invoke_us = d["invoke"].GetInt64();
-      r.complete_us = d["complete"].GetInt64();
-      r.status = d["status"].GetInt();
-      r.seq = d["seq"].GetInt64();
-      r.outcome = OutcomeOfStatus(r.status);
+      r.session = text("session");
+      r.client = static_cast<int>(int64("client"));
+      r.content = text("content");
+      r.key = text("key");
+      r.invoke_us = int64("invoke");
+      r.complete_us = int64("complete");
+      r.status = static_cast<int>(int64("status"));
+      r.code = text("code");
+      r.seq = int64("seq");
+      r.assistant_seq = int64("aseq");
+      r.streamed = flag("stream");
+      r.cut = flag("cut");
+      r.outcome = OutcomeOf(r.status, r.code);
       out->appends.push_back(std::move(r));
+    } else if (type == "create") {
+      CreateRecord r;
+      r.client = static_cast<int>(int64("client"));
+      r.key = text("key");
+      r.id = text("id");
+      r.invoke_us = int64("invoke");
+      r.complete_us = int64("complete");
+      r.status = static_cast<int>(int64("status"));
+      r.replayed = flag("replayed");
+      out->creates.push_back(std::move(r));
+    } else if (type == "delete") {
+      DeleteRecord r;
+      r.session = text("session");
+      r.client = static_cast<int>(int64("client"));
+      r.invoke_us = int64("invoke");
+      r.complete_us = int64("complete");
+      r.status = static_cast<int>(int64("status"));
+      out->deletes.push_back(std::move(r));
     } else if (type == "read") {
       ReadRecord r;
       r.session = d["session"].GetString();

@@ -16,19 +16,49 @@ enum class Outcome {
   kUnknown,  // 5xx, timeout, reset: may be stored at most once.
 };
 
-Outcome OutcomeOfStatus(int status);
+// The outcome of an answer with `status` and error `code` ("" for none).
+// 409 idempotency_key_in_use is unknown, not refused: the request it
+// collided with (same key) may store the write.
+Outcome OutcomeOf(int status, const std::string& code = "");
 const char* OutcomeName(Outcome o);
 
 // Times are microseconds since the load run started (one steady clock).
 struct AppendRecord {
   std::string session;
   int client = 0;
-  std::string content;  // Unique per run; identifies the append.
+  // Unique per run unless the load sent shared texts (--identical): then
+  // only `seq` tells which stored message is this append's.
+  std::string content;
+  std::string key;  // Idempotency-Key sent, "" for none: records with one key are one request.
   int64_t invoke_us = 0;
   int64_t complete_us = 0;
   int status = 0;
-  int64_t seq = 0;  // Acknowledged user seq (kOk only).
+  std::string code;            // error.code of an error answer, "" otherwise.
+  int64_t seq = 0;             // Acknowledged user seq (kOk only).
+  int64_t assistant_seq = 0;   // Acknowledged answer seq (kOk only; 0 if not known).
+  bool streamed = false;       // Sent with "stream": true.
+  bool cut = false;            // The client hung up mid-stream (before any retry).
   Outcome outcome = Outcome::kUnknown;
+};
+
+// POST /v1/sessions as a client saw it.
+struct CreateRecord {
+  int client = 0;
+  std::string key;  // "" for none.
+  std::string id;   // The session id answered (2xx only).
+  int64_t invoke_us = 0;
+  int64_t complete_us = 0;
+  int status = 0;
+  bool replayed = false;  // Idempotent-Replayed: true.
+};
+
+// DELETE /v1/sessions/{id} as a client saw it.
+struct DeleteRecord {
+  std::string session;
+  int client = 0;
+  int64_t invoke_us = 0;
+  int64_t complete_us = 0;
+  int status = 0;
 };
 
 // A page read during the run: (seq, MessageHash) of each message returned.
@@ -46,8 +76,10 @@ uint64_t MessageHash(const std::string& role, const std::string& content);
 
 // Appends history records as JSON lines; thread-safe. One line per event:
 //   {"type":"session","session":ID}
-//   {"type":"append","session":ID,"client":N,"content":S,"invoke":T,"complete":T,
-//    "status":N,"seq":N,"outcome":"ok|fail|unknown"}
+//   {"type":"append","session":ID,"client":N,"content":S,"key":S,"invoke":T,"complete":T,
+//    "status":N,"code":S,"seq":N,"aseq":N,"stream":B,"cut":B,"outcome":"ok|fail|unknown"}
+//   {"type":"create","client":N,"key":S,"id":ID,"invoke":T,"complete":T,"status":N,"replayed":B}
+//   {"type":"delete","session":ID,"client":N,"invoke":T,"complete":T,"status":N}
 //   {"type":"read","session":ID,"client":N,"limit":N,"invoke":T,"complete":T,
 //    "messages":[[seq,hash],...]}
 class HistoryWriter {
@@ -59,6 +91,8 @@ class HistoryWriter {
   bool enabled() const { return file_ != nullptr; }
   void Session(const std::string& id);
   void Append(const AppendRecord& r);
+  void Create(const CreateRecord& r);
+  void Delete(const DeleteRecord& r);
   void Read(const ReadRecord& r);
   void Close();
 
@@ -71,6 +105,8 @@ class HistoryWriter {
 struct History {
   std::vector<std::string> sessions;
   std::vector<AppendRecord> appends;
+  std::vector<CreateRecord> creates;
+  std::vector<DeleteRecord> deletes;
   std::vector<ReadRecord> reads;
 };
 

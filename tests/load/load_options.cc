@@ -11,8 +11,9 @@ namespace chatllm::load {
 std::string ApiKeyFromEnvironment() {
   if (const char* k = std::getenv("CHATLLM_API_KEY"); k != nullptr && *k != '\0') return k;
   const char* file = std::getenv("CHATLLM_API_KEY_FILE");
-  if (file == nullptr || *file == '\0') return "";
-  std::ifstream in(file);
+  // CHATLLM_SOURCE_DIR: compiled in (tests/CMakeLists.txt).
+  const std::string path = file != nullptr && *file != '\0' ? file : CHATLLM_SOURCE_DIR "/var/local/secrets/api_key";
+  std::ifstream in(path);
   std::string key;
   in >> key;
   return key;
@@ -53,10 +54,26 @@ percentiles and errors by status, per operation.
   --content-bytes N      size of each appended message (default 64)
   --warmup S             do not measure the first S seconds
   --timeout S            per-request timeout (default 10)
-  --retries N            retry a request whose outcome is unknown (no answer, a
-                         502 or 504, 409 idempotency_key_in_use) up to N times, as
-                         a careful client does; creates and appends then carry an
-                         Idempotency-Key, so a retry never stores twice (default 0)
+  --retries N            retry a keyed write whose outcome is unknown (no answer,
+                         a 502, 503 or 504, 409 idempotency_key_in_use) up to N
+                         times with the same key, as a careful client does (default 0)
+
+Realistic clients (each a share from 0 to 1 of the requests concerned):
+  --keys F               writes (creates, appends) that carry an Idempotency-Key
+                         (default: all with --retries, else none)
+  --identical F          appends that send one of a few short texts every client
+                         sends ("yes", "ok", ...): only their seq tells them apart
+  --twice F              keyed writes sent twice at once on two connections
+  --cut F                appends sent with "stream": true and cut by the client
+                         after a random number of events; a keyed one is then
+                         sent again with its key and read to the end
+  --stream-model M       the model those streams ask for (a slow one cuts mid-answer)
+  The mix may also hold:
+                           delete    DELETE /v1/sessions/{id} (a random shared session,
+                                     while others still append to it; never below half
+                                     of --sessions)
+                           recreate  POST /v1/sessions again with the key and body of an
+                                     earlier keyed create (must be replayed)
   --history FILE         record every append and read (JSON lines) for chatllm-check
   --json FILE            write the summary as JSON
   --label TEXT           name of this run in the table and JSON
@@ -74,7 +91,8 @@ bool ParseMix(const std::string& text, std::map<std::string, double>* mix) {
     size_t eq = item.find('=');
     std::string op = item.substr(0, eq);
     double w = eq == std::string::npos ? 1 : std::atof(item.c_str() + eq + 1);
-    if (op != "create" && op != "append" && op != "get" && op != "read" && op != "list" && op != "raw") {
+    if (op != "create" && op != "append" && op != "get" && op != "read" && op != "list" && op != "raw" &&
+        op != "delete" && op != "recreate") {
       return false;
     }
     if (w > 0) (*mix)[op] = w;
@@ -112,6 +130,11 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
     else if (a == "--warmup") o->warmup_s = std::atof(next().c_str());
     else if (a == "--timeout") o->timeout_s = std::atoi(next().c_str());
     else if (a == "--retries") o->retries = std::atoi(next().c_str());
+    else if (a == "--keys") o->keys = std::atof(next().c_str());
+    else if (a == "--identical") o->identical = std::atof(next().c_str());
+    else if (a == "--twice") o->twice = std::atof(next().c_str());
+    else if (a == "--cut") o->cut = std::atof(next().c_str());
+    else if (a == "--stream-model") o->stream_model = next();
     else if (a == "--raw-path") o->raw_path = next();
     else if (a == "--history") o->history_file = next();
     else if (a == "--json") o->json_file = next();
@@ -128,6 +151,14 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
       }
     } else {
       std::fprintf(stderr, "chatllm-load: unknown option '%s'\n\n%s", a.c_str(), kUsage);
+      *exit_code = 2;
+      return false;
+    }
+  }
+  if (o->keys < 0) o->keys = o->retries > 0 ? 1 : 0;
+  for (double share : {o->keys, o->identical, o->twice, o->cut}) {
+    if (share < 0 || share > 1) {
+      std::fprintf(stderr, "chatllm-load: --keys, --identical, --twice and --cut take a share from 0 to 1\n");
       *exit_code = 2;
       return false;
     }

@@ -26,14 +26,27 @@ struct LoadOptions {
   std::string json_file;     // Write the summary as JSON here.
   std::string label;         // Shown in the table header and the JSON.
   int timeout_s = 10;        // Per request; a timeout is an "unknown" outcome.
-  int retries = 0;           // Retry a request whose outcome is unknown (no answer, 502, 504, 409
-                             // in use) this often; writes carry an Idempotency-Key.
+  int retries = 0;           // Retry a request whose outcome is unknown (no answer, 502, 503, 504,
+                             // 409 in use) this often; only writes that carry a key are retried.
+  // Realistic clients (docs/reliability.md): the share of writes that carry
+  // an Idempotency-Key (< 0: all of them with --retries, else none), of
+  // appends that send one of a few short texts every client sends ("yes"),
+  // of keyed writes sent twice at once, of appends streamed and cut by the
+  // client at a random point (then sent again when keyed), and the model
+  // those streams ask for ("" = the session's).
+  double keys = -1;
+  double identical = 0;
+  double twice = 0;
+  double cut = 0;
+  std::string stream_model;
   bool quiet = false;
   int report_every_s = 0;    // > 0: print a line with rate and p99 every N seconds.
 };
 
 // The API key a load tool uses when none is given: $CHATLLM_API_KEY, else
-// the contents of $CHATLLM_API_KEY_FILE (the stack env file sets it), else "".
+// the contents of $CHATLLM_API_KEY_FILE (the stack env file sets it), else
+// the local stack's key (var/local/secrets/api_key in this source tree, if
+// scripts/up made one), else "".
 std::string ApiKeyFromEnvironment();
 
 // Parses argv; on error or --help prints usage and returns false with *exit_code set.

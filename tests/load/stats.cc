@@ -11,6 +11,7 @@ void OpStats::Merge(const OpStats& other) {
   for (const auto& [status, n] : other.by_status) by_status[status] += n;
   ok += other.ok;
   errors += other.errors;
+  expected += other.expected;
 }
 
 double PercentileMs(const std::vector<int64_t>& sorted, double q) {
@@ -27,7 +28,8 @@ Summary Summarize(const std::string& op, OpStats& s, double seconds) {
   r.op = op;
   r.ok = s.ok;
   r.errors = s.errors;
-  r.count = s.ok + s.errors;
+  r.expected = s.expected;
+  r.count = s.ok + s.errors + s.expected;
   r.rps = seconds > 0 ? static_cast<double>(s.ok) / seconds : 0;
   r.p50_ms = PercentileMs(s.latencies_us, 0.50);
   r.p90_ms = PercentileMs(s.latencies_us, 0.90);
@@ -65,7 +67,7 @@ std::string SummariesToJson(const std::string& label, double seconds, int64_t st
     const Summary& r = rows[i];
     if (i) out << ",";
     out << "{\"op\":\"" << r.op << "\",\"requests\":" << r.count << ",\"ok\":" << r.ok
-        << ",\"errors\":" << r.errors << ",\"ok_per_s\":" << r.rps << ",\"p50_ms\":" << r.p50_ms
+        << ",\"errors\":" << r.errors << ",\"expected\":" << r.expected << ",\"ok_per_s\":" << r.rps << ",\"p50_ms\":" << r.p50_ms
         << ",\"p90_ms\":" << r.p90_ms << ",\"p95_ms\":" << r.p95_ms << ",\"p99_ms\":" << r.p99_ms
         << ",\"p999_ms\":" << r.p999_ms << ",\"max_ms\":" << r.max_ms << ",\"by_status\":{";
     bool first = true;

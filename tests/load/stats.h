@@ -14,13 +14,16 @@ struct OpStats {
   std::map<int, int64_t> by_status;      // HTTP status -> count; 0 = no response.
   int64_t ok = 0;
   int64_t errors = 0;
+  // Not errors: a 404 on a session this run deleted, a stream its client
+  // chose to hang up on.
+  int64_t expected = 0;
 
   void Merge(const OpStats& other);
 };
 
 struct Summary {
   std::string op;
-  int64_t count = 0, ok = 0, errors = 0;
+  int64_t count = 0, ok = 0, errors = 0, expected = 0;
   double rps = 0;  // Successful requests per second.
   double p50_ms = 0, p90_ms = 0, p95_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0;
   std::map<int, int64_t> by_status;

@@ -120,6 +120,17 @@ class ClusterAdmin {
   // transit; counts consistent.
   VerifyReport Verify();
 
+  // Sessions active on more than one shard right now, read without the
+  // rebalance lock, so it can run while sessions move. A move never makes a
+  // session active on two shards at once, but shards are read one after the
+  // other: a session seen active on X, then on Y, is reported only if X
+  // still holds it active when read again after Y (a move from X to Y
+  // freezes it on X before Y holds it). Returns the ids (text) and sets
+  // *sessions to how many sessions were seen active. (A 'deleted' tombstone
+  // is briefly on two shards while it moves: harmless, both hold the same
+  // key; verify reports one left so.)
+  std::vector<std::string> Audit(int64_t* sessions);
+
   // Where `session_text` is on each candidate shard ("active", "moving",
   // "incoming", "moved", "absent").
   std::map<std::string, std::string> Locate(const std::string& session_text, const std::string& session_bytes);

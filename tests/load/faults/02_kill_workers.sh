@@ -4,6 +4,7 @@
 # nginx (outcome unknown), or, when the worker died after its response
 # headers had reached nginx, a response cut short ("conn"); everything
 # acknowledged is stored once.
+# Clients behave like real ones (lib.sh REALISTIC).
 #
 #   02_kill_workers.sh [--duration S]
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -11,7 +12,7 @@ DURATION=60
 [[ ${1:-} == --duration ]] && DURATION=$2
 
 say "killing a worker every second for ${DURATION} s under load"
-load_start run --clients 16 --sessions 64 --duration "$DURATION" --mix append=7,read=2,get=1
+load_start run --clients 16 --sessions 64 --duration "$DURATION" --mix "append=7,read=2,get=1,$REALISTIC_MIX" "${REALISTIC[@]}"
 kills=0
 end=$((SECONDS + DURATION - 1))
 while ((SECONDS < end)); do

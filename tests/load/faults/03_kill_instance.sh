@@ -11,7 +11,7 @@ APP_PORT=$(app_port "$APP")
 NGINX_LOG=$CHATLLM_VAR/nginx/error.log
 log_start=$(stat -c %s "$NGINX_LOG")
 say "killing $APP at t=5s, restarting it at t=10s, load for 20 s"
-load_start run --clients 16 --sessions 64 --duration 20 --mix append=8,read=2
+load_start run --clients 16 --sessions 64 --duration 20 --mix "append=8,read=2,$REALISTIC_MIX" "${REALISTIC[@]}"
 sleep 5
 stack kill-app "$APP"
 sleep 5

@@ -9,8 +9,22 @@ set -euo pipefail
 # shellcheck disable=SC1090
 . "$CHATLLM_STACK_ENV"
 export CHATLLM_API_KEY_FILE  # chatllm-load and chatllm-check read the key from it.
-LOAD=$CHATLLM_BUILD/tests/chatllm-load
-CHECK=$CHATLLM_BUILD/tests/chatllm-check
+# CHATLLM_LOAD / CHATLLM_CHECK: another build's load program and checker
+# (to run today's workload and checker against an older stack).
+LOAD=${CHATLLM_LOAD:-$CHATLLM_BUILD/tests/chatllm-load}
+# Clients that behave like real ones (docs/reliability.md): half of the
+# writes carry an Idempotency-Key and are retried with it when their outcome
+# is unknown, a fifth send short texts every client sends ("yes"), keyed
+# writes are sometimes sent twice at once, streams are cut at a random point
+# and sent again, and REALISTIC_MIX adds creates, retried creates and
+# deletes of sessions others are appending to. The checker proves the
+# stored histories against all of it.
+REALISTIC=(--retries 5 --keys 0.5 --identical 0.2 --twice 0.05 --cut 0.03)
+if [[ -n ${CHATLLM_FAKE_LLM_PORT:-} ]]; then
+  REALISTIC+=(--stream-model fake-drip-4-20)  # Slow enough to be cut mid-answer.
+fi
+REALISTIC_MIX=create=0.2,recreate=0.2,delete=0.1
+CHECK=${CHATLLM_CHECK:-$CHATLLM_BUILD/tests/chatllm-check}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chatllm-fault.XXXXXX")
 SCENARIO=$(basename "$0" .sh)
 FAILED=0
@@ -78,15 +92,34 @@ print(' '.join(sorted(s)))"
 }
 
 now_us() { date +%s%6N; }
-# phase_latency NAME FROM_UNIX_US TO_UNIX_US: "count p50 p99" of the appends
-# acknowledged in NAME's run that started within [FROM, TO) (wall clock).
+# phase_failures NAME FROM_UNIX_US TO_UNIX_US: "N (status:count ...)" of the
+# writes in NAME's run that started within [FROM, TO) and failed with a 5xx
+# or no answer (a stream its client cut on purpose is not one).
+phase_failures() {
+  python3 - "$WORK/$1.history" "$WORK/$1.json" "$2" "$3" <<'PY'
+import collections, json, sys
+start = json.load(open(sys.argv[2]))["start_unix_us"]
+lo, hi = int(sys.argv[3]) - start, int(sys.argv[4]) - start
+bad = collections.Counter(
+    r["status"] for r in map(json.loads, open(sys.argv[1]))
+    if r.get("type") in ("append", "create", "delete") and lo <= r["invoke"] < hi
+    and not r.get("cut") and (r["status"] == 0 or r["status"] >= 500))
+print("%d (%s)" % (sum(bad.values()), " ".join("%s:%d" % kv for kv in sorted(bad.items())) or "none"))
+PY
+}
+
+# phase_latency NAME FROM_UNIX_US TO_UNIX_US: "count p50 p99" of the plain
+# appends (no key, not streamed) acknowledged in NAME's run that started
+# within [FROM, TO) (wall clock).
 phase_latency() {
   python3 - "$WORK/$1.history" "$WORK/$1.json" "$2" "$3" <<'PY'
 import json, sys
 start = json.load(open(sys.argv[2]))["start_unix_us"]
 lo, hi = int(sys.argv[3]) - start, int(sys.argv[4]) - start
+# Plain turns: no key (so no retry or copy sent at once), not streamed.
 lat = sorted(r["complete"] - r["invoke"] for r in map(json.loads, open(sys.argv[1]))
-             if r.get("type") == "append" and r["outcome"] == "ok" and lo <= r["invoke"] < hi)
+             if r.get("type") == "append" and r["outcome"] == "ok" and lo <= r["invoke"] < hi
+             and not r.get("key") and not r.get("stream"))
 pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000 if lat else 0
 print("%d %.2f %.2f" % (len(lat), pct(0.5), pct(0.99)))
 PY

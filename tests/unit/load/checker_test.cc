@@ -17,11 +17,13 @@ class CheckerTest : public ::testing::Test {
     history_.push_back({seq + 1, "assistant", content, seq});
   }
   AppendRecord& Append(const std::string& content, int status, int64_t invoke, int64_t complete, int client = 0,
-                       int64_t seq = 0) {
+                       int64_t seq = 0, const std::string& key = "", const std::string& code = "") {
     auto* a = new AppendRecord;
     a->content = content;
+    a->key = key;
+    a->code = code;
     a->status = status;
-    a->outcome = OutcomeOfStatus(status);
+    a->outcome = OutcomeOf(status, code);
     a->invoke_us = invoke;
     a->complete_us = complete;
     a->client = client;
@@ -43,10 +45,19 @@ class CheckerTest : public ::testing::Test {
     records_.reads_by_file.resize(1);
     records_.reads_by_file[0].push_back(r);
   }
-  std::vector<std::string> Check() {
+  void Delete(int status, int64_t invoke, int64_t complete) {
+    auto* d = new DeleteRecord;
+    d->status = status;
+    d->invoke_us = invoke;
+    d->complete_us = complete;
+    owned_deletes_.emplace_back(d);
+    records_.deletes_by_file.resize(1);
+    records_.deletes_by_file[0].push_back(d);
+  }
+  std::vector<std::string> Check(bool gone = false) {
     CheckCounts counts;
     std::vector<std::string> kinds;
-    for (const Violation& v : CheckSession(history_, records_, true, &counts)) kinds.push_back(v.kind);
+    for (const Violation& v : CheckSession(history_, gone, records_, true, &counts)) kinds.push_back(v.kind);
     return kinds;
   }
 
@@ -54,6 +65,7 @@ class CheckerTest : public ::testing::Test {
   SessionRecords records_;
   std::vector<std::unique_ptr<AppendRecord>> owned_;
   std::vector<std::unique_ptr<ReadRecord>> owned_reads_;
+  std::vector<std::unique_ptr<DeleteRecord>> owned_deletes_;
 };
 
 using Kinds = std::vector<std::string>;
@@ -140,6 +152,111 @@ TEST_F(CheckerTest, CatchesStaleAndDivergentReads) {
   Read(10, 4);
   owned_reads_.back()->messages[2].second ^= 1;  // A read that saw different content.
   EXPECT_EQ(Check(), Kinds{"reads"});
+}
+
+// Issue 12: 32 clients sent "yes" at once, all acknowledged at distinct
+// seqs, but the server merged some of them into one stored message.
+TEST_F(CheckerTest, IdenticalTextsAreMatchedBySeq) {
+  Turn("yes");
+  Turn("yes");
+  Append("yes", 201, 0, 10, 0, 1);
+  Append("yes", 201, 0, 10, 1, 3);
+  Append("yes", 503, 0, 10, 2);  // Unknown: may have been stored too, but is not.
+  EXPECT_EQ(Check(), Kinds{});
+  history_.resize(2);  // Only one "yes" stored...
+  owned_[1]->seq = 1;  // ...and both acknowledged as seq 1.
+  EXPECT_EQ(Check(), Kinds{"acknowledged"});
+  owned_[1]->seq = 3;  // Acknowledged at a seq that holds nothing.
+  EXPECT_EQ(Check(), Kinds{"acknowledged"});
+}
+
+TEST_F(CheckerTest, IdenticalTextsStoredMoreOftenThanSentAreCaught) {
+  Turn("ok");
+  Turn("ok");
+  Turn("ok");
+  Append("ok", 201, 0, 10, 0, 1);
+  Append("ok", 201, 0, 10, 1, 3);
+  Append("ok", 400, 0, 10, 2);  // Refused: may not be one of them.
+  EXPECT_EQ(Check(), Kinds{"unknown"});
+}
+
+// One key, one request: retries and copies sent at once must agree, and a
+// retry with the same body is never refused as a different request.
+TEST_F(CheckerTest, OneKeyIsOneRequest) {
+  Turn("k");
+  Append("k", 201, 0, 10, 0, 1, "key-1");
+  Append("k", 201, 5, 12, 0, 1, "key-1");                            // The replay.
+  Append("k", 409, 6, 7, 0, 0, "key-1", "idempotency_key_in_use");  // Still running then.
+  EXPECT_EQ(Check(), Kinds{});
+  Turn("k");
+  owned_[1]->seq = 3;  // The retry was stored a second time.
+  EXPECT_EQ(Check(), (Kinds{"key", "acknowledged"}));
+  owned_[1]->seq = 1;
+  history_.resize(2);
+  Append("k", 422, 20, 21, 0, 0, "key-1", "idempotency_key_reused");
+  EXPECT_EQ(Check(), Kinds{"key"});
+}
+
+TEST_F(CheckerTest, AnAcknowledgedAnswerMustBeAnAnswerToItsMessage) {
+  Turn("a");
+  Turn("b");
+  Append("a", 201, 0, 10, 0, 1).assistant_seq = 2;
+  Append("b", 201, 11, 20, 0, 3).assistant_seq = 2;  // Acknowledged answer seq 2 replies to seq 1.
+  EXPECT_EQ(Check(), Kinds{"acknowledged"});
+}
+
+TEST_F(CheckerTest, ATurnRunTwiceOrAnAnswerCutShortAreToldApart) {
+  Turn("a");
+  history_.push_back({3, "assistant", "a", 1});  // A second complete answer to seq 1.
+  Append("a", 201, 0, 10, 0, 1, "key-a");
+  EXPECT_EQ(Check(), Kinds{"answer"});
+  history_.back().finish_reason = "client_disconnected";  // A partial answer, then the whole one: fine.
+  history_.back().content = "";
+  history_[1].finish_reason = "stop";
+  EXPECT_EQ(Check(), Kinds{});
+  history_.back().content = "b";  // But a partial echo is a prefix of what was asked.
+  EXPECT_EQ(Check(), Kinds{"dense"});
+}
+
+TEST_F(CheckerTest, ADeletedSessionStaysGone) {
+  Append("a", 201, 0, 10, 0, 1);
+  Delete(204, 20, 30);
+  EXPECT_EQ(Check(/*gone=*/true), Kinds{});
+  Turn("a");
+  EXPECT_EQ(Check(/*gone=*/false), Kinds{"deleted"});  // Acknowledged deleted, yet readable.
+  history_.clear();
+  Append("late", 201, 40, 50, 1, 1);  // Acknowledged after the delete was.
+  EXPECT_EQ(Check(/*gone=*/true), Kinds{"deleted"});
+}
+
+TEST_F(CheckerTest, ASessionNobodyDeletedMustNotBeGone) {
+  Append("a", 201, 0, 10, 0, 1);
+  EXPECT_EQ(Check(/*gone=*/true), Kinds{"lost"});
+  Delete(502, 20, 30);  // Unknown: it may have been deleted.
+  EXPECT_EQ(Check(/*gone=*/true), Kinds{});
+}
+
+// Issue 12: an append to a live session answered 404 during a move.
+TEST_F(CheckerTest, A404ToALiveSessionIsCaught) {
+  Turn("a");
+  Append("a", 201, 0, 10, 0, 1);
+  Append("b", 404, 11, 12, 1);
+  EXPECT_EQ(Check(), Kinds{"lost"});
+  Delete(204, 5, 9);  // Deleted before: the 404 was right (and the session must be gone).
+  EXPECT_EQ(Check(/*gone=*/true), Kinds{});
+}
+
+// Issue 12: a keyed create retried during add-shard answered 201 without
+// Idempotent-Replayed: the session was made a second time.
+TEST(CreateCheckerTest, ACreateKeyMakesOneSession) {
+  CreateRecord first{0, "c1", "s1", 0, 10, 201, false};
+  CreateRecord replay{1, "c1", "s1", 20, 30, 201, true};
+  CreateRecord again{1, "c1", "s1", 40, 50, 201, false};
+  CreateRecord other{1, "c1", "s2", 60, 70, 201, true};
+  CreateRecord keyless{1, "", "s3", 0, 1, 201, false};
+  EXPECT_TRUE(CheckCreates({&first, &replay, &keyless, &keyless}).empty());
+  EXPECT_EQ(CheckCreates({&first, &replay, &again}).size(), 1u);
+  EXPECT_EQ(CheckCreates({&first, &other}).size(), 1u);
 }
 
 }  // namespace
