@@ -424,6 +424,22 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.map_file = ResolvePath(path, ini.String("cluster", "map_file", ""));
 
   ParseProviders(ini, &c);
+  // A keyed turn's key stays 'running' while the turn runs, and a retry
+  // takes it over after idempotency_lease_s (sql/007_acknowledged.sql). A
+  // turn still running then would be answered twice, so the lease must
+  // outlast the longest a turn can take: every provider of the chain in
+  // turn, each to its total_timeout_ms, unless request_timeout ends the
+  // worker sooner.
+  int64_t longest_turn_ms = 0;
+  for (const ProviderConfig& p : c.providers) longest_turn_ms += p.type == "echo" ? p.delay_ms : p.total_timeout_ms;
+  if (c.request_timeout_s > 0) longest_turn_ms = std::min<int64_t>(longest_turn_ms, int64_t{c.request_timeout_s} * 1000);
+  if (int64_t{c.idempotency_lease_s} * 1000 <= longest_turn_ms) {
+    const Entry* lease = ini.Find("auth", "idempotency_lease_s");
+    ini.Fail(lease ? lease->line : 0, "auth", "idempotency_lease_s",
+             std::to_string(c.idempotency_lease_s) + " s is shorter than the longest a turn can run (" +
+                 std::to_string((longest_turn_ms + 999) / 1000) +
+                 " s: the providers' total_timeout_ms over the chain, or [server] request_timeout)");
+  }
 
   for (const std::string& s : ini.sections()) {
     if (s.rfind("shard.", 0) != 0) continue;

@@ -184,7 +184,7 @@ int Main(int argc, char** argv) {
     for (const auto& s : histories[f].sessions) records(s);
     for (const auto& a : histories[f].appends) {
       records(a.session).appends_by_file[f].push_back(&a);
-      if (map && (a.status == 0 || a.status >= 500) && map->router().Owner(a.session) != only_shard) {
+      if (map && !a.cut && (a.status == 0 || a.status >= 500) && map->router().Owner(a.session) != only_shard) {
         report(a.session, {"blast-radius", "status " + std::to_string(a.status) + " on shard " +
                                                map->router().Owner(a.session) + ", which the fault did not touch"});
       }

@@ -527,13 +527,15 @@ class Client {
     bool ok = status >= 200 && status < 300;
     if (end < static_cast<int64_t>(s_.opt.warmup_s * 1e6)) return;
     OpStats& st = stats[op];
-    st.by_status[status]++;
+    if (done.expected) {
+      st.expected++;  // Not in by_status: that lists what was asked for and errors.
+    } else {
+      st.by_status[status]++;
+    }
     if (ok) {
       st.ok++;
       st.latencies_us.push_back(end - begin);
-    } else if (done.expected) {
-      st.expected++;
-    } else {
+    } else if (!done.expected) {
       st.errors++;
     }
     if (s_.opt.report_every_s > 0) {

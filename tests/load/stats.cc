@@ -51,6 +51,7 @@ void PrintTable(const std::string& title, const std::vector<Summary>& rows) {
       if (!statuses.empty()) statuses += " ";
       statuses += (status == 0 ? std::string("conn") : std::to_string(status)) + ":" + std::to_string(n);
     }
+    if (r.expected > 0) statuses += " expected:" + std::to_string(r.expected);
     std::printf("%-8s %9lld %9lld %9.1f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f  %s\n", r.op.c_str(),
                 static_cast<long long>(r.count), static_cast<long long>(r.errors), r.rps, r.p50_ms,
                 r.p90_ms, r.p95_ms, r.p99_ms, r.p999_ms, r.max_ms, statuses.c_str());

@@ -29,8 +29,12 @@ check run
 errs=$(errors run)
 say "$kills workers killed; $errs requests failed ($(error_statuses run))"
 ((errs <= kills)) || fail "more failed requests ($errs) than killed workers ($kills)"
+# 409 idempotency_key_in_use: a keyed retry of a request whose worker was
+# killed, before idempotency_lease_s frees its key (a documented answer to
+# retry later; never a second write).
 for s in $(error_statuses run); do
-  [[ $s == 502 || $s == conn ]] || fail "status $s: a killed worker may only cost its own request (502 or a cut response)"
+  [[ $s == 502 || $s == conn || $s == 409 ]] ||
+    fail "status $s: a killed worker may only cost its own request (502, a cut response, or its key in use)"
 done
 for item in $CHATLLM_APPS; do
   n=$(workers_of "${item%%:*}" | wc -l)

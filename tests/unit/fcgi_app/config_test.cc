@@ -117,5 +117,19 @@ TEST(ConfigTest, LoadConfigReportsMissingFile) {
   }
 }
 
+// A retry takes a keyed turn's key over after idempotency_lease_s: a lease
+// shorter than a turn can run would let a running turn be answered twice.
+TEST(ConfigTest, TheIdempotencyLeaseOutlastsTheLongestTurn) {
+  const std::string gpt =
+      "[provider]\nchain = gpt, echo\n[provider.gpt]\ntype = openai\nbase_url = http://127.0.0.1:1/v1\n"
+      "total_timeout_ms = 90000\n[shard.a]\n";
+  EXPECT_EQ(Error("[auth]\nidempotency_lease_s = 90\n" + gpt),
+            "/etc/chatllm/test.ini:2: [auth] idempotency_lease_s: 90 s is shorter than the longest a turn can run "
+            "(90 s: the providers' total_timeout_ms over the chain, or [server] request_timeout)");
+  EXPECT_EQ(Error("[auth]\nidempotency_lease_s = 91\n" + gpt), "ok");
+  // A worker killed after request_timeout bounds a turn too.
+  EXPECT_EQ(Error("[server]\nrequest_timeout = 30\n[auth]\nidempotency_lease_s = 31\n" + gpt), "ok");
+}
+
 }  // namespace
 }  // namespace chatllm
