@@ -172,15 +172,17 @@ int FreePort() {
 }
 
 // Another nginx, rendered by scripts/stack from conf/nginx/ with `settings`
-// (CHATLLM_NGINX_* and CHATLLM_APPS), its state in var/<stack>/<name>/.
+// (CHATLLM_NGINX_* and CHATLLM_APPS), its state in var/<stack>/<name>/, on
+// ports free when it starts (a port derived from the stack's could be the
+// source port of some connection at that moment).
 class OtherNginx {
  public:
-  OtherNginx(const std::string& name, int port_offset, const std::string& settings) {
+  OtherNginx(const std::string& name, const std::string& settings) {
     const StackEnv& env = StackEnv::Get();
     var_ = env.var() + "/" + name;
-    port_ = env.nginx_port() + port_offset;
+    port_ = FreePort();
     prefix_ = "CHATLLM_VAR=" + var_ + " CHATLLM_NGINX_PORT=" + std::to_string(port_) +
-              " CHATLLM_TLS_PORT=" + std::to_string(port_ + 1) + " " + settings + " ";
+              " CHATLLM_TLS_PORT=" + std::to_string(FreePort()) + " " + settings + " ";
     Run("start-nginx");
   }
   ~OtherNginx() { Run("stop-nginx"); }
@@ -405,7 +407,7 @@ TEST_F(EdgeTest, AnUnexpectedDatabaseErrorIs500WithoutInternals) {
 class EdgeNginxTest : public EdgeTest {
  protected:
   static void SetUpTestSuite() {
-    nginx_ = new OtherNginx("edge-nginx", 500,
+    nginx_ = new OtherNginx("edge-nginx",
                             "CHATLLM_APPS='" + StackEnv::Get().Value("CHATLLM_APPS") +
                                 "' CHATLLM_NGINX_OPERATOR_NETWORKS=192.0.2.1 CHATLLM_NGINX_HEADER_TIMEOUT=1s"
                                 " CHATLLM_NGINX_READ_TIMEOUT=1s CHATLLM_NGINX_RATE_PER_KEY=1");
@@ -459,7 +461,7 @@ TEST_F(EdgeNginxTest, TooManyRequestsPerKeyAre429) {
 class EdgeDeadNginxTest : public EdgeTest {
  protected:
   static void SetUpTestSuite() {
-    nginx_ = new OtherNginx("edge-nginx-dead", 502,
+    nginx_ = new OtherNginx("edge-nginx-dead",
                             "CHATLLM_APPS='ghost:" + std::to_string(FreePort()) + "' CHATLLM_NGINX_MAINTENANCE=1");
   }
   static void TearDownTestSuite() {
