@@ -133,12 +133,12 @@ def check_readme(env):
                 run = run.replace(a, b)
             if run.startswith("build/"):
                 run = env["CHATLLM_BUILD"] + "/" + run[len("build/"):]
-            for placeholder in ("SESSION_ID", "KEY_ID"):
-                if placeholder in run:
-                    if placeholder not in values:
-                        fail("README.md: %s is used before a command printed it: %s" % (placeholder, command))
-                        continue
-                    run = run.replace(placeholder, values[placeholder])
+            missing = [p for p in ("SESSION_ID", "KEY_ID") if p in run and p not in values]
+            if missing:
+                fail("README.md: %s is not known (no earlier command printed it): %s" % (missing[0], command))
+                continue
+            for placeholder, value in values.items():
+                run = run.replace(placeholder, value)
             ran += 1
             m = re.match(r"^([A-Z_]+)=(.*)$", run)
             if m:  # An assignment: keep the variable for the next commands.
