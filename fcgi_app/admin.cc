@@ -25,7 +25,8 @@ constexpr const char* kUsage =
     "  user list                         users, with their number of live keys\n"
     "  user disable NAME | enable NAME   a disabled user's keys stop working\n"
     "  key create USER [--label TEXT] [--expires-in DAYS]\n"
-    "                                    a new API key, printed once: store it now\n"
+    "                                    a new API key, printed once: store it now;\n"
+    "                                    DAYS above 0, at most 3650 (without it: no expiry)\n"
     "  key list [USER]                   key ids, labels, creation, expiry, revocation\n"
     "  key revoke KEY_ID                 the key stops working (within [auth] key_cache_ttl_ms)\n"
     "  sync                              copy every user and key to every shard (after a\n"
@@ -97,7 +98,10 @@ int Run(ClusterAdmin& admin, const std::vector<std::string>& a) {
       } else if (a[i] == "--expires-in") {
         char* end = nullptr;
         double days = std::strtod(a[i + 1].c_str(), &end);
-        if (*end != '\0' || !(days > 0 && days <= 3650)) return Fail("--expires-in wants a number of days, 0..3650");
+        if (end == a[i + 1].c_str() || *end != '\0' || !(days > 0 && days <= 3650)) {
+          return Fail("--expires-in wants a number of days above 0, at most 3650 (fractions allowed); "
+                      "leave it out for a key that does not expire");
+        }
         expires_us = chatllm::NowMicros() + static_cast<int64_t>(days * 86400e6);
       } else {
         return Fail("unknown option " + a[i]);

@@ -33,9 +33,22 @@ std::string Trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
-// Minimal INI: "[section]", "key = value", comments starting with ';' or '#'
-// at the start of a line. Keys and sections are case-sensitive; a repeated
-// key or section is an error rather than a silent override.
+// A line without its comment: one starts with ';' or '#' at the start of
+// the line or after a space or tab ("port = 3307 ; x" is port 3307). A ';' or
+// '#' inside a word stays: a value cannot hold " ;" or " #" (secrets belong
+// in *_file anyway).
+std::string StripComment(const std::string& line) {
+  for (size_t i = 0; i < line.size(); ++i) {
+    if ((line[i] == ';' || line[i] == '#') && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
+      return Trim(std::string_view(line).substr(0, i));
+    }
+  }
+  return line;
+}
+
+// Minimal INI: "[section]", "key = value", comments (StripComment). Keys and
+// sections are case-sensitive; a repeated key or section is an error rather
+// than a silent override.
 class Ini {
  public:
   Ini(std::string_view text, std::string path) : path_(std::move(path)) {
@@ -45,8 +58,8 @@ class Ini {
     int lineno = 0;
     while (std::getline(in, raw)) {
       ++lineno;
-      std::string line = Trim(raw);
-      if (line.empty() || line[0] == ';' || line[0] == '#') continue;
+      std::string line = StripComment(Trim(raw));
+      if (line.empty()) continue;
       if (line.front() == '[') {
         if (line.back() != ']') Fail(lineno, "", "", "section header is missing ']'");
         current = Trim(std::string_view(line).substr(1, line.size() - 2));
@@ -100,8 +113,10 @@ class Ini {
     return e->value;
   }
 
+  // `why_max`, if given, says where the maximum comes from (the message
+  // names it when the value is out of range).
   int64_t Int(const std::string& section, const std::string& key, int64_t def, int64_t min,
-              int64_t max) {
+              int64_t max, const std::string& why_max = "") {
     const Entry* e = Find(section, key);
     if (!e) return def;
     errno = 0;
@@ -110,7 +125,7 @@ class Ini {
     if (e->value.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
       Fail(e->line, section, key,
            "'" + e->value + "' is not an integer in " + std::to_string(min) + ".." +
-               std::to_string(max));
+               std::to_string(max) + (why_max.empty() ? "" : " (" + why_max + ")"));
     }
     return v;
   }
@@ -280,6 +295,11 @@ ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& 
   if (const Entry* e = ini.Find(s, "models")) {
     p.models = SplitList(e->value);
     if (p.models.empty()) ini.Fail(e->line, s, "models", "must list at least one model name or glob");
+  } else if (p.type == "echo") {
+    // Echo answers anything; by default it claims only its own name, so that
+    // a model nobody serves is refused (model_not_supported) on a stack that
+    // runs echo alone, as it would be with real providers.
+    p.models = {p.model};
   }
   p.connect_timeout_ms = static_cast<int>(ini.Int(s, "connect_timeout_ms", p.connect_timeout_ms, 1, 600000));
   p.read_timeout_ms = static_cast<int>(ini.Int(s, "read_timeout_ms", p.read_timeout_ms, 1, 3600000));
@@ -287,7 +307,8 @@ ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& 
   p.max_retries = static_cast<int>(ini.Int(s, "max_retries", p.max_retries, 0, 10));
   p.retry_base_ms = static_cast<int>(ini.Int(s, "retry_base_ms", p.retry_base_ms, 1, 60000));
   p.retry_max_ms = static_cast<int>(ini.Int(s, "retry_max_ms", p.retry_max_ms, p.retry_base_ms, 600000));
-  p.max_response_bytes = ini.Int(s, "max_response_bytes", p.max_response_bytes, 1024, 1 << 30);
+  p.max_response_bytes = ini.Int(s, "max_response_bytes", p.max_response_bytes, 1024, kMediumTextColumnBytes,
+                                 "an answer is stored in messages.content, a MEDIUMTEXT");
   p.max_tokens = static_cast<int>(ini.Int(s, "max_tokens", p.max_tokens, 1, 1000000));
   p.ca_file = ResolvePath(ini.path(), ini.String(s, "ca_file", ""));
   if (!p.ca_file.empty() && !std::ifstream(p.ca_file)) {
@@ -316,6 +337,7 @@ void ParseProviders(Ini& ini, Config* c) {
     } else if (name == "echo") {
       ProviderConfig echo;
       echo.name = echo.type = echo.model = "echo";
+      echo.models = {"echo"};
       echo.delay_ms = echo_delay_ms;
       c->providers.push_back(echo);
     } else {
@@ -379,9 +401,14 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   }
 
   c.max_body_bytes = ini.Int("limits", "max_body_bytes", c.max_body_bytes, 1024, 64 << 20);
-  c.max_content_bytes = ini.Int("limits", "max_content_bytes", c.max_content_bytes, 1, 16 << 20);
-  c.max_title_chars = ini.Int("limits", "max_title_chars", c.max_title_chars, 1, 10000);
-  c.max_metadata_bytes = ini.Int("limits", "max_metadata_bytes", c.max_metadata_bytes, 2, 1 << 20);
+  // Limits the schema imposes are checked here: a value the database cannot
+  // hold would fail only when a request reaches it (a 500).
+  c.max_content_bytes = ini.Int("limits", "max_content_bytes", c.max_content_bytes, 1, kMediumTextColumnBytes,
+                                "messages.content is a MEDIUMTEXT");
+  c.max_title_chars = ini.Int("limits", "max_title_chars", c.max_title_chars, 1, kTitleColumnChars,
+                              "sessions.title is a VARCHAR(1000)");
+  c.max_metadata_bytes = ini.Int("limits", "max_metadata_bytes", c.max_metadata_bytes, 2, kTextColumnBytes,
+                                 "sessions.metadata is a TEXT");
   c.context_messages =
       static_cast<int>(ini.Int("limits", "context_messages", c.context_messages, 1, 1000));
   c.context_tokens = static_cast<int>(ini.Int("limits", "context_tokens", c.context_tokens, 100, 10000000));

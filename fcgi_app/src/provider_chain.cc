@@ -46,15 +46,25 @@ int64_t RetryBackoffMs(int attempt, int base_ms, int max_ms, double jitter) {
   return static_cast<int64_t>(static_cast<double>(d) * (0.5 + 0.5 * jitter));
 }
 
+namespace {
+
+// With one provider, a turn's model cannot change who answers it: the
+// session's model was checked when the session was created, so a turn that
+// names none needs no read of it (echo's turns stay one statement shorter).
+bool ChoiceDependsOnModel(const std::vector<std::unique_ptr<Provider>>& providers) {
+  return providers.size() > 1 &&
+         std::any_of(providers.begin(), providers.end(), [](const auto& p) { return !ServesEverything(*p); });
+}
+
+}  // namespace
+
 ProviderChain::ProviderChain(const Config& config) {
   for (const ProviderConfig& p : config.providers) providers_.push_back(MakeProvider(p));
-  routes_by_model_ = std::any_of(providers_.begin(), providers_.end(),
-                                 [](const auto& p) { return !ServesEverything(*p); });
+  routes_by_model_ = ChoiceDependsOnModel(providers_);
 }
 
 ProviderChain::ProviderChain(std::vector<std::unique_ptr<Provider>> providers) : providers_(std::move(providers)) {
-  routes_by_model_ = std::any_of(providers_.begin(), providers_.end(),
-                                 [](const auto& p) { return !ServesEverything(*p); });
+  routes_by_model_ = ChoiceDependsOnModel(providers_);
 }
 
 std::vector<Provider*> ProviderChain::Candidates(const std::string& model) const {

@@ -209,7 +209,7 @@ std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config&
   *out = ChatCompletionRequest{};
   rapidjson::Document doc;
   if (auto err = ParseObject(body, &doc)) return err;
-  bool have_model = false, have_messages = false;
+  bool have_messages = false;
   auto unsupported = [](const std::string& what) {
     return ApiError{400, "unsupported_parameter", what + " is not supported by this endpoint"};
   };
@@ -219,7 +219,6 @@ std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config&
     std::optional<ApiError> err;
     if (name == "model") {
       if (auto e = ParseModel(v, &out->model)) return e;
-      have_model = true;
     } else if (name == "messages") {
       if (!v.IsArray() || v.Empty()) return Invalid("field 'messages' must be a non-empty array");
       if (v.Size() > 10000) return Invalid("field 'messages' holds more than 10000 messages");
@@ -287,7 +286,6 @@ std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config&
     }
     // Anything else (user, seed, penalties, metadata, store...) is ignored.
   }
-  if (!have_model) return Invalid("field 'model' is required");
   if (!have_messages) return Invalid("field 'messages' is required");
   if (out->messages.empty()) return Invalid("field 'messages' must hold at least one user or assistant message");
   return std::nullopt;
@@ -328,6 +326,14 @@ std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessi
       return Invalid("unknown query parameter '" + key + "' (allowed: limit, after)");
     }
   }
+  return std::nullopt;
+}
+
+std::optional<ApiError> ParseNoQuery(std::string_view query) {
+  std::map<std::string, std::string> params;
+  std::string error;
+  if (!ParseQuery(query, &params, &error)) return Invalid(error);
+  if (!params.empty()) return Invalid("unknown query parameter '" + params.begin()->first + "' (this route takes none)");
   return std::nullopt;
 }
 

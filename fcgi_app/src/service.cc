@@ -205,6 +205,20 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
   RouteMatch route = MatchRoute(request.method, request.path);
   trace->route = static_cast<int>(route.id);
   trace->route_name = RouteName(route.id);
+  // Every /v1 path needs a key, whether or not a route serves it: a client
+  // without one learns nothing about the routes (401 before 404 and 405).
+  UserId user;
+  if (request.path == "/v1" || request.path.rfind("/v1/", 0) == 0) {
+    if (auto denied = Authenticate(request, &user)) return *denied;
+    if (!user.empty()) {
+      trace->user = Hex(user);
+      if (board_ && !board_->TakeToken(user, config_.user_requests_per_second, config_.user_burst)) {
+        HttpResponse r = ErrorResponse(429, "rate_limited", "too many requests for this user; slow down");
+        r.SetHeader("Retry-After", "1");
+        return r;
+      }
+    }
+  }
   switch (route.id) {
     case RouteId::kNotFound:
       return ErrorResponse(404, "not_found", "no route for " + request.path);
@@ -234,16 +248,10 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
     }
     return r;
   }
-  // Every remaining route is under /v1: authenticated, rate-limited per user.
-  UserId user;
-  if (auto denied = Authenticate(request, &user)) return *denied;
-  if (!user.empty()) {
-    trace->user = Hex(user);
-    if (board_ && !board_->TakeToken(user, config_.user_requests_per_second, config_.user_burst)) {
-      HttpResponse r = ErrorResponse(429, "rate_limited", "too many requests for this user; slow down");
-      r.SetHeader("Retry-After", "1");
-      return r;
-    }
+  // Every remaining route is under /v1, authenticated above. Only the two
+  // lists take query parameters; elsewhere any is a client's mistake.
+  if (route.id != RouteId::kListSessions && route.id != RouteId::kListMessages) {
+    if (auto err = ParseNoQuery(request.query)) return FromApiError(*err);
   }
   switch (route.id) {
     case RouteId::kCreateSession:

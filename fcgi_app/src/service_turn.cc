@@ -20,6 +20,9 @@ class TurnFormat {
   // Streaming only: sends the head (and the stored user message, when there
   // is one). False when the client is already gone.
   virtual bool Begin(const MessageRecord* user) { return true; }
+  // The model the turn asks for, once known (before Begin): a request that
+  // named none uses its session's.
+  virtual void ModelChosen(const std::string& model) {}
   // Where the provider's text goes as it comes; null when not streaming.
   virtual DeltaSink* sink() { return nullptr; }
   // Text already sent to the client (streaming).
@@ -278,6 +281,9 @@ class OpenAiSse : public OpenAiBase {
     std::string_view empty;
     return stream_->Send(Chunk(&empty, nullptr, nullptr, true));
   }
+  void ModelChosen(const std::string& model) override {
+    if (model_.empty()) model_ = model;
+  }
   DeltaSink* sink() override { return &sink_; }
   const std::string& partial() const override { return sink_.sent(); }
   HttpResponse Final(const MessageRecord* user, const MessageRecord* assistant, const Completion& c) override {
@@ -432,6 +438,11 @@ HttpResponse Service::ChatCompletions(const HttpRequest& request, const UserId& 
     }
     session_text = req.session_id;
   }
+  // With a session, a request without `model` uses the session's (as a turn
+  // of POST /v1/sessions/{id}/messages does); without one it names none.
+  if (req.model.empty() && session_text.empty()) {
+    return ErrorResponse(400, "invalid_request", "field 'model' is required (without a session)");
+  }
   if (!providers_->Serves(req.model)) {
     return ErrorResponse(404, "model_not_found", "no configured provider serves the model '" + req.model + "'");
   }
@@ -580,6 +591,7 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
   ask.request_id = trace->request_id;
 
   DeltaSink* sink = format.sink();
+  format.ModelChosen(ask.model);
   if (sink && !format.Begin(&user)) {  // The client left before the first byte.
     fail_key();
     return Streamed();

@@ -17,6 +17,14 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// What the schema's columns hold (sql/): a limit above these would let a
+// request reach the database with a value it refuses. The config refuses
+// them instead; tests/unit/fcgi_app/config_test.cc checks them against the
+// migrations.
+inline constexpr int64_t kTitleColumnChars = 1000;           // sessions.title VARCHAR(1000)
+inline constexpr int64_t kTextColumnBytes = 65535;           // TEXT: sessions.metadata
+inline constexpr int64_t kMediumTextColumnBytes = 16777215;  // MEDIUMTEXT: messages.content, system_prompt
+
 // A seed shard from a [shard.NAME] section: where to look for the shard map
 // and, while no map is stored yet, the initial map (every seed active).
 struct ShardConfig {

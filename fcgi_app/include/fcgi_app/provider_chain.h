@@ -26,8 +26,10 @@ class ProviderChain {
 
   // Whether some provider serves `model` (empty: always).
   bool Serves(const std::string& model) const;
-  // Whether the choice of provider depends on the model: some provider does
-  // not serve every model. A turn then needs the session's model.
+  // Whether the choice of provider depends on the model: there are several
+  // providers and some does not serve every model. A turn that names no
+  // model then needs the session's. (With one provider, a session whose model
+  // it stopped serving after a configuration change is still answered by it.)
   bool RoutesByModel() const { return routes_by_model_; }
   // Whether a provider that may answer `model` reads the context.
   bool NeedsContext(const std::string& model) const;

@@ -44,7 +44,7 @@ struct AppendMessageRequest {
 
 // POST /v1/chat/completions (OpenAI's request format).
 struct ChatCompletionRequest {
-  std::string model;
+  std::string model;                  // "" when the request names none.
   std::string system;                 // The system (and developer) messages, joined.
   bool has_system = false;
   std::vector<ChatMessage> messages;  // user and assistant, in order.
@@ -81,7 +81,8 @@ std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& 
                                            AppendMessageRequest* out);
 // POST /v1/chat/completions. Lenient like OpenAI-compatible servers: fields
 // it does not know are ignored, but those whose meaning it cannot honour
-// (tools, n > 1, ...) are errors.
+// (tools, n > 1, ...) are errors. `model` may be absent (out->model empty):
+// a turn of a session may use the session's; the caller decides.
 std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config& config,
                                             ChatCompletionRequest* out);
 // A model name: 1..128 characters of [A-Za-z0-9._:/@+-].
@@ -90,6 +91,8 @@ bool ValidModelName(std::string_view name);
 std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessionsQuery* out);
 // The opaque cursor of a session list: base64url of created_at (8 bytes) and id.
 std::string SessionCursorText(int64_t created_us, std::string_view id_bytes);
+// The query of a route that takes no parameters: empty, or only '&'s.
+std::optional<ApiError> ParseNoQuery(std::string_view query);
 // An Idempotency-Key header value: 1..255 printable ASCII characters.
 bool ValidIdempotencyKey(std::string_view key);
 // GET /v1/sessions/{id}/messages?limit=&after=

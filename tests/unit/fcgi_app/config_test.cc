@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <regex>
+
+#include "fcgi_app/migrator.h"
 
 namespace chatllm {
 namespace {
@@ -95,6 +99,80 @@ TEST(ConfigTest, ErrorsNameFileLineSectionAndKey) {
   EXPECT_EQ(Error("[cluster]\npassword_file = /nonexistent/pw\n[shard.a]\n"),
             f + ":2: [cluster] password_file: cannot read '/nonexistent/pw': No such file or directory");
   EXPECT_EQ(Error("[shard.a]\nuser = x\n"), f + ":2: [shard.a] user: unknown key");
+}
+
+// Issue 13: max_title_chars = 5000 was accepted, and a 1500-character
+// title then failed in the database with a 500.
+TEST(ConfigTest, LimitsTheSchemaCannotHoldAreRefused) {
+  const std::string f = "/etc/chatllm/test.ini";
+  EXPECT_EQ(Error("[limits]\nmax_title_chars = 5000\n[shard.a]\n"),
+            f + ":2: [limits] max_title_chars: '5000' is not an integer in 1..1000 (sessions.title is a VARCHAR(1000))");
+  EXPECT_EQ(Error("[limits]\nmax_title_chars = 1000\n[shard.a]\n"), "ok");
+  EXPECT_EQ(Error("[limits]\nmax_metadata_bytes = 65536\n[shard.a]\n"),
+            f + ":2: [limits] max_metadata_bytes: '65536' is not an integer in 2..65535 (sessions.metadata is a TEXT)");
+  EXPECT_EQ(Error("[limits]\nmax_content_bytes = 16777216\n[shard.a]\n"),
+            f + ":2: [limits] max_content_bytes: '16777216' is not an integer in 1..16777215 "
+                "(messages.content is a MEDIUMTEXT)");
+  EXPECT_EQ(Error("[provider]\nchain = p\n[provider.p]\ntype = openai\nmax_response_bytes = 16777216\n[shard.a]\n"),
+            f + ":5: [provider.p] max_response_bytes: '16777216' is not an integer in 1024..16777215 "
+                "(an answer is stored in messages.content, a MEDIUMTEXT)");
+}
+
+// The column types the limits above are derived from, read from the
+// migrations the binaries carry: every declaration of the column (tables,
+// ALTERs, stored-function parameters) must hold what the config allows.
+TEST(ConfigTest, SchemaLimitsMatchTheMigrations) {
+  auto capacity = [](const std::string& column) {
+    const std::regex decl("\\b" + column + "\\s+(VARCHAR\\((\\d+)\\)|MEDIUMTEXT\\b|TEXT\\b)");
+    int64_t smallest = INT64_MAX;
+    int found = 0;
+    for (const Migration& m : EmbeddedMigrations()) {
+      const std::string sql = m.sql;
+      for (auto it = std::sregex_iterator(sql.begin(), sql.end(), decl); it != std::sregex_iterator(); ++it) {
+        const std::string type = (*it)[1];
+        const int64_t cap = type == "MEDIUMTEXT" ? 16777215 : type == "TEXT" ? 65535 : std::stoll((*it)[2]);
+        smallest = std::min(smallest, cap);
+        ++found;
+      }
+    }
+    EXPECT_GT(found, 0) << column;
+    return smallest;
+  };
+  EXPECT_EQ(capacity("title"), kTitleColumnChars);
+  EXPECT_EQ(capacity("p_title"), kTitleColumnChars);
+  EXPECT_EQ(capacity("metadata"), kTextColumnBytes);
+  EXPECT_EQ(capacity("p_metadata"), kTextColumnBytes);
+  EXPECT_EQ(capacity("content"), kMediumTextColumnBytes);
+  EXPECT_EQ(capacity("p_content"), kMediumTextColumnBytes);
+  EXPECT_GE(capacity("system_prompt"), static_cast<int64_t>(1 << 20));  // max_system_prompt_bytes' bound.
+  EXPECT_GE(capacity("p_system"), static_cast<int64_t>(1 << 20));
+}
+
+// Issue 13: "port = 3307 ; x" failed with "not an integer".
+TEST(ConfigTest, CommentsMayFollowAValue) {
+  Config c = ParseConfig(
+      "[server] ; the process\nworkers = 3 ; three\ninstance_name = a#b # '#' inside a word stays\n"
+      "[shard.a]\nport = 3307\t; tab before\nhost = db1 # hash\n",
+      "x.ini");
+  EXPECT_EQ(c.workers, 3);
+  EXPECT_EQ(c.instance_name, "a#b");
+  EXPECT_EQ(c.shards[0].port, 3307);
+  EXPECT_EQ(c.shards[0].host, "db1");
+  EXPECT_EQ(Error("[shard.a]\nport = ; nothing\n"), "/etc/chatllm/test.ini:2: [shard.a] port: '' is not an integer in 1..65535");
+}
+
+// Issue 13: the local stack's echo answered "gpt-4o" too, so nobody saw
+// model_not_supported. Echo serves its own name unless `models` says more.
+TEST(ConfigTest, EchoServesOnlyItsOwnModelByDefault) {
+  Config builtin = ParseConfig(kMinimal, "x.ini");
+  ASSERT_EQ(builtin.providers.size(), 1u);
+  EXPECT_EQ(builtin.providers[0].models, std::vector<std::string>{"echo"});
+  Config named = ParseConfig("[provider]\nchain = e\n[provider.e]\ntype = echo\nmodel = parrot\n[shard.a]\n", "x.ini");
+  EXPECT_EQ(named.providers[0].models, std::vector<std::string>{"parrot"});
+  Config wide = ParseConfig("[provider]\nchain = e\n[provider.e]\ntype = echo\nmodels = *\n[shard.a]\n", "x.ini");
+  EXPECT_EQ(wide.providers[0].models, std::vector<std::string>{"*"});
+  Config openai = ParseConfig("[provider]\nchain = o\n[provider.o]\ntype = openai\n[shard.a]\n", "x.ini");
+  EXPECT_EQ(openai.providers[0].models, std::vector<std::string>{"*"});
 }
 
 TEST(ConfigTest, PasswordFileIsReadRelativeToTheConfig) {

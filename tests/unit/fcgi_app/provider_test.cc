@@ -242,6 +242,20 @@ class Collect : public DeltaSink {
   std::string got;
 };
 
+// One provider answers every turn whatever the session's model: a turn that
+// names no model needs no read of it (the echo-only stacks' turns stay one
+// statement).
+TEST(ProviderChainTest, OneProviderDoesNotRouteByModel) {
+  std::vector<std::unique_ptr<Provider>> one;
+  one.push_back(std::make_unique<ScriptedProvider>("echo", std::vector<std::string>{"echo"},
+                                                   std::deque<std::optional<ProviderError>>{}));
+  ProviderChain chain(std::move(one));
+  EXPECT_FALSE(chain.RoutesByModel());
+  EXPECT_TRUE(chain.Serves("echo"));
+  EXPECT_TRUE(chain.Serves(""));
+  EXPECT_FALSE(chain.Serves("gpt-4o"));
+}
+
 TEST(ProviderChainTest, NothingIsRetriedOnceTextReachedTheClient) {
   Chain c({k503, std::nullopt}, {std::nullopt});
   c.first->stream_first = true;
