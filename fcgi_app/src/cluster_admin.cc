@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 #include <thread>
 
@@ -385,17 +386,20 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
   };
   // Drops whatever an earlier attempt (or an earlier move the other way)
   // left of this session on the target: never a copy that was made active,
-  // which may hold writes of its own (checked under its row lock).
-  auto clear_target = [&] {
+  // which may hold writes of its own, nor (unless `tombstone_too`) a
+  // 'deleted' one, which says the session was deleted after it arrived
+  // (checked under the target's row lock).
+  auto clear_target = [&](bool tombstone_too) {
     OnShard(to, "clearing leftovers", [&] {
       Exec(Handle(to), "START TRANSACTION");
       MysqlStatement& lock = Stmt(to, "SELECT state FROM sessions WHERE session_id = ? FOR UPDATE");
       lock.BindBytes(0, id);
       lock.Execute();
-      if (lock.row_count() == 1 && lock.Text(0, 0) == "active") {
+      const std::string there = lock.row_count() == 1 ? lock.Text(0, 0) : "absent";
+      if (there == "active" || (there == "deleted" && !tombstone_too)) {
         Exec(Handle(to), "ROLLBACK");
-        throw AdminError("session " + id_text + " is active on " + to.name + " as well as on " + from.name +
-                         "; left both for an operator (shardctl verify shows them)");
+        throw AdminError("session " + id_text + " is " + there + " on " + to.name + " while " + from.name +
+                         " still holds it; left both for an operator (shardctl verify shows them)");
       }
       MysqlStatement& s = Stmt(to, "DELETE FROM sessions WHERE session_id = ?");
       s.BindBytes(0, id);
@@ -417,9 +421,10 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
       return st.affected_rows();
     });
   };
-  // The session row (as 'incoming': invisible to the app), its messages
-  // and its idempotency keys, from the source to the target.
-  auto copy = [&] {
+  // The session row (as `state`: 'incoming', invisible to the app, or
+  // 'deleted' for a tombstone), its messages and its idempotency keys, from
+  // the source to the target.
+  auto copy = [&](const char* state) {
     OnShard(to, "copying the session", [&] {
       MysqlStatement& read =
           Stmt(from,
@@ -431,7 +436,7 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
       MysqlStatement& write = Stmt(to,
                                    "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, "
                                    "updated_at, model, system_prompt, last_user_digest, user_id, state) "
-                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'incoming')");
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
       write.BindBytes(0, id);
       if (read.IsNull(0, 0)) write.BindNull(1);
       else write.BindString(1, read.Text(0, 0));
@@ -444,6 +449,7 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
         else if (c >= 7) write.BindBytes(c + 1, read.Text(0, c));
         else write.BindString(c + 1, read.Text(0, c));
       }
+      write.BindString(10, state);
       write.Execute();
       MysqlStatement& batch = Stmt(from,
                                    "SELECT seq, role, content, reply_to, created_at, meta FROM messages "
@@ -534,16 +540,32 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
     });
   };
 
+  // After the source is tombstoned: the target's copy no longer needs its
+  // arrival marker, and a tombstone it got only because of the marker (a
+  // delete while the source still held a frozen copy) is not needed either.
+  auto finish_arrival = [&] {
+    OnShard(to, "finishing the arrival", [&] {
+      Exec(Handle(to), "START TRANSACTION");
+      MysqlStatement& drop = Stmt(to,
+                                  "DELETE FROM sessions WHERE session_id = ? AND state = 'deleted' AND NOT EXISTS "
+                                  "(SELECT 1 FROM idempotency_keys k WHERE k.session_id = sessions.session_id)");
+      drop.BindBytes(0, id);
+      drop.Execute();
+      MysqlStatement& clear = Stmt(to, "UPDATE sessions SET arrived_from = NULL WHERE session_id = ?");
+      clear.BindBytes(0, id);
+      clear.Execute();
+      Exec(Handle(to), "COMMIT");
+    });
+  };
+
   std::string on_a = state_on(from);
   if (on_a == "deleted") {
     // A tombstone kept for a create's key: it moves with the ring like a
     // session, so that a late retry of the create finds it on the new owner.
     // It takes no writes; a retry that reads it on the source meanwhile
     // finds it there (its key row is copied before the source lets go).
-    clear_target();
-    copy();
-    set_state(to, "UPDATE sessions SET state = 'deleted' WHERE session_id = ? AND state = 'incoming'",
-              "placing the tombstone");
+    clear_target(/*tombstone_too=*/true);
+    copy("deleted");
     tombstone("deleted");
     return MoveOutcome::kMoved;
   }
@@ -553,27 +575,48 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
             "freezing the session");
   on_a = state_on(from);
   if (on_a == "absent" || on_a == "moved") {
-    if (state_on(to) != "active") clear_target();
+    if (state_on(to) == "incoming") clear_target(false);
     return on_a == "absent" ? MoveOutcome::kGone : MoveOutcome::kMoved;
   }
   if (on_a == "deleted") return MoveSession(id, from, to, epoch);  // Deleted between the scan and the freeze.
   if (on_a != "moving") throw AdminError("shard " + from.name + ": session " + id_text + " in unexpected state " + on_a);
 
+  const std::string on_b = state_on(to);
+  if (on_b == "deleted") {
+    // An earlier run activated the copy (step 4) and stopped before step 5;
+    // the session was deleted on its new shard since. The frozen source is
+    // history of a deleted session: it goes, and is never copied again.
+    tombstone("moving");
+    finish_arrival();
+    return MoveOutcome::kGone;
+  }
   const Fingerprint source = FingerprintOf(from, id, INT64_MAX);
-  if (state_on(to) != "active") {
+  if (on_b != "active") {
     // 2. Copy. 3. Verify: the same rows on both sides.
-    clear_target();
-    copy();
+    clear_target(false);
+    copy("incoming");
     const Fingerprint target = FingerprintOf(to, id, INT64_MAX);
     if (!(target == source) || source.messages != source.message_count || source.max_seq != source.message_count) {
-      clear_target();
+      clear_target(false);
       set_state(from, "UPDATE sessions SET state = 'active' WHERE session_id = ? AND state = 'moving'", "unfreezing");
       throw AdminError("session " + id_text + ": copy on " + to.name + " (" + target.Text() + ") does not match " +
                        from.name + " (" + source.Text() + "); left it on " + from.name);
     }
-    // 4. Make the copy authoritative.
-    set_state(to, "UPDATE sessions SET state = 'active' WHERE session_id = ? AND state = 'incoming'",
-              "activating the copy");
+    // 4. Make the copy authoritative, marked as arrived from the source
+    // until step 5 is done (chat_delete_session_v3 keeps a tombstone then).
+    OnShard(to, "activating the copy", [&] {
+      MysqlStatement& st = Stmt(to,
+                                "UPDATE sessions SET state = 'active', arrived_from = ? "
+                                "WHERE session_id = ? AND state = 'incoming'");
+      st.BindString(0, from.name);
+      st.BindBytes(1, id);
+      st.Execute();
+    });
+    // Test-only (tests/e2e/reshard_test.cc): stops here, as a crash between
+    // steps 4 and 5 would, for the session named.
+    if (const char* fp = std::getenv("CHATLLM_FAILPOINT"); fp && fp == "move-after-activate:" + id_text) {
+      throw AdminError("failpoint move-after-activate: stopped after activating session " + id_text);
+    }
   } else {
     // An earlier run activated the copy (step 4) and stopped before step 5.
     // The copy has served writes since, so its history must begin with the
@@ -587,9 +630,48 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
                        "); left both for an operator");
     }
   }
-  // 5. Tombstone the source.
+  // 5. Tombstone the source, then drop the target's arrival marker.
   tombstone("moving");
+  finish_arrival();
   return MoveOutcome::kMoved;
+}
+
+void ClusterAdmin::FinishArrivals(const ClusterMap& map) {
+  // Markers left by a run that stopped between tombstoning a source and
+  // clearing its target's marker: the source no longer holds the session
+  // (moved or absent), so nothing is left to finish but the marker.
+  for (const ShardEntry& shard : map.shards()) {
+    std::vector<std::pair<std::string, std::string>> marked;  // (id, from)
+    OnShard(shard, "reading arrival markers", [&] {
+      MysqlStatement scan(Handle(shard), "SELECT session_id, arrived_from FROM sessions WHERE arrived_from IS NOT NULL");
+      scan.Execute();
+      for (size_t i = 0; i < scan.row_count(); ++i) marked.emplace_back(scan.Text(i, 0), scan.Text(i, 1));
+    });
+    for (const auto& [id, from_name] : marked) {
+      const ShardEntry* from = map.Find(from_name);
+      if (from) {
+        const std::string there = OnShard(*from, "reading session state", [&] {
+          MysqlStatement& st = Stmt(*from, "SELECT state FROM sessions WHERE session_id = ?");
+          st.BindBytes(0, id);
+          st.Execute();
+          return st.row_count() ? st.Text(0, 0) : std::string("absent");
+        });
+        if (there != "absent" && there != "moved") continue;  // Still held there: MoveSession finishes it.
+      }
+      OnShard(shard, "finishing an arrival", [&] {
+        Exec(Handle(shard), "START TRANSACTION");
+        MysqlStatement drop(Handle(shard),
+                            "DELETE FROM sessions WHERE session_id = ? AND state = 'deleted' AND NOT EXISTS "
+                            "(SELECT 1 FROM idempotency_keys k WHERE k.session_id = sessions.session_id)");
+        drop.BindBytes(0, id);
+        drop.Execute();
+        MysqlStatement clear(Handle(shard), "UPDATE sessions SET arrived_from = NULL WHERE session_id = ?");
+        clear.BindBytes(0, id);
+        clear.Execute();
+        Exec(Handle(shard), "COMMIT");
+      });
+    }
+  }
 }
 
 RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
@@ -656,6 +738,7 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
       if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
     }
   }
+  FinishArrivals(*map);
   if (map->router().moving()) {
     // Everything is in place: joining shards become active, draining ones drained.
     std::vector<ShardEntry> shards = map->shards();
@@ -715,6 +798,9 @@ VerifyReport ClusterAdmin::Verify() {
       MysqlStatement total(h, "SELECT COUNT(*) FROM messages");
       total.Execute();
       report.messages += total.Int64(0, 0);
+      MysqlStatement marked(h, "SELECT COUNT(*) FROM sessions WHERE arrived_from IS NOT NULL");
+      marked.Execute();
+      report.in_transit += marked.Int64(0, 0);  // A move stopped before its last step.
     } catch (const std::exception& e) {
       report.problems.push_back("shard " + shard.name + ": " + e.what());
     }

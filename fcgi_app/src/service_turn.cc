@@ -3,8 +3,10 @@
 // docs/providers.md).
 
 #include <algorithm>
+#include <functional>
 
 #include "fcgi_app/api_json.h"
+#include "fcgi_app/ids.h"
 #include "fcgi_app/log.h"
 #include "fcgi_app/service.h"
 #include "fcgi_app/sse.h"
@@ -531,6 +533,13 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
   const std::string user_meta = UserMetaJson(trace->request_id);
   MessageRecord user{0, "user", std::move(turn.content), 0, NowMicros(), user_meta};
   const IdempotencyKey* idem = turn.idempotency ? &*turn.idempotency : nullptr;
+  // This request's hold on its key: only the attempt holding it may answer
+  // under it (a retry takes a key over after a failure or the lease).
+  int64_t attempt = 0;
+  if (idem) {
+    RandomBytes(&attempt, sizeof(attempt));
+    attempt = (attempt & INT64_MAX) | 1;
+  }
   AppendRequest first;
   first.role = user.role;
   first.content = user.content;
@@ -538,6 +547,7 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
   first.meta_json = user_meta;
   first.max_messages = config_.max_messages_per_session > 0 ? std::max<int64_t>(config_.max_messages_per_session - 1, 1) : 0;
   first.claim = idem;
+  first.attempt = attempt;
   AppendResult stored = store_->Append(id, turn.user, first);
   switch (stored.idempotency.outcome) {
     case IdempotencyOutcome::kNew:
@@ -565,7 +575,33 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
   }
   user.seq = stored.seq;
   if (user.seq == 0) return SessionNotFound();
-  if (stored.reused) {
+  // From here the user message is stored. A keyed turn that fails keeps its
+  // key, marked failed, on every way out below: the retry with the same key
+  // answers this user message instead of storing it again.
+  auto fail_key = [&] {
+    if (idem) store_->FailTurnKey(id, turn.user, *idem, attempt);
+  };
+  MessageRecord stored_at;  // What a failure below reports: the seq.
+  stored_at.seq = user.seq;
+  try {
+    return AnswerTurn(id, turn, std::move(ctx), std::move(user), stored.reused, idem, attempt, trace, format,
+                      fail_key);
+  } catch (const DbError& e) {
+    fail_key();
+    // The same code and message as JSON or as an event (never the
+    // database's own text).
+    const ApiError err = DbApiError(e, "a turn after storing its user message");
+    return format.Failed(err.status, err.code, err.message, &stored_at, nullptr, err.status == 503 ? 1000 : -1);
+  } catch (...) {
+    fail_key();
+    throw;
+  }
+}
+
+HttpResponse Service::AnswerTurn(const SessionId& id, const Turn& turn, TurnContext ctx, MessageRecord user,
+                                 bool reused, const IdempotencyKey* idem, int64_t attempt, RequestTrace* trace,
+                                 TurnFormat& format, const std::function<void()>& fail_key) {
+  if (reused) {
     // A retry with the key of an earlier attempt that stored this user
     // message and then failed: answer that message (with its request id),
     // in the context of what came before it.
@@ -575,11 +611,6 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
     if (again && again->size() == 1) user = std::move((*again)[0]);
     while (!ctx.messages.empty() && ctx.messages.back().seq >= user.seq) ctx.messages.pop_back();
   }
-  // A keyed turn that fails keeps its key, marked failed: the retry with the
-  // same key answers this user message instead of storing it again.
-  auto fail_key = [&] {
-    if (idem) store_->FailTurnKey(id, turn.user, *idem, user.seq);
-  };
 
   ProviderRequest ask;
   ask.model = turn.model;
@@ -596,72 +627,74 @@ HttpResponse Service::RunTurn(const SessionId& id, Turn turn, RequestTrace* trac
     fail_key();
     return Streamed();
   }
+  Completion answer;
   try {
-    Completion answer;
-    try {
-      answer = providers_->Complete(std::move(ask), sink, observer_, trace);
-    } catch (const ProviderError& e) {
-      LOG_WARN("session %s: no answer (%s): %s", id.text().c_str(), e.code(), e.what());
-      // Text the client already saw is kept, marked as incomplete.
-      std::optional<MessageRecord> partial;
-      if (!format.partial().empty()) {
-        Completion cut;
-        cut.content = format.partial();
-        cut.provider = trace->provider;
-        cut.model = turn.model;
-        cut.finish_reason = e.kind() == ProviderErrorKind::kCancelled ? "client_disconnected" : "provider_error";
-        const std::string meta = AssistantMetaJson(trace->request_id, cut);
-        partial = MessageRecord{0, "assistant", cut.content, user.seq, std::max(NowMicros(), user.created_us), meta};
-        AppendRequest rest;
-        rest.role = "assistant";
-        rest.content = partial->content;
-        rest.created_us = partial->created_us;
-        rest.reply_to = user.seq;
-        rest.meta_json = meta;
-        rest.max_messages = 0;  // An admitted turn's answer is always stored (see below).
-        partial->seq = store_->Append(id, turn.user, rest).seq;
-        if (partial->seq == 0) partial.reset();
-      }
-      fail_key();
-      if (e.kind() == ProviderErrorKind::kCancelled) return Streamed();
-      return format.Failed(e.status(), e.code(), e.what(), &user, partial ? &*partial : nullptr,
-                           e.kind() == ProviderErrorKind::kRateLimited ? std::max<int64_t>(e.retry_after_ms(), 1000) : -1);
+    answer = providers_->Complete(std::move(ask), sink, observer_, trace);
+  } catch (const ProviderError& e) {
+    LOG_WARN("session %s: no answer (%s): %s", id.text().c_str(), e.code(), e.what());
+    // Text the client already saw is kept, marked as incomplete.
+    std::optional<MessageRecord> partial;
+    if (!format.partial().empty()) {
+      Completion cut;
+      cut.content = format.partial();
+      cut.provider = trace->provider;
+      cut.model = turn.model;
+      cut.finish_reason = e.kind() == ProviderErrorKind::kCancelled ? "client_disconnected" : "provider_error";
+      const std::string meta = AssistantMetaJson(trace->request_id, cut);
+      partial = MessageRecord{0, "assistant", cut.content, user.seq, std::max(NowMicros(), user.created_us), meta};
+      AppendRequest rest;
+      rest.role = "assistant";
+      rest.content = partial->content;
+      rest.created_us = partial->created_us;
+      rest.reply_to = user.seq;
+      rest.meta_json = meta;
+      rest.max_messages = 0;  // An admitted turn's answer is always stored (see below).
+      partial->seq = store_->Append(id, turn.user, rest).seq;
+      if (partial->seq == 0) partial.reset();
     }
-    // Transaction 2: the answer, linked to the user message (and, with an
-    // Idempotency-Key, the response a retry gets, in the same transaction).
-    const std::string meta = AssistantMetaJson(trace->request_id, answer);
-    MessageRecord assistant{0, "assistant", answer.content, user.seq, std::max(NowMicros(), user.created_us), meta};
-    AppendRequest second;
-    second.role = assistant.role;
-    second.content = assistant.content;
-    second.created_us = assistant.created_us;
-    second.reply_to = user.seq;
-    second.meta_json = meta;
-    // No limit for the answer: the turn was admitted with room for it, and a
-    // concurrent turn taking that room must not turn a stored user message
-    // into a refusal (a 409 must mean nothing was stored). A session can so
-    // exceed max_messages_per_session by the answers of turns in flight.
-    second.max_messages = 0;
-    second.complete = idem;
-    second.respond = [&](int64_t seq) {
-      assistant.seq = seq;
-      HttpResponse r = format.Final(&user, &assistant, answer);
-      return std::make_pair(r.status, r.body);
-    };
-    AppendResult answered = store_->Append(id, turn.user, second);
-    assistant.seq = answered.seq;
-    if (assistant.seq == 0) {
-      return format.Failed(404, "session_not_found", "the session was deleted while the provider answered", nullptr,
-                           nullptr, -1);
-    }
-    return format.Done(&user, &assistant, answer);
-  } catch (const DbError& e) {
     fail_key();
-    // The same code and message as JSON or as an event (never the
-    // database's own text).
-    const ApiError err = DbApiError(e, "storing a turn's answer");
-    return format.Failed(err.status, err.code, err.message, &user, nullptr, err.status == 503 ? 1000 : -1);
+    if (e.kind() == ProviderErrorKind::kCancelled) return Streamed();
+    return format.Failed(e.status(), e.code(), e.what(), &user, partial ? &*partial : nullptr,
+                         e.kind() == ProviderErrorKind::kRateLimited ? std::max<int64_t>(e.retry_after_ms(), 1000) : -1);
   }
+  // Transaction 2: the answer, linked to the user message (and, with an
+  // Idempotency-Key, the response a retry gets, in the same transaction).
+  const std::string meta = AssistantMetaJson(trace->request_id, answer);
+  MessageRecord assistant{0, "assistant", answer.content, user.seq, std::max(NowMicros(), user.created_us), meta};
+  AppendRequest second;
+  second.role = assistant.role;
+  second.content = assistant.content;
+  second.created_us = assistant.created_us;
+  second.reply_to = user.seq;
+  second.meta_json = meta;
+  // No limit for the answer: the turn was admitted with room for it, and a
+  // concurrent turn taking that room must not turn a stored user message
+  // into a refusal (a 409 must mean nothing was stored). A session can so
+  // exceed max_messages_per_session by the answers of turns in flight.
+  second.max_messages = 0;
+  second.complete = idem;
+  second.attempt = attempt;
+  second.respond = [&](int64_t seq) {
+    assistant.seq = seq;
+    HttpResponse r = format.Final(&user, &assistant, answer);
+    return std::make_pair(r.status, r.body);
+  };
+  AppendResult answered = store_->Append(id, turn.user, second);
+  if (answered.taken_over) {
+    // This request outlived its key's lease and a retry took the turn over:
+    // the retry's answer is the one stored; this one is dropped.
+    LOG_WARN("session %s: a retry took this turn's Idempotency-Key over; its answer is not stored",
+             id.text().c_str());
+    return format.Failed(409, "idempotency_key_in_use",
+                         "a retry with this Idempotency-Key took the turn over; retry to get its answer", &user,
+                         nullptr, 1000);
+  }
+  assistant.seq = answered.seq;
+  if (assistant.seq == 0) {
+    return format.Failed(404, "session_not_found", "the session was deleted while the provider answered", nullptr,
+                         nullptr, -1);
+  }
+  return format.Done(&user, &assistant, answer);
 }
 
 HttpResponse Service::RunStateless(const ChatCompletionRequest& req, const UserId& user, RequestTrace* trace,

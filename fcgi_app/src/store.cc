@@ -52,12 +52,13 @@ struct Prepared {
         presence(c,
                  "SELECT f.epoch, COALESCE(s.state, '') FROM shard_fence f "
                  "LEFT JOIN sessions s ON s.session_id = ? WHERE f.id = 1"),
+        lock(c, "SELECT state FROM sessions WHERE session_id = ? FOR UPDATE"),
         get(c,
             "SELECT title, metadata, message_count, created_at, updated_at, state, model, system_prompt "
             "FROM sessions WHERE session_id = ? AND user_id <=> ?"),
         del(c, "SELECT chat_delete_session_v3(?, ?, ?, ?, ?)"),
         append(c, "SELECT chat_append_v5(?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-        turn_begin(c, "SELECT chat_turn_begin(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        turn_begin(c, "SELECT chat_turn_begin(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         turn_fail(c, "SELECT chat_turn_fail(?, ?, ?, ?, ?, ?, ?)"),
         // Messages come with their session's state (a primary-key lookup
         // joined to an index range on (session_id, seq) that stops at the
@@ -86,8 +87,8 @@ struct Prepared {
         // 'incoming' copies are included: the caller merges shards and keeps
         // one row per id, so a session being moved is never missed.
         sessions(c,
-                 "SELECT session_id, title, metadata, message_count, created_at, updated_at, model, system_prompt "
-                 "FROM sessions WHERE user_id <=> ? AND state IN ('active', 'moving', 'incoming') "
+                 "SELECT session_id, title, metadata, message_count, created_at, updated_at, model, system_prompt, "
+                 "state FROM sessions WHERE user_id <=> ? AND state IN ('active', 'moving', 'incoming') "
                  "AND (created_at < ? OR (created_at = ? AND session_id < ?)) "
                  "ORDER BY created_at DESC, session_id DESC LIMIT ?"),
         count(c, "SELECT COUNT(*) FROM sessions WHERE user_id <=> ? AND state IN ('active', 'moving')"),
@@ -107,10 +108,12 @@ struct Prepared {
                    "response = ?, created_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + INTERVAL ? SECOND "
                    "WHERE user_id = ? AND target_sha = ? AND idem_key = ?"),
         // Only the attempt that holds the key completes it: one taken over
-        // by a retry (after idempotency_lease_s) no longer matches.
+        // by a retry (after idempotency_lease_s) no longer matches. The key
+        // is kept a whole TTL from its answer.
         idem_complete(c,
-                      "UPDATE idempotency_keys SET state = 'done', status = ?, response = ? "
-                      "WHERE user_id = ? AND target_sha = ? AND idem_key = ? AND state = 'running' AND user_seq = ?"),
+                      "UPDATE idempotency_keys SET state = 'done', status = ?, response = ?, "
+                      "expires_at = GREATEST(expires_at, UTC_TIMESTAMP(6) + INTERVAL ? SECOND) "
+                      "WHERE user_id = ? AND target_sha = ? AND idem_key = ? AND state = 'running' AND attempt = ?"),
         idem_response(c,
                       "SELECT status, COALESCE(response, '') FROM idempotency_keys "
                       "WHERE user_id = ? AND target_sha = ? AND idem_key = ? AND state = 'done'"),
@@ -120,7 +123,7 @@ struct Prepared {
         unsafe(g_unsafe_append ? std::make_unique<UnsafeAppend>(c) : nullptr) {}
 
   MYSQL* conn;
-  MysqlStatement create, presence, get, del, append, turn_begin, turn_fail, list, context, session, place, sessions,
+  MysqlStatement create, presence, lock, get, del, append, turn_begin, turn_fail, list, context, session, place, sessions,
       count, key, idem_insert, idem_select, idem_reset, idem_complete, idem_response, idem_expire, schema, fence;
   std::unique_ptr<UnsafeAppend> unsafe;
 };
@@ -357,7 +360,14 @@ std::optional<T> Store::Routed(const SessionId& id, bool is_read, const char* wh
       Placed<T>& r = *placed;
       if (r.placement == Placement::kHere) {
         last_epoch_ = epoch;
+        last_shard_ = name;
         return std::move(r.value);
+      }
+      if (r.placement == Placement::kGone) {
+        // Deleted: whatever another shard still holds of it (a frozen copy
+        // an interrupted move left behind) is not the session any more.
+        last_epoch_ = epoch;
+        return std::nullopt;
       }
       if (r.placement == Placement::kAbsent) continue;
       if (r.placement == Placement::kMoving) {
@@ -407,6 +417,7 @@ P CodePlacement(int64_t code) {
     case -1: return P::kMoving;
     case -2: return P::kMoved;
     case -3: return P::kStale;
+    case -5: return P::kGone;
     default: return P::kHere;
   }
 }
@@ -505,7 +516,8 @@ template <typename P>
 P StatePlacement(const std::string& state) {
   if (state == "active" || state == "moving") return P::kHere;
   if (state == "moved") return P::kMoved;
-  return P::kAbsent;  // incoming: being copied here, not yet ours; deleted: a tombstone.
+  if (state == "deleted") return P::kGone;
+  return P::kAbsent;  // incoming: being copied here, not yet ours.
 }
 
 // Reads a list/recent result (messages with their session's state); an
@@ -559,7 +571,16 @@ IdempotencyResult Store::CreateSession(const SessionId& id, const SessionRecord&
                            const std::string& state = p.presence.Text(0, 1);
                            if (state == "moving") wait = true;
                            if (state != "active" && state != "deleted") return std::nullopt;
-                           return InTransaction(p.conn, [&](bool* commit) {
+                           return InTransaction(p.conn, [&](bool* commit) -> std::optional<IdempotencyResult> {
+                             // Under the session row lock: a move cannot
+                             // take the session and its key away meanwhile.
+                             p.lock.BindBytes(0, id.bytes());
+                             p.lock.Execute();
+                             const std::string now = p.lock.row_count() ? p.lock.Text(0, 0) : "";
+                             if (now != "active" && now != "deleted") {
+                               *commit = false;
+                               return std::nullopt;  // Moved on: ask the owner.
+                             }
                              IdempotencyResult r =
                                  ClaimKey(p, session.user_id, id, *idem, status, response, config_.idempotency_ttl_s);
                              if (r.outcome == IdempotencyOutcome::kNew) {
@@ -731,6 +752,7 @@ AppendResult Store::Append(const SessionId& id, const UserId& user, const Append
       st.BindBytes(10, req.claim->request_sha);
       st.BindInt64(11, config_.idempotency_ttl_s);
       st.BindInt64(12, config_.idempotency_lease_s);
+      st.BindInt64(13, req.attempt);
       st.Execute();
       const int64_t code = st.Int64(0, 0);
       if (std::optional<IdempotencyOutcome> outcome = KeyOutcome(code)) {
@@ -746,7 +768,6 @@ AppendResult Store::Append(const SessionId& id, const UserId& user, const Append
       if (placement != Placement::kHere) return Placed<AppendResult>{placement, r};
       r.reused = code > kTakenOver;
       r.seq = r.reused ? code - kTakenOver : code;
-      if ((NowMicros() & 0xff) == 0) p.idem_expire.Execute();  // Now and then: forget old keys.
       return Placed<AppendResult>{Placement::kHere, r};
     }
     auto append = [&](bool* commit) -> Placed<AppendResult> {
@@ -778,11 +799,19 @@ AppendResult Store::Append(const SessionId& id, const UserId& user, const Append
         MysqlStatement& done = p.idem_complete;
         done.BindInt64(0, status);
         done.BindString(1, body);
-        done.BindBytes(2, idem_user);
-        done.BindBytes(3, req.complete->target_sha);
-        done.BindBytes(4, req.complete->key);
-        done.BindInt64(5, req.reply_to);
+        done.BindInt64(2, config_.idempotency_ttl_s);
+        done.BindBytes(3, idem_user);
+        done.BindBytes(4, req.complete->target_sha);
+        done.BindBytes(5, req.complete->key);
+        done.BindInt64(6, req.attempt);
         done.Execute();
+        if (done.affected_rows() != 1) {
+          // A retry took the key over (this attempt outlived its lease): its
+          // answer is the one kept, not this one.
+          *commit = false;
+          r = AppendResult{};
+          r.taken_over = true;
+        }
       }
       return Placed<AppendResult>{Placement::kHere, r};
     };
@@ -792,7 +821,22 @@ AppendResult Store::Append(const SessionId& id, const UserId& user, const Append
     }
     return InTransaction(p.conn, append);
   });
+  if (req.claim && result && result->seq != 0) MaybeExpireKeys(last_shard_);
   return result.value_or(AppendResult{});
+}
+
+void Store::MaybeExpireKeys(const std::string& shard) {
+  // Each run forgets up to 200 keys; one in 16 claims runs it, so keys are
+  // forgotten faster than turns make them.
+  if (++claims_ % 16 != 0) return;
+  try {
+    RunOnShard(ShardNamed(shard), 0, false, "expire idempotency keys", [](Prepared& p) {
+      p.idem_expire.Execute();
+      return 0;
+    }, observer_);
+  } catch (const DbError& e) {
+    LOG_WARN("shard %s: expiring idempotency keys failed (the next claims try again): %s", shard.c_str(), e.what());
+  }
 }
 
 int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
@@ -806,7 +850,7 @@ int64_t Store::AppendMessage(const SessionId& id, std::string_view role, std::st
   return Append(id, "", req).seq;
 }
 
-void Store::FailTurnKey(const SessionId& id, const UserId& user, const IdempotencyKey& key, int64_t user_seq) {
+void Store::FailTurnKey(const SessionId& id, const UserId& user, const IdempotencyKey& key, int64_t attempt) {
   try {
     const std::string idem_user = IdemUser(user);
     Routed<bool>(id, false, "mark an idempotency key failed", [&](Prepared& p, uint64_t epoch) {
@@ -817,7 +861,7 @@ void Store::FailTurnKey(const SessionId& id, const UserId& user, const Idempoten
       st.BindBytes(3, idem_user);
       st.BindBytes(4, key.target_sha);
       st.BindBytes(5, key.key);
-      st.BindInt64(6, user_seq);
+      st.BindInt64(6, attempt);
       st.Execute();
       return Placed<bool>{CodePlacement<Placement>(st.Int64(0, 0)), true};
     });
@@ -895,6 +939,7 @@ SessionPage Store::ListSessions(const UserId& user, const SessionCursor& cursor,
   // Each shard's newest `limit + 1` after the cursor; the merge keeps one
   // row per id (a session being moved can be on two shards at once).
   std::map<std::pair<int64_t, std::string>, std::pair<SessionId, SessionRecord>, std::greater<>> merged;
+  std::map<std::string, bool> frozen_only;  // id -> seen only as a 'moving' (frozen) copy
   for (const std::string& name : AllShardNames()) {
     RunOnShard(ShardNamed(name), config_.max_retries, true, "list sessions", [&](Prepared& p) {
       MysqlStatement& st = p.sessions;
@@ -918,6 +963,8 @@ SessionPage Store::ListSessions(const UserId& user, const SessionCursor& cursor,
         if (!st.IsNull(i, 7)) r.system_prompt = st.Text(i, 7);
         r.user_id = user;
         auto key = std::make_pair(r.created_us, st.Text(i, 0));
+        auto seen = frozen_only.emplace(st.Text(i, 0), true).first;
+        seen->second = seen->second && st.Text(i, 8) == "moving";
         auto it = merged.find(key);
         if (it == merged.end() || r.message_count > it->second.second.message_count) {
           merged.insert_or_assign(key, std::make_pair(SessionId::FromBytes(st.Text(i, 0)), std::move(r)));
@@ -925,6 +972,13 @@ SessionPage Store::ListSessions(const UserId& user, const SessionCursor& cursor,
       }
       return 0;
     }, observer_);
+  }
+  // A frozen copy is the session only if its new owner has not deleted it
+  // meanwhile (a move interrupted after activating the copy): ask where it
+  // stands (rare: only while sessions move).
+  for (auto it = merged.begin(); it != merged.end();) {
+    if (frozen_only[it->first.second] && !GetSession(it->second.first, user)) it = merged.erase(it);
+    else ++it;
   }
   SessionPage page;
   for (auto& [key, value] : merged) {

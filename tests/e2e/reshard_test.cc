@@ -39,8 +39,9 @@ class ReshardTest : public ::testing::Test {
     StackEnv::Get().Stack("stop-db " + spare_);
   }
 
-  int Shardctl(const std::string& args, std::string* out = nullptr) {
-    return RunCommand(StackEnv::Get().build() + "/shardctl --config " + config_ + " " + args + " 2>&1", out);
+  int Shardctl(const std::string& args, std::string* out = nullptr, const std::string& env = "") {
+    if (out) out->clear();
+    return RunCommand(env + " " + StackEnv::Get().build() + "/shardctl --config " + config_ + " " + args + " 2>&1", out);
   }
   std::shared_ptr<const ClusterMap> CurrentMap() {
     std::string json, error;
@@ -193,6 +194,50 @@ TEST_F(ReshardTest, Issue12KeyedCreateRetriedDuringAJoinIsReplayedAndKeepsItsHis
     ASSERT_EQ(history.size(), 2u) << made[i].id;
     EXPECT_EQ(history[0].content, "turn " + std::to_string(i));
   }
+  EXPECT_EQ(Shardctl("verify", &out), 0) << out;
+}
+
+// Issue 12 review: a rebalance stops between activating a copy and
+// tombstoning its source (a crash there); the session is deleted on its new
+// shard. Before the fix, reads fell through to the frozen source (200 with
+// the old history) and the rerun copied it back: the session came back.
+TEST_F(ReshardTest, Issue12ASessionDeletedAfterAnInterruptedMoveStaysDeleted) {
+  ApiClient api(StackEnv::Get().url(), 30);
+  auto before = CurrentMap();
+  ASSERT_TRUE(before);
+  std::vector<shard_router::MapShard> shards;
+  for (const auto& s : before->shards()) shards.push_back({s.name, s.weight, s.state});
+  shards.push_back({spare_, 100, shard_router::ShardState::kActive});
+  shard_router::Router after_ring;
+  ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
+  std::string id;
+  for (int i = 0; i < 100 && id.empty(); ++i) {
+    std::string candidate = api.CreateSession();
+    if (after_ring.Owner(candidate) == spare_) id = candidate;
+  }
+  ASSERT_FALSE(id.empty());
+  const std::string old_shard = before->router().Owner(id);
+  ASSERT_EQ(api.Append(id, "before the move").status, 201);
+  std::string out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
+  EXPECT_NE(Shardctl("rebalance", &out, "CHATLLM_FAILPOINT=move-after-activate:" + id), 0);
+  ASSERT_NE(out.find("failpoint"), std::string::npos) << out;
+  const std::string where = "SELECT state FROM sessions WHERE session_id = UNHEX('" + Hex(id) + "')";
+  ASSERT_EQ(Sql(spare_, where), "active\n");
+  ASSERT_EQ(Sql(old_shard, where), "moving\n");
+
+  ASSERT_EQ(api.Delete("/v1/sessions/" + id).status, 204);
+  EXPECT_EQ(api.Get("/v1/sessions/" + id).status, 404) << "read the frozen copy of a deleted session";
+  EXPECT_EQ(api.Get("/v1/sessions/" + id + "/messages").status, 404);
+  EXPECT_EQ(api.Append(id, "after the delete").status, 404);
+  ApiResponse list = api.Get("/v1/sessions?limit=200");
+  ASSERT_EQ(list.status, 200);
+  EXPECT_EQ(list.body.find(id), std::string::npos) << "a deleted session is listed";
+
+  ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
+  EXPECT_EQ(api.Get("/v1/sessions/" + id).status, 404) << "the rerun brought the session back";
+  EXPECT_EQ(Sql(spare_, where), "");  // The tombstone only the move needed is gone too.
+  EXPECT_NE(Sql(old_shard, where), "moving\n");
   EXPECT_EQ(Shardctl("verify", &out), 0) << out;
 }
 

@@ -464,6 +464,12 @@ TEST_F(SecurityTest, NginxLimitsPerKeyPerAddressAndConnectionsAnswer429) {
   EXPECT_GE(ok, 4);
   EXPECT_LE(ok, 7);
   EXPECT_EQ(ok + limited, 12);
+  // The scheme's spelling does not escape the count (issue 12): nginx reads
+  // the key id by the app's rule.
+  httplib::Client lower(nginx.url());
+  auto lower_r = lower.Get("/v1/sessions?limit=1", {{"Authorization", "bearer  " + *alice_key_}});
+  ASSERT_TRUE(lower_r);
+  EXPECT_EQ(lower_r->status, 429) << "a lower-case scheme was not counted with its key";
   // Another key still gets through: the limit is per key.
   EXPECT_EQ(ApiClient(nginx.url(), *bob_key_).Get("/v1/sessions?limit=1").status, 200);
 

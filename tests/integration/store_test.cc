@@ -189,13 +189,15 @@ TEST(StoreTest, AKeyedTurnStoresItsUserMessageOnceAcrossRetries) {
   ask.content = "hi";
   ask.created_us = NowMicros();
   ask.claim = &key;
+  ask.attempt = 1;
   AppendResult first = store.Append(id, "", ask);
   EXPECT_EQ(first.idempotency.outcome, IdempotencyOutcome::kNew);
   EXPECT_EQ(first.seq, 1);
   EXPECT_FALSE(first.reused);
   EXPECT_EQ(store.Append(id, "", ask).idempotency.outcome, IdempotencyOutcome::kInFlight);
 
-  store.FailTurnKey(id, "", key, first.seq);
+  store.FailTurnKey(id, "", key, 1);
+  ask.attempt = 2;
   AppendResult retried = store.Append(id, "", ask);
   EXPECT_EQ(retried.idempotency.outcome, IdempotencyOutcome::kNew);
   EXPECT_TRUE(retried.reused);
@@ -208,6 +210,7 @@ TEST(StoreTest, AKeyedTurnStoresItsUserMessageOnceAcrossRetries) {
   answer.created_us = NowMicros();
   answer.reply_to = retried.seq;
   answer.complete = &key;
+  answer.attempt = 2;
   answer.respond = [](int64_t seq) { return std::make_pair(201, "answered as " + std::to_string(seq)); };
   EXPECT_EQ(store.Append(id, "", answer).seq, 2);
 
@@ -219,6 +222,54 @@ TEST(StoreTest, AKeyedTurnStoresItsUserMessageOnceAcrossRetries) {
   ask.claim = &other;
   EXPECT_EQ(store.Append(id, "", ask).idempotency.outcome, IdempotencyOutcome::kMismatch);
   EXPECT_EQ(store.GetSession(id)->message_count, 2);
+}
+
+// A turn that outlived its key's lease was taken over by a retry: the
+// first attempt can then neither answer under the key nor mark it failed
+// (issue 12 review: both attempts used to store a complete answer).
+TEST(StoreTest, Issue12AnAttemptTakenOverStoresNoAnswer) {
+  Store store(TestConfig());
+  SessionId id = NewSession(store);
+  const IdempotencyKey key = TestKey("lease-" + id.text(), "slow");
+  AppendRequest ask;
+  ask.role = "user";
+  ask.content = "slow";
+  ask.created_us = NowMicros();
+  ask.claim = &key;
+  ask.attempt = 11;
+  ASSERT_EQ(store.Append(id, "", ask).seq, 1);
+  // The lease runs out (an hour passes, as far as the key can tell).
+  const std::string shard = store.map()->router().Owner(id.text());
+  ASSERT_EQ(RunCommand("mariadb --no-defaults -uroot --socket=" + StackEnv::Get().var() + "/db/" + shard +
+                       "/mariadb.sock chatllm -e \"UPDATE idempotency_keys SET created_at = created_at - INTERVAL 1 HOUR "
+                       "WHERE idem_key = '" + key.key + "'\""),
+            0);
+  ask.attempt = 22;
+  AppendResult retry = store.Append(id, "", ask);
+  EXPECT_TRUE(retry.reused);
+  EXPECT_EQ(retry.seq, 1);
+
+  AppendRequest answer;
+  answer.role = "assistant";
+  answer.content = "late";
+  answer.created_us = NowMicros();
+  answer.reply_to = 1;
+  answer.complete = &key;
+  answer.respond = [](int64_t seq) { return std::make_pair(201, "answered as " + std::to_string(seq)); };
+  answer.attempt = 11;  // The first attempt finishes at last...
+  AppendResult late = store.Append(id, "", answer);
+  EXPECT_TRUE(late.taken_over);
+  EXPECT_EQ(late.seq, 0);
+  store.FailTurnKey(id, "", key, 11);  // ...or fails: neither touches the retry's key.
+  ask.attempt = 33;
+  EXPECT_EQ(store.Append(id, "", ask).idempotency.outcome, IdempotencyOutcome::kInFlight);
+  answer.attempt = 22;
+  answer.content = "on time";
+  EXPECT_EQ(store.Append(id, "", answer).seq, 2);
+  AppendResult replay = store.Append(id, "", ask);
+  EXPECT_EQ(replay.idempotency.outcome, IdempotencyOutcome::kReplay);
+  EXPECT_EQ(replay.idempotency.response, "answered as 2");
+  EXPECT_EQ(store.GetSession(id)->message_count, 2) << "one answer, not two";
 }
 
 // A keyed turn refused because the session is full stores nothing and
@@ -233,6 +284,7 @@ TEST(StoreTest, AKeyedTurnOnAFullSessionStoresNothing) {
   ask.content = "x";
   ask.created_us = NowMicros();
   ask.claim = &key;
+  ask.attempt = 1;
   ask.max_messages = 1;
   AppendResult full = store.Append(id, "", ask);
   EXPECT_TRUE(full.full);

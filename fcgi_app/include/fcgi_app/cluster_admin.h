@@ -81,14 +81,20 @@ struct VerifyReport {
 //   3. Verify: message count, max seq, a checksum of every column of every
 //      message and of the session row equal on A and B, and the count equal
 //      to the session's message_count.
-//   4. B: incoming -> active. From here B is authoritative.
+//   4. B: incoming -> active, marked as arrived from A. From here B is
+//      authoritative; a delete on B keeps a 'deleted' tombstone while the
+//      mark is there (A still holds a frozen copy).
 //   5. A: moving -> moved (a tombstone naming B) and its rows deleted, in
 //      one transaction.
+//   6. B: the mark goes (and a tombstone that only the mark kept).
 // A rerun that finds B already active (a crash between 4 and 5) deletes A's
 // rows only if B's history begins with A's frozen one, row for row; a
-// source is never deleted on the strength of a copy that differs.
-// A 'deleted' tombstone (kept for a create's Idempotency-Key) moves the
-// same way without the freeze: it takes no writes.
+// source is never deleted on the strength of a copy that differs. One that
+// finds B 'deleted' (deleted after step 4) deletes A's frozen copy and never
+// copies it again: a deleted session does not come back. Reads meanwhile
+// take B's 'deleted' as final (Store: placement kGone).
+// A 'deleted' tombstone (kept for a create's Idempotency-Key) moves by
+// copying it to B as it is, then tombstoning A: it takes no writes.
 // At any time at most one shard holds the session 'active', and only an
 // active session accepts writes: history is never split.
 class ClusterAdmin {
@@ -190,6 +196,9 @@ class ClusterAdmin {
     std::map<std::string, std::unique_ptr<MysqlStatement>> statements;
   };
   MoveOutcome MoveSession(const std::string& id, const ShardEntry& from, const ShardEntry& to, uint64_t epoch);
+  // Clears the arrival markers a rebalance stopped between steps 5 and 6
+  // left behind (see the class comment).
+  void FinishArrivals(const ClusterMap& map);
   // Runs `fn` on every shard of the current map; AdminError naming the
   // shards that failed, after trying all.
   void OnEveryShard(const char* what, const std::function<void(const ShardEntry&)>& fn);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,6 +76,13 @@ class Service {
   // Stores the user message, asks the providers, stores the answer; reports
   // through `format` (JSON or one of the event-stream dialects).
   HttpResponse RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format);
+  // RunTurn once the user message is stored (`reused`: by an earlier attempt
+  // with the same key, which `attempt` took over): asks the providers and
+  // stores the answer. Calls `fail_key` on every failure it answers; throws
+  // DbError for RunTurn to answer (which calls it too).
+  HttpResponse AnswerTurn(const SessionId& id, const Turn& turn, TurnContext ctx, MessageRecord user, bool reused,
+                          const IdempotencyKey* idem, int64_t attempt, RequestTrace* trace, TurnFormat& format,
+                          const std::function<void()>& fail_key);
   // A turn with no session (OpenAI pass-through): nothing stored.
   HttpResponse RunStateless(const ChatCompletionRequest& req, const UserId& user, RequestTrace* trace,
                             TurnFormat& format);

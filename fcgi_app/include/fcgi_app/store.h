@@ -81,23 +81,26 @@ struct AppendRequest {
   int64_t reply_to = 0;          // 0: none.
   std::string_view meta_json;    // A JSON object, or "".
   int64_t max_messages = 0;      // Refuse when the session holds this many (0: no limit).
-  // A user message: the request's Idempotency-Key, claimed in the same
-  // statement that stores the message (sql/007_acknowledged.sql). A key
-  // whose earlier request stored its user message and then failed (or ran
-  // past idempotency_lease_s) is taken over: nothing is stored and the
+  // A user message: the request's Idempotency-Key, claimed for `attempt`
+  // in the same statement that stores the message (sql/007_acknowledged.sql).
+  // A key whose earlier request stored its user message and then failed (or
+  // ran past idempotency_lease_s) is taken over: nothing is stored and the
   // result names that message (`reused`).
   const IdempotencyKey* claim = nullptr;
   // An answer: the key its turn claimed, completed in the answer's
-  // transaction with the status and body `respond` builds from the
-  // answer's seq; `reply_to` is the seq the key's user message has.
+  // transaction with the status and body `respond` builds from the answer's
+  // seq, if `attempt` still holds it; if another attempt took it over,
+  // nothing is stored (`taken_over`).
   const IdempotencyKey* complete = nullptr;
   std::function<std::pair<int, std::string>(int64_t seq)> respond;
+  int64_t attempt = 0;  // With claim/complete: this request's token (random, not 0).
 };
 
 struct AppendResult {
   int64_t seq = 0;      // 0: no such session (for this user).
   bool reused = false;  // `claim` took an earlier attempt over: `seq` is its stored user message.
   bool full = false;    // max_messages reached; nothing stored.
+  bool taken_over = false;  // `complete`: another attempt holds the key now; nothing stored.
   IdempotencyResult idempotency;  // For `claim`: not kNew means nothing was stored.
 };
 
@@ -175,11 +178,11 @@ class Store {
   // Shorthand for tests and tools: Append for no user; returns the seq.
   int64_t AppendMessage(const SessionId& id, std::string_view role, std::string_view content,
                         int64_t created_us, int64_t reply_to, std::string_view meta_json = "");
-  // After a keyed turn stored its user message (`user_seq`) and then failed:
-  // marks the key failed, so that a retry with the same key and body answers
-  // that message instead of storing it again. Best effort: a key left
-  // running is taken over after idempotency_lease_s anyway.
-  void FailTurnKey(const SessionId& id, const UserId& user, const IdempotencyKey& key, int64_t user_seq);
+  // After a keyed turn stored its user message and then failed: marks the
+  // key failed, if `attempt` still holds it, so that a retry with the same
+  // key and body answers that message instead of storing it again. Best
+  // effort: a key left running is taken over after idempotency_lease_s.
+  void FailTurnKey(const SessionId& id, const UserId& user, const IdempotencyKey& key, int64_t attempt);
   // Up to `limit` messages with seq > `after`, ascending; nullopt when the
   // session does not exist. One indexed range read, whatever the history length.
   std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after, int limit,
@@ -218,7 +221,8 @@ class Store {
 
  private:
   class Shard;
-  enum class Placement { kHere, kAbsent, kMoving, kMoved, kStale };
+  // kGone: deleted here; no other shard is asked (sql/007_acknowledged.sql).
+  enum class Placement { kHere, kAbsent, kMoving, kMoved, kStale, kGone };
   template <typename T>
   struct Placed {
     Placement placement;
@@ -231,6 +235,10 @@ class Store {
   bool FenceAhead(const std::string& shard, uint64_t epoch);
   std::vector<std::string> AllShardNames() const;
   void MaybeRefresh();
+  // Now and then, after a keyed claim on `shard`: forgets expired keys
+  // there (chat_expire_keys), in a statement of its own whose failure is
+  // only logged.
+  void MaybeExpireKeys(const std::string& shard);
 
   const Config config_;  // A copy: callers may pass a temporary.
   DbOptions options_;
@@ -240,6 +248,8 @@ class Store {
   int64_t next_refresh_us_ = 0;  // 0: load the stored map before the first operation.
   Observer* observer_ = nullptr;
   uint64_t last_epoch_ = 0;
+  std::string last_shard_;  // Where the last routed operation was served.
+  uint32_t claims_ = 0;     // Keyed claims, for MaybeExpireKeys.
 };
 
 // Builds the map of the seed shards in `config` (all active, epoch 0).
