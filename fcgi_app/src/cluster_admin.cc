@@ -488,14 +488,14 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
       // same primary key would be a bug to stop at, not a row to drop.
       MysqlStatement& keys = Stmt(from,
                                   "SELECT user_id, target_sha, idem_key, request_sha, state, status, response, "
-                                  "created_at, expires_at, user_seq FROM idempotency_keys WHERE session_id = ?");
+                                  "created_at, expires_at, user_seq, attempt FROM idempotency_keys WHERE session_id = ?");
       keys.BindBytes(0, id);
       keys.Execute();
       for (size_t i = 0; i < keys.row_count(); ++i) {
         MysqlStatement& put = Stmt(to,
                                    "INSERT INTO idempotency_keys (user_id, target_sha, idem_key, session_id, "
-                                   "request_sha, state, status, response, created_at, expires_at, user_seq) "
-                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                                   "request_sha, state, status, response, created_at, expires_at, user_seq, attempt) "
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         put.BindBytes(0, keys.Text(i, 0));
         put.BindBytes(1, keys.Text(i, 1));
         put.BindBytes(2, keys.Text(i, 2));
@@ -507,8 +507,10 @@ ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const
         else put.BindString(7, keys.Text(i, 6));
         put.BindDatetime(8, keys.DatetimeMicros(i, 7));
         put.BindDatetime(9, keys.DatetimeMicros(i, 8));
-        if (keys.IsNull(i, 9)) put.BindNull(10);
-        else put.BindInt64(10, keys.Int64(i, 9));
+        for (int c = 9; c <= 10; ++c) {  // user_seq, attempt: nullable.
+          if (keys.IsNull(i, c)) put.BindNull(c + 1);
+          else put.BindInt64(c + 1, keys.Int64(i, c));
+        }
         put.Execute();
       }
     });

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -195,6 +196,73 @@ TEST_F(ReshardTest, Issue12KeyedCreateRetriedDuringAJoinIsReplayedAndKeepsItsHis
     EXPECT_EQ(history[0].content, "turn " + std::to_string(i));
   }
   EXPECT_EQ(Shardctl("verify", &out), 0) << out;
+}
+
+// A move copies every column of a session's rows, whatever later migrations
+// add: each row is compared whole (SELECT *) before and after. (A column the
+// copy left out, the key's attempt token, made every keyed turn in flight
+// during a move answer 409 until its lease ran out.)
+TEST_F(ReshardTest, Issue12AMoveCopiesEveryColumn) {
+  ApiClient api(StackEnv::Get().url(), 30);
+  auto before = CurrentMap();
+  ASSERT_TRUE(before);
+  std::vector<shard_router::MapShard> shards;
+  for (const auto& s : before->shards()) shards.push_back({s.name, s.weight, s.state});
+  shards.push_back({spare_, 100, shard_router::ShardState::kActive});
+  shard_router::Router after_ring;
+  ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
+  std::string id;
+  for (int i = 0; i < 100 && id.empty(); ++i) {
+    std::string candidate = api.CreateSession(R"({"title":"every column","model":"echo"})");
+    if (after_ring.Owner(candidate) == spare_) id = candidate;
+  }
+  ASSERT_FALSE(id.empty());
+  const std::string old_shard = before->router().Owner(id);
+  const std::string path = "/v1/sessions/" + id + "/messages";
+  api.set_headers({{"Idempotency-Key", "done-" + id}});
+  ASSERT_EQ(api.Post(path, R"({"content":"answered"})").status, 201);
+  api.set_headers({{"Idempotency-Key", "failed-" + id}});
+  ASSERT_EQ(api.Post(path, R"({"content":"fails","model":"fake-status-500"})").status, 502);
+  api.set_headers({});
+  const std::string hex = Hex(id);
+  // Rows with their column names, tab-separated, in a fixed order.
+  auto rows = [&](const std::string& shard, const std::string& table, const std::string& order) {
+    std::string out;
+    RunCommand("mariadb --no-defaults -uroot --socket=" + StackEnv::Get().var() + "/db/" + shard +
+                   "/mariadb.sock chatllm -e \"SELECT * FROM " + table + " WHERE session_id = UNHEX('" + hex +
+                   "') ORDER BY " + order + "\"",
+               &out);
+    return out;
+  };
+  const std::string keys_before = rows(old_shard, "idempotency_keys", "idem_key");
+  const std::string messages_before = rows(old_shard, "messages", "seq");
+  const std::string session_before = rows(old_shard, "sessions", "session_id");
+  ASSERT_NE(keys_before.find("failed"), std::string::npos) << keys_before;
+  std::string out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
+  ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
+  EXPECT_EQ(rows(spare_, "idempotency_keys", "idem_key"), keys_before);
+  EXPECT_EQ(rows(spare_, "messages", "seq"), messages_before);
+  // The session row: every column but those that say where it stands.
+  auto without_placement = [](const std::string& table) {
+    std::vector<std::vector<std::string>> cells;
+    std::istringstream lines(table);
+    for (std::string line; std::getline(lines, line);) {
+      cells.emplace_back();
+      std::istringstream fields(line);
+      for (std::string f; std::getline(fields, f, '\t');) cells.back().push_back(f);
+    }
+    std::map<std::string, std::string> out;
+    if (cells.size() != 2) return out;
+    for (size_t c = 0; c < cells[0].size() && c < cells[1].size(); ++c) {
+      const std::string& name = cells[0][c];
+      if (name != "state" && name != "moved_to" && name != "moved_epoch" && name != "arrived_from") out[name] = cells[1][c];
+    }
+    return out;
+  };
+  const auto session_after = without_placement(rows(spare_, "sessions", "session_id"));
+  EXPECT_EQ(session_after, without_placement(session_before));
+  EXPECT_GE(session_after.size(), 10u) << "the session row was not read";
 }
 
 // Issue 12 review: a rebalance stops between activating a copy and

@@ -39,6 +39,9 @@ request; appends without a key are each their own, even with equal texts):
   unknown       every request with no answer or a 5xx is stored at most once;
                 a text sent by several requests is stored at most once per
                 request that may have stored it
+  duplicate     (records with X-Request-Ids) no request wrote two stored
+                messages; each stored message was written by a request that
+                sent its text
   key           the answers to one key agree on their seqs, and a retry with
                 the same body is never refused as a different request
   phantom       every stored user message was sent by some client
@@ -47,10 +50,10 @@ request; appends without a key are each their own, even with equal texts):
   client-order  each client's acknowledged requests are stored in the order sent
   reads         every page read during the run is a prefix of the final
                 history, and contains every append acknowledged before it began
-  deleted       a session acknowledged as deleted stays gone, and takes no
-                acknowledged write sent after that
-  lost          a session that answers 404 (at the end, or to an append) was
-                deleted by some client before
+  deleted       a session acknowledged as deleted stays gone: no write sent
+                after that is acknowledged, no read finds it, no list names it
+  lost          a session that answers 404 (at the end, to an append or a
+                read) was deleted by some client before
 and over the run:
   create-key    creates with one key answer one session, made once
 Options:
@@ -94,7 +97,7 @@ class Reader {
           out->push_back(StoredMessage{m["seq"].GetInt64(), m["role"].GetString(),
                                        std::string(m["content"].GetString(), m["content"].GetStringLength()),
                                        m.HasMember("reply_to") ? m["reply_to"].GetInt64() : 0, text("provider"),
-                                       text("finish_reason")});
+                                       text("finish_reason"), text("request_id")});
         }
         if (!d["has_more"].GetBool()) return Result::kRead;
         after = d["next_after"].GetInt64();
@@ -169,6 +172,7 @@ int Main(int argc, char** argv) {
     r.appends_by_file.resize(histories.size());
     r.reads_by_file.resize(histories.size());
     r.deletes_by_file.resize(histories.size());
+    r.lists_by_file.resize(histories.size());
     return r;
   };
   int64_t violations = 0;
@@ -191,6 +195,12 @@ int Main(int argc, char** argv) {
     }
     for (const auto& r : histories[f].reads) records(r.session).reads_by_file[f].push_back(&r);
     for (const auto& d : histories[f].deletes) records(d.session).deletes_by_file[f].push_back(&d);
+    for (const auto& l : histories[f].lists) {
+      for (const std::string& id : l.ids) {
+        // Only sessions this run knows: a list also names others of the user.
+        if (sessions.count(id)) records(id).lists_by_file[f].push_back(&l);
+      }
+    }
   }
   std::vector<const CreateRecord*> creates;
   for (const History& h : histories) {

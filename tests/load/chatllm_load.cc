@@ -30,7 +30,7 @@ using Clock = std::chrono::steady_clock;
 volatile std::sig_atomic_t g_interrupted = 0;
 void OnInterrupt(int) { g_interrupted = 1; }
 
-const std::vector<std::string> kOps = {"create", "recreate", "append", "get", "read", "list", "delete", "raw"};
+const std::vector<std::string> kOps = {"create", "recreate", "append", "get", "read", "list", "sessions", "delete", "raw"};
 
 // What every client sends now and then (--identical): short answers people
 // really send, which only their seq tells apart.
@@ -334,24 +334,25 @@ class Client {
     }
     if (op == "create" || op == "recreate") return Create(op, n);
     if (op == "delete") return Delete(n);
-    size_t idx = PickSession();
-    bool alive = true;
-    const std::string session = SessionAt(idx, &alive);
+    if (op == "sessions") return ListSessions();
+    // Now and then a read goes to a session this run deleted: it must stay gone.
+    const bool probe = (op == "get" || op == "read") && Uniform() < 0.05;
+    size_t idx = probe ? PickDeleted() : PickSession();
+    const std::string session = SessionAt(idx);
     if (op == "append") return Append(idx, session, n);
     Done done{op};
-    if (op == "get") {
-      auto r = http_.Get("/v1/sessions/" + session);
-      done.status = r ? r->status : 0;
-    } else if (op == "read") {
+    if (op == "get" || op == "read") {
       ReadRecord rec;
       rec.session = session;
       rec.client = id_;
-      rec.limit = s_.opt.read_limit;
+      rec.limit = op == "get" ? 0 : s_.opt.read_limit;
       rec.invoke_us = s_.Now();
-      auto r = http_.Get("/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit));
+      auto r = op == "get" ? http_.Get("/v1/sessions/" + session)
+                           : http_.Get("/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit));
       rec.complete_us = s_.Now();
       done.status = r ? r->status : 0;
-      if (r && r->status == 200 && s_.history.enabled()) {
+      rec.status = done.status;
+      if (r && r->status == 200 && op == "read") {
         rapidjson::Document d;
         d.Parse(r->body.c_str(), r->body.size());
         if (d.IsObject() && d.HasMember("data")) {
@@ -360,9 +361,9 @@ class Client {
                 m["seq"].GetInt64(),
                 MessageHash(m["role"].GetString(), std::string(m["content"].GetString(), m["content"].GetStringLength())));
           }
-          s_.history.Read(rec);
         }
       }
+      if (done.status == 200 || done.status == 404) s_.history.Read(rec);
     } else {
       // list: a page from a random point of the history seen so far.
       int64_t top = idx < s_.max_seq.size() ? s_.max_seq[idx].load() : 0;
@@ -372,6 +373,38 @@ class Client {
     }
     done.expected = done.status == 404 && Deleted(idx);
     return done;
+  }
+
+  // A session this run deleted, or a live one if it deleted none.
+  size_t PickDeleted() {
+    {
+      std::lock_guard<std::mutex> lock(s_.sessions_mu);
+      for (int attempt = 0; attempt < 16; ++attempt) {
+        size_t i = std::uniform_int_distribution<size_t>(0, s_.sessions.size() - 1)(rng_);
+        if (!s_.alive[i]) return i;
+      }
+    }
+    return PickSession();
+  }
+
+  // GET /v1/sessions: the newest page of the caller's sessions.
+  Done ListSessions() {
+    ListRecord rec;
+    rec.client = id_;
+    rec.invoke_us = s_.Now();
+    auto r = http_.Get("/v1/sessions?limit=100");
+    rec.complete_us = s_.Now();
+    if (r && r->status == 200) {
+      rapidjson::Document d;
+      d.Parse(r->body.c_str(), r->body.size());
+      if (d.IsObject() && d.HasMember("data") && d["data"].IsArray()) {
+        for (const auto& s : d["data"].GetArray()) {
+          if (s.IsObject() && s.HasMember("id") && s["id"].IsString()) rec.ids.push_back(s["id"].GetString());
+        }
+      }
+      s_.history.List(rec);
+    }
+    return {"sessions", r ? r->status : 0};
   }
 
   Done Append(size_t idx, const std::string& session, int64_t n) {
@@ -412,18 +445,32 @@ class Client {
       }
       s_.history.Append(r);
     };
+    // Each attempt has its own X-Request-Id; the app stores it with the
+    // message it writes, which tells the checker which request wrote what.
+    auto with_id = [&](AppendRecord& r) {
+      httplib::Headers h = headers;
+      r.request_ids.push_back(s_.run_id + "-" + std::to_string(id_) + "-" + std::to_string(n) + "-" +
+                              std::to_string(attempts_++));
+      h.emplace("X-Request-Id", r.request_ids.back());
+      return h;
+    };
     auto send = [&]() -> Answer {
-      if (cut) return PostStream(path, headers, body, -1);
-      return FromResult(http_.Post(path, headers, body, "application/json"));
+      const httplib::Headers h = with_id(rec);
+      if (cut) return PostStream(path, h, body, -1);
+      return FromResult(http_.Post(path, h, body, "application/json"));
     };
     AppendRecord copy = rec;
     std::thread twice = SendTwice(keyed, [&, copy]() mutable {
       httplib::Client other(s_.opt.url);
       Configure(other);
       copy.invoke_us = s_.Now();
+      int attempt = 0;
       finish(copy, WithRetries(true, [&] {
-               return cut ? PostStream(path, headers, body, -1)
-                          : FromResult(other.Post(path, headers, body, "application/json"));
+               httplib::Headers h = headers;
+               copy.request_ids.push_back(s_.run_id + "-" + std::to_string(id_) + "-" + std::to_string(n) + "-t" +
+                                          std::to_string(attempt++));
+               h.emplace("X-Request-Id", copy.request_ids.back());
+               return cut ? PostStream(path, h, body, -1) : FromResult(other.Post(path, h, body, "application/json"));
              }));
     });
     rec.invoke_us = s_.Now();
@@ -435,7 +482,8 @@ class Client {
       AppendRecord first = rec;
       first.cut = true;
       const int cut_after = std::uniform_int_distribution<int>(0, 3)(rng_);
-      finish(first, PostStream(path, headers, body, cut_after));
+      const httplib::Headers h = with_id(first);
+      finish(first, PostStream(path, h, body, cut_after));
       if (!keyed) {
         if (twice.joinable()) twice.join();
         return {"append", first.status, first.status == 0 || (first.status == 404 && Deleted(idx))};
@@ -554,6 +602,7 @@ class Client {
   httplib::Client http_;
   std::mt19937_64 rng_;
   size_t round_ = 0;
+  int64_t attempts_ = 0;  // For unique X-Request-Ids.
   std::vector<std::pair<double, std::string>> cumulative_;
 };
 

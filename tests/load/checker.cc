@@ -74,13 +74,39 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
   }
   if (deleted_at != INT64_MAX) {
     if (!gone) add("deleted", "acknowledged as deleted at " + std::to_string(deleted_at) + "us, but it is readable");
-    // No write may be acknowledged to it once the delete was.
+    // No write may be acknowledged to it once the delete was, no read may
+    // find it, no list may name it.
     if (deleted_file < records.appends_by_file.size()) {
       for (const AppendRecord* a : records.appends_by_file[deleted_file]) {
         if (a->outcome == Outcome::kOk && a->invoke_us > deleted_at) {
           add("deleted", Quote(a->content) + " was acknowledged (" + Seq(a->seq) + ") though sent after the delete");
         }
       }
+    }
+    if (deleted_file < records.reads_by_file.size()) {
+      for (const ReadRecord* r : records.reads_by_file[deleted_file]) {
+        if (r->status == 200 && r->invoke_us > deleted_at) {
+          add("deleted", "a read at " + std::to_string(r->invoke_us) + "us found it after its delete was acknowledged");
+        }
+      }
+    }
+    if (deleted_file < records.lists_by_file.size()) {
+      for (const ListRecord* l : records.lists_by_file[deleted_file]) {
+        if (l->invoke_us > deleted_at) {
+          add("deleted", "GET /v1/sessions at " + std::to_string(l->invoke_us) + "us listed it after its delete");
+        }
+      }
+    }
+  }
+  // A 404 to a read is only right once someone has asked for a delete.
+  for (size_t f = 0; f < records.reads_by_file.size(); ++f) {
+    for (const ReadRecord* r : records.reads_by_file[f]) {
+      if (r->status != 404) continue;
+      bool asked = false;
+      for (size_t g = 0; g < records.deletes_by_file.size() && !asked; ++g) {
+        for (const DeleteRecord* d : records.deletes_by_file[g]) asked |= g != f || d->invoke_us < r->complete_us;
+      }
+      if (!asked) add("lost", "a read at " + std::to_string(r->invoke_us) + "us was answered 404; nobody deleted it");
     }
   }
   // A 404 to a write is only right once someone has asked for a delete.
@@ -177,6 +203,48 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
       }
     }
     if (!r.first().key.empty()) ++counts->keyed;
+  }
+
+  // Each stored user message names the request that wrote it: with the
+  // records' X-Request-Ids, match every one to exactly one request.
+  bool have_ids = !requests.empty();
+  std::map<std::string, size_t> by_id;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    for (const AppendRecord* a : requests[i].records) {
+      have_ids = have_ids && !a->request_ids.empty();
+      for (const std::string& id : a->request_ids) by_id[id] = i;
+    }
+  }
+  if (have_ids) {
+    std::vector<std::vector<int64_t>> owned(requests.size());
+    for (const StoredMessage& m : h) {
+      if (m.role != "user") continue;
+      auto it = by_id.find(m.request_id);
+      if (it == by_id.end()) {
+        add("phantom", Seq(m.seq) + " " + Quote(m.content) + " was stored by request '" + m.request_id +
+                           "', which no client sent");
+        continue;
+      }
+      const Request& q = requests[it->second];
+      if (m.content != q.first().content) {
+        add("acknowledged", Seq(m.seq) + " was stored by the request that sent " + Quote(q.first().content) +
+                                " but holds " + Quote(m.content));
+      }
+      owned[it->second].push_back(m.seq);
+    }
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const Request& q = requests[i];
+      const std::string what = Quote(q.first().content) + (q.first().key.empty() ? "" : " (key " + Quote(q.first().key) + ")");
+      if (owned[i].size() > 1) {
+        add("duplicate", what + " is stored " + std::to_string(owned[i].size()) + " times (" + Seq(owned[i][0]) +
+                             ", " + Seq(owned[i][1]) + ")");
+      }
+      if (q.outcome == Outcome::kOk && owned[i].empty()) add("acknowledged", what + " was acknowledged but is not stored");
+      if (q.outcome == Outcome::kOk && q.seq != 0 && !owned[i].empty() && owned[i][0] != q.seq) {
+        add("acknowledged", what + " was acknowledged as " + Seq(q.seq) + " but is stored at " + Seq(owned[i][0]));
+      }
+      if (q.outcome == Outcome::kFail && !owned[i].empty()) add("refused", what + " was refused but is stored");
+    }
   }
 
   std::set<std::string> sent;
@@ -282,6 +350,7 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
     }
     if (f >= records.reads_by_file.size()) continue;
     for (const ReadRecord* r : records.reads_by_file[f]) {
+      if (r->status != 200 || r->limit == 0) continue;  // Probes: checked above.
       ++counts->reads;
       const std::string at = "a read at " + std::to_string(r->invoke_us) + "us";
       if (r->messages.size() > h.size()) {
@@ -316,6 +385,10 @@ std::vector<Violation> CheckCreates(const std::vector<const CreateRecord*>& crea
   };
   std::map<std::string, Keyed> by_key;
   for (const CreateRecord* c : creates) {
+    if (!c->key.empty() && c->status == 422) {
+      // The load sends a key with one body only: a retry refused as another request.
+      out.push_back({"create-key", "a retry of key " + Quote(c->key) + " with its own body was answered 422"});
+    }
     if (c->key.empty() || c->status < 200 || c->status >= 300) continue;
     Keyed& k = by_key[c->key];
     if (!k.id.empty() && k.id != c->id) {

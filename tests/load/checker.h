@@ -18,11 +18,13 @@ struct StoredMessage {
   int64_t reply_to = 0;
   std::string provider;       // Answers: who answered ("" if not read).
   std::string finish_reason;  // Answers: "stop", "length", "client_disconnected", "provider_error" or "".
+  std::string request_id;     // The request that wrote it ("" if not read).
 };
 
 struct Violation {
-  // dense, answer, acknowledged, refused, unknown, key, phantom, realtime,
-  // client-order, reads, deleted, lost (a 404 nobody asked for), create-key
+  // dense, answer, acknowledged, refused, unknown, duplicate, key, phantom,
+  // realtime, client-order, reads, deleted, lost (a 404 nobody asked for),
+  // create-key
   std::string kind;
   std::string detail;
 };
@@ -33,6 +35,7 @@ struct SessionRecords {
   std::vector<std::vector<const AppendRecord*>> appends_by_file;
   std::vector<std::vector<const ReadRecord*>> reads_by_file;
   std::vector<std::vector<const DeleteRecord*>> deletes_by_file;
+  std::vector<std::vector<const ListRecord*>> lists_by_file;  // Lists that named the session.
 };
 
 struct CheckCounts {
@@ -51,8 +54,11 @@ struct CheckCounts {
 // them 2xx) means its user message is stored once, at the seq every 2xx
 // among them gave. Appends without a key are each their own request, even
 // with the same text: two acknowledged requests never share a stored
-// message. A text sent by several requests is matched by acknowledged seq;
-// its stored copies are at most the requests that may have stored it.
+// message. When the records carry their X-Request-Ids, every stored user
+// message is matched to the one request that wrote it (the app stores the
+// id with it), whatever the texts; otherwise a text sent by several requests
+// is matched by acknowledged seq, and its stored copies are at most the
+// requests that may have stored it.
 std::vector<Violation> CheckSession(const std::vector<StoredMessage>& history, bool gone,
                                     const SessionRecords& records, bool echo, CheckCounts* counts);
 

@@ -80,6 +80,10 @@ void HistoryWriter::Append(const AppendRecord& r) {
   w.String(r.content);
   w.Key("key");
   w.String(r.key);
+  w.Key("rids");
+  w.StartArray();
+  for (const std::string& id : r.request_ids) w.String(id);
+  w.EndArray();
   w.Key("invoke");
   w.Int64(r.invoke_us);
   w.Key("complete");
@@ -165,6 +169,8 @@ void HistoryWriter::Read(const ReadRecord& r) {
   w.Int64(r.invoke_us);
   w.Key("complete");
   w.Int64(r.complete_us);
+  w.Key("status");
+  w.Int(r.status);
   w.Key("messages");
   w.StartArray();
   for (const auto& [seq, hash] : r.messages) {
@@ -173,6 +179,27 @@ void HistoryWriter::Read(const ReadRecord& r) {
     w.Uint64(hash);
     w.EndArray();
   }
+  w.EndArray();
+  w.EndObject();
+  Write(buf.GetString());
+}
+
+void HistoryWriter::List(const ListRecord& r) {
+  if (!file_) return;
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  w.Key("type");
+  w.String("list");
+  w.Key("client");
+  w.Int(r.client);
+  w.Key("invoke");
+  w.Int64(r.invoke_us);
+  w.Key("complete");
+  w.Int64(r.complete_us);
+  w.Key("ids");
+  w.StartArray();
+  for (const std::string& id : r.ids) w.String(id);
   w.EndArray();
   w.EndObject();
   Write(buf.GetString());
@@ -211,6 +238,11 @@ bool LoadHistory(const std::string& path, History* out, std::string* error) {
       r.client = static_cast<int>(int64("client"));
       r.content = text("content");
       r.key = text("key");
+      if (d.HasMember("rids") && d["rids"].IsArray()) {
+        for (const auto& id : d["rids"].GetArray()) {
+          if (id.IsString()) r.request_ids.emplace_back(id.GetString(), id.GetStringLength());
+        }
+      }
       r.invoke_us = int64("invoke");
       r.complete_us = int64("complete");
       r.status = static_cast<int>(int64("status"));
@@ -246,8 +278,20 @@ bool LoadHistory(const std::string& path, History* out, std::string* error) {
       r.limit = d["limit"].GetInt();
       r.invoke_us = d["invoke"].GetInt64();
       r.complete_us = d["complete"].GetInt64();
+      r.status = d.HasMember("status") ? static_cast<int>(int64("status")) : 200;
       for (const auto& m : d["messages"].GetArray()) r.messages.emplace_back(m[0].GetInt64(), m[1].GetUint64());
       out->reads.push_back(std::move(r));
+    } else if (type == "list") {
+      ListRecord r;
+      r.client = static_cast<int>(int64("client"));
+      r.invoke_us = int64("invoke");
+      r.complete_us = int64("complete");
+      if (d.HasMember("ids") && d["ids"].IsArray()) {
+        for (const auto& id : d["ids"].GetArray()) {
+          if (id.IsString()) r.ids.emplace_back(id.GetString(), id.GetStringLength());
+        }
+      }
+      out->lists.push_back(std::move(r));
     }
   }
   return true;

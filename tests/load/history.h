@@ -30,6 +30,9 @@ struct AppendRecord {
   // only `seq` tells which stored message is this append's.
   std::string content;
   std::string key;  // Idempotency-Key sent, "" for none: records with one key are one request.
+  // The X-Request-Id of each attempt (the app stores it with the message it
+  // writes, so a stored message names the request that wrote it).
+  std::vector<std::string> request_ids;
   int64_t invoke_us = 0;
   int64_t complete_us = 0;
   int status = 0;
@@ -65,10 +68,19 @@ struct DeleteRecord {
 struct ReadRecord {
   std::string session;
   int client = 0;
-  int limit = 0;  // The page size asked for; a shorter page is the whole history.
+  int limit = 0;  // The page size asked for; a shorter page is the whole history; 0: GET of the session.
   int64_t invoke_us = 0;
   int64_t complete_us = 0;
+  int status = 200;
   std::vector<std::pair<int64_t, uint64_t>> messages;
+};
+
+// GET /v1/sessions (the caller's sessions, newest first) as a client saw it.
+struct ListRecord {
+  int client = 0;
+  int64_t invoke_us = 0;
+  int64_t complete_us = 0;
+  std::vector<std::string> ids;
 };
 
 // Identity of a stored message for prefix comparison.
@@ -81,7 +93,9 @@ uint64_t MessageHash(const std::string& role, const std::string& content);
 //   {"type":"create","client":N,"key":S,"id":ID,"invoke":T,"complete":T,"status":N,"replayed":B}
 //   {"type":"delete","session":ID,"client":N,"invoke":T,"complete":T,"status":N}
 //   {"type":"read","session":ID,"client":N,"limit":N,"invoke":T,"complete":T,
-//    "messages":[[seq,hash],...]}
+//    "status":N,"messages":[[seq,hash],...]}
+//   {"type":"list","client":N,"invoke":T,"complete":T,"ids":[ID,...]}
+// (appends also carry "rids": the X-Request-Id of each attempt)
 class HistoryWriter {
  public:
   HistoryWriter() = default;
@@ -94,6 +108,7 @@ class HistoryWriter {
   void Create(const CreateRecord& r);
   void Delete(const DeleteRecord& r);
   void Read(const ReadRecord& r);
+  void List(const ListRecord& r);
   void Close();
 
  private:
@@ -108,6 +123,7 @@ struct History {
   std::vector<CreateRecord> creates;
   std::vector<DeleteRecord> deletes;
   std::vector<ReadRecord> reads;
+  std::vector<ListRecord> lists;
 };
 
 // Reads a history file written by HistoryWriter (one load run: its times

@@ -74,6 +74,10 @@ Realistic clients (each a share from 0 to 1 of the requests concerned):
                                      of --sessions)
                            recreate  POST /v1/sessions again with the key and body of an
                                      earlier keyed create (must be replayed)
+                           sessions  GET /v1/sessions?limit=100 (the newest page)
+  Every append attempt carries its own X-Request-Id (the checker matches the
+  messages stored to the requests that wrote them), and one get or read in 20
+  goes to a session this run deleted (it must stay gone).
   --history FILE         record every append and read (JSON lines) for chatllm-check
   --json FILE            write the summary as JSON
   --label TEXT           name of this run in the table and JSON
@@ -92,7 +96,7 @@ bool ParseMix(const std::string& text, std::map<std::string, double>* mix) {
     std::string op = item.substr(0, eq);
     double w = eq == std::string::npos ? 1 : std::atof(item.c_str() + eq + 1);
     if (op != "create" && op != "append" && op != "get" && op != "read" && op != "list" && op != "raw" &&
-        op != "delete" && op != "recreate") {
+        op != "delete" && op != "recreate" && op != "sessions") {
       return false;
     }
     if (w > 0) (*mix)[op] = w;

@@ -17,13 +17,14 @@ LOAD=${CHATLLM_LOAD:-$CHATLLM_BUILD/tests/chatllm-load}
 # is unknown, a fifth send short texts every client sends ("yes"), keyed
 # writes are sometimes sent twice at once, streams are cut at a random point
 # and sent again, and REALISTIC_MIX adds creates, retried creates and
-# deletes of sessions others are appending to. The checker proves the
+# deletes of sessions others are appending to, lists of sessions and reads
+# (some of deleted sessions). The checker proves the
 # stored histories against all of it.
 REALISTIC=(--retries 5 --keys 0.5 --identical 0.2 --twice 0.05 --cut 0.03)
 if [[ -n ${CHATLLM_FAKE_LLM_PORT:-} ]]; then
   REALISTIC+=(--stream-model fake-drip-4-20)  # Slow enough to be cut mid-answer.
 fi
-REALISTIC_MIX=create=0.2,recreate=0.2,delete=0.1
+REALISTIC_MIX=create=0.2,recreate=0.2,delete=0.1,sessions=0.1,get=0.3
 CHECK=${CHATLLM_CHECK:-$CHATLLM_BUILD/tests/chatllm-check}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chatllm-fault.XXXXXX")
 SCENARIO=$(basename "$0" .sh)
