@@ -358,7 +358,18 @@ std::optional<T> Store::Routed(const SessionId& id, bool is_read, const char* wh
         break;
       }
       Placed<T>& r = *placed;
-      if (r.placement == Placement::kHere) {
+      if (r.placement == Placement::kFrozen && FenceAhead(name, epoch)) {
+        // A frozen copy (a move in progress) is current only under the
+        // newest map: under a newer one its move may have made another copy
+        // authoritative (which may have taken writes, or been deleted, since
+        // a rebalance stopped mid-move). Read again under that map.
+        if (++refreshes > 8 || !RefreshMap()) {
+          throw DbError(DbErrorKind::kUnavailable, 0, name, "shard map keeps changing; retry");
+        }
+        retry = true;
+        break;
+      }
+      if (r.placement == Placement::kHere || r.placement == Placement::kFrozen) {
         last_epoch_ = epoch;
         last_shard_ = name;
         return std::move(r.value);
@@ -512,9 +523,17 @@ IdempotencyResult StoredResponse(Prepared& p, const UserId& user, const Idempote
   return IdempotencyResult{IdempotencyOutcome::kReplay, static_cast<int>(st.Int64(0, 0)), st.Text(0, 1)};
 }
 
+// A read is answered from a session that is active here, or frozen here by
+// a move (Routed checks that the frozen copy is still current).
+template <typename P>
+bool ServesRead(P placement) {
+  return placement == P::kHere || placement == P::kFrozen;
+}
+
 template <typename P>
 P StatePlacement(const std::string& state) {
-  if (state == "active" || state == "moving") return P::kHere;
+  if (state == "active") return P::kHere;
+  if (state == "moving") return P::kFrozen;
   if (state == "moved") return P::kMoved;
   if (state == "deleted") return P::kGone;
   return P::kAbsent;  // incoming: being copied here, not yet ours.
@@ -670,7 +689,7 @@ std::optional<SessionRecord> Store::GetSession(const SessionId& id, const UserId
     Placed<SessionRecord> out{Placement::kAbsent, {}};
     if (st.row_count() == 0) return out;
     out.placement = StatePlacement<Placement>(st.Text(0, 5));
-    if (out.placement != Placement::kHere) return out;
+    if (!ServesRead(out.placement)) return out;
     if (!st.IsNull(0, 0)) out.value.title = st.Text(0, 0);
     out.value.metadata_json = st.Text(0, 1);
     out.value.message_count = st.Int64(0, 2);
@@ -907,7 +926,7 @@ std::optional<TurnContext> Store::LoadContext(const SessionId& id, int limit, in
       return out;
     }
     out.placement = StatePlacement<Placement>(st.Text(0, 3));
-    if (out.placement != Placement::kHere) return out;
+    if (!ServesRead(out.placement)) return out;
     out.value.model = st.Text(0, 4);
     out.value.system_prompt = st.Text(0, 5);
     // Newest first: keep messages while the estimate fits the budget.

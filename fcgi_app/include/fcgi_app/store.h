@@ -222,7 +222,9 @@ class Store {
  private:
   class Shard;
   // kGone: deleted here; no other shard is asked (sql/007_acknowledged.sql).
-  enum class Placement { kHere, kAbsent, kMoving, kMoved, kStale, kGone };
+  // kFrozen: a read found the session frozen here by a move: served, once
+  // this shard's fence shows the map used is the newest.
+  enum class Placement { kHere, kAbsent, kMoving, kMoved, kStale, kGone, kFrozen };
   template <typename T>
   struct Placed {
     Placement placement;
