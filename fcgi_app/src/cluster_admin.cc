@@ -649,8 +649,9 @@ void ClusterAdmin::FinishArrivals(const ClusterMap& map) {
       scan.Execute();
       for (size_t i = 0; i < scan.row_count(); ++i) marked.emplace_back(scan.Text(i, 0), scan.Text(i, 1));
     });
-    for (const auto& [id, from_name] : marked) {
-      const ShardEntry* from = map.Find(from_name);
+    for (const auto& mark : marked) {
+      const std::string& id = mark.first;  // Not a structured binding: lambdas below capture it.
+      const ShardEntry* from = map.Find(mark.second);
       if (from) {
         const std::string there = OnShard(*from, "reading session state", [&] {
           MysqlStatement& st = Stmt(*from, "SELECT state FROM sessions WHERE session_id = ?");
