@@ -206,8 +206,10 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
   }
 
   // Each stored user message names the request that wrote it: with the
-  // records' X-Request-Ids, match every one to exactly one request.
+  // records' X-Request-Ids (and a server that stores them), match every one
+  // to exactly one request.
   bool have_ids = !requests.empty();
+  for (const StoredMessage& m : h) have_ids = have_ids && (m.role != "user" || !m.request_id.empty());
   std::map<std::string, size_t> by_id;
   for (size_t i = 0; i < requests.size(); ++i) {
     for (const AppendRecord* a : requests[i].records) {
