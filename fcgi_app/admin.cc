@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "fcgi_app/auth.h"
-#include "fcgi_app/cluster_admin.h"
-#include "fcgi_app/config.h"
-#include "fcgi_app/time_util.h"
+#include "base/api_key.h"
+#include "admin/cluster_admin.h"
+#include "base/config.h"
+#include "base/time_util.h"
 
 namespace {
 

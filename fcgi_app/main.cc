@@ -1,8 +1,50 @@
-// chatllm-fcgi: the prefork FastCGI server (master + workers).
-//
-//   chatllm-fcgi --config FILE            run in the foreground
-//   chatllm-fcgi --config FILE --check    validate the config and exit
+// chatllm-fcgi: the prefork FastCGI server (prefork/) serving the HTTP API
+// (api/), which keeps histories on the shards (store/) and asks the LLM
+// providers (providers/). This file only wires them together.
 
-#include "fcgi_app/server_main.h"
+#include <memory>
 
-int main(int argc, char** argv) { return chatllm::RunServer(argc, argv); }
+#include "api/router.h"
+#include "api/service.h"
+#include "prefork/server_main.h"
+#include "providers/provider_chain.h"
+#include "store/store.h"
+#include "base/http.h"
+
+namespace chatllm {
+namespace {
+
+// One worker thread's API: its own shard connections and provider clients,
+// made in the thread after fork.
+class ApiHandler : public RequestHandler {
+ public:
+  explicit ApiHandler(const WorkerContext& w)
+      : store_(w.config),
+        providers_(w.config),
+        service_(w.config, &store_, &providers_, ServiceHooks{w.report, w.observer, w.limits}) {
+    store_.SetObserver(w.observer);
+  }
+  HttpResponse Handle(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream) override {
+    return service_.Handle(request, trace, stream);
+  }
+
+ private:
+  Store store_;
+  ProviderChain providers_;
+  Service service_;
+};
+
+Application ChatApplication() {
+  Application app;
+  app.make_handler = [](const WorkerContext& w) { return std::make_unique<ApiHandler>(w); };
+  for (int r = 0; r < kRouteCount; ++r) {
+    const auto id = static_cast<RouteId>(r);
+    app.routes.push_back(RouteLabel{RouteMethod(id), RouteName(id)});
+  }
+  return app;
+}
+
+}  // namespace
+}  // namespace chatllm
+
+int main(int argc, char** argv) { return chatllm::RunServer(argc, argv, chatllm::ChatApplication()); }

@@ -12,12 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "fcgi_app/cluster_admin.h"
-#include "fcgi_app/config.h"
-#include "fcgi_app/ids.h"
-#include "fcgi_app/migrator.h"
-#include "fcgi_app/store.h"
-#include "fcgi_app/time_util.h"
+#include "admin/cluster_admin.h"
+#include "base/config.h"
+#include "base/ids.h"
+#include "store/migrator.h"
+#include "store/store.h"
+#include "base/time_util.h"
 #include "shard_router/router.h"
 
 namespace {

@@ -19,7 +19,7 @@
 #include <sstream>
 #include <thread>
 
-#include "fcgi_app/sse.h"
+#include "base/sse.h"
 #include "support/api_client.h"
 #include "support/fcgi_client.h"
 #include "support/instance.h"

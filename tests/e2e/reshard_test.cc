@@ -10,7 +10,7 @@
 #include <sstream>
 #include <thread>
 
-#include "fcgi_app/cluster_map.h"
+#include "store/cluster_map.h"
 #include "shard_router/router.h"
 #include "support/api_client.h"
 #include "support/fcgi_client.h"

@@ -13,8 +13,8 @@
 #include <sstream>
 #include <thread>
 
-#include "fcgi_app/cluster_map.h"
-#include "fcgi_app/sse.h"
+#include "store/cluster_map.h"
+#include "base/sse.h"
 #include "support/api_client.h"
 #include "support/stack_env.h"
 

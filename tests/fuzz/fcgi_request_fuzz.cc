@@ -16,11 +16,11 @@
 #include <string>
 #include <string_view>
 
-#include "fcgi_app/config.h"
-#include "fcgi_app/fcgi_guard.h"
-#include "fcgi_app/fcgi_worker.h"
-#include "fcgi_app/http.h"
-#include "fcgi_app/router.h"
+#include "base/config.h"
+#include "prefork/fcgi_guard.h"
+#include "prefork/fcgi_worker.h"
+#include "base/http.h"
+#include "api/router.h"
 #include "fuzz_support.h"
 
 using namespace chatllm;

@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "fcgi_app/http.h"
+#include "base/http.h"
 
 namespace chatllm::fuzz {
 

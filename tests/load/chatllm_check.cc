@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "fcgi_app/cluster_map.h"
+#include "store/cluster_map.h"
 #include "load/checker.h"
 #include "load/history.h"
 #include "load/load_options.h"

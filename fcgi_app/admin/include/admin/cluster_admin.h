@@ -1,0 +1,239 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "store/cluster_map.h"
+#include "base/config.h"
+#include "store/db_connection.h"
+#include "store/mysql_statement.h"
+
+namespace chatllm {
+
+class MysqlStatement;
+
+// An operator command that cannot proceed; the message is one line for the
+// operator ("shard c is unreachable: ...").
+class AdminError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ShardReport {
+  std::string name;
+  bool reachable = false;
+  std::string error;
+  int64_t fence = 0;
+  int schema_version = 0;
+  int64_t sessions = 0;  // Active sessions.
+  int64_t messages = 0;  // Messages of active sessions.
+  int64_t in_transit = 0;  // Sessions moving away or incoming.
+};
+
+struct RebalanceOptions {
+  bool dry_run = false;
+  int batch = 200;   // Sessions read per scan query.
+  double rate = 0;   // Max sessions moved per second; 0 = as fast as possible.
+  // Called after every moved session and at the end: (moved, total).
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+struct RebalanceResult {
+  int64_t misplaced = 0;  // Sessions found on a shard that does not own them.
+  int64_t moved = 0;
+  int64_t gone = 0;       // Deleted by a client before they could be moved.
+  double seconds = 0;
+  uint64_t final_epoch = 0;  // Epoch published when the move completed; 0 if none.
+};
+
+struct VerifyReport {
+  int64_t sessions = 0;
+  int64_t messages = 0;
+  int64_t to_move = 0;     // On their previous owner while the map is moving: rebalance moves them.
+  int64_t in_transit = 0;  // Frozen or half-copied by an interrupted move.
+  // Empty when everything is in place. A session active on two shards is
+  // always one (with whether the copies agree); sessions still to move in a
+  // join or drain are counted in `to_move`, not listed.
+  std::vector<std::string> problems;
+};
+
+// The operator's side of the cluster (shardctl): reads and publishes shard
+// maps, raises fences, moves sessions between shards and verifies placement.
+// Connects to every shard with the migrate account. Not thread-safe.
+//
+// Publishing epoch E writes the map to every shard, then raises every
+// shard's fence to E. Raising a fence takes the fence row's exclusive lock,
+// so it waits for every write in flight; after it, a write routed with an
+// older map is refused by the shard itself.
+//
+// Moving a session from A to B (MoveSession) survives a crash between any
+// two steps; rerunning it finishes or redoes the move:
+//   1. A: state active -> moving (under the session row lock: appends in
+//      flight commit first; later writes wait for the move).
+//   2. B: drop any leftover of an earlier attempt (never an active copy);
+//      copy the session row as 'incoming' (invisible to the app), its
+//      messages in batches and its idempotency keys.
+//   3. Verify: message count, max seq, a checksum of every column of every
+//      message and of the session row equal on A and B, and the count equal
+//      to the session's message_count.
+//   4. B: incoming -> active, marked as arrived from A. From here B is
+//      authoritative; a delete on B keeps a 'deleted' tombstone while the
+//      mark is there (A still holds a frozen copy).
+//   5. A: moving -> moved (a tombstone naming B) and its rows deleted, in
+//      one transaction.
+//   6. B: the mark goes (and a tombstone that only the mark kept).
+// A rerun that finds B already active (a crash between 4 and 5) deletes A's
+// rows only if B's history begins with A's frozen one, row for row; a
+// source is never deleted on the strength of a copy that differs. One that
+// finds B 'deleted' (deleted after step 4) deletes A's frozen copy and never
+// copies it again: a deleted session does not come back. Reads meanwhile
+// take B's 'deleted' as final (Store: placement kGone).
+// A 'deleted' tombstone (kept for a create's Idempotency-Key) moves by
+// copying it to B as it is, then tombstoning A: it takes no writes.
+// At any time at most one shard holds the session 'active', and only an
+// active session accepts writes: history is never split.
+class ClusterAdmin {
+ public:
+  explicit ClusterAdmin(const Config& config);
+  ~ClusterAdmin();
+
+  // Newest map stored on any reachable shard, or the seed map (epoch 0).
+  std::shared_ptr<const ClusterMap> LoadMap();
+  // See the class comment. Throws AdminError if a shard cannot be updated
+  // (rerun the command when it is back).
+  void Publish(const ClusterMap& map, const ClusterMap* previous);
+
+  std::vector<ShardReport> Status(const ClusterMap& map);
+  // Applies sql/ migrations to `entry` with the migrate account.
+  void Migrate(const ShardEntry& entry);
+
+  // Migrates the new shard and publishes the next epoch with it joining.
+  // Idempotent: rerun after a failure republishes the same map.
+  std::shared_ptr<const ClusterMap> AddShard(const ShardEntry& entry);
+  // Publishes the next epoch with `name` draining.
+  std::shared_ptr<const ClusterMap> Drain(const std::string& name);
+  // Publishes the next epoch without `name`, which must be drained and empty.
+  std::shared_ptr<const ClusterMap> RemoveShard(const std::string& name);
+  // Moves every session that is not on its owner shard, then publishes the
+  // map with joining shards active and draining ones drained. Resumable.
+  RebalanceResult Rebalance(const RebalanceOptions& options);
+  // Every session active on exactly one shard, its owner; nothing in
+  // transit; counts consistent.
+  VerifyReport Verify();
+
+  // Sessions active on more than one shard right now, read without the
+  // rebalance lock, so it can run while sessions move. A move never makes a
+  // session active on two shards at once, but shards are read one after the
+  // other: a session seen active on X, then on Y, is reported only if X
+  // still holds it active when read again after Y (a move from X to Y
+  // freezes it on X before Y holds it). Returns the ids (text) and sets
+  // *sessions to how many sessions were seen active. (A 'deleted' tombstone
+  // is briefly on two shards while it moves: harmless, both hold the same
+  // key; verify reports one left so.)
+  std::vector<std::string> Audit(int64_t* sessions);
+
+  // Where `session_text` is on each candidate shard ("active", "moving",
+  // "incoming", "moved", "absent").
+  std::map<std::string, std::string> Locate(const std::string& session_text, const std::string& session_bytes);
+
+  // Users and API keys (chatllm-admin; auth_admin.cc). They are copied to
+  // every shard of the map: each write goes to all of them, and throws
+  // AdminError naming the shards it could not reach (after writing the
+  // others; `SyncAuth` repairs them once they are back).
+  struct UserInfo {
+    std::string id;  // 16 raw bytes.
+    std::string name;
+    int64_t created_us = 0;
+    bool disabled = false;
+    int keys = 0;
+  };
+  struct KeyInfo {
+    std::string id;  // 8 raw bytes.
+    std::string user;
+    std::string label;
+    int64_t created_us = 0, expires_us = 0, revoked_us = 0;  // 0: none.
+  };
+  // Creates the user, or returns the existing one of that name.
+  UserInfo AddUser(const std::string& name);
+  std::vector<UserInfo> ListUsers();
+  void SetUserDisabled(const std::string& name, bool disabled);
+  // A new key for the user; returns it in full (the only time it is shown).
+  std::string CreateKey(const std::string& user, const std::string& label, int64_t expires_us);
+  std::vector<KeyInfo> ListKeys(const std::string& user);
+  void RevokeKey(const std::string& key_id);
+  // Copies every user and key to every shard (upserts: revocations win).
+  // Returns how many shards were written.
+  int SyncAuth();
+  // Copies the users and keys of an active shard to `to` (add-shard does).
+  void CopyAuth(const ClusterMap& map, const ShardEntry& to);
+
+ private:
+  enum class MoveOutcome { kMoved, kGone };
+  // What a session's copy on one shard holds: its messages (up to a seq),
+  // a digest of their every column, and its session row.
+  struct Fingerprint {
+    int64_t messages = 0, max_seq = 0, message_count = 0;
+    std::string digest, row;
+    bool operator==(const Fingerprint& o) const {
+      return messages == o.messages && max_seq == o.max_seq && message_count == o.message_count &&
+             digest == o.digest && row == o.row;
+    }
+    std::string Text() const {
+      return std::to_string(messages) + " messages to seq " + std::to_string(max_seq) + ", count " +
+             std::to_string(message_count) + ", digest " + digest;
+    }
+  };
+  Fingerprint FingerprintOf(const ShardEntry& shard, const std::string& id, int64_t up_to_seq);
+  // A connection to one shard and the statements prepared on it.
+  struct Link {
+    std::unique_ptr<DbConnection> conn;  // Declared first: statements die before it.
+    uint64_t generation = 0;
+    std::map<std::string, std::unique_ptr<MysqlStatement>> statements;
+  };
+  MoveOutcome MoveSession(const std::string& id, const ShardEntry& from, const ShardEntry& to, uint64_t epoch);
+  // Clears the arrival markers a rebalance stopped between steps 5 and 6
+  // left behind (see the class comment).
+  void FinishArrivals(const ClusterMap& map);
+  // Runs `fn` on every shard of the current map; AdminError naming the
+  // shards that failed, after trying all.
+  void OnEveryShard(const char* what, const std::function<void(const ShardEntry&)>& fn);
+  const ShardEntry* FirstActiveShard(const ClusterMap& map, const std::string& except);
+  void CopyAuthBetween(const ShardEntry& from, const ShardEntry& to);
+  Link& LinkTo(const ShardEntry& entry);
+  MYSQL* Handle(const ShardEntry& entry);
+  // `sql` prepared on the shard's connection once and reused.
+  MysqlStatement& Stmt(const ShardEntry& entry, const std::string& sql);
+  // Runs `fn`, turning database errors into AdminErrors naming the shard and
+  // dropping the shard's prepared statements (a failed one may be mid-result).
+  template <typename Fn>
+  auto OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -> decltype(fn());
+  std::shared_ptr<const ClusterMap> Next(const ClusterMap& map, std::vector<ShardEntry> shards);
+  // Takes (or releases) the 'chatllm.rebalance' lock on every shard: one
+  // rebalance or verify at a time.
+  void LockAll(const ClusterMap& map);
+  void UnlockAll(const ClusterMap& map);
+
+  const Config config_;  // A copy: callers may pass a temporary.
+  DbOptions options_;
+  std::map<std::string, Link> links_;
+};
+
+template <typename Fn>
+auto ClusterAdmin::OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const MysqlError& e) {
+    links_[entry.name].statements.clear();
+    throw AdminError("shard " + entry.name + ": " + what + " failed: " + e.what());
+  } catch (const DbError& e) {
+    links_[entry.name].statements.clear();
+    throw AdminError("shard " + entry.name + " is unreachable (" + what + "): " + e.what());
+  }
+}
+
+}  // namespace chatllm

@@ -1,0 +1,176 @@
+// Users and API keys across the shards: the ClusterAdmin part behind
+// chatllm-admin (docs/security.md).
+
+#include <algorithm>
+#include <set>
+
+#include "base/api_key.h"
+#include "admin/cluster_admin.h"
+#include "base/ids.h"
+#include "store/mysql_statement.h"
+#include "base/time_util.h"
+
+namespace chatllm {
+
+const ShardEntry* ClusterAdmin::FirstActiveShard(const ClusterMap& map, const std::string& except) {
+  for (const ShardEntry& s : map.shards()) {
+    if (s.name != except && s.state == shard_router::ShardState::kActive) return &s;
+  }
+  return nullptr;
+}
+
+void ClusterAdmin::OnEveryShard(const char* what, const std::function<void(const ShardEntry&)>& fn) {
+  auto map = LoadMap();
+  std::vector<std::string> failed;
+  std::string first_error;
+  for (const ShardEntry& shard : map->shards()) {
+    try {
+      OnShard(shard, what, [&] {
+        fn(shard);
+        return 0;
+      });
+    } catch (const AdminError& e) {
+      failed.push_back(shard.name);
+      if (first_error.empty()) first_error = e.what();
+    }
+  }
+  if (!failed.empty()) {
+    std::string names;
+    for (const std::string& n : failed) names += (names.empty() ? "" : ", ") + n;
+    throw AdminError(std::string(what) + " failed on shard(s) " + names + " (" + first_error +
+                     "); the others are written: run 'chatllm-admin sync' once they are back");
+  }
+}
+
+ClusterAdmin::UserInfo ClusterAdmin::AddUser(const std::string& name) {
+  // Rerunning after a partial failure keeps the user's id: look for it first.
+  UserInfo user;
+  for (const UserInfo& u : ListUsers()) {
+    if (u.name == name) user = u;
+  }
+  if (user.id.empty()) {
+    user.id.resize(16);
+    RandomBytes(user.id.data(), user.id.size());
+    user.name = name;
+    user.created_us = NowMicros();
+  }
+  OnEveryShard("adding the user", [&](const ShardEntry& shard) {
+    MysqlStatement& st =
+        Stmt(shard, "INSERT IGNORE INTO users (user_id, name, created_at) VALUES (?, ?, ?)");
+    st.BindBytes(0, user.id);
+    st.BindString(1, user.name);
+    st.BindDatetime(2, user.created_us);
+    st.Execute();
+  });
+  return user;
+}
+
+std::vector<ClusterAdmin::UserInfo> ClusterAdmin::ListUsers() {
+  auto map = LoadMap();
+  const ShardEntry* shard = FirstActiveShard(*map, "");
+  if (!shard) throw AdminError("no active shard in the map");
+  return OnShard(*shard, "listing users", [&] {
+    MysqlStatement& st = Stmt(*shard,
+                              "SELECT u.user_id, u.name, u.created_at, u.disabled_at IS NOT NULL, "
+                              "(SELECT COUNT(*) FROM api_keys k WHERE k.user_id = u.user_id AND k.revoked_at IS NULL) "
+                              "FROM users u ORDER BY u.name");
+    st.Execute();
+    std::vector<UserInfo> out;
+    for (size_t i = 0; i < st.row_count(); ++i) {
+      out.push_back(UserInfo{st.Text(i, 0), st.Text(i, 1), st.DatetimeMicros(i, 2), st.Int64(i, 3) != 0,
+                             static_cast<int>(st.Int64(i, 4))});
+    }
+    return out;
+  });
+}
+
+void ClusterAdmin::SetUserDisabled(const std::string& name, bool disabled) {
+  bool found = false;
+  for (const UserInfo& u : ListUsers()) found |= u.name == name;
+  if (!found) throw AdminError("no user named '" + name + "'");
+  OnEveryShard(disabled ? "disabling the user" : "enabling the user", [&](const ShardEntry& shard) {
+    MysqlStatement& st = Stmt(shard, disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, UTC_TIMESTAMP(6)) WHERE name = ?"
+                                              : "UPDATE users SET disabled_at = NULL WHERE name = ?");
+    st.BindString(0, name);
+    st.Execute();
+  });
+}
+
+std::string ClusterAdmin::CreateKey(const std::string& user, const std::string& label, int64_t expires_us) {
+  std::string user_id;
+  for (const UserInfo& u : ListUsers()) {
+    if (u.name == user) user_id = u.id;
+  }
+  if (user_id.empty()) throw AdminError("no user named '" + user + "' (chatllm-admin user add " + user + ")");
+  const ApiKey key = GenerateApiKey();
+  const std::string hash = SecretHash(key.secret);
+  const int64_t now = NowMicros();
+  std::string text = FormatApiKey(key);
+  try {
+    OnEveryShard("storing the key", [&](const ShardEntry& shard) {
+      MysqlStatement& st = Stmt(shard,
+                                "INSERT INTO api_keys (key_id, user_id, secret_sha256, label, created_at, expires_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?)");
+      st.BindBytes(0, key.id);
+      st.BindBytes(1, user_id);
+      st.BindBytes(2, hash);
+      st.BindString(3, label);
+      st.BindDatetime(4, now);
+      if (expires_us > 0) st.BindDatetime(5, expires_us);
+      else st.BindNull(5);
+      st.Execute();
+    });
+  } catch (const AdminError& e) {
+    // Stored on some shards: the key works there and will everywhere after a sync.
+    throw AdminError(std::string(e.what()) + "\nthe key (shown once): " + text);
+  }
+  return text;
+}
+
+std::vector<ClusterAdmin::KeyInfo> ClusterAdmin::ListKeys(const std::string& user) {
+  auto map = LoadMap();
+  const ShardEntry* shard = FirstActiveShard(*map, "");
+  if (!shard) throw AdminError("no active shard in the map");
+  return OnShard(*shard, "listing keys", [&] {
+    MysqlStatement& st = Stmt(*shard,
+                              "SELECT k.key_id, u.name, k.label, k.created_at, k.expires_at, k.revoked_at FROM api_keys k "
+                              "JOIN users u ON u.user_id = k.user_id WHERE ? = '' OR u.name = ? ORDER BY u.name, k.created_at");
+    st.BindString(0, user);
+    st.BindString(1, user);
+    st.Execute();
+    std::vector<KeyInfo> out;
+    for (size_t i = 0; i < st.row_count(); ++i) {
+      out.push_back(KeyInfo{st.Text(i, 0), st.Text(i, 1), st.Text(i, 2), st.DatetimeMicros(i, 3),
+                            st.IsNull(i, 4) ? 0 : st.DatetimeMicros(i, 4), st.IsNull(i, 5) ? 0 : st.DatetimeMicros(i, 5)});
+    }
+    return out;
+  });
+}
+
+void ClusterAdmin::RevokeKey(const std::string& key_id) {
+  bool found = false;
+  for (const KeyInfo& k : ListKeys("")) found |= k.id == key_id;
+  if (!found) throw AdminError("no key with id " + Hex(key_id));
+  OnEveryShard("revoking the key", [&](const ShardEntry& shard) {
+    MysqlStatement& st =
+        Stmt(shard, "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, UTC_TIMESTAMP(6)) WHERE key_id = ?");
+    st.BindBytes(0, key_id);
+    st.Execute();
+  });
+}
+
+int ClusterAdmin::SyncAuth() {
+  // Every shard's rows onto every other shard (upserts; revocations and
+  // disabled users win), so a write that reached only some shards spreads.
+  auto map = LoadMap();
+  int written = 0;
+  for (const ShardEntry& to : map->shards()) {
+    for (const ShardEntry& from : map->shards()) {
+      if (from.name != to.name) CopyAuthBetween(from, to);
+    }
+    ++written;
+  }
+  return written;
+}
+
+}  // namespace chatllm

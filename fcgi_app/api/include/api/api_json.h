@@ -1,0 +1,36 @@
+#pragma once
+
+#include <string>
+
+#include "store/db_connection.h"
+#include "base/http.h"
+#include "base/ids.h"
+#include "base/json.h"
+#include "api/requests.h"
+#include "store/store.h"
+
+namespace chatllm {
+
+// The API's JSON shapes of stored things and its common error responses
+// (docs/api.md), shared by the handlers of service.cc and service_turn.cc.
+
+HttpResponse FromApiError(const ApiError& e);
+HttpResponse SessionNotFound();
+HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf);
+// A database failure as the client sees it: 503 shard_unavailable (retry
+// after a second), or 500 for an unexpected SQL error (logged with `what`).
+// The message names the shard and whether a write's outcome is unknown,
+// never the server's own text (SQL, hosts, ports).
+ApiError DbApiError(const DbError& e, const char* what);
+// DbApiError as a response, with Retry-After: 1 on a 503.
+HttpResponse FromDbError(const DbError& e, const char* what);
+
+void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s);
+// A message with the members of its metadata (request id; for answers the
+// provider, model, usage, latency and finish reason) flattened into it.
+void WriteMessage(JsonWriter& w, const MessageRecord& m);
+std::string MessageJson(const MessageRecord& m);
+// The metadata of a user message: {"request_id": ...}.
+std::string UserMetaJson(const std::string& request_id);
+
+}  // namespace chatllm

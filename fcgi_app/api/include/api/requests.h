@@ -1,0 +1,109 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <vector>
+
+#include "base/config.h"
+#include "providers/provider.h"
+
+namespace chatllm {
+
+// A rejected request: becomes an HTTP error with a JSON body.
+struct ApiError {
+  int status = 400;
+  std::string code;     // Stable, machine-readable: "invalid_json", "invalid_request", ...
+  std::string message;  // For humans; names the field and the rule.
+};
+
+struct CreateSessionRequest {
+  std::optional<std::string> title;
+  std::string metadata_json = "{}";  // Re-serialized compactly.
+  std::optional<std::string> model;
+  std::optional<std::string> system_prompt;
+};
+
+// Sampling settings a turn may pass to the provider.
+struct Sampling {
+  int max_tokens = 0;  // 0: the provider's default.
+  std::optional<double> temperature;
+  std::optional<double> top_p;
+  std::vector<std::string> stop;
+};
+
+struct AppendMessageRequest {
+  std::string content;
+  std::string role = "user";
+  std::string model;    // Overrides the session's model for this turn; "" for none.
+  bool stream = false;  // Answer as text/event-stream.
+  Sampling sampling;
+};
+
+// POST /v1/chat/completions (OpenAI's request format).
+struct ChatCompletionRequest {
+  std::string model;                  // "" when the request names none.
+  std::string system;                 // The system (and developer) messages, joined.
+  bool has_system = false;
+  std::vector<ChatMessage> messages;  // user and assistant, in order.
+  bool stream = false;
+  bool include_usage = false;         // stream_options.include_usage
+  Sampling sampling;
+  std::string session_id;             // "session_id" field; "" for none.
+};
+
+struct ListMessagesQuery {
+  int limit = 50;
+  int64_t after = 0;
+};
+
+constexpr int kMaxPageLimit = 200;
+
+// GET /v1/sessions?limit=&after=CURSOR
+struct ListSessionsQuery {
+  int limit = 20;
+  int64_t after_created_us = INT64_MAX;  // From the cursor; INT64_MAX: from the newest.
+  std::string after_id;                  // 16 raw bytes, or empty.
+};
+
+// Parsers for request bodies and query strings. Each returns nullopt on
+// success, having filled *out, or the error to send. They are strict:
+// unknown fields and parameters are errors, so a client's typo is reported
+// instead of silently ignored (as the OpenAI and Stripe APIs do).
+
+// POST /v1/sessions: an empty body means {}.
+std::optional<ApiError> ParseCreateSession(std::string_view body, const Config& config,
+                                           CreateSessionRequest* out);
+// POST /v1/sessions/{id}/messages.
+std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& config,
+                                           AppendMessageRequest* out);
+// POST /v1/chat/completions. Lenient like OpenAI-compatible servers: fields
+// it does not know are ignored, but those whose meaning it cannot honour
+// (tools, n > 1, ...) are errors. `model` may be absent (out->model empty):
+// a turn of a session may use the session's; the caller decides.
+std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config& config,
+                                            ChatCompletionRequest* out);
+// A model name: 1..128 characters of [A-Za-z0-9._:/@+-].
+bool ValidModelName(std::string_view name);
+// GET /v1/sessions?limit=1..200&after=CURSOR (a cursor from next_after).
+std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessionsQuery* out);
+// The opaque cursor of a session list: base64url of created_at (8 bytes) and id.
+std::string SessionCursorText(int64_t created_us, std::string_view id_bytes);
+// The query of a route that takes no parameters: empty, or only '&'s.
+std::optional<ApiError> ParseNoQuery(std::string_view query);
+// An Idempotency-Key header value: 1..255 printable ASCII characters.
+bool ValidIdempotencyKey(std::string_view key);
+// GET /v1/sessions/{id}/messages?limit=&after=
+std::optional<ApiError> ParseListMessagesQuery(std::string_view query, ListMessagesQuery* out);
+
+// POST bodies must be JSON: the Content-Type header may be absent or
+// application/json (parameters such as charset=utf-8 allowed).
+std::optional<ApiError> CheckJsonContentType(std::string_view content_type);
+
+// Parses a non-negative decimal integer with no sign, spaces or leading
+// zeros (except "0") that is <= max. Used for query parameters.
+bool ParseDecimal(std::string_view text, int64_t max, int64_t* out);
+
+}  // namespace chatllm

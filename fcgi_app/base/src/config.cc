@@ -1,0 +1,499 @@
+#include "base/config.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "shard_router/ring.h"
+
+namespace chatllm {
+namespace {
+
+struct Entry {
+  std::string value;
+  int line = 0;
+  bool used = false;
+};
+
+struct Section {
+  int line = 0;
+  std::map<std::string, Entry> keys;
+};
+
+std::string Trim(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+// A line without its comment: one starts with ';' or '#' at the start of
+// the line or after a space or tab ("port = 3307 ; x" is port 3307). A ';' or
+// '#' inside a word stays: a value cannot hold " ;" or " #" (secrets belong
+// in *_file anyway).
+std::string StripComment(const std::string& line) {
+  for (size_t i = 0; i < line.size(); ++i) {
+    if ((line[i] == ';' || line[i] == '#') && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
+      return Trim(std::string_view(line).substr(0, i));
+    }
+  }
+  return line;
+}
+
+// Minimal INI: "[section]", "key = value", comments (StripComment). Keys and
+// sections are case-sensitive; a repeated key or section is an error rather
+// than a silent override.
+class Ini {
+ public:
+  Ini(std::string_view text, std::string path) : path_(std::move(path)) {
+    std::istringstream in{std::string(text)};
+    std::string raw;
+    std::string current;
+    int lineno = 0;
+    while (std::getline(in, raw)) {
+      ++lineno;
+      std::string line = StripComment(Trim(raw));
+      if (line.empty()) continue;
+      if (line.front() == '[') {
+        if (line.back() != ']') Fail(lineno, "", "", "section header is missing ']'");
+        current = Trim(std::string_view(line).substr(1, line.size() - 2));
+        if (current.empty()) Fail(lineno, "", "", "empty section name");
+        if (sections_.count(current)) Fail(lineno, current, "", "section appears twice");
+        sections_[current].line = lineno;
+        order_.push_back(current);
+        continue;
+      }
+      size_t eq = line.find('=');
+      if (eq == std::string::npos) Fail(lineno, current, "", "expected 'key = value', got '" + line + "'");
+      if (current.empty()) Fail(lineno, "", "", "key outside of any [section]");
+      std::string key = Trim(std::string_view(line).substr(0, eq));
+      std::string value = Trim(std::string_view(line).substr(eq + 1));
+      if (key.empty()) Fail(lineno, current, "", "empty key");
+      Section& sec = sections_[current];
+      if (sec.keys.count(key)) Fail(lineno, current, key, "key appears twice in the section");
+      sec.keys[key] = Entry{value, lineno, false};
+    }
+  }
+
+  [[noreturn]] void Fail(int line, const std::string& section, const std::string& key,
+                         const std::string& what) const {
+    std::string msg = path_;
+    if (line > 0) msg.append(":").append(std::to_string(line));
+    msg += ": ";
+    if (!section.empty()) msg.append("[").append(section).append("] ");
+    if (!key.empty()) msg.append(key).append(": ");
+    msg += what;
+    throw ConfigError(msg);
+  }
+
+  const std::vector<std::string>& sections() const { return order_; }
+  bool HasSection(const std::string& s) const { return sections_.count(s) > 0; }
+
+  // Returns the entry for section/key and marks it used, or nullptr.
+  const Entry* Find(const std::string& section, const std::string& key) {
+    auto s = sections_.find(section);
+    if (s == sections_.end()) return nullptr;
+    auto k = s->second.keys.find(key);
+    if (k == s->second.keys.end()) return nullptr;
+    k->second.used = true;
+    return &k->second;
+  }
+
+  std::string String(const std::string& section, const std::string& key, std::string def,
+                     bool allow_empty = true) {
+    const Entry* e = Find(section, key);
+    if (!e) return def;
+    if (!allow_empty && e->value.empty()) Fail(e->line, section, key, "must not be empty");
+    return e->value;
+  }
+
+  // `why_max`, if given, says where the maximum comes from (the message
+  // names it when the value is out of range).
+  int64_t Int(const std::string& section, const std::string& key, int64_t def, int64_t min,
+              int64_t max, const std::string& why_max = "") {
+    const Entry* e = Find(section, key);
+    if (!e) return def;
+    errno = 0;
+    char* end = nullptr;
+    long long v = std::strtoll(e->value.c_str(), &end, 10);
+    if (e->value.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
+      Fail(e->line, section, key,
+           "'" + e->value + "' is not an integer in " + std::to_string(min) + ".." +
+               std::to_string(max) + (why_max.empty() ? "" : " (" + why_max + ")"));
+    }
+    return v;
+  }
+
+  double Double(const std::string& section, const std::string& key, double def, double min,
+                double max) {
+    const Entry* e = Find(section, key);
+    if (!e) return def;
+    char* end = nullptr;
+    double v = std::strtod(e->value.c_str(), &end);
+    if (e->value.empty() || *end != '\0' || !(v >= min && v <= max)) {
+      std::ostringstream range;
+      range << min << ".." << max;
+      Fail(e->line, section, key, "'" + e->value + "' is not a number in " + range.str());
+    }
+    return v;
+  }
+
+  // Throws on the first key nobody asked for: a typo must not be ignored.
+  void CheckAllUsed() const {
+    for (const std::string& name : order_) {
+      for (const auto& [key, entry] : sections_.at(name).keys) {
+        if (!entry.used) Fail(entry.line, name, key, "unknown key");
+      }
+    }
+  }
+
+  int SectionLine(const std::string& s) const { return sections_.at(s).line; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::map<std::string, Section> sections_;
+  std::vector<std::string> order_;
+};
+
+std::string ResolvePath(const std::string& config_path, const std::string& p) {
+  if (p.empty() || p[0] == '/') return p;
+  size_t slash = config_path.rfind('/');
+  if (slash == std::string::npos) return p;
+  return config_path.substr(0, slash + 1) + p;
+}
+
+// Reads a secret from `password` or `password_file` (first line, trailing
+// newline stripped). Setting both is an error.
+std::string ReadSecret(Ini& ini, const std::string& section, const std::string& key,
+                       const std::string& def) {
+  const Entry* inline_value = ini.Find(section, key);
+  const Entry* file = ini.Find(section, key + "_file");
+  if (inline_value && file) {
+    ini.Fail(file->line, section, key + "_file", "set either " + key + " or " + key + "_file, not both");
+  }
+  // Poco's MySQL connection string splits on ';' with no escaping.
+  auto check = [&](const std::string& secret, const Entry* e, const std::string& k) {
+    if (secret.find(';') != std::string::npos) {
+      ini.Fail(e->line, section, k, "must not contain ';' (connection-string separator)");
+    }
+    return secret;
+  };
+  if (inline_value) return check(inline_value->value, inline_value, key);
+  if (!file) return def;
+  std::string path = ResolvePath(ini.path(), file->value);
+  std::ifstream in(path);
+  if (!in) {
+    ini.Fail(file->line, section, key + "_file",
+             "cannot read '" + path + "': " + std::strerror(errno));
+  }
+  std::string secret;
+  std::getline(in, secret);
+  while (!secret.empty() && (secret.back() == '\r' || secret.back() == '\n')) secret.pop_back();
+  return check(secret, file, key + "_file");
+}
+
+bool ValidListen(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  std::string port = listen.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+  int p = std::stoi(port);
+  return p >= 1 && p <= 65535;
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "chatllm";
+  return buf;
+}
+
+bool ValidName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+  });
+}
+
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream in(text);
+  while (std::getline(in, item, ',')) {
+    item = Trim(item);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// "http[s]://host[:port][/path]" with a non-empty host and no query.
+bool ValidBaseUrl(const std::string& url) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return false;
+  std::string scheme = url.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") return false;
+  std::string rest = url.substr(scheme_end + 3);
+  std::string host = rest.substr(0, rest.find('/'));
+  return !host.empty() && host[0] != ':' && url.find_first_of("?# ") == std::string::npos;
+}
+
+// The API key of a provider section: api_key_env (the variable must be set
+// and non-empty) or api_key_file (first line), or none.
+std::string ReadApiKey(Ini& ini, const std::string& s) {
+  const Entry* env = ini.Find(s, "api_key_env");
+  const Entry* file = ini.Find(s, "api_key_file");
+  if (env && file) ini.Fail(file->line, s, "api_key_file", "set either api_key_env or api_key_file, not both");
+  std::string key;
+  if (env) {
+    const char* v = std::getenv(env->value.c_str());
+    if (env->value.empty() || !v || !*v) {
+      ini.Fail(env->line, s, "api_key_env", "environment variable '" + env->value + "' is not set");
+    }
+    key = v;
+  } else if (file) {
+    std::string path = ResolvePath(ini.path(), file->value);
+    std::ifstream in(path);
+    if (!in) ini.Fail(file->line, s, "api_key_file", "cannot read '" + path + "': " + std::strerror(errno));
+    std::getline(in, key);
+    while (!key.empty() && (key.back() == '\r' || key.back() == '\n' || key.back() == ' ')) key.pop_back();
+    if (key.empty()) ini.Fail(file->line, s, "api_key_file", "'" + path + "' is empty");
+  }
+  // Sent in an HTTP header: a line break would split it.
+  if (key.find_first_of("\r\n") != std::string::npos) {
+    ini.Fail((env ? env : file)->line, s, env ? "api_key_env" : "api_key_file", "the key contains a line break");
+  }
+  return key;
+}
+
+ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& name, int echo_delay_ms) {
+  ProviderConfig p;
+  p.delay_ms = echo_delay_ms;
+  p.name = name;
+  p.type = ini.String(s, "type", "", false);
+  const Entry* type = ini.Find(s, "type");
+  if (!type) ini.Fail(ini.SectionLine(s), s, "type", "required (openai, anthropic or echo)");
+  if (p.type != "openai" && p.type != "anthropic" && p.type != "echo") {
+    ini.Fail(type->line, s, "type", "'" + p.type + "' is not openai, anthropic or echo");
+  }
+  const char* default_url = p.type == "openai" ? "https://api.openai.com/v1"
+                            : p.type == "anthropic" ? "https://api.anthropic.com" : "";
+  const char* default_model = p.type == "openai" ? "gpt-4o-mini"
+                              : p.type == "anthropic" ? "claude-3-5-haiku-latest" : "echo";
+  p.base_url = ini.String(s, "base_url", default_url, false);
+  while (p.base_url.size() > 1 && p.base_url.back() == '/') p.base_url.pop_back();
+  if (p.type != "echo" && !ValidBaseUrl(p.base_url)) {
+    ini.Fail(ini.Find(s, "base_url")->line, s, "base_url", "'" + p.base_url + "' is not an http:// or https:// URL");
+  }
+  p.api_key = ReadApiKey(ini, s);
+  p.model = ini.String(s, "model", default_model, false);
+  if (const Entry* e = ini.Find(s, "models")) {
+    p.models = SplitList(e->value);
+    if (p.models.empty()) ini.Fail(e->line, s, "models", "must list at least one model name or glob");
+  } else if (p.type == "echo") {
+    // Echo answers anything; by default it claims only its own name, so that
+    // a model nobody serves is refused (model_not_supported) on a stack that
+    // runs echo alone, as it would be with real providers.
+    p.models = {p.model};
+  }
+  p.connect_timeout_ms = static_cast<int>(ini.Int(s, "connect_timeout_ms", p.connect_timeout_ms, 1, 600000));
+  p.read_timeout_ms = static_cast<int>(ini.Int(s, "read_timeout_ms", p.read_timeout_ms, 1, 3600000));
+  p.total_timeout_ms = static_cast<int>(ini.Int(s, "total_timeout_ms", p.total_timeout_ms, 1, 3600000));
+  p.max_retries = static_cast<int>(ini.Int(s, "max_retries", p.max_retries, 0, 10));
+  p.retry_base_ms = static_cast<int>(ini.Int(s, "retry_base_ms", p.retry_base_ms, 1, 60000));
+  p.retry_max_ms = static_cast<int>(ini.Int(s, "retry_max_ms", p.retry_max_ms, p.retry_base_ms, 600000));
+  p.max_response_bytes = ini.Int(s, "max_response_bytes", p.max_response_bytes, 1024, kMediumTextColumnBytes,
+                                 "an answer is stored in messages.content, a MEDIUMTEXT");
+  p.max_tokens = static_cast<int>(ini.Int(s, "max_tokens", p.max_tokens, 1, 1000000));
+  p.ca_file = ResolvePath(ini.path(), ini.String(s, "ca_file", ""));
+  if (!p.ca_file.empty() && !std::ifstream(p.ca_file)) {
+    ini.Fail(ini.Find(s, "ca_file")->line, s, "ca_file", "cannot read '" + p.ca_file + "'");
+  }
+  p.anthropic_version = ini.String(s, "anthropic_version", p.anthropic_version, false);
+  p.delay_ms = static_cast<int>(ini.Int(s, "delay_ms", p.delay_ms, 0, 600000));
+  return p;
+}
+
+// [provider] chain = a, b, ... names [provider.NAME] sections (or the
+// built-in echo) in the order they are tried. Every section must be in it.
+void ParseProviders(Ini& ini, Config* c) {
+  const Entry* chain_entry = ini.Find("provider", "chain");
+  std::vector<std::string> chain = SplitList(chain_entry ? chain_entry->value : "echo");
+  const int chain_line = chain_entry ? chain_entry->line : 0;
+  if (chain.empty()) ini.Fail(chain_line, "provider", "chain", "must name at least one provider");
+  const int echo_delay_ms = static_cast<int>(ini.Int("provider", "echo_delay_ms", 0, 0, 600000));
+  for (const std::string& name : chain) {
+    if (std::count(chain.begin(), chain.end(), name) > 1) {
+      ini.Fail(chain_line, "provider", "chain", "'" + name + "' appears twice");
+    }
+    const std::string section = "provider." + name;
+    if (ini.HasSection(section)) {
+      c->providers.push_back(ParseProvider(ini, section, name, echo_delay_ms));
+    } else if (name == "echo") {
+      ProviderConfig echo;
+      echo.name = echo.type = echo.model = "echo";
+      echo.models = {"echo"};
+      echo.delay_ms = echo_delay_ms;
+      c->providers.push_back(echo);
+    } else {
+      ini.Fail(chain_line, "provider", "chain", "'" + name + "' has no [provider." + name + "] section");
+    }
+  }
+  for (const std::string& s : ini.sections()) {
+    if (s.rfind("provider.", 0) != 0) continue;
+    const std::string name = s.substr(9);
+    if (!ValidName(name)) ini.Fail(ini.SectionLine(s), s, "", "provider name must be 1..64 characters of [a-z0-9_-]");
+    if (std::find(chain.begin(), chain.end(), name) == chain.end()) {
+      ini.Fail(ini.SectionLine(s), s, "", "not in [provider] chain (a provider nobody can reach is a typo)");
+    }
+  }
+}
+
+}  // namespace
+
+Config ParseConfig(std::string_view text, const std::string& path) {
+  Ini ini(text, path);
+  Config c;
+  c.path = path;
+
+  for (const std::string& s : ini.sections()) {
+    bool known = s == "server" || s == "limits" || s == "db" || s == "provider" || s == "cluster" || s == "auth" ||
+                 s.rfind("shard.", 0) == 0 || s.rfind("provider.", 0) == 0;
+    if (!known) ini.Fail(ini.SectionLine(s), s, "", "unknown section");
+  }
+
+  c.instance_name = ini.String("server", "instance_name", HostName(), false);
+  c.listen = ini.String("server", "listen", c.listen, false);
+  if (!ValidListen(c.listen)) {
+    const Entry* e = ini.Find("server", "listen");
+    ini.Fail(e ? e->line : 0, "server", "listen", "'" + c.listen + "' is not host:port");
+  }
+  c.backlog = static_cast<int>(ini.Int("server", "backlog", c.backlog, 1, 65535));
+  c.pm = ini.String("server", "pm", c.pm, false);
+  if (c.pm != "static" && c.pm != "dynamic" && c.pm != "ondemand") {
+    ini.Fail(ini.Find("server", "pm")->line, "server", "pm", "'" + c.pm + "' is not static, dynamic or ondemand");
+  }
+  c.workers = static_cast<int>(ini.Int("server", "workers", c.workers, 1, 1024));
+  c.start_workers = static_cast<int>(ini.Int("server", "start_workers", std::min(c.start_workers, c.workers), 1, c.workers));
+  c.min_spare_workers = static_cast<int>(ini.Int("server", "min_spare_workers", std::min(c.min_spare_workers, c.workers), 1, c.workers));
+  c.max_spare_workers = static_cast<int>(
+      ini.Int("server", "max_spare_workers", std::clamp(c.max_spare_workers, c.min_spare_workers, c.workers),
+              c.min_spare_workers, c.workers));
+  c.idle_timeout_s = static_cast<int>(ini.Int("server", "idle_timeout", c.idle_timeout_s, 1, 86400));
+  c.max_requests = static_cast<int>(ini.Int("server", "max_requests", c.max_requests, 0, 1000000000));
+  c.threads = static_cast<int>(ini.Int("server", "threads", c.threads, 1, 256));
+  c.request_timeout_s = static_cast<int>(ini.Int("server", "request_timeout", c.request_timeout_s, 0, 86400));
+  c.slowlog_timeout_s = static_cast<int>(ini.Int("server", "slowlog_timeout", c.slowlog_timeout_s, 0, 86400));
+  c.shutdown_timeout_s =
+      static_cast<int>(ini.Int("server", "shutdown_timeout", c.shutdown_timeout_s, 0, 3600));
+  c.pid_file = ResolvePath(path, ini.String("server", "pid_file", ""));
+  c.log_file = ResolvePath(path, ini.String("server", "log_file", ""));
+  c.access_log = ResolvePath(path, ini.String("server", "access_log", ""));
+  std::string level = ini.String("server", "log_level", "info");
+  if (!ParseLogLevel(level, &c.log_level)) {
+    ini.Fail(ini.Find("server", "log_level")->line, "server", "log_level",
+             "'" + level + "' is not one of debug, info, warn, error");
+  }
+
+  c.max_body_bytes = ini.Int("limits", "max_body_bytes", c.max_body_bytes, 1024, 64 << 20);
+  // Limits the schema imposes are checked here: a value the database cannot
+  // hold would fail only when a request reaches it (a 500).
+  c.max_content_bytes = ini.Int("limits", "max_content_bytes", c.max_content_bytes, 1, kMediumTextColumnBytes,
+                                "messages.content is a MEDIUMTEXT");
+  c.max_title_chars = ini.Int("limits", "max_title_chars", c.max_title_chars, 1, kTitleColumnChars,
+                              "sessions.title is a VARCHAR(1000)");
+  c.max_metadata_bytes = ini.Int("limits", "max_metadata_bytes", c.max_metadata_bytes, 2, kTextColumnBytes,
+                                 "sessions.metadata is a TEXT");
+  c.context_messages =
+      static_cast<int>(ini.Int("limits", "context_messages", c.context_messages, 1, 1000));
+  c.context_tokens = static_cast<int>(ini.Int("limits", "context_tokens", c.context_tokens, 100, 10000000));
+  c.max_system_prompt_bytes =
+      ini.Int("limits", "max_system_prompt_bytes", c.max_system_prompt_bytes, 1, 1 << 20);
+  c.max_sessions_per_user = ini.Int("limits", "max_sessions_per_user", c.max_sessions_per_user, 0, int64_t{1} << 40);
+  c.max_messages_per_session =
+      ini.Int("limits", "max_messages_per_session", c.max_messages_per_session, 0, int64_t{1} << 39);
+  c.max_concurrent_turns_per_user = static_cast<int>(
+      ini.Int("limits", "max_concurrent_turns_per_user", c.max_concurrent_turns_per_user, 0, 100000));
+  c.user_requests_per_second =
+      static_cast<int>(ini.Int("limits", "user_requests_per_second", c.user_requests_per_second, 0, 1000000));
+  c.user_burst = static_cast<int>(ini.Int("limits", "user_burst", c.user_burst, 1, 1000000));
+
+  std::string required = ini.String("auth", "required", "true");
+  if (required != "true" && required != "false") {
+    ini.Fail(ini.Find("auth", "required")->line, "auth", "required", "'" + required + "' is not true or false");
+  }
+  c.auth_required = required == "true";
+  c.key_cache_ttl_ms = static_cast<int>(ini.Int("auth", "key_cache_ttl_ms", c.key_cache_ttl_ms, 0, 3600000));
+  c.idempotency_ttl_s = static_cast<int>(ini.Int("auth", "idempotency_ttl_s", c.idempotency_ttl_s, 86400, 86400 * 30));
+  c.idempotency_lease_s =
+      static_cast<int>(ini.Int("auth", "idempotency_lease_s", c.idempotency_lease_s, 1, 86400));
+
+  c.connect_timeout_s = static_cast<int>(ini.Int("db", "connect_timeout", c.connect_timeout_s, 1, 60));
+  c.read_timeout_s = static_cast<int>(ini.Int("db", "read_timeout", c.read_timeout_s, 1, 3600));
+  c.write_timeout_s = static_cast<int>(ini.Int("db", "write_timeout", c.write_timeout_s, 1, 3600));
+  c.statement_timeout_s = ini.Double("db", "statement_timeout", c.statement_timeout_s, 0, 3600);
+  c.lock_wait_timeout_s =
+      static_cast<int>(ini.Int("db", "lock_wait_timeout", c.lock_wait_timeout_s, 1, 3600));
+  c.max_retries = static_cast<int>(ini.Int("db", "max_retries", c.max_retries, 0, 100));
+  c.down_backoff_ms = static_cast<int>(ini.Int("db", "down_backoff_ms", c.down_backoff_ms, 0, 60000));
+
+  c.db_user = ini.String("cluster", "user", c.db_user, false);
+  c.db_password = ReadSecret(ini, "cluster", "password", "");
+  c.migrate_user = ini.String("cluster", "migrate_user", c.db_user, false);
+  c.migrate_password = ReadSecret(ini, "cluster", "migrate_password", c.db_password);
+  c.map_refresh_ms = static_cast<int>(ini.Int("cluster", "map_refresh_ms", c.map_refresh_ms, 100, 3600000));
+  c.move_wait_ms = static_cast<int>(ini.Int("cluster", "move_wait_ms", c.move_wait_ms, 0, 600000));
+  c.map_file = ResolvePath(path, ini.String("cluster", "map_file", ""));
+
+  ParseProviders(ini, &c);
+  // A keyed turn's key stays 'running' while the turn runs, and a retry
+  // takes it over after idempotency_lease_s (sql/007_acknowledged.sql). A
+  // turn still running then would be answered twice, so the lease must
+  // outlast the longest a turn can take: every provider of the chain in
+  // turn, each to its total_timeout_ms, unless request_timeout ends the
+  // worker sooner.
+  int64_t longest_turn_ms = 0;
+  for (const ProviderConfig& p : c.providers) longest_turn_ms += p.type == "echo" ? p.delay_ms : p.total_timeout_ms;
+  if (c.request_timeout_s > 0) longest_turn_ms = std::min<int64_t>(longest_turn_ms, int64_t{c.request_timeout_s} * 1000);
+  if (int64_t{c.idempotency_lease_s} * 1000 <= longest_turn_ms) {
+    const Entry* lease = ini.Find("auth", "idempotency_lease_s");
+    ini.Fail(lease ? lease->line : 0, "auth", "idempotency_lease_s",
+             std::to_string(c.idempotency_lease_s) + " s is shorter than the longest a turn can run (" +
+                 std::to_string((longest_turn_ms + 999) / 1000) +
+                 " s: the providers' total_timeout_ms over the chain, or [server] request_timeout)");
+  }
+
+  for (const std::string& s : ini.sections()) {
+    if (s.rfind("shard.", 0) != 0) continue;
+    ShardConfig sh;
+    sh.name = s.substr(6);
+    if (!shard_router::IsValidShardName(sh.name)) {
+      ini.Fail(ini.SectionLine(s), s, "", "shard name must be 1..64 characters of [a-z0-9_-]");
+    }
+    sh.host = ini.String(s, "host", sh.host, false);
+    sh.port = static_cast<int>(ini.Int(s, "port", sh.port, 1, 65535));
+    sh.database = ini.String(s, "database", sh.database, false);
+    sh.weight = static_cast<uint32_t>(
+        ini.Int(s, "weight", sh.weight, 1, shard_router::Ring::kMaxWeight));
+    c.shards.push_back(std::move(sh));
+  }
+  if (c.shards.empty()) ini.Fail(0, "", "", "no [shard.NAME] section: at least one shard is required");
+
+  ini.CheckAllUsed();
+  return c;
+}
+
+Config LoadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open: " + std::strerror(errno));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return ParseConfig(buf.str(), path);
+}
+
+}  // namespace chatllm

@@ -1,0 +1,59 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/http.h"
+#include "base/instance.h"
+#include "providers/provider.h"
+
+namespace chatllm {
+
+// The providers of [provider] chain, in order, and the policy that uses them
+// for one answer: each provider that serves the model is tried in turn
+// (fallback); each is re-sent the request after a retryable failure (429,
+// 5xx, connection refused or reset) up to its max_retries, after an
+// exponential, jittered backoff or the provider's Retry-After, within its
+// total_timeout. Once any text has been streamed to the client, nothing is
+// retried: the answer cannot be taken back.
+class ProviderChain {
+ public:
+  // Builds one client per configured provider. Throws ConfigError.
+  explicit ProviderChain(const Config& config);
+  // For tests: a chain of ready-made providers.
+  explicit ProviderChain(std::vector<std::unique_ptr<Provider>> providers);
+
+  // Whether some provider serves `model` (empty: always).
+  bool Serves(const std::string& model) const;
+  // Whether the choice of provider depends on the model: there are several
+  // providers and some does not serve every model. A turn that names no
+  // model then needs the session's. (With one provider, a session whose model
+  // it stopped serving after a configuration change is still answered by it.)
+  bool RoutesByModel() const { return routes_by_model_; }
+  // Whether a provider that may answer `model` reads the context.
+  bool NeedsContext(const std::string& model) const;
+
+  // Asks for an answer to `request`; `request.model` empty means each
+  // provider's default. Throws the last provider's ProviderError when every
+  // candidate failed, or at once when the sink refused text (kCancelled) or
+  // after text was streamed.
+  Completion Complete(ProviderRequest request, DeltaSink* sink, Observer* observer, RequestTrace* trace);
+
+  // Test hook: replaces the sleep between retries.
+  void SetSleepForTesting(std::function<void(int64_t ms)> sleep) { sleep_ = std::move(sleep); }
+
+ private:
+  std::vector<Provider*> Candidates(const std::string& model) const;
+
+  std::vector<std::unique_ptr<Provider>> providers_;
+  bool routes_by_model_ = false;
+  std::function<void(int64_t ms)> sleep_;
+};
+
+// Backoff before retry `attempt` (0-based): base * 2^attempt capped at
+// max_ms, then scaled by a factor in [0.5, 1.0) from `jitter` in [0, 1).
+int64_t RetryBackoffMs(int attempt, int base_ms, int max_ms, double jitter);
+
+}  // namespace chatllm

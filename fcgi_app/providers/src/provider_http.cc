@@ -1,0 +1,492 @@
+#include "providers/provider_http.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+
+#include "base/json.h"
+#include "base/sse.h"
+#include "base/time_util.h"
+
+namespace chatllm {
+namespace {
+
+using Kind = ProviderErrorKind;
+
+const rapidjson::Value* Member(const rapidjson::Value& v, const char* name) {
+  if (!v.IsObject()) return nullptr;
+  auto it = v.FindMember(name);
+  return it == v.MemberEnd() ? nullptr : &it->value;
+}
+
+std::string StringMember(const rapidjson::Value& v, const char* name) {
+  const rapidjson::Value* m = Member(v, name);
+  return m && m->IsString() ? std::string(m->GetString(), m->GetStringLength()) : "";
+}
+
+int64_t IntMember(const rapidjson::Value& v, const char* name) {
+  const rapidjson::Value* m = Member(v, name);
+  return m && m->IsInt64() && m->GetInt64() >= 0 ? m->GetInt64() : -1;
+}
+
+void WriteSampling(JsonWriter& w, const ProviderRequest& r, const char* stop_key) {
+  if (r.temperature) {
+    w.Key("temperature");
+    w.Double(*r.temperature);
+  }
+  if (r.top_p) {
+    w.Key("top_p");
+    w.Double(*r.top_p);
+  }
+  if (!r.stop.empty()) {
+    w.Key(stop_key);
+    w.StartArray();
+    for (const std::string& s : r.stop) w.String(s);
+    w.EndArray();
+  }
+}
+
+// Anthropic wants user and assistant turns alternating, starting with the
+// user. A history can hold two user messages in a row (a turn whose answer
+// failed): consecutive messages of one role are joined.
+std::vector<ChatMessage> Alternating(const std::vector<ChatMessage>& in) {
+  std::vector<ChatMessage> out;
+  for (const ChatMessage& m : in) {
+    if (out.empty() && m.role != "user") continue;
+    if (!out.empty() && out.back().role == m.role) {
+      out.back().content.append("\n\n").append(m.content);
+    } else {
+      out.push_back(m);
+    }
+  }
+  return out;
+}
+
+std::string Truncated(std::string s, size_t max) {
+  if (s.size() <= max) return s;
+  s.resize(max);
+  while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0xC0) == 0x80) s.pop_back();  // Whole code points.
+  if (!s.empty() && static_cast<unsigned char>(s.back()) >= 0xC0) s.pop_back();
+  return s + "...";
+}
+
+std::string OpenAiFinish(const std::string& reason) { return reason.empty() ? "stop" : reason; }
+
+std::string AnthropicFinish(const std::string& stop_reason) {
+  if (stop_reason == "max_tokens") return "length";
+  if (stop_reason.empty() || stop_reason == "end_turn" || stop_reason == "stop_sequence") return "stop";
+  return stop_reason;
+}
+
+}  // namespace
+
+int64_t ParseRetryAfter(std::string_view value) {
+  if (value.empty() || value.size() > 9 || value.find_first_not_of("0123456789") != std::string_view::npos) return -1;
+  return std::stoll(std::string(value)) * 1000;
+}
+
+std::string ProviderErrorText(std::string_view body) {
+  rapidjson::Document d;
+  std::string error;
+  if (!ParseJson(body, &d, &error)) return "";
+  const rapidjson::Value* e = Member(d, "error");
+  if (!e) return "";
+  if (e->IsString()) return std::string(e->GetString(), e->GetStringLength());
+  return StringMember(*e, "message");
+}
+
+std::string OpenAiRequestJson(const ProviderRequest& r, const std::string& model, int max_tokens, bool stream) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("model");
+  w.String(model);
+  w.Key("messages");
+  w.StartArray();
+  if (!r.system.empty()) {
+    w.StartObject();
+    w.Key("role");
+    w.String("system");
+    w.Key("content");
+    w.String(r.system);
+    w.EndObject();
+  }
+  for (const ChatMessage& m : r.messages) {
+    w.StartObject();
+    w.Key("role");
+    w.String(m.role);
+    w.Key("content");
+    w.String(m.content);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.Key("max_tokens");
+  w.Int(max_tokens);
+  WriteSampling(w, r, "stop");
+  w.Key("stream");
+  w.Bool(stream);
+  if (stream) {
+    w.Key("stream_options");
+    w.StartObject();
+    w.Key("include_usage");
+    w.Bool(true);
+    w.EndObject();
+  }
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+std::string AnthropicRequestJson(const ProviderRequest& r, const std::string& model, int max_tokens, bool stream) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("model");
+  w.String(model);
+  w.Key("max_tokens");
+  w.Int(max_tokens);
+  if (!r.system.empty()) {
+    w.Key("system");
+    w.String(r.system);
+  }
+  w.Key("messages");
+  w.StartArray();
+  for (const ChatMessage& m : Alternating(r.messages)) {
+    w.StartObject();
+    w.Key("role");
+    w.String(m.role);
+    w.Key("content");
+    w.String(m.content);
+    w.EndObject();
+  }
+  w.EndArray();
+  WriteSampling(w, r, "stop_sequences");
+  if (stream) {
+    w.Key("stream");
+    w.Bool(true);
+  }
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+std::string ParseOpenAiResponse(std::string_view body, Completion* out) {
+  rapidjson::Document d;
+  std::string error;
+  if (!ParseJson(body, &d, &error)) return "the answer is not JSON (" + error + ")";
+  const rapidjson::Value* choices = Member(d, "choices");
+  if (!choices || !choices->IsArray() || choices->Empty()) return "the answer has no choices";
+  const rapidjson::Value* message = Member((*choices)[0], "message");
+  if (!message || !message->IsObject()) return "the answer's first choice has no message";
+  const rapidjson::Value* content = Member(*message, "content");
+  if (!content || !(content->IsString() || content->IsNull())) return "the answer's message has no text content";
+  out->content = content->IsString() ? std::string(content->GetString(), content->GetStringLength()) : "";
+  out->finish_reason = OpenAiFinish(StringMember((*choices)[0], "finish_reason"));
+  out->model = StringMember(d, "model");
+  if (const rapidjson::Value* usage = Member(d, "usage")) {
+    out->prompt_tokens = IntMember(*usage, "prompt_tokens");
+    out->completion_tokens = IntMember(*usage, "completion_tokens");
+  }
+  return "";
+}
+
+std::string ParseAnthropicResponse(std::string_view body, Completion* out) {
+  rapidjson::Document d;
+  std::string error;
+  if (!ParseJson(body, &d, &error)) return "the answer is not JSON (" + error + ")";
+  const rapidjson::Value* content = Member(d, "content");
+  if (!content || !content->IsArray()) return "the answer has no content";
+  out->content.clear();
+  for (const auto& block : content->GetArray()) {
+    if (StringMember(block, "type") == "text") out->content += StringMember(block, "text");
+  }
+  out->finish_reason = AnthropicFinish(StringMember(d, "stop_reason"));
+  out->model = StringMember(d, "model");
+  if (const rapidjson::Value* usage = Member(d, "usage")) {
+    out->prompt_tokens = IntMember(*usage, "input_tokens");
+    out->completion_tokens = IntMember(*usage, "output_tokens");
+  }
+  return "";
+}
+
+HttpProvider::HttpProvider(ProviderConfig config) : Provider(std::move(config)) {
+  const std::string& url = this->config().base_url;
+  size_t host_start = url.find("://") + 3;
+  size_t path_start = url.find('/', host_start);
+  std::string origin = path_start == std::string::npos ? url : url.substr(0, path_start);
+  path_prefix_ = path_start == std::string::npos ? "" : url.substr(path_start);
+  origin_ = origin;
+  client_ = std::make_unique<httplib::Client>(origin);
+  const int ct = this->config().connect_timeout_ms;
+  client_->set_connection_timeout(ct / 1000, (ct % 1000) * 1000);
+  client_->set_write_timeout(ct / 1000 + 10, 0);
+  client_->set_keep_alive(true);
+  client_->set_tcp_nodelay(true);  // Headers and body are separate writes: no Nagle delay between them.
+  client_->set_follow_location(false);
+  client_->set_decompress(false);
+  client_->enable_server_certificate_verification(true);
+  if (!this->config().ca_file.empty()) client_->set_ca_cert_path(this->config().ca_file);
+}
+
+HttpProvider::~HttpProvider() = default;
+
+std::string HttpProvider::Scrub(std::string text) const {
+  const std::string& key = config().api_key;
+  if (key.size() < 4) return text;
+  for (size_t at; (at = text.find(key)) != std::string::npos;) text.replace(at, key.size(), "[redacted]");
+  return text;
+}
+
+ProviderError HttpProvider::StatusError(const HttpExchange& x) const {
+  const int s = x.status;
+  const std::string what = name() + ": HTTP " + std::to_string(s);
+  std::string text = Truncated(Scrub(ProviderErrorText(x.body)), 300);
+  const std::string detail = text.empty() ? "" : ": " + text;
+  if (s == 429) return ProviderError(Kind::kRateLimited, what + " (rate limited)" + detail, true, x.retry_after_ms);
+  if (s >= 300 && s < 400) {
+    return ProviderError(Kind::kBadResponse, what + ": redirect" + (x.location.empty() ? "" : " to " + Scrub(x.location)) +
+                                                 " not followed (check base_url)");
+  }
+  if (s == 401 || s == 403) return ProviderError(Kind::kUnavailable, what + ": the provider refused the API key");
+  if (s == 504) return ProviderError(Kind::kTimeout, what + detail, true, x.retry_after_ms);
+  if (s == 408 || s == 409 || s == 425 || s >= 500) {
+    return ProviderError(Kind::kUnavailable, what + detail, true, x.retry_after_ms);
+  }
+  if (s >= 400) return ProviderError(Kind::kRejected, what + detail);
+  return ProviderError(Kind::kBadResponse, what + ": unexpected status");
+}
+
+HttpExchange HttpProvider::Post(const std::string& path, const std::string& json,
+                                const std::vector<std::pair<std::string, std::string>>& headers, bool stream,
+                                const std::function<bool(std::string_view)>& on_chunk, const std::string& request_id,
+                                int64_t deadline_us) {
+  const ProviderConfig& cfg = config();
+  const int64_t start = MonotonicMicros();
+  if (start >= deadline_us) throw ProviderError(Kind::kTimeout, name() + ": total_timeout_ms exhausted before the call");
+  const int64_t read_ms = std::min<int64_t>(cfg.read_timeout_ms, (deadline_us - start) / 1000 + 1);
+  client_->set_read_timeout(read_ms / 1000, (read_ms % 1000) * 1000);
+
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path_prefix_ + path;
+  req.body = json;
+  req.set_header("Content-Type", "application/json");
+  req.set_header("Accept", stream ? "text/event-stream" : "application/json");
+  req.set_header("User-Agent", "chatllm");
+  if (!request_id.empty()) req.set_header("X-Request-Id", request_id);
+  for (const auto& [k, v] : headers) req.set_header(k.c_str(), v);
+
+  HttpExchange x;
+  size_t received = 0;
+  bool too_big = false, late = false;
+  int64_t last_byte_us = start;
+  req.response_handler = [&](const httplib::Response& r) {
+    last_byte_us = MonotonicMicros();
+    x.status = r.status;
+    x.content_type = r.get_header_value("Content-Type");
+    x.location = r.get_header_value("Location");
+    x.retry_after_ms = ParseRetryAfter(r.get_header_value("retry-after-ms"));
+    if (x.retry_after_ms >= 0) x.retry_after_ms /= 1000;
+    if (x.retry_after_ms < 0) x.retry_after_ms = ParseRetryAfter(r.get_header_value("Retry-After"));
+    x.streamed = stream && r.status == 200 && x.content_type.find("text/event-stream") != std::string::npos;
+    return true;
+  };
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    last_byte_us = MonotonicMicros();
+    received += n;
+    if (received > cfg.max_response_bytes) {
+      too_big = true;
+      return false;
+    }
+    if (last_byte_us > deadline_us) {
+      late = true;
+      return false;
+    }
+    if (x.streamed) {
+      if (!on_chunk(std::string_view(data, n))) {
+        x.stopped = true;
+        return false;
+      }
+      return true;
+    }
+    x.body.append(data, n);
+    return true;
+  };
+  httplib::Response res;
+  httplib::Error err = httplib::Error::Success;
+  const bool ok = client_->send(req, res, err);
+  if (x.stopped) return x;
+  if (too_big) {
+    throw ProviderError(Kind::kBadResponse,
+                        name() + ": the answer is larger than max_response_bytes (" + std::to_string(cfg.max_response_bytes) + ")");
+  }
+  if (late) throw ProviderError(Kind::kTimeout, name() + ": no complete answer within total_timeout_ms");
+  if (!ok) {
+    const std::string& host = origin_;
+    switch (err) {
+      case httplib::Error::Connection:
+        throw ProviderError(Kind::kUnavailable, name() + ": cannot connect to " + host, true);
+      case httplib::Error::ConnectionTimeout:
+        throw ProviderError(Kind::kUnavailable, name() + ": connecting to " + host + " timed out", true);
+      case httplib::Error::SSLServerVerification:
+        throw ProviderError(Kind::kUnavailable, name() + ": the TLS certificate of " + host + " is not trusted");
+      case httplib::Error::SSLConnection:
+      case httplib::Error::SSLLoadingCerts:
+        throw ProviderError(Kind::kUnavailable, name() + ": TLS with " + host + " failed (" + httplib::to_string(err) + ")");
+      case httplib::Error::Read:
+        if (MonotonicMicros() - last_byte_us >= read_ms * 1000 - 50000) {
+          throw ProviderError(Kind::kTimeout, name() + ": no data from " + host + " for " + std::to_string(read_ms) + " ms");
+        }
+        throw ProviderError(Kind::kUnavailable, name() + ": " + host + " closed the connection mid-answer", x.status == 0);
+      default:
+        throw ProviderError(Kind::kUnavailable, name() + ": " + host + ": " + httplib::to_string(err), true);
+    }
+  }
+  if (x.status == 0) x.status = res.status;
+  if (x.body.empty() && !res.body.empty()) x.body = res.body;
+  if (x.status != 200) throw StatusError(x);
+  return x;
+}
+
+Completion OpenAiProvider::Call(const ProviderRequest& request, DeltaSink* sink, int64_t deadline_us) {
+  const int64_t start = MonotonicMicros();
+  const std::string model = request.model.empty() ? config().model : request.model;
+  const int max_tokens = request.max_tokens > 0 ? request.max_tokens : config().max_tokens;
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!config().api_key.empty()) headers.emplace_back("Authorization", "Bearer " + config().api_key);
+  const std::string body = OpenAiRequestJson(request, model, max_tokens, sink != nullptr);
+
+  Completion c;
+  std::optional<ProviderError> failure;
+  bool done = false;
+  SseParser parser;
+  auto on_event = [&](const SseParser::Event& e) {
+    if (e.data == "[DONE]") {
+      done = true;
+      return true;
+    }
+    rapidjson::Document d;
+    std::string error;
+    if (!ParseJson(e.data, &d, &error) || !d.IsObject()) {
+      failure.emplace(Kind::kBadResponse, name() + ": a streamed chunk is not JSON (" + error + ")");
+      return false;
+    }
+    if (const rapidjson::Value* err = Member(d, "error")) {
+      std::string text = err->IsObject() ? StringMember(*err, "message") : "";
+      failure.emplace(Kind::kUnavailable, name() + ": error mid-answer: " + Truncated(Scrub(text), 300));
+      return false;
+    }
+    if (std::string m = StringMember(d, "model"); !m.empty()) c.model = m;
+    if (const rapidjson::Value* usage = Member(d, "usage"); usage && usage->IsObject()) {
+      c.prompt_tokens = IntMember(*usage, "prompt_tokens");
+      c.completion_tokens = IntMember(*usage, "completion_tokens");
+    }
+    const rapidjson::Value* choices = Member(d, "choices");
+    if (!choices || !choices->IsArray() || choices->Empty()) return true;
+    const rapidjson::Value& choice = (*choices)[0];
+    if (const rapidjson::Value* delta = Member(choice, "delta")) {
+      std::string text = StringMember(*delta, "content");
+      if (!text.empty()) {
+        c.content += text;
+        if (!sink->OnDelta(text)) {
+          failure.emplace(Kind::kCancelled, "the client went away");
+          return false;
+        }
+      }
+    }
+    if (std::string f = StringMember(choice, "finish_reason"); !f.empty()) c.finish_reason = f;
+    return true;
+  };
+  HttpExchange x = Post("/chat/completions", body, headers, sink != nullptr,
+                        [&](std::string_view chunk) { return parser.Feed(chunk, on_event); }, request.request_id,
+                        deadline_us);
+  if (failure) throw *failure;
+  if (x.streamed) {
+    if (!done && c.finish_reason.empty()) {
+      throw ProviderError(Kind::kUnavailable, name() + ": the stream ended before the answer was complete");
+    }
+  } else {
+    std::string problem = ParseOpenAiResponse(x.body, &c);
+    if (!problem.empty()) throw ProviderError(Kind::kBadResponse, name() + ": " + problem);
+    if (sink && !c.content.empty() && !sink->OnDelta(c.content)) {
+      throw ProviderError(Kind::kCancelled, "the client went away");
+    }
+  }
+  c.finish_reason = OpenAiFinish(c.finish_reason);
+  if (c.model.empty()) c.model = model;
+  c.latency_us = MonotonicMicros() - start;
+  return c;
+}
+
+Completion AnthropicProvider::Call(const ProviderRequest& request, DeltaSink* sink, int64_t deadline_us) {
+  const int64_t start = MonotonicMicros();
+  const std::string model = request.model.empty() ? config().model : request.model;
+  const int max_tokens = request.max_tokens > 0 ? request.max_tokens : config().max_tokens;
+  if (Alternating(request.messages).empty()) {
+    throw ProviderError(Kind::kRejected, name() + ": the conversation has no user message");
+  }
+  std::vector<std::pair<std::string, std::string>> headers = {{"anthropic-version", config().anthropic_version}};
+  if (!config().api_key.empty()) headers.emplace_back("x-api-key", config().api_key);
+  const std::string body = AnthropicRequestJson(request, model, max_tokens, sink != nullptr);
+
+  Completion c;
+  std::optional<ProviderError> failure;
+  bool done = false;
+  std::string stop_reason;
+  SseParser parser;
+  auto on_event = [&](const SseParser::Event& e) {
+    rapidjson::Document d;
+    std::string error;
+    if (!ParseJson(e.data, &d, &error) || !d.IsObject()) {
+      failure.emplace(Kind::kBadResponse, name() + ": a streamed event is not JSON (" + error + ")");
+      return false;
+    }
+    const std::string type = StringMember(d, "type");
+    if (type == "message_start") {
+      if (const rapidjson::Value* m = Member(d, "message")) {
+        if (std::string mm = StringMember(*m, "model"); !mm.empty()) c.model = mm;
+        if (const rapidjson::Value* usage = Member(*m, "usage")) c.prompt_tokens = IntMember(*usage, "input_tokens");
+      }
+    } else if (type == "content_block_delta") {
+      const rapidjson::Value* delta = Member(d, "delta");
+      std::string text = delta && StringMember(*delta, "type") == "text_delta" ? StringMember(*delta, "text") : "";
+      if (!text.empty()) {
+        c.content += text;
+        if (!sink->OnDelta(text)) {
+          failure.emplace(Kind::kCancelled, "the client went away");
+          return false;
+        }
+      }
+    } else if (type == "message_delta") {
+      if (const rapidjson::Value* delta = Member(d, "delta")) {
+        if (std::string r = StringMember(*delta, "stop_reason"); !r.empty()) stop_reason = r;
+      }
+      if (const rapidjson::Value* usage = Member(d, "usage")) c.completion_tokens = IntMember(*usage, "output_tokens");
+    } else if (type == "message_stop") {
+      done = true;
+    } else if (type == "error") {
+      const rapidjson::Value* err = Member(d, "error");
+      std::string text = err ? StringMember(*err, "type") + ": " + StringMember(*err, "message") : "";
+      failure.emplace(Kind::kUnavailable, name() + ": error mid-answer: " + Truncated(Scrub(text), 300));
+      return false;
+    }
+    return true;
+  };
+  HttpExchange x = Post("/v1/messages", body, headers, sink != nullptr,
+                        [&](std::string_view chunk) { return parser.Feed(chunk, on_event); }, request.request_id,
+                        deadline_us);
+  if (failure) throw *failure;
+  if (x.streamed) {
+    if (!done) throw ProviderError(Kind::kUnavailable, name() + ": the stream ended before the answer was complete");
+    c.finish_reason = AnthropicFinish(stop_reason);
+  } else {
+    std::string problem = ParseAnthropicResponse(x.body, &c);
+    if (!problem.empty()) throw ProviderError(Kind::kBadResponse, name() + ": " + problem);
+    if (sink && !c.content.empty() && !sink->OnDelta(c.content)) {
+      throw ProviderError(Kind::kCancelled, "the client went away");
+    }
+  }
+  if (c.model.empty()) c.model = model;
+  c.latency_us = MonotonicMicros() - start;
+  return c;
+}
+
+}  // namespace chatllm

@@ -1,0 +1,86 @@
+#include "store/cluster_map.h"
+
+#include "base/json.h"
+
+namespace chatllm {
+
+std::shared_ptr<const ClusterMap> ClusterMap::Build(uint64_t epoch, std::vector<ShardEntry> shards,
+                                                    std::string* error) {
+  std::vector<shard_router::MapShard> ring_shards;
+  for (const ShardEntry& s : shards) ring_shards.push_back({s.name, s.weight, s.state});
+  auto map = std::make_shared<ClusterMap>();
+  shard_router::Status st = shard_router::Router::Build(epoch, std::move(ring_shards), &map->router_);
+  if (!st.ok()) {
+    *error = st.message();
+    return nullptr;
+  }
+  map->shards_ = std::move(shards);
+  return map;
+}
+
+std::shared_ptr<const ClusterMap> ClusterMap::FromJson(const std::string& json, std::string* error) {
+  rapidjson::Document d;
+  if (!ParseJson(json, &d, error)) return nullptr;
+  if (!d.IsObject() || !d.HasMember("epoch") || !d["epoch"].IsUint64() || !d.HasMember("shards") ||
+      !d["shards"].IsArray()) {
+    *error = "shard map must be {\"epoch\": N, \"shards\": [...]}";
+    return nullptr;
+  }
+  std::vector<ShardEntry> shards;
+  for (const auto& v : d["shards"].GetArray()) {
+    ShardEntry s;
+    if (!v.IsObject() || !v.HasMember("name") || !v["name"].IsString() || !v.HasMember("host") ||
+        !v["host"].IsString() || !v.HasMember("port") || !v["port"].IsInt() || !v.HasMember("database") ||
+        !v["database"].IsString() || !v.HasMember("weight") || !v["weight"].IsUint() ||
+        !v.HasMember("state") || !v["state"].IsString() ||
+        !shard_router::ParseShardState(v["state"].GetString(), &s.state)) {
+      *error = "shard map entry must have name, host, port, database, weight and a valid state";
+      return nullptr;
+    }
+    s.name = v["name"].GetString();
+    s.host = v["host"].GetString();
+    s.port = v["port"].GetInt();
+    s.database = v["database"].GetString();
+    s.weight = v["weight"].GetUint();
+    shards.push_back(std::move(s));
+  }
+  return Build(d["epoch"].GetUint64(), std::move(shards), error);
+}
+
+std::string ClusterMap::ToJson() const {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("epoch");
+  w.Uint64(epoch());
+  w.Key("shards");
+  w.StartArray();
+  for (const ShardEntry& s : shards_) {
+    w.StartObject();
+    w.Key("name");
+    w.String(s.name);
+    w.Key("host");
+    w.String(s.host);
+    w.Key("port");
+    w.Int(s.port);
+    w.Key("database");
+    w.String(s.database);
+    w.Key("weight");
+    w.Uint(s.weight);
+    w.Key("state");
+    w.String(shard_router::ShardStateName(s.state));
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+const ShardEntry* ClusterMap::Find(const std::string& name) const {
+  for (const ShardEntry& s : shards_) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+}  // namespace chatllm
