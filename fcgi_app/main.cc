@@ -8,7 +8,7 @@
 #include "api/service.h"
 #include "prefork/server_main.h"
 #include "providers/provider_chain.h"
-#include "store/store.h"
+#include "store/sharded_store.h"
 #include "base/http.h"
 
 namespace chatllm {
@@ -29,7 +29,7 @@ class ApiHandler : public RequestHandler {
   }
 
  private:
-  Store store_;
+  ShardedStore store_;
   ProviderChain providers_;
   Service service_;
 };

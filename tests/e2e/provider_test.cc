@@ -243,7 +243,9 @@ TEST_F(ProviderTest, ProviderFailuresKeepTheUserMessageAndTheSessionUsable) {
 // again is a new turn: tests/e2e/retry_test.cc.)
 TEST_F(ProviderTest, ARetriedTurnStoresItsUserMessageOnce) {
   std::string id = NewSession();
-  const std::string body = R"({"content":"same words","model":"fake-failfirst-3"})";
+  // The fake fails the first calls with this content for its lifetime: the
+  // session id makes it new to a stack that ran this test before.
+  const std::string body = R"({"content":"same words )" + id + R"(","model":"fake-failfirst-3"})";
   api.set_headers({{"Idempotency-Key", "retried-turn-" + id}});
   ApiResponse failed = api.Post("/v1/sessions/" + id + "/messages", body);
   ASSERT_EQ(failed.status, 502) << failed.body;
@@ -255,7 +257,7 @@ TEST_F(ProviderTest, ARetriedTurnStoresItsUserMessageOnce) {
   EXPECT_EQ(retried["assistant"]["seq"].GetInt64(), 2);
   EXPECT_EQ(retried["assistant"]["reply_to"].GetInt64(), 1);
   // The provider saw the question once, not twice.
-  EXPECT_STREQ(retried["assistant"]["content"].GetString(), "[fake-failfirst-3|n=1|sys=] same words");
+  EXPECT_EQ(std::string(retried["assistant"]["content"].GetString()), "[fake-failfirst-3|n=1|sys=] same words " + id);
   EXPECT_EQ(History(id).size(), 2u);
   // Once answered, the same words again are a new turn.
   ApiResponse again = Turn(id, "same words", R"(,"model":"gpt-ok")");

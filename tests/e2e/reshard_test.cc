@@ -45,11 +45,11 @@ class ReshardTest : public ::testing::Test {
     return RunCommand(env + " " + StackEnv::Get().build() + "/shardctl --config " + config_ + " " + args + " 2>&1", out);
   }
   std::shared_ptr<const ClusterMap> CurrentMap() {
-    std::string json, error;
+    std::string json;
     EXPECT_EQ(Shardctl("map", &json), 0) << json;
-    auto map = ClusterMap::FromJson(json.substr(0, json.find('\n')), &error);
-    EXPECT_TRUE(map) << error;
-    return map;
+    auto map = ClusterMap::FromJson(json.substr(0, json.find('\n')));
+    EXPECT_TRUE(map.ok()) << map.status().message();
+    return map.ok() ? *map : nullptr;
   }
   // `sql` as root on shard `name`; returns its output.
   std::string Sql(const std::string& name, const std::string& sql) {
@@ -109,9 +109,12 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
 
   // The old shard itself refuses a write routed by the old map (fenced) and
   // one routed by the new map (the session moved away).
-  const std::string call = "SELECT chat_append_fenced(UNHEX('" + Hex(id) + "'), 'user', 'sneaky', UTC_TIMESTAMP(6), 0, ";
-  EXPECT_EQ(Sql(old_shard, call + std::to_string(before->epoch()) + ")"), "-3\n");
-  EXPECT_EQ(Sql(old_shard, call + std::to_string(after->epoch()) + ")"), "-2\n");
+  // (chat_append_v5: session, role, content, at, reply_to, epoch, meta, user, max.)
+  const std::string call = "SET @owner = (SELECT user_id FROM sessions WHERE session_id = UNHEX('" + Hex(id) +
+                           "')); SELECT chat_append_v5(UNHEX('" + Hex(id) + "'), 'user', 'sneaky', UTC_TIMESTAMP(6), 0, ";
+  const std::string rest = ", '', @owner, 0)";
+  EXPECT_EQ(Sql(old_shard, call + std::to_string(before->epoch()) + rest), "-3\n");
+  EXPECT_EQ(Sql(old_shard, call + std::to_string(after->epoch()) + rest), "-2\n");
 
   // An app instance that starts with the stale map and would not refresh it
   // for an hour: its write lands on the new shard, never the old one.

@@ -88,11 +88,11 @@ class RetryTest : public ::testing::Test {
   // The current shard map (shardctl map).
   static std::shared_ptr<const ClusterMap> CurrentMap() {
     const StackEnv& env = StackEnv::Get();
-    std::string json, error;
+    std::string json;
     EXPECT_EQ(RunCommand(env.build() + "/shardctl --config " + env.AppConfig(env.apps()[0].first) + " map", &json), 0);
-    auto map = ClusterMap::FromJson(json.substr(0, json.find('\n')), &error);
-    EXPECT_TRUE(map) << error << ": " << json;
-    return map;
+    auto map = ClusterMap::FromJson(json.substr(0, json.find('\n')));
+    EXPECT_TRUE(map.ok()) << map.status().message() << ": " << json;
+    return map.ok() ? *map : nullptr;
   }
 
   ApiClient api{StackEnv::Get().url(), 30};
@@ -339,6 +339,71 @@ TEST_F(RetryTest, Issue12AStoreFailureMidTurnIsTheSameCleanErrorOnBothPaths) {
   EXPECT_EQ(json_code, "shard_unavailable");
   EXPECT_EQ(sse_code, json_code);
   EXPECT_EQ(sse_message, json_message);
+}
+
+// Issue 14: a keyed turn's answer is rendered outside its transaction, from
+// the two stored messages (sql/008_replay_recipe.sql). A replay is the first
+// answer byte for byte in both JSON dialects, and for a stream it is the
+// JSON of what the stream said, with the first request's ids.
+TEST_F(RetryTest, Issue14AReplayIsTheFirstAnswerInEveryFormat) {
+  const std::string id = NewSession(R"({"model":"echo"})");
+  // Native and OpenAI JSON: identical bodies.
+  for (const std::string& path : {"/v1/sessions/" + id + "/messages", std::string("/v1/chat/completions")}) {
+    const std::string content = Unique("say it again");
+    const std::string body = path == "/v1/chat/completions"
+                                 ? "{\"model\":\"echo\",\"session_id\":\"" + id +
+                                       "\",\"messages\":[{\"role\":\"user\",\"content\":" + JsonString(content) + "}]}"
+                                 : "{\"content\":" + JsonString(content) + "}";
+    api.set_headers({{"Idempotency-Key", Unique("same")}});
+    ApiResponse first = api.Post(path, body);
+    ASSERT_TRUE(first.status == 200 || first.status == 201) << first.body;
+    ApiResponse again = api.Post(path, body);
+    EXPECT_EQ(again.status, first.status);
+    EXPECT_EQ(again.Header("Idempotent-Replayed"), "true");
+    EXPECT_EQ(again.body, first.body) << path;
+    api.set_headers({});
+  }
+  // Native SSE: the replay's user and assistant are the events'.
+  {
+    const std::string key = Unique("stream");
+    const std::string body = "{\"content\":" + JsonString(Unique("streamed")) + ",\"stream\":true}";
+    Streamed first = PostStream("/v1/sessions/" + id + "/messages", body, 0, {{"Idempotency-Key", key}});
+    ASSERT_EQ(first.status, 200);
+    std::map<std::string, std::string> events;
+    for (const auto& [event, data] : first.events) events[event] = data;
+    ASSERT_TRUE(events.count("user") && events.count("assistant")) << first.body;
+    api.set_headers({{"Idempotency-Key", key}});
+    ApiResponse again = api.Post("/v1/sessions/" + id + "/messages", body);
+    api.set_headers({});
+    ASSERT_EQ(again.status, 201) << again.body;
+    EXPECT_EQ(again.body, "{\"user\":" + events["user"] + ",\"assistant\":" + events["assistant"] + "}");
+  }
+  // OpenAI SSE: the replay's id is the stream's, its content the deltas'.
+  {
+    const std::string key = Unique("chunks");
+    const std::string body = "{\"model\":\"echo\",\"stream\":true,\"session_id\":\"" + id +
+                             "\",\"messages\":[{\"role\":\"user\",\"content\":\"count to three\"}]}";
+    Streamed first = PostStream("/v1/chat/completions", body, 0, {{"Idempotency-Key", key}});
+    ASSERT_EQ(first.status, 200);
+    std::string stream_id, text;
+    for (const auto& [event, data] : first.events) {
+      rapidjson::Document chunk;
+      chunk.Parse(data.c_str());
+      if (!chunk.IsObject() || !chunk.HasMember("choices")) continue;
+      stream_id = chunk["id"].GetString();
+      for (const auto& choice : chunk["choices"].GetArray()) {
+        if (choice["delta"].HasMember("content")) text += choice["delta"]["content"].GetString();
+      }
+    }
+    api.set_headers({{"Idempotency-Key", key}});
+    ApiResponse again = api.Post("/v1/chat/completions", body);
+    api.set_headers({});
+    ASSERT_EQ(again.status, 200) << again.body;
+    EXPECT_EQ(again.Header("Idempotent-Replayed"), "true");
+    EXPECT_EQ(std::string(again["id"].GetString()), stream_id);
+    EXPECT_EQ(std::string(again["choices"][0]["message"]["content"].GetString()), text);
+    EXPECT_FALSE(text.empty());
+  }
 }
 
 }  // namespace

@@ -21,27 +21,30 @@ using namespace chatllm;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
 
-  ListSessionsQuery sessions;
-  if (auto e = ParseListSessionsQuery(text, &sessions)) {
-    FUZZ_CHECK(e->status == 400);
-    fuzz::CheckErrorResponse(ErrorResponse(e->status, e->code, e->message));
+  StatusOr<ListSessionsQuery> parsed_sessions = ParseListSessionsQuery(text);
+  if (!parsed_sessions.ok()) {
+    const Status& e = parsed_sessions.status();
+    FUZZ_CHECK(e.http_status() == 400);
+    fuzz::CheckErrorResponse(ErrorResponse(e.http_status(), e.code(), e.message()));
   } else {
+    const ListSessionsQuery& sessions = *parsed_sessions;
     FUZZ_CHECK(sessions.limit >= 1 && sessions.limit <= kMaxPageLimit);
     if (!sessions.after_id.empty()) {
       // The cursor this page would hand out for the same position parses back to it.
-      ListSessionsQuery again;
       const std::string q = "after=" + SessionCursorText(sessions.after_created_us, sessions.after_id);
-      FUZZ_CHECK(!ParseListSessionsQuery(q, &again));
-      FUZZ_CHECK(again.after_created_us == sessions.after_created_us && again.after_id == sessions.after_id);
+      StatusOr<ListSessionsQuery> again = ParseListSessionsQuery(q);
+      FUZZ_CHECK(again.ok());
+      FUZZ_CHECK(again->after_created_us == sessions.after_created_us && again->after_id == sessions.after_id);
     }
   }
 
-  ListMessagesQuery messages;
-  if (auto e = ParseListMessagesQuery(text, &messages)) {
-    FUZZ_CHECK(e->status == 400);
-    fuzz::CheckErrorResponse(ErrorResponse(e->status, e->code, e->message));
+  StatusOr<ListMessagesQuery> messages = ParseListMessagesQuery(text);
+  if (!messages.ok()) {
+    const Status& e = messages.status();
+    FUZZ_CHECK(e.http_status() == 400);
+    fuzz::CheckErrorResponse(ErrorResponse(e.http_status(), e.code(), e.message()));
   } else {
-    FUZZ_CHECK(messages.limit >= 1 && messages.limit <= kMaxPageLimit);
+    FUZZ_CHECK(messages->limit >= 1 && messages->limit <= kMaxPageLimit);
   }
 
   if (std::optional<ApiKey> key = ParseApiKey(text)) {

@@ -20,30 +20,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   static const Config config;  // The defaults: the limits production starts from.
   const std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
-  std::optional<ApiError> error;
+  Status error;
   switch (data[0] % 3) {
     case 0: {
-      CreateSessionRequest out;
-      error = ParseCreateSession(body, config, &out);
-      if (!error && out.title) FUZZ_CHECK(out.title->size() <= body.size());
+      StatusOr<CreateSessionRequest> out = ParseCreateSession(body, config);
+      error = out.status();
+      if (out.ok() && out->title) FUZZ_CHECK(out->title->size() <= body.size());
       break;
     }
     case 1: {
-      AppendMessageRequest out;
-      error = ParseAppendMessage(body, config, &out);
-      if (!error) FUZZ_CHECK(out.content.size() <= static_cast<size_t>(config.max_content_bytes));
+      StatusOr<AppendMessageRequest> out = ParseAppendMessage(body, config);
+      error = out.status();
+      if (out.ok()) FUZZ_CHECK(out->content.size() <= static_cast<size_t>(config.max_content_bytes));
       break;
     }
     default: {
-      ChatCompletionRequest out;
-      error = ParseChatCompletion(body, config, &out);
-      if (!error) FUZZ_CHECK(!out.messages.empty());
+      StatusOr<ChatCompletionRequest> out = ParseChatCompletion(body, config);
+      error = out.status();
+      if (out.ok()) FUZZ_CHECK(!out->messages.empty());
       break;
     }
   }
-  if (error) {
-    FUZZ_CHECK(error->status >= 400 && error->status < 500);
-    fuzz::CheckErrorResponse(ErrorResponse(error->status, error->code, error->message));
+  if (!error.ok()) {
+    FUZZ_CHECK(error.http_status() >= 400 && error.http_status() < 500);
+    fuzz::CheckErrorResponse(ErrorResponse(error.http_status(), error.code(), error.message()));
   }
   return 0;
 }

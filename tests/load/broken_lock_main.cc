@@ -1,64 +1,68 @@
-// chatllm-fcgi-broken-lock: chatllm-fcgi whose appends skip the session row
-// lock — read the session's count, INSERT IGNORE the next seq, bump the
-// count: the lost-update race of the service chatllm replaced. Everything
-// else is the real API. Test-only: the fault suite runs scenario 1 against
+// chatllm-fcgi-broken-lock: chatllm-fcgi on a Store whose plain appends skip
+// the session row lock — read the session's count, INSERT IGNORE the next
+// seq, bump the count: the lost-update race of the service chatllm
+// replaced. Everything else is the real API and the real ShardedStore. Test-only: the fault suite runs scenario 1 against
 // it to show that chatllm-check catches lost acknowledged writes.
 
 #include <map>
 #include <memory>
 
-#include "base/json.h"
-#include "api/requests.h"
 #include "api/router.h"
 #include "api/service.h"
-#include "base/ids.h"
-#include "base/time_util.h"
 #include "prefork/server_main.h"
 #include "providers/provider_chain.h"
 #include "store/cluster_map.h"
-#include "store/db_connection.h"
+#include "store/connection.h"
 #include "store/mysql_statement.h"
-#include "store/store.h"
+#include "store/sharded_store.h"
 
 namespace chatllm {
 namespace {
 
-class BrokenLockHandler : public RequestHandler {
+// The real ShardedStore, except that a plain append (no Idempotency-Key)
+// skips the session row lock.
+class BrokenLockStore : public Store {
  public:
-  explicit BrokenLockHandler(const WorkerContext& w)
-      : config_(w.config),
-        store_(w.config),
-        providers_(w.config),
-        service_(w.config, &store_, &providers_, ServiceHooks{w.report, w.observer, w.limits}),
-        map_(SeedMap(w.config)) {}
+  explicit BrokenLockStore(const Config& config) : config_(config), real_(config), map_(SeedMap(config)) {}
+  void SetObserver(Observer* observer) { real_.SetObserver(observer); }
 
-  HttpResponse Handle(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream) override {
-    const RouteMatch route = MatchRoute(request.method, request.path);
-    AppendMessageRequest req;
-    std::optional<SessionId> id = SessionId::Parse(route.session_id);
-    if (route.id != RouteId::kAppendMessage || !id || ParseAppendMessage(request.body, config_, &req) || req.stream) {
-      return service_.Handle(request, trace, stream);
-    }
-    trace->route = static_cast<int>(route.id);
-    trace->route_name = RouteName(route.id);
-    MYSQL* conn = Connection(map_->router().Owner(id->text()));
-    const int64_t user_seq = UnsafeAppend(conn, *id, "user", req.content, 0);
-    if (user_seq == 0) return ErrorResponse(404, "session_not_found", "no session with this id");
-    const int64_t answer_seq = UnsafeAppend(conn, *id, "assistant", req.content, user_seq);
-    rapidjson::StringBuffer buf;
-    JsonWriter w(buf);
-    w.StartObject();
-    w.Key("user");
-    Message(w, user_seq, "user", req.content, 0);
-    w.Key("assistant");
-    Message(w, answer_seq, "assistant", req.content, user_seq);
-    w.EndObject();
-    HttpResponse r;
-    r.status = 201;
-    r.SetHeader("Content-Type", "application/json");
-    r.body.assign(buf.GetString(), buf.GetSize());
+  AppendResult Append(const SessionId& id, const UserId& user, const AppendRequest& request) override {
+    if (request.claim || request.complete) return real_.Append(id, user, request);
+    AppendResult r;
+    r.seq = UnsafeAppend(Connection(map_->router().Owner(id.text())), id, request);
     return r;
   }
+
+  IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& session, const IdempotencyKey* idem,
+                                  int status, const std::string& response) override {
+    return real_.CreateSession(id, session, idem, status, response);
+  }
+  std::optional<SessionRecord> GetSession(const SessionId& id, const UserId& user) override {
+    return real_.GetSession(id, user);
+  }
+  bool DeleteSession(const SessionId& id, const UserId& user) override { return real_.DeleteSession(id, user); }
+  void FailTurnKey(const SessionId& id, const UserId& user, const IdempotencyKey& key, int64_t attempt) override {
+    real_.FailTurnKey(id, user, key, attempt);
+  }
+  std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after, int limit,
+                                                         const UserId& user) override {
+    return real_.ListMessages(id, after, limit, user);
+  }
+  std::optional<std::vector<MessageRecord>> ReadMessages(const SessionId& id, const std::vector<int64_t>& seqs,
+                                                         const UserId& user) override {
+    return real_.ReadMessages(id, seqs, user);
+  }
+  std::optional<TurnContext> LoadContext(const SessionId& id, int limit, int64_t token_budget,
+                                         const UserId& user) override {
+    return real_.LoadContext(id, limit, token_budget, user);
+  }
+  SessionPage ListSessions(const UserId& user, const SessionCursor& cursor, int limit) override {
+    return real_.ListSessions(user, cursor, limit);
+  }
+  int64_t CountSessions(const UserId& user) override { return real_.CountSessions(user); }
+  std::optional<KeyRecord> LookupApiKey(const std::string& key_id) override { return real_.LookupApiKey(key_id); }
+  std::vector<ShardStatus> CheckShards() override { return real_.CheckShards(); }
+  uint64_t last_epoch() const override { return real_.last_epoch(); }
 
  private:
   MYSQL* Connection(const std::string& shard) {
@@ -68,27 +72,26 @@ class BrokenLockHandler : public RequestHandler {
       conn = std::make_unique<DbConnection>(
           DbEndpoint{shard, e->host, e->port, e->database, config_.db_user, config_.db_password}, DbOptions{});
     }
-    conn->Get();
-    return conn->handle();
+    return conn->Get();
   }
 
   // The race: nothing stops two requests from reading the same count.
-  static int64_t UnsafeAppend(MYSQL* conn, const SessionId& id, const std::string& role, const std::string& content,
-                              int64_t reply_to) {
+  static int64_t UnsafeAppend(MYSQL* conn, const SessionId& id, const AppendRequest& request) {
     MysqlStatement read(conn, "SELECT message_count FROM sessions WHERE session_id = ? AND state = 'active'");
     read.BindBytes(0, id.bytes());
     read.Execute();
     if (read.row_count() == 0) return 0;
     const int64_t next = read.Int64(0, 0) + 1;
     MysqlStatement insert(conn,
-                          "INSERT IGNORE INTO messages (session_id, seq, role, content, reply_to, created_at) "
-                          "VALUES (?, ?, ?, ?, NULLIF(?, 0), ?)");
+                          "INSERT IGNORE INTO messages (session_id, seq, role, content, reply_to, created_at, meta) "
+                          "VALUES (?, ?, ?, ?, NULLIF(?, 0), ?, NULLIF(?, ''))");
     insert.BindBytes(0, id.bytes());
     insert.BindInt64(1, next);
-    insert.BindString(2, role);
-    insert.BindString(3, content);
-    insert.BindInt64(4, reply_to);
-    insert.BindDatetime(5, NowMicros());
+    insert.BindString(2, request.role);
+    insert.BindString(3, request.content);
+    insert.BindInt64(4, request.reply_to);
+    insert.BindDatetime(5, request.created_us);
+    insert.BindString(6, request.meta_json);
     insert.Execute();
     MysqlStatement bump(conn, "UPDATE sessions SET message_count = GREATEST(message_count, ?) WHERE session_id = ?");
     bump.BindInt64(0, next);
@@ -97,27 +100,29 @@ class BrokenLockHandler : public RequestHandler {
     return next;
   }
 
-  static void Message(JsonWriter& w, int64_t seq, const char* role, const std::string& content, int64_t reply_to) {
-    w.StartObject();
-    w.Key("seq");
-    w.Int64(seq);
-    w.Key("role");
-    w.String(role);
-    w.Key("content");
-    w.String(content);
-    if (reply_to) {
-      w.Key("reply_to");
-      w.Int64(reply_to);
-    }
-    w.EndObject();
-  }
-
   const Config& config_;
-  Store store_;
-  ProviderChain providers_;
-  Service service_;
+  ShardedStore real_;
   std::shared_ptr<const ClusterMap> map_;
   std::map<std::string, std::unique_ptr<DbConnection>> connections_;
+};
+
+// The API of chatllm-fcgi on a BrokenLockStore.
+class BrokenLockHandler : public RequestHandler {
+ public:
+  explicit BrokenLockHandler(const WorkerContext& w)
+      : store_(w.config),
+        providers_(w.config),
+        service_(w.config, &store_, &providers_, ServiceHooks{w.report, w.observer, w.limits}) {
+    store_.SetObserver(w.observer);
+  }
+  HttpResponse Handle(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream) override {
+    return service_.Handle(request, trace, stream);
+  }
+
+ private:
+  BrokenLockStore store_;
+  ProviderChain providers_;
+  Service service_;
 };
 
 }  // namespace

@@ -158,12 +158,13 @@ int Main(int argc, char** argv) {
     std::ifstream in(map_path);
     std::stringstream text;
     text << in.rdbuf();
-    std::string error;
-    map = ClusterMap::FromJson(text.str(), &error);
-    if (!map) {
-      std::fprintf(stderr, "chatllm-check: %s: %s\n", map_path.c_str(), in ? error.c_str() : "cannot read");
+    auto parsed = ClusterMap::FromJson(text.str());
+    if (!in || !parsed.ok()) {
+      std::fprintf(stderr, "chatllm-check: %s: %s\n", map_path.c_str(),
+                   in ? parsed.status().message().c_str() : "cannot read");
       return 2;
     }
+    map = *parsed;
   }
 
   std::map<std::string, SessionRecords> sessions;

@@ -8,6 +8,7 @@
 #include "admin/cluster_admin.h"
 #include "base/ids.h"
 #include "store/mysql_statement.h"
+#include "store/transaction.h"
 #include "base/time_util.h"
 
 namespace chatllm {
@@ -171,6 +172,54 @@ int ClusterAdmin::SyncAuth() {
     ++written;
   }
   return written;
+}
+
+void ClusterAdmin::CopyAuth(const ClusterMap& map, const ShardEntry& to) {
+  if (const ShardEntry* from = FirstActiveShard(map, to.name)) CopyAuthBetween(*from, to);
+}
+
+void ClusterAdmin::CopyAuthBetween(const ShardEntry& from_shard, const ShardEntry& to) {
+  const ShardEntry* from = &from_shard;
+  // Upserts: rows the admin tool wrote to the target meanwhile stay, and
+  // a revocation or a disabled user is never undone by the copy.
+  OnShard(*from, "reading users and API keys", [&] {
+    MysqlStatement users(Handle(*from), "SELECT user_id, name, created_at, disabled_at FROM users");
+    users.Execute();
+    MysqlStatement keys(Handle(*from),
+                        "SELECT key_id, user_id, secret_sha256, label, created_at, expires_at, revoked_at FROM api_keys");
+    keys.Execute();
+    OnShard(to, "copying users and API keys", [&] {
+      Transaction txn(Handle(to), to.name);
+      MysqlStatement put_user(Handle(to),
+                              "INSERT INTO users (user_id, name, created_at, disabled_at) VALUES (?, ?, ?, ?) "
+                              "ON DUPLICATE KEY UPDATE disabled_at = COALESCE(users.disabled_at, VALUES(disabled_at))");
+      for (size_t i = 0; i < users.row_count(); ++i) {
+        put_user.BindBytes(0, users.Text(i, 0));
+        put_user.BindString(1, users.Text(i, 1));
+        put_user.BindDatetime(2, users.DatetimeMicros(i, 2));
+        if (users.IsNull(i, 3)) put_user.BindNull(3);
+        else put_user.BindDatetime(3, users.DatetimeMicros(i, 3));
+        put_user.Execute();
+      }
+      MysqlStatement put_key(Handle(to),
+                             "INSERT INTO api_keys (key_id, user_id, secret_sha256, label, created_at, expires_at, "
+                             "revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE "
+                             "revoked_at = COALESCE(api_keys.revoked_at, VALUES(revoked_at))");
+      for (size_t i = 0; i < keys.row_count(); ++i) {
+        put_key.BindBytes(0, keys.Text(i, 0));
+        put_key.BindBytes(1, keys.Text(i, 1));
+        put_key.BindBytes(2, keys.Text(i, 2));
+        put_key.BindString(3, keys.Text(i, 3));
+        put_key.BindDatetime(4, keys.DatetimeMicros(i, 4));
+        if (keys.IsNull(i, 5)) put_key.BindNull(5);
+        else put_key.BindDatetime(5, keys.DatetimeMicros(i, 5));
+        if (keys.IsNull(i, 6)) put_key.BindNull(6);
+        else put_key.BindDatetime(6, keys.DatetimeMicros(i, 6));
+        put_key.Execute();
+      }
+      txn.Commit();
+    });
+  });
 }
 
 }  // namespace chatllm

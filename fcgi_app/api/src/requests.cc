@@ -10,34 +10,35 @@
 namespace chatllm {
 namespace {
 
-ApiError Invalid(std::string message) { return ApiError{400, "invalid_request", std::move(message)}; }
+Status Invalid(std::string message) { return Status::Invalid(std::move(message)); }
 
 // Parses `body` into a JSON object, or returns the error.
-std::optional<ApiError> ParseObject(std::string_view body, rapidjson::Document* doc) {
-  std::string error;
-  if (!ParseJson(body, doc, &error)) return ApiError{400, "invalid_json", "request body is not valid JSON: " + error};
-  if (!doc->IsObject()) {
-    return ApiError{400, "invalid_json",
-                    std::string("request body must be a JSON object, not ") + JsonTypeName(*doc)};
+Status ParseObject(std::string_view body, rapidjson::Document* doc) {
+  if (Status s = ParseJson(body, doc); !s.ok()) {
+    return Status::Error(400, "invalid_json", "request body is not valid JSON: " + s.message());
   }
-  return std::nullopt;
+  if (!doc->IsObject()) {
+    return Status::Error(400, "invalid_json",
+                    std::string("request body must be a JSON object, not ") + JsonTypeName(*doc));
+  }
+  return Status::Ok();
 }
 
-std::optional<ApiError> WrongType(const char* field, const char* want, const rapidjson::Value& v) {
+Status WrongType(const char* field, const char* want, const rapidjson::Value& v) {
   return Invalid(std::string("field '") + field + "' must be " + want + ", not " + JsonTypeName(v));
 }
 
-std::optional<ApiError> ParseModel(const rapidjson::Value& v, std::string* out) {
+Status ParseModel(const rapidjson::Value& v, std::string* out) {
   if (!v.IsString()) return WrongType("model", "a string", v);
   std::string_view m(v.GetString(), v.GetStringLength());
   if (!ValidModelName(m)) return Invalid("field 'model' must be 1..128 characters of [A-Za-z0-9._:/@+-]");
   out->assign(m);
-  return std::nullopt;
+  return Status::Ok();
 }
 
 // max_tokens, temperature, top_p, stop: shared by the turn and the
 // chat-completions requests. Returns true if `name` was one of them.
-bool ParseSampling(std::string_view name, const rapidjson::Value& v, Sampling* out, std::optional<ApiError>* err) {
+bool ParseSampling(std::string_view name, const rapidjson::Value& v, Sampling* out, Status* err) {
   if (name == "max_tokens" || name == "max_completion_tokens") {
     if (!v.IsInt() || v.GetInt() < 1 || v.GetInt() > 1000000) {
       *err = Invalid("field '" + std::string(name) + "' must be an integer from 1 to 1000000");
@@ -74,11 +75,11 @@ bool ParseSampling(std::string_view name, const rapidjson::Value& v, Sampling* o
 
 // The text of an OpenAI message's content: a string, or an array of
 // {"type":"text","text":...} parts (joined). Other parts are refused.
-std::optional<ApiError> MessageText(const rapidjson::Value& content, size_t index, std::string* out) {
+Status MessageText(const rapidjson::Value& content, size_t index, std::string* out) {
   const std::string where = "messages[" + std::to_string(index) + "].content";
   if (content.IsString()) {
     out->assign(content.GetString(), content.GetStringLength());
-    return std::nullopt;
+    return Status::Ok();
   }
   if (!content.IsArray()) return Invalid("field '" + where + "' must be a string or an array of text parts");
   out->clear();
@@ -87,32 +88,32 @@ std::optional<ApiError> MessageText(const rapidjson::Value& content, size_t inde
     auto text = part.IsObject() ? part.FindMember("text") : rapidjson::Value::ConstMemberIterator();
     if (!part.IsObject() || type == part.MemberEnd() || !type->value.IsString() ||
         std::string_view(type->value.GetString()) != "text" || text == part.MemberEnd() || !text->value.IsString()) {
-      return ApiError{400, "unsupported_parameter", "field '" + where + "': only text parts are supported"};
+      return Status::Error(400, "unsupported_parameter", "field '" + where + "': only text parts are supported");
     }
     out->append(text->value.GetString(), text->value.GetStringLength());
   }
-  return std::nullopt;
+  return Status::Ok();
 }
 
 }  // namespace
 
-std::optional<ApiError> CheckJsonContentType(std::string_view ct) {
-  if (ct.empty()) return std::nullopt;
+Status CheckJsonContentType(std::string_view ct) {
+  if (ct.empty()) return Status::Ok();
   std::string_view media = ct.substr(0, ct.find(';'));
   while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
   std::string lower;
   for (char c : media) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-  if (lower == "application/json") return std::nullopt;
-  return ApiError{415, "unsupported_media_type",
-                  "request body must be application/json, not '" + std::string(media) + "'"};
+  if (lower == "application/json") return Status::Ok();
+  return Status::Error(415, "unsupported_media_type",
+                  "request body must be application/json, not '" + std::string(media) + "'");
 }
 
-std::optional<ApiError> ParseCreateSession(std::string_view body, const Config& config,
+static Status ParseCreateSessionInto(std::string_view body, const Config& config,
                                            CreateSessionRequest* out) {
   *out = CreateSessionRequest{};
-  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return std::nullopt;
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return Status::Ok();
   rapidjson::Document doc;
-  if (auto err = ParseObject(body, &doc)) return err;
+  if (Status err = ParseObject(body, &doc); !err.ok()) return err;
   for (const auto& m : doc.GetObject()) {
     std::string_view name(m.name.GetString(), m.name.GetStringLength());
     const rapidjson::Value& v = m.value;
@@ -135,7 +136,7 @@ std::optional<ApiError> ParseCreateSession(std::string_view body, const Config& 
     } else if (name == "model") {
       if (v.IsNull()) continue;
       std::string model;
-      if (auto err = ParseModel(v, &model)) return err;
+      if (Status err = ParseModel(v, &model); !err.ok()) return err;
       out->model = std::move(model);
     } else if (name == "system_prompt") {
       if (v.IsNull()) continue;
@@ -149,14 +150,14 @@ std::optional<ApiError> ParseCreateSession(std::string_view body, const Config& 
       return Invalid("unknown field '" + std::string(name) + "' (allowed: title, metadata, model, system_prompt)");
     }
   }
-  return std::nullopt;
+  return Status::Ok();
 }
 
-std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& config,
+static Status ParseAppendMessageInto(std::string_view body, const Config& config,
                                            AppendMessageRequest* out) {
   *out = AppendMessageRequest{};
   rapidjson::Document doc;
-  if (auto err = ParseObject(body, &doc)) return err;
+  if (Status err = ParseObject(body, &doc); !err.ok()) return err;
   bool have_content = false;
   for (const auto& m : doc.GetObject()) {
     std::string_view name(m.name.GetString(), m.name.GetStringLength());
@@ -176,14 +177,14 @@ std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& 
         return Invalid("field 'role' must be \"user\"");
       }
     } else if (name == "model") {
-      if (auto err = ParseModel(v, &out->model)) return err;
+      if (Status err = ParseModel(v, &out->model); !err.ok()) return err;
     } else if (name == "stream") {
       if (!v.IsBool()) return WrongType("stream", "a boolean", v);
       out->stream = v.GetBool();
     } else {
-      std::optional<ApiError> err;
+      Status err;
       if (ParseSampling(name, v, &out->sampling, &err)) {
-        if (err) return err;
+        if (!err.ok()) return err;
         continue;
       }
       return Invalid("unknown field '" + std::string(name) +
@@ -191,7 +192,7 @@ std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& 
     }
   }
   if (!have_content) return Invalid("field 'content' is required");
-  return std::nullopt;
+  return Status::Ok();
 }
 
 bool ValidModelName(std::string_view name) {
@@ -204,21 +205,21 @@ bool ValidModelName(std::string_view name) {
   return true;
 }
 
-std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config& config,
+static Status ParseChatCompletionInto(std::string_view body, const Config& config,
                                             ChatCompletionRequest* out) {
   *out = ChatCompletionRequest{};
   rapidjson::Document doc;
-  if (auto err = ParseObject(body, &doc)) return err;
+  if (Status err = ParseObject(body, &doc); !err.ok()) return err;
   bool have_messages = false;
   auto unsupported = [](const std::string& what) {
-    return ApiError{400, "unsupported_parameter", what + " is not supported by this endpoint"};
+    return Status::Error(400, "unsupported_parameter", what + " is not supported by this endpoint");
   };
   for (const auto& m : doc.GetObject()) {
     std::string_view name(m.name.GetString(), m.name.GetStringLength());
     const rapidjson::Value& v = m.value;
-    std::optional<ApiError> err;
+    Status err;
     if (name == "model") {
-      if (auto e = ParseModel(v, &out->model)) return e;
+      if (Status e = ParseModel(v, &out->model); !e.ok()) return e;
     } else if (name == "messages") {
       if (!v.IsArray() || v.Empty()) return Invalid("field 'messages' must be a non-empty array");
       if (v.Size() > 10000) return Invalid("field 'messages' holds more than 10000 messages");
@@ -240,7 +241,7 @@ std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config&
         }
         if (content_it == msg.MemberEnd()) return Invalid("field '" + where + ".content' is required");
         std::string text;
-        if (auto e = MessageText(content_it->value, i, &text)) return e;
+        if (Status e = MessageText(content_it->value, i, &text); !e.ok()) return e;
         if (text.size() > config.max_content_bytes) {
           return Invalid("field '" + where + ".content' is larger than " + std::to_string(config.max_content_bytes) +
                          " bytes");
@@ -282,13 +283,13 @@ std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config&
         return unsupported("response_format other than text");
       }
     } else if (ParseSampling(name, v, &out->sampling, &err)) {
-      if (err) return err;
+      if (!err.ok()) return err;
     }
     // Anything else (user, seed, penalties, metadata, store...) is ignored.
   }
   if (!have_messages) return Invalid("field 'messages' is required");
   if (out->messages.empty()) return Invalid("field 'messages' must hold at least one user or assistant message");
-  return std::nullopt;
+  return Status::Ok();
 }
 
 std::string SessionCursorText(int64_t created_us, std::string_view id_bytes) {
@@ -298,11 +299,10 @@ std::string SessionCursorText(int64_t created_us, std::string_view id_bytes) {
   return Base64UrlEncode(raw);
 }
 
-std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessionsQuery* out) {
+static Status ParseListSessionsQueryInto(std::string_view query, ListSessionsQuery* out) {
   *out = ListSessionsQuery{};
   std::map<std::string, std::string> params;
-  std::string error;
-  if (!ParseQuery(query, &params, &error)) return Invalid(error);
+  if (Status s = ParseQuery(query, &params); !s.ok()) return s;
   for (const auto& [key, value] : params) {
     if (key == "limit") {
       int64_t v = 0;
@@ -326,15 +326,14 @@ std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessi
       return Invalid("unknown query parameter '" + key + "' (allowed: limit, after)");
     }
   }
-  return std::nullopt;
+  return Status::Ok();
 }
 
-std::optional<ApiError> ParseNoQuery(std::string_view query) {
+Status ParseNoQuery(std::string_view query) {
   std::map<std::string, std::string> params;
-  std::string error;
-  if (!ParseQuery(query, &params, &error)) return Invalid(error);
+  if (Status s = ParseQuery(query, &params); !s.ok()) return s;
   if (!params.empty()) return Invalid("unknown query parameter '" + params.begin()->first + "' (this route takes none)");
-  return std::nullopt;
+  return Status::Ok();
 }
 
 bool ValidIdempotencyKey(std::string_view key) {
@@ -359,11 +358,10 @@ bool ParseDecimal(std::string_view text, int64_t max, int64_t* out) {
   return true;
 }
 
-std::optional<ApiError> ParseListMessagesQuery(std::string_view query, ListMessagesQuery* out) {
+static Status ParseListMessagesQueryInto(std::string_view query, ListMessagesQuery* out) {
   *out = ListMessagesQuery{};
   std::map<std::string, std::string> params;
-  std::string error;
-  if (!ParseQuery(query, &params, &error)) return Invalid(error);
+  if (Status s = ParseQuery(query, &params); !s.ok()) return s;
   for (const auto& [key, value] : params) {
     int64_t v = 0;
     if (key == "limit") {
@@ -381,7 +379,37 @@ std::optional<ApiError> ParseListMessagesQuery(std::string_view query, ListMessa
       return Invalid("unknown query parameter '" + key + "' (allowed: limit, after)");
     }
   }
-  return std::nullopt;
+  return Status::Ok();
+}
+
+StatusOr<CreateSessionRequest> ParseCreateSession(std::string_view body, const Config& config) {
+  CreateSessionRequest out;
+  if (Status s = ParseCreateSessionInto(body, config, &out); !s.ok()) return s;
+  return out;
+}
+
+StatusOr<AppendMessageRequest> ParseAppendMessage(std::string_view body, const Config& config) {
+  AppendMessageRequest out;
+  if (Status s = ParseAppendMessageInto(body, config, &out); !s.ok()) return s;
+  return out;
+}
+
+StatusOr<ChatCompletionRequest> ParseChatCompletion(std::string_view body, const Config& config) {
+  ChatCompletionRequest out;
+  if (Status s = ParseChatCompletionInto(body, config, &out); !s.ok()) return s;
+  return out;
+}
+
+StatusOr<ListSessionsQuery> ParseListSessionsQuery(std::string_view query) {
+  ListSessionsQuery out;
+  if (Status s = ParseListSessionsQueryInto(query, &out); !s.ok()) return s;
+  return out;
+}
+
+StatusOr<ListMessagesQuery> ParseListMessagesQuery(std::string_view query) {
+  ListMessagesQuery out;
+  if (Status s = ParseListMessagesQueryInto(query, &out); !s.ok()) return s;
+  return out;
 }
 
 }  // namespace chatllm

@@ -14,7 +14,7 @@
 
 namespace chatllm {
 
-HttpResponse FromApiError(const ApiError& e) { return ErrorResponse(e.status, e.code, e.message); }
+HttpResponse FromStatus(const Status& s) { return ErrorResponse(s.http_status(), s.code(), s.message()); }
 
 HttpResponse SessionNotFound() {
   return ErrorResponse(404, "session_not_found", "no session with this id");
@@ -28,11 +28,11 @@ HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf) {
   return r;
 }
 
-ApiError DbApiError(const DbError& e, const char* what) {
+Status DbStatus(const DbError& e, const char* what) {
   if (e.kind() == DbErrorKind::kQuery) {
     LOG_ERROR("%s: shard %s: unexpected SQL error %d: %s", what, e.shard().c_str(), e.mysql_errno(),
               e.what());
-    return ApiError{500, "internal_error", "internal error; see the server log"};
+    return Status::Error(500, "internal_error", "internal error; see the server log");
   }
   LOG_WARN("%s: shard %s: %s (errno %d): %s", what, e.shard().c_str(), DbErrorKindName(e.kind()), e.mysql_errno(),
            e.what());
@@ -42,11 +42,11 @@ ApiError DbApiError(const DbError& e, const char* what) {
   } else if (e.kind() == DbErrorKind::kRetryable) {
     message = "shard " + e.shard() + " is overloaded (lock contention)";
   }
-  return ApiError{503, "shard_unavailable", message + "; retry later"};
+  return Status::Error(503, "shard_unavailable", message + "; retry later");
 }
 
 HttpResponse FromDbError(const DbError& e, const char* what) {
-  HttpResponse r = FromApiError(DbApiError(e, what));
+  HttpResponse r = FromStatus(DbStatus(e, what));
   if (r.status == 503) r.SetHeader("Retry-After", "1");
   return r;
 }
@@ -125,9 +125,9 @@ Service::Service(const Config& config, Store* store, ProviderChain* providers, S
       store_(store),
       providers_(providers),
       report_(hooks.report),
-      observer_(hooks.observer),
       limits_(hooks.limits),
-      keys_(int64_t{config.key_cache_ttl_ms} * 1000, 10000) {}
+      keys_(int64_t{config.key_cache_ttl_ms} * 1000, 10000),
+      turns_(config, store, providers, hooks.observer, hooks.limits) {}
 
 std::optional<HttpResponse> Service::Authenticate(const HttpRequest& request, UserId* user) {
   user->clear();
@@ -254,7 +254,7 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
   // Every remaining route is under /v1, authenticated above. Only the two
   // lists take query parameters; elsewhere any is a client's mistake.
   if (route.id != RouteId::kListSessions && route.id != RouteId::kListMessages) {
-    if (auto err = ParseNoQuery(request.query)) return FromApiError(*err);
+    if (Status err = ParseNoQuery(request.query); !err.ok()) return FromStatus(err);
   }
   switch (route.id) {
     case RouteId::kCreateSession:
@@ -328,9 +328,10 @@ HttpResponse Service::Readyz() {
 }
 
 HttpResponse Service::CreateSession(const HttpRequest& request, const UserId& user) {
-  if (auto err = CheckJsonContentType(request.Header("content-type"))) return FromApiError(*err);
-  CreateSessionRequest req;
-  if (auto err = ParseCreateSession(request.body, config_, &req)) return FromApiError(*err);
+  if (Status err = CheckJsonContentType(request.Header("content-type")); !err.ok()) return FromStatus(err);
+  StatusOr<CreateSessionRequest> parsed = ParseCreateSession(request.body, config_);
+  if (!parsed.ok()) return FromStatus(parsed.status());
+  CreateSessionRequest& req = *parsed;
   std::optional<IdempotencyKey> idem;
   if (auto bad = IdempotencyOf(request, std::string(kCreateSessionTarget), &idem)) return *bad;
   SessionRecord s;
@@ -377,8 +378,9 @@ HttpResponse Service::CreateSession(const HttpRequest& request, const UserId& us
 }
 
 HttpResponse Service::ListSessions(const HttpRequest& request, const UserId& user) {
-  ListSessionsQuery q;
-  if (auto err = ParseListSessionsQuery(request.query, &q)) return FromApiError(*err);
+  StatusOr<ListSessionsQuery> parsed = ParseListSessionsQuery(request.query);
+  if (!parsed.ok()) return FromStatus(parsed.status());
+  const ListSessionsQuery& q = *parsed;
   SessionPage page = store_->ListSessions(user, SessionCursor{q.after_created_us, q.after_id}, q.limit);
   rapidjson::StringBuffer buf;
   JsonWriter w(buf);
@@ -417,8 +419,9 @@ HttpResponse Service::DeleteSession(const SessionId& id, const UserId& user) {
 }
 
 HttpResponse Service::ListMessages(const SessionId& id, const HttpRequest& request, const UserId& user) {
-  ListMessagesQuery q;
-  if (auto err = ParseListMessagesQuery(request.query, &q)) return FromApiError(*err);
+  StatusOr<ListMessagesQuery> parsed = ParseListMessagesQuery(request.query);
+  if (!parsed.ok()) return FromStatus(parsed.status());
+  const ListMessagesQuery& q = *parsed;
   // One extra row tells whether another page follows.
   std::optional<std::vector<MessageRecord>> rows = store_->ListMessages(id, q.after, q.limit + 1, user);
   if (!rows) return SessionNotFound();

@@ -92,8 +92,7 @@ bool Decode(std::string_view in, std::string* out) {
 
 }  // namespace
 
-bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out,
-                std::string* error) {
+Status ParseQuery(std::string_view query, std::map<std::string, std::string>* out) {
   out->clear();
   size_t pos = 0;
   while (pos <= query.size()) {
@@ -106,15 +105,13 @@ bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out,
     std::string key, value;
     if (!Decode(pair.substr(0, eq), &key) ||
         !Decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), &value)) {
-      *error = "malformed percent-escape in query string";
-      return false;
+      return Status::Invalid("malformed percent-escape in query string");
     }
     if (!out->emplace(key, value).second) {
-      *error = "query parameter '" + key + "' given more than once";
-      return false;
+      return Status::Invalid("query parameter '" + key + "' given more than once");
     }
   }
-  return true;
+  return Status::Ok();
 }
 
 }  // namespace chatllm

@@ -96,15 +96,17 @@ bool ValidateTree(const rapidjson::Value& root, std::string* error) {
 
 }  // namespace
 
-bool ParseJson(std::string_view text, rapidjson::Document* doc, std::string* error) {
+Status ParseJson(std::string_view text, rapidjson::Document* doc) {
   constexpr unsigned kFlags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
   doc->Parse<kFlags>(text.data(), text.size());
   if (doc->HasParseError()) {
-    *error = std::string(rapidjson::GetParseError_En(doc->GetParseError())) + " (at byte " +
-             std::to_string(doc->GetErrorOffset()) + ")";
-    return false;
+    return Status::Error(400, "invalid_json",
+                         std::string(rapidjson::GetParseError_En(doc->GetParseError())) + " (at byte " +
+                             std::to_string(doc->GetErrorOffset()) + ")");
   }
-  return ValidateTree(*doc, error);
+  std::string error;
+  if (!ValidateTree(*doc, &error)) return Status::Error(400, "invalid_json", error);
+  return Status::Ok();
 }
 
 std::string JsonToString(const rapidjson::Value& value) {

@@ -78,6 +78,9 @@ std::string AnthropicFinish(const std::string& stop_reason) {
   return stop_reason;
 }
 
+// A provider's answer that is not in its format.
+Status BadAnswer(std::string problem) { return Status::Error(502, "provider_bad_response", std::move(problem)); }
+
 }  // namespace
 
 int64_t ParseRetryAfter(std::string_view value) {
@@ -87,8 +90,7 @@ int64_t ParseRetryAfter(std::string_view value) {
 
 std::string ProviderErrorText(std::string_view body) {
   rapidjson::Document d;
-  std::string error;
-  if (!ParseJson(body, &d, &error)) return "";
+  if (!ParseJson(body, &d).ok()) return "";
   const rapidjson::Value* e = Member(d, "error");
   if (!e) return "";
   if (e->IsString()) return std::string(e->GetString(), e->GetStringLength());
@@ -168,16 +170,15 @@ std::string AnthropicRequestJson(const ProviderRequest& r, const std::string& mo
   return std::string(buf.GetString(), buf.GetSize());
 }
 
-std::string ParseOpenAiResponse(std::string_view body, Completion* out) {
+Status ParseOpenAiResponse(std::string_view body, Completion* out) {
   rapidjson::Document d;
-  std::string error;
-  if (!ParseJson(body, &d, &error)) return "the answer is not JSON (" + error + ")";
+  if (Status s = ParseJson(body, &d); !s.ok()) return BadAnswer("the answer is not JSON (" + s.message() + ")");
   const rapidjson::Value* choices = Member(d, "choices");
-  if (!choices || !choices->IsArray() || choices->Empty()) return "the answer has no choices";
+  if (!choices || !choices->IsArray() || choices->Empty()) return BadAnswer("the answer has no choices");
   const rapidjson::Value* message = Member((*choices)[0], "message");
-  if (!message || !message->IsObject()) return "the answer's first choice has no message";
+  if (!message || !message->IsObject()) return BadAnswer("the answer's first choice has no message");
   const rapidjson::Value* content = Member(*message, "content");
-  if (!content || !(content->IsString() || content->IsNull())) return "the answer's message has no text content";
+  if (!content || !(content->IsString() || content->IsNull())) return BadAnswer("the answer's message has no text content");
   out->content = content->IsString() ? std::string(content->GetString(), content->GetStringLength()) : "";
   out->finish_reason = OpenAiFinish(StringMember((*choices)[0], "finish_reason"));
   out->model = StringMember(d, "model");
@@ -185,15 +186,14 @@ std::string ParseOpenAiResponse(std::string_view body, Completion* out) {
     out->prompt_tokens = IntMember(*usage, "prompt_tokens");
     out->completion_tokens = IntMember(*usage, "completion_tokens");
   }
-  return "";
+  return Status::Ok();
 }
 
-std::string ParseAnthropicResponse(std::string_view body, Completion* out) {
+Status ParseAnthropicResponse(std::string_view body, Completion* out) {
   rapidjson::Document d;
-  std::string error;
-  if (!ParseJson(body, &d, &error)) return "the answer is not JSON (" + error + ")";
+  if (Status s = ParseJson(body, &d); !s.ok()) return BadAnswer("the answer is not JSON (" + s.message() + ")");
   const rapidjson::Value* content = Member(d, "content");
-  if (!content || !content->IsArray()) return "the answer has no content";
+  if (!content || !content->IsArray()) return BadAnswer("the answer has no content");
   out->content.clear();
   for (const auto& block : content->GetArray()) {
     if (StringMember(block, "type") == "text") out->content += StringMember(block, "text");
@@ -204,7 +204,7 @@ std::string ParseAnthropicResponse(std::string_view body, Completion* out) {
     out->prompt_tokens = IntMember(*usage, "input_tokens");
     out->completion_tokens = IntMember(*usage, "output_tokens");
   }
-  return "";
+  return Status::Ok();
 }
 
 HttpProvider::HttpProvider(ProviderConfig config) : Provider(std::move(config)) {
@@ -364,9 +364,8 @@ Completion OpenAiProvider::Call(const ProviderRequest& request, DeltaSink* sink,
       return true;
     }
     rapidjson::Document d;
-    std::string error;
-    if (!ParseJson(e.data, &d, &error) || !d.IsObject()) {
-      failure.emplace(Kind::kBadResponse, name() + ": a streamed chunk is not JSON (" + error + ")");
+    if (Status s = ParseJson(e.data, &d); !s.ok() || !d.IsObject()) {
+      failure.emplace(Kind::kBadResponse, name() + ": a streamed chunk is not JSON (" + s.message() + ")");
       return false;
     }
     if (const rapidjson::Value* err = Member(d, "error")) {
@@ -404,8 +403,7 @@ Completion OpenAiProvider::Call(const ProviderRequest& request, DeltaSink* sink,
       throw ProviderError(Kind::kUnavailable, name() + ": the stream ended before the answer was complete");
     }
   } else {
-    std::string problem = ParseOpenAiResponse(x.body, &c);
-    if (!problem.empty()) throw ProviderError(Kind::kBadResponse, name() + ": " + problem);
+    if (Status s = ParseOpenAiResponse(x.body, &c); !s.ok()) throw ProviderError(Kind::kBadResponse, name() + ": " + s.message());
     if (sink && !c.content.empty() && !sink->OnDelta(c.content)) {
       throw ProviderError(Kind::kCancelled, "the client went away");
     }
@@ -434,9 +432,8 @@ Completion AnthropicProvider::Call(const ProviderRequest& request, DeltaSink* si
   SseParser parser;
   auto on_event = [&](const SseParser::Event& e) {
     rapidjson::Document d;
-    std::string error;
-    if (!ParseJson(e.data, &d, &error) || !d.IsObject()) {
-      failure.emplace(Kind::kBadResponse, name() + ": a streamed event is not JSON (" + error + ")");
+    if (Status s = ParseJson(e.data, &d); !s.ok() || !d.IsObject()) {
+      failure.emplace(Kind::kBadResponse, name() + ": a streamed event is not JSON (" + s.message() + ")");
       return false;
     }
     const std::string type = StringMember(d, "type");
@@ -478,8 +475,9 @@ Completion AnthropicProvider::Call(const ProviderRequest& request, DeltaSink* si
     if (!done) throw ProviderError(Kind::kUnavailable, name() + ": the stream ended before the answer was complete");
     c.finish_reason = AnthropicFinish(stop_reason);
   } else {
-    std::string problem = ParseAnthropicResponse(x.body, &c);
-    if (!problem.empty()) throw ProviderError(Kind::kBadResponse, name() + ": " + problem);
+    if (Status s = ParseAnthropicResponse(x.body, &c); !s.ok()) {
+      throw ProviderError(Kind::kBadResponse, name() + ": " + s.message());
+    }
     if (sink && !c.content.empty() && !sink->OnDelta(c.content)) {
       throw ProviderError(Kind::kCancelled, "the client went away");
     }

@@ -4,27 +4,22 @@
 
 namespace chatllm {
 
-std::shared_ptr<const ClusterMap> ClusterMap::Build(uint64_t epoch, std::vector<ShardEntry> shards,
-                                                    std::string* error) {
+StatusOr<std::shared_ptr<const ClusterMap>> ClusterMap::Build(uint64_t epoch, std::vector<ShardEntry> shards) {
   std::vector<shard_router::MapShard> ring_shards;
   for (const ShardEntry& s : shards) ring_shards.push_back({s.name, s.weight, s.state});
   auto map = std::make_shared<ClusterMap>();
   shard_router::Status st = shard_router::Router::Build(epoch, std::move(ring_shards), &map->router_);
-  if (!st.ok()) {
-    *error = st.message();
-    return nullptr;
-  }
+  if (!st.ok()) return Status::Invalid(st.message());
   map->shards_ = std::move(shards);
-  return map;
+  return std::shared_ptr<const ClusterMap>(std::move(map));
 }
 
-std::shared_ptr<const ClusterMap> ClusterMap::FromJson(const std::string& json, std::string* error) {
+StatusOr<std::shared_ptr<const ClusterMap>> ClusterMap::FromJson(const std::string& json) {
   rapidjson::Document d;
-  if (!ParseJson(json, &d, error)) return nullptr;
+  if (Status s = ParseJson(json, &d); !s.ok()) return s;
   if (!d.IsObject() || !d.HasMember("epoch") || !d["epoch"].IsUint64() || !d.HasMember("shards") ||
       !d["shards"].IsArray()) {
-    *error = "shard map must be {\"epoch\": N, \"shards\": [...]}";
-    return nullptr;
+    return Status::Invalid("shard map must be {\"epoch\": N, \"shards\": [...]}");
   }
   std::vector<ShardEntry> shards;
   for (const auto& v : d["shards"].GetArray()) {
@@ -34,8 +29,7 @@ std::shared_ptr<const ClusterMap> ClusterMap::FromJson(const std::string& json, 
         !v["database"].IsString() || !v.HasMember("weight") || !v["weight"].IsUint() ||
         !v.HasMember("state") || !v["state"].IsString() ||
         !shard_router::ParseShardState(v["state"].GetString(), &s.state)) {
-      *error = "shard map entry must have name, host, port, database, weight and a valid state";
-      return nullptr;
+      return Status::Invalid("shard map entry must have name, host, port, database, weight and a valid state");
     }
     s.name = v["name"].GetString();
     s.host = v["host"].GetString();
@@ -44,7 +38,7 @@ std::shared_ptr<const ClusterMap> ClusterMap::FromJson(const std::string& json, 
     s.weight = v["weight"].GetUint();
     shards.push_back(std::move(s));
   }
-  return Build(d["epoch"].GetUint64(), std::move(shards), error);
+  return Build(d["epoch"].GetUint64(), std::move(shards));
 }
 
 std::string ClusterMap::ToJson() const {
@@ -81,6 +75,16 @@ const ShardEntry* ClusterMap::Find(const std::string& name) const {
     if (s.name == name) return &s;
   }
   return nullptr;
+}
+
+std::shared_ptr<const ClusterMap> SeedMap(const Config& config) {
+  std::vector<ShardEntry> entries;
+  for (const ShardConfig& s : config.shards) {
+    entries.push_back(ShardEntry{s.name, s.host, s.port, s.database, s.weight, shard_router::ShardState::kActive});
+  }
+  auto map = ClusterMap::Build(0, std::move(entries));
+  if (!map.ok()) throw ConfigError(config.path + ": shards: " + map.status().message());
+  return *map;
 }
 
 }  // namespace chatllm

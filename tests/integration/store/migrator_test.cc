@@ -47,17 +47,28 @@ TEST_F(MigratorTest, AppliesOnceThenIsANoOp) {
   EXPECT_TRUE(second.applied.empty());
   EXPECT_EQ(Root("SELECT COUNT(*) FROM chatllm_scratch.schema_migrations"),
             std::to_string(EmbeddedMigrations().size()) + "\n");
-  EXPECT_EQ(Root("SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = 'chatllm_scratch' "
-                 "AND routine_name = 'chat_append_fenced'"),
-            "1\n");
+  // Superseded stored functions are dropped (docs/operations.md, "Stored
+  // functions"); those of the binary and the release before it stay.
+  auto routine = [&](const std::string& name) {
+    return Root("SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = 'chatllm_scratch' "
+                "AND routine_name = '" + name + "'");
+  };
+  for (const char* gone : {"chat_append", "chat_append_fenced", "chat_append_v4", "chat_delete_session_v2",
+                           "chat_placement"}) {
+    EXPECT_EQ(routine(gone), "0\n") << gone;
+  }
+  for (const char* kept : {"chat_append_v5", "chat_turn_begin", "chat_turn_begin_v2", "chat_placement_v2",
+                           "chat_create_session_v3", "chat_delete_session_v3"}) {
+    EXPECT_EQ(routine(kept), "1\n") << kept;
+  }
 }
 
 // The placement codes fenced writes return after matching no row
-// (sql/002_shard_map.sql, sql/005_placement_retry.sql).
+// (sql/002_shard_map.sql, sql/005_placement_retry.sql, sql/007_acknowledged.sql).
 TEST_F(MigratorTest, PlacementAfterAFailedWriteSaysWhetherToRetry) {
   MigrateShard(endpoint_, DbOptions{});
   const std::string id = "UNHEX('00112233445566778899aabbccddeeff')";
-  auto placement = [&] { return Root("SELECT chatllm_scratch.chat_placement(" + id + ")"); };
+  auto placement = [&] { return Root("SELECT chatllm_scratch.chat_placement_v2(" + id + ")"); };
   EXPECT_EQ(placement(), "0\n");  // No such session.
   Root("INSERT INTO chatllm_scratch.sessions (session_id, metadata, message_count, created_at, updated_at) "
        "VALUES (" + id + ", '{}', 0, NOW(), NOW())");
@@ -70,6 +81,8 @@ TEST_F(MigratorTest, PlacementAfterAFailedWriteSaysWhetherToRetry) {
   EXPECT_EQ(placement(), "-2\n");
   Root("UPDATE chatllm_scratch.sessions SET state = 'incoming' WHERE session_id = " + id);
   EXPECT_EQ(placement(), "0\n");
+  Root("UPDATE chatllm_scratch.sessions SET state = 'deleted' WHERE session_id = " + id);
+  EXPECT_EQ(placement(), "-5\n");  // Gone for good: no other shard is asked.
 }
 
 TEST_F(MigratorTest, AnEditedAppliedMigrationIsRefused) {

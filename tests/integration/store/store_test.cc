@@ -1,6 +1,6 @@
-// Store against the real MariaDB shards of the test stack.
+// ShardedStore against the real MariaDB shards of the test stack.
 
-#include "store/store.h"
+#include "store/sharded_store.h"
 
 #include <gtest/gtest.h>
 
@@ -22,6 +22,39 @@ using testing::RunCommand;
 using testing::StackEnv;
 
 Config TestConfig() { return LoadConfig(StackEnv::Get().AppConfig(StackEnv::Get().apps()[0].first)); }
+
+// The store with requests made without authentication (no user), and a
+// one-call append.
+class Store : public ShardedStore {
+ public:
+  using ShardedStore::ShardedStore;
+  using ShardedStore::CreateSession;
+  using ShardedStore::DeleteSession;
+  using ShardedStore::GetSession;
+  using ShardedStore::ListMessages;
+  using ShardedStore::LoadContext;
+  IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& s) {
+    return ShardedStore::CreateSession(id, s, nullptr, 0, "");
+  }
+  std::optional<SessionRecord> GetSession(const SessionId& id) { return ShardedStore::GetSession(id, ""); }
+  bool DeleteSession(const SessionId& id) { return ShardedStore::DeleteSession(id, ""); }
+  std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after, int limit) {
+    return ShardedStore::ListMessages(id, after, limit, "");
+  }
+  std::optional<TurnContext> LoadContext(const SessionId& id, int limit, int64_t budget) {
+    return ShardedStore::LoadContext(id, limit, budget, "");
+  }
+  int64_t AppendMessage(const SessionId& id, std::string_view role, std::string_view content, int64_t created_us,
+                        int64_t reply_to, std::string_view meta_json = "") {
+    AppendRequest r;
+    r.role = role;
+    r.content = content;
+    r.created_us = created_us;
+    r.reply_to = reply_to;
+    r.meta_json = meta_json;
+    return Append(id, "", r).seq;
+  }
+};
 
 SessionId NewSession(Store& store) {
   SessionId id = SessionId::Generate();
@@ -211,13 +244,23 @@ TEST(StoreTest, AKeyedTurnStoresItsUserMessageOnceAcrossRetries) {
   answer.reply_to = retried.seq;
   answer.complete = &key;
   answer.attempt = 2;
-  answer.respond = [](int64_t seq) { return std::make_pair(201, "answered as " + std::to_string(seq)); };
+  answer.complete_status = 201;
+  answer.complete_recipe = "native";
   EXPECT_EQ(store.Append(id, "", answer).seq, 2);
 
+  // The replay is what the answer is made of (sql/008_replay_recipe.sql).
   AppendResult replay = store.Append(id, "", ask);
   EXPECT_EQ(replay.idempotency.outcome, IdempotencyOutcome::kReplay);
   EXPECT_EQ(replay.idempotency.status, 201);
-  EXPECT_EQ(replay.idempotency.response, "answered as 2");
+  EXPECT_EQ(replay.idempotency.response, "native");
+  EXPECT_EQ(replay.idempotency.user_seq, 1);
+  EXPECT_EQ(replay.idempotency.answer_seq, 2);
+  auto both = store.ReadMessages(id, {1, 2}, "");
+  ASSERT_TRUE(both);
+  ASSERT_EQ(both->size(), 2u);
+  EXPECT_EQ((*both)[0].content, "hi");
+  EXPECT_EQ((*both)[1].content, "hello");
+  EXPECT_EQ((*both)[1].reply_to, 1);
   const IdempotencyKey other = TestKey(key.key, "something else");
   ask.claim = &other;
   EXPECT_EQ(store.Append(id, "", ask).idempotency.outcome, IdempotencyOutcome::kMismatch);
@@ -255,7 +298,8 @@ TEST(StoreTest, Issue12AnAttemptTakenOverStoresNoAnswer) {
   answer.created_us = NowMicros();
   answer.reply_to = 1;
   answer.complete = &key;
-  answer.respond = [](int64_t seq) { return std::make_pair(201, "answered as " + std::to_string(seq)); };
+  answer.complete_status = 201;
+  answer.complete_recipe = "native";
   answer.attempt = 11;  // The first attempt finishes at last...
   AppendResult late = store.Append(id, "", answer);
   EXPECT_TRUE(late.taken_over);
@@ -268,7 +312,7 @@ TEST(StoreTest, Issue12AnAttemptTakenOverStoresNoAnswer) {
   EXPECT_EQ(store.Append(id, "", answer).seq, 2);
   AppendResult replay = store.Append(id, "", ask);
   EXPECT_EQ(replay.idempotency.outcome, IdempotencyOutcome::kReplay);
-  EXPECT_EQ(replay.idempotency.response, "answered as 2");
+  EXPECT_EQ(replay.idempotency.answer_seq, 2);
   EXPECT_EQ(store.GetSession(id)->message_count, 2) << "one answer, not two";
 }
 

@@ -13,33 +13,42 @@ Config TestConfig() {
   return c;
 }
 
-std::string CreateError(const std::string& body) {
-  CreateSessionRequest out;
-  auto err = ParseCreateSession(body, TestConfig(), &out);
-  return err ? err->code + ": " + err->message : "ok";
+// "ok" and the value in *out, or the error's code and message.
+template <typename T>
+std::string Outcome(StatusOr<T> parsed, T* out = nullptr) {
+  if (!parsed.ok()) return parsed.status().code() + ": " + parsed.status().message();
+  if (out) *out = std::move(*parsed);
+  return "ok";
 }
 
-std::string AppendError(const std::string& body) {
-  AppendMessageRequest out;
-  auto err = ParseAppendMessage(body, TestConfig(), &out);
-  return err ? err->code + ": " + err->message : "ok";
+// Parsed into *out; false on an error.
+template <typename T>
+bool Parsed(StatusOr<T> parsed, T* out) {
+  if (!parsed.ok()) return false;
+  *out = std::move(*parsed);
+  return true;
 }
+
+std::string CreateError(const std::string& body) { return Outcome(ParseCreateSession(body, TestConfig())); }
+
+std::string AppendError(const std::string& body) { return Outcome(ParseAppendMessage(body, TestConfig())); }
 
 std::string QueryError(const std::string& query, ListMessagesQuery* out = nullptr) {
-  ListMessagesQuery q;
-  auto err = ParseListMessagesQuery(query, out ? out : &q);
-  return err ? err->message : "ok";
+  StatusOr<ListMessagesQuery> parsed = ParseListMessagesQuery(query);
+  if (!parsed.ok()) return parsed.status().message();
+  if (out) *out = *parsed;
+  return "ok";
 }
 
 TEST(CreateSessionTest, AcceptsEmptyAndFullBodies) {
   CreateSessionRequest out;
-  EXPECT_FALSE(ParseCreateSession("", TestConfig(), &out));
+  EXPECT_TRUE(Parsed(ParseCreateSession("", TestConfig()), &out));
   EXPECT_FALSE(out.title.has_value());
   EXPECT_EQ(out.metadata_json, "{}");
-  EXPECT_FALSE(ParseCreateSession(R"({"title":"héllo","metadata":{ "k" : 1 }})", TestConfig(), &out));
+  EXPECT_TRUE(Parsed(ParseCreateSession(R"({"title":"héllo","metadata":{ "k" : 1 }})", TestConfig()), &out));
   EXPECT_EQ(*out.title, "héllo");  // 5 code points, 6 bytes: within a 5-character limit.
   EXPECT_EQ(out.metadata_json, R"({"k":1})");
-  EXPECT_FALSE(ParseCreateSession(R"({"title":null})", TestConfig(), &out));
+  EXPECT_TRUE(Parsed(ParseCreateSession(R"({"title":null})", TestConfig()), &out));
   EXPECT_FALSE(out.title.has_value());
 }
 
@@ -58,27 +67,26 @@ TEST(CreateSessionTest, RejectsBadFields) {
   EXPECT_EQ(CreateError(R"({"model":7})"), "invalid_request: field 'model' must be a string, not number");
   Config small = TestConfig();
   small.max_system_prompt_bytes = 3;
-  CreateSessionRequest out;
-  auto err = ParseCreateSession(R"({"system_prompt":"four"})", small, &out);
-  ASSERT_TRUE(err);
-  EXPECT_EQ(err->message, "field 'system_prompt' is larger than 3 bytes");
+  Status err = ParseCreateSession(R"({"system_prompt":"four"})", small).status();
+  ASSERT_FALSE(err.ok());
+  EXPECT_EQ(err.message(), "field 'system_prompt' is larger than 3 bytes");
 }
 
 TEST(CreateSessionTest, TakesAModelAndASystemPrompt) {
   CreateSessionRequest out;
-  EXPECT_FALSE(ParseCreateSession(R"({"model":"gpt-4o-mini","system_prompt":"be brief"})", TestConfig(), &out));
+  EXPECT_TRUE(Parsed(ParseCreateSession(R"({"model":"gpt-4o-mini","system_prompt":"be brief"})", TestConfig()), &out));
   EXPECT_EQ(*out.model, "gpt-4o-mini");
   EXPECT_EQ(*out.system_prompt, "be brief");
-  EXPECT_FALSE(ParseCreateSession(R"({"model":null,"system_prompt":""})", TestConfig(), &out));
+  EXPECT_TRUE(Parsed(ParseCreateSession(R"({"model":null,"system_prompt":""})", TestConfig()), &out));
   EXPECT_FALSE(out.model.has_value());
   EXPECT_FALSE(out.system_prompt.has_value());
 }
 
 TEST(AppendMessageTest, AcceptsContentAndUserRole) {
   AppendMessageRequest out;
-  EXPECT_FALSE(ParseAppendMessage(R"({"content":"hi","role":"user"})", TestConfig(), &out));
+  EXPECT_TRUE(Parsed(ParseAppendMessage(R"({"content":"hi","role":"user"})", TestConfig()), &out));
   EXPECT_EQ(out.content, "hi");
-  EXPECT_FALSE(ParseAppendMessage(R"({"content":"0123456789"})", TestConfig(), &out));
+  EXPECT_TRUE(Parsed(ParseAppendMessage(R"({"content":"0123456789"})", TestConfig()), &out));
 }
 
 TEST(AppendMessageTest, RejectsBadFields) {
@@ -104,9 +112,9 @@ TEST(AppendMessageTest, RejectsBadFields) {
 
 TEST(AppendMessageTest, TakesAModelStreamAndSampling) {
   AppendMessageRequest out;
-  EXPECT_FALSE(ParseAppendMessage(
+  EXPECT_TRUE(Parsed(ParseAppendMessage(
       R"({"content":"hi","model":"claude-3","stream":true,"max_tokens":50,"temperature":0.2,"top_p":0.9,"stop":"X"})",
-      TestConfig(), &out));
+      TestConfig()), &out));
   EXPECT_EQ(out.model, "claude-3");
   EXPECT_TRUE(out.stream);
   EXPECT_EQ(out.sampling.max_tokens, 50);
@@ -116,11 +124,9 @@ TEST(AppendMessageTest, TakesAModelStreamAndSampling) {
 }
 
 std::string ChatError(const std::string& body, ChatCompletionRequest* out = nullptr) {
-  ChatCompletionRequest r;
   Config c = TestConfig();
   c.max_content_bytes = 100;
-  auto err = ParseChatCompletion(body, c, out ? out : &r);
-  return err ? err->code + ": " + err->message : "ok";
+  return Outcome(ParseChatCompletion(body, c), out);
 }
 
 TEST(ChatCompletionTest, ReadsOpenAisRequestFormat) {
@@ -204,25 +210,25 @@ TEST(ListQueryTest, RejectsBadValues) {
 }
 
 TEST(NoQueryTest, OnlyAnEmptyQueryPasses) {
-  EXPECT_FALSE(ParseNoQuery(""));
-  EXPECT_FALSE(ParseNoQuery("&&"));
-  auto err = ParseNoQuery("x=1");
-  ASSERT_TRUE(err);
-  EXPECT_EQ(err->status, 400);
-  EXPECT_EQ(err->code + ": " + err->message, "invalid_request: unknown query parameter 'x' (this route takes none)");
-  EXPECT_EQ(ParseNoQuery("full")->message, "unknown query parameter 'full' (this route takes none)");
-  EXPECT_EQ(ParseNoQuery("a=%zz")->message, "malformed percent-escape in query string");
-  EXPECT_EQ(ParseNoQuery("a=1&a=2")->message, "query parameter 'a' given more than once");
+  EXPECT_TRUE(ParseNoQuery("").ok());
+  EXPECT_TRUE(ParseNoQuery("&&").ok());
+  Status err = ParseNoQuery("x=1");
+  ASSERT_FALSE(err.ok());
+  EXPECT_EQ(err.http_status(), 400);
+  EXPECT_EQ(err.code() + ": " + err.message(), "invalid_request: unknown query parameter 'x' (this route takes none)");
+  EXPECT_EQ(ParseNoQuery("full").message(), "unknown query parameter 'full' (this route takes none)");
+  EXPECT_EQ(ParseNoQuery("a=%zz").message(), "malformed percent-escape in query string");
+  EXPECT_EQ(ParseNoQuery("a=1&a=2").message(), "query parameter 'a' given more than once");
 }
 
 TEST(ContentTypeTest, AcceptsJsonOnly) {
-  EXPECT_FALSE(CheckJsonContentType(""));
-  EXPECT_FALSE(CheckJsonContentType("application/json"));
-  EXPECT_FALSE(CheckJsonContentType("Application/JSON; charset=utf-8"));
-  auto err = CheckJsonContentType("application/x-www-form-urlencoded");
-  ASSERT_TRUE(err);
-  EXPECT_EQ(err->status, 415);
-  EXPECT_EQ(err->message, "request body must be application/json, not 'application/x-www-form-urlencoded'");
+  EXPECT_TRUE(CheckJsonContentType("").ok());
+  EXPECT_TRUE(CheckJsonContentType("application/json").ok());
+  EXPECT_TRUE(CheckJsonContentType("Application/JSON; charset=utf-8").ok());
+  Status err = CheckJsonContentType("application/x-www-form-urlencoded");
+  ASSERT_FALSE(err.ok());
+  EXPECT_EQ(err.http_status(), 415);
+  EXPECT_EQ(err.message(), "request body must be application/json, not 'application/x-www-form-urlencoded'");
 }
 
 TEST(SessionCursorTest, ACursorRoundTripsAndForgeriesAreRefused) {
@@ -231,12 +237,12 @@ TEST(SessionCursorTest, ACursorRoundTripsAndForgeriesAreRefused) {
   const std::string cursor = SessionCursorText(created, id);
   EXPECT_EQ(cursor.size(), 32u);
   ListSessionsQuery q;
-  ASSERT_FALSE(ParseListSessionsQuery("limit=7&after=" + cursor, &q));
+  ASSERT_TRUE(Parsed(ParseListSessionsQuery("limit=7&after=" + cursor), &q));
   EXPECT_EQ(q.limit, 7);
   EXPECT_EQ(q.after_created_us, created);
   EXPECT_EQ(q.after_id, id);
 
-  ASSERT_FALSE(ParseListSessionsQuery("", &q));
+  ASSERT_TRUE(Parsed(ParseListSessionsQuery(""), &q));
   EXPECT_EQ(q.limit, 20);
   EXPECT_EQ(q.after_created_us, INT64_MAX);
   EXPECT_TRUE(q.after_id.empty());
@@ -245,7 +251,7 @@ TEST(SessionCursorTest, ACursorRoundTripsAndForgeriesAreRefused) {
   for (const std::string& bad : {"after=" + cursor.substr(1), "after=" + cursor + "A", "after=" + negative,
                                  std::string("after=%%%"), std::string("limit=0"), std::string("limit=201"),
                                  std::string("limit=-1"), std::string("limit=1&limit=2"), std::string("before=x")}) {
-    EXPECT_TRUE(ParseListSessionsQuery(bad, &q)) << bad;
+    EXPECT_FALSE(ParseListSessionsQuery(bad).ok()) << bad;
   }
 }
 

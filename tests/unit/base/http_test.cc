@@ -28,24 +28,23 @@ TEST(HttpTest, SetHeaderReplaces) {
 
 TEST(HttpTest, ParseQueryDecodes) {
   std::map<std::string, std::string> q;
-  std::string error;
-  ASSERT_TRUE(ParseQuery("limit=5&after=10&x=a%20b+c&flag&&", &q, &error)) << error;
+  Status s = ParseQuery("limit=5&after=10&x=a%20b+c&flag&&", &q);
+  ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(q.size(), 4u);
   EXPECT_EQ(q["limit"], "5");
   EXPECT_EQ(q["x"], "a b c");
   EXPECT_EQ(q["flag"], "");
-  ASSERT_TRUE(ParseQuery("", &q, &error));
+  ASSERT_TRUE(ParseQuery("", &q).ok());
   EXPECT_TRUE(q.empty());
 }
 
 TEST(HttpTest, ParseQueryRejectsAmbiguity) {
   std::map<std::string, std::string> q;
-  std::string error;
-  EXPECT_FALSE(ParseQuery("limit=1&limit=2", &q, &error));
-  EXPECT_EQ(error, "query parameter 'limit' given more than once");
-  EXPECT_FALSE(ParseQuery("a=%2", &q, &error));
-  EXPECT_EQ(error, "malformed percent-escape in query string");
-  EXPECT_FALSE(ParseQuery("a=%zz", &q, &error));
+  Status s = ParseQuery("limit=1&limit=2", &q);
+  EXPECT_EQ(s.http_status(), 400);
+  EXPECT_EQ(s.message(), "query parameter 'limit' given more than once");
+  EXPECT_EQ(ParseQuery("a=%2", &q).message(), "malformed percent-escape in query string");
+  EXPECT_FALSE(ParseQuery("a=%zz", &q).ok());
 }
 
 TEST(HttpTest, StatusReasons) {

@@ -74,29 +74,29 @@ TEST(WireFormatTest, AnthropicRequestAlternatesRolesAndStartsWithTheUser) {
 
 TEST(WireFormatTest, ParsesAnswersAndRefusesWhatIsNotTheFormat) {
   Completion c;
-  EXPECT_EQ(ParseOpenAiResponse(R"({"model":"m1","choices":[{"message":{"role":"assistant","content":"hey"},)"
+  EXPECT_TRUE(ParseOpenAiResponse(R"({"model":"m1","choices":[{"message":{"role":"assistant","content":"hey"},)"
                                 R"("finish_reason":"length"}],"usage":{"prompt_tokens":7,"completion_tokens":2}})",
-                                &c),
-            "");
+                                &c)
+                  .ok());
   EXPECT_EQ(c.content, "hey");
   EXPECT_EQ(c.model, "m1");
   EXPECT_EQ(c.finish_reason, "length");
   EXPECT_EQ(c.prompt_tokens, 7);
   EXPECT_EQ(c.completion_tokens, 2);
-  EXPECT_NE(ParseOpenAiResponse("<html>", &c), "");
-  EXPECT_NE(ParseOpenAiResponse(R"({"choices":[]})", &c), "");
-  EXPECT_NE(ParseOpenAiResponse(R"({"choices":[{"message":{"content":5}}]})", &c), "");
+  EXPECT_FALSE(ParseOpenAiResponse("<html>", &c).ok());
+  EXPECT_FALSE(ParseOpenAiResponse(R"({"choices":[]})", &c).ok());
+  EXPECT_FALSE(ParseOpenAiResponse(R"({"choices":[{"message":{"content":5}}]})", &c).ok());
 
   Completion a;
-  EXPECT_EQ(ParseAnthropicResponse(R"({"model":"c1","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],)"
+  EXPECT_TRUE(ParseAnthropicResponse(R"({"model":"c1","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],)"
                                    R"("stop_reason":"max_tokens","usage":{"input_tokens":3,"output_tokens":4}})",
-                                   &a),
-            "");
+                                   &a)
+                  .ok());
   EXPECT_EQ(a.content, "ab");
   EXPECT_EQ(a.finish_reason, "length");
   EXPECT_EQ(a.prompt_tokens, 3);
   EXPECT_EQ(a.completion_tokens, 4);
-  EXPECT_NE(ParseAnthropicResponse(R"({"content":"text"})", &a), "");
+  EXPECT_FALSE(ParseAnthropicResponse(R"({"content":"text"})", &a).ok());
 }
 
 TEST(WireFormatTest, ErrorTextAndRetryAfter) {

@@ -8,14 +8,13 @@
 #include <string>
 #include <vector>
 
-#include "store/cluster_map.h"
 #include "base/config.h"
-#include "store/db_connection.h"
+#include "store/cluster_map.h"
+#include "store/connection.h"
 #include "store/mysql_statement.h"
+#include "store/shard_link.h"
 
 namespace chatllm {
-
-class MysqlStatement;
 
 // An operator command that cannot proceed; the message is one line for the
 // operator ("shard c is unreachable: ...").
@@ -174,6 +173,9 @@ class ClusterAdmin {
 
  private:
   enum class MoveOutcome { kMoved, kGone };
+  // One session's move (the steps of the class comment), in
+  // src/session_move.cc.
+  class SessionMove;
   // What a session's copy on one shard holds: its messages (up to a seq),
   // a digest of their every column, and its session row.
   struct Fingerprint {
@@ -189,27 +191,40 @@ class ClusterAdmin {
     }
   };
   Fingerprint FingerprintOf(const ShardEntry& shard, const std::string& id, int64_t up_to_seq);
-  // A connection to one shard and the statements prepared on it.
-  struct Link {
-    std::unique_ptr<DbConnection> conn;  // Declared first: statements die before it.
-    uint64_t generation = 0;
-    std::map<std::string, std::unique_ptr<MysqlStatement>> statements;
-  };
+
   MoveOutcome MoveSession(const std::string& id, const ShardEntry& from, const ShardEntry& to, uint64_t epoch);
-  // Clears the arrival markers a rebalance stopped between steps 5 and 6
-  // left behind (see the class comment).
+  // A session found on a shard that does not own it (Rebalance).
+  struct Misplaced {
+    std::string id;
+    const ShardEntry* from;
+    const ShardEntry* to;
+  };
+  // Every shard's sessions that `map` places elsewhere; thaws (unless
+  // `dry_run`) sessions frozen on their owner by an interrupted move.
+  std::vector<Misplaced> FindMisplaced(const ClusterMap& map, int batch, bool dry_run);
+  // Where session `id` (bytes) stands on `shard`: "active", "moving",
+  // "incoming", "moved", "deleted" or "absent".
+  std::string SessionState(const ShardEntry& shard, const std::string& id);
+  // Step 6 for session `id` on `shard`: its arrival marker goes, and a
+  // 'deleted' tombstone that only the marker kept.
+  void FinishArrival(const ShardEntry& shard, const std::string& id);
+  // Step 6 for every marker a rebalance stopped between steps 5 and 6 left
+  // behind (see the class comment).
   void FinishArrivals(const ClusterMap& map);
   // Runs `fn` on every shard of the current map; AdminError naming the
   // shards that failed, after trying all.
   void OnEveryShard(const char* what, const std::function<void(const ShardEntry&)>& fn);
   const ShardEntry* FirstActiveShard(const ClusterMap& map, const std::string& except);
   void CopyAuthBetween(const ShardEntry& from, const ShardEntry& to);
-  Link& LinkTo(const ShardEntry& entry);
-  MYSQL* Handle(const ShardEntry& entry);
+  // The migrate account's connection to `entry` (remade if its address
+  // changed), with its prepared statements.
+  ShardLink& LinkTo(const ShardEntry& entry);
+  MYSQL* Handle(const ShardEntry& entry) { return LinkTo(entry).Handle(); }
   // `sql` prepared on the shard's connection once and reused.
-  MysqlStatement& Stmt(const ShardEntry& entry, const std::string& sql);
+  MysqlStatement& Stmt(const ShardEntry& entry, const std::string& sql) { return LinkTo(entry).Statement(sql); }
   // Runs `fn`, turning database errors into AdminErrors naming the shard and
-  // dropping the shard's prepared statements (a failed one may be mid-result).
+  // dropping the shard's prepared statements (a failed one may be
+  // mid-result; on a lost connection the connection too).
   template <typename Fn>
   auto OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -> decltype(fn());
   std::shared_ptr<const ClusterMap> Next(const ClusterMap& map, std::vector<ShardEntry> shards);
@@ -220,7 +235,7 @@ class ClusterAdmin {
 
   const Config config_;  // A copy: callers may pass a temporary.
   DbOptions options_;
-  std::map<std::string, Link> links_;
+  std::map<std::string, std::unique_ptr<ShardLink>> links_;
 };
 
 template <typename Fn>
@@ -228,10 +243,11 @@ auto ClusterAdmin::OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -
   try {
     return fn();
   } catch (const MysqlError& e) {
-    links_[entry.name].statements.clear();
+    if (auto it = links_.find(entry.name); it != links_.end()) it->second->AfterError(ClassifyMysqlErrno(e.code()));
     throw AdminError("shard " + entry.name + ": " + what + " failed: " + e.what());
   } catch (const DbError& e) {
-    links_[entry.name].statements.clear();
+    if (auto it = links_.find(entry.name); it != links_.end()) it->second->AfterError(e.kind());
+    if (e.kind() == DbErrorKind::kQuery) throw AdminError("shard " + entry.name + ": " + what + " failed: " + e.what());
     throw AdminError("shard " + entry.name + " is unreachable (" + what + "): " + e.what());
   }
 }

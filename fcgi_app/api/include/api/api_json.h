@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "store/db_connection.h"
+#include "store/db_error.h"
 #include "base/http.h"
 #include "base/ids.h"
 #include "base/json.h"
@@ -14,15 +14,16 @@ namespace chatllm {
 // The API's JSON shapes of stored things and its common error responses
 // (docs/api.md), shared by the handlers of service.cc and service_turn.cc.
 
-HttpResponse FromApiError(const ApiError& e);
+// A failed Status as the response to send.
+HttpResponse FromStatus(const Status& s);
 HttpResponse SessionNotFound();
 HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf);
 // A database failure as the client sees it: 503 shard_unavailable (retry
 // after a second), or 500 for an unexpected SQL error (logged with `what`).
 // The message names the shard and whether a write's outcome is unknown,
 // never the server's own text (SQL, hosts, ports).
-ApiError DbApiError(const DbError& e, const char* what);
-// DbApiError as a response, with Retry-After: 1 on a 503.
+Status DbStatus(const DbError& e, const char* what);
+// DbStatus as a response, with Retry-After: 1 on a 503.
 HttpResponse FromDbError(const DbError& e, const char* what);
 
 void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s);

@@ -5,7 +5,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "store/store.h"
+#include "store/records.h"
 
 namespace chatllm {
 

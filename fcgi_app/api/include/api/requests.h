@@ -8,16 +8,11 @@
 #include <vector>
 
 #include "base/config.h"
+#include "base/status.h"
 #include "providers/provider.h"
 
 namespace chatllm {
 
-// A rejected request: becomes an HTTP error with a JSON body.
-struct ApiError {
-  int status = 400;
-  std::string code;     // Stable, machine-readable: "invalid_json", "invalid_request", ...
-  std::string message;  // For humans; names the field and the rule.
-};
 
 struct CreateSessionRequest {
   std::optional<std::string> title;
@@ -68,39 +63,36 @@ struct ListSessionsQuery {
   std::string after_id;                  // 16 raw bytes, or empty.
 };
 
-// Parsers for request bodies and query strings. Each returns nullopt on
-// success, having filled *out, or the error to send. They are strict:
+// Parsers for request bodies and query strings. Each returns what it parsed
+// or, in a failed Status, the error to send (base/status.h). They are strict:
 // unknown fields and parameters are errors, so a client's typo is reported
 // instead of silently ignored (as the OpenAI and Stripe APIs do).
 
 // POST /v1/sessions: an empty body means {}.
-std::optional<ApiError> ParseCreateSession(std::string_view body, const Config& config,
-                                           CreateSessionRequest* out);
+StatusOr<CreateSessionRequest> ParseCreateSession(std::string_view body, const Config& config);
 // POST /v1/sessions/{id}/messages.
-std::optional<ApiError> ParseAppendMessage(std::string_view body, const Config& config,
-                                           AppendMessageRequest* out);
+StatusOr<AppendMessageRequest> ParseAppendMessage(std::string_view body, const Config& config);
 // POST /v1/chat/completions. Lenient like OpenAI-compatible servers: fields
 // it does not know are ignored, but those whose meaning it cannot honour
 // (tools, n > 1, ...) are errors. `model` may be absent (out->model empty):
 // a turn of a session may use the session's; the caller decides.
-std::optional<ApiError> ParseChatCompletion(std::string_view body, const Config& config,
-                                            ChatCompletionRequest* out);
+StatusOr<ChatCompletionRequest> ParseChatCompletion(std::string_view body, const Config& config);
 // A model name: 1..128 characters of [A-Za-z0-9._:/@+-].
 bool ValidModelName(std::string_view name);
 // GET /v1/sessions?limit=1..200&after=CURSOR (a cursor from next_after).
-std::optional<ApiError> ParseListSessionsQuery(std::string_view query, ListSessionsQuery* out);
+StatusOr<ListSessionsQuery> ParseListSessionsQuery(std::string_view query);
 // The opaque cursor of a session list: base64url of created_at (8 bytes) and id.
 std::string SessionCursorText(int64_t created_us, std::string_view id_bytes);
 // The query of a route that takes no parameters: empty, or only '&'s.
-std::optional<ApiError> ParseNoQuery(std::string_view query);
+Status ParseNoQuery(std::string_view query);
 // An Idempotency-Key header value: 1..255 printable ASCII characters.
 bool ValidIdempotencyKey(std::string_view key);
 // GET /v1/sessions/{id}/messages?limit=&after=
-std::optional<ApiError> ParseListMessagesQuery(std::string_view query, ListMessagesQuery* out);
+StatusOr<ListMessagesQuery> ParseListMessagesQuery(std::string_view query);
 
 // POST bodies must be JSON: the Content-Type header may be absent or
 // application/json (parameters such as charset=utf-8 allowed).
-std::optional<ApiError> CheckJsonContentType(std::string_view content_type);
+Status CheckJsonContentType(std::string_view content_type);
 
 // Parses a non-negative decimal integer with no sign, spaces or leading
 // zeros (except "0") that is <= max. Used for query parameters.

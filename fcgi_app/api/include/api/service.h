@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/key_cache.h"
+#include "api/turn.h"
 #include "base/config.h"
 #include "base/http.h"
 #include "base/instance.h"
@@ -14,8 +15,6 @@
 #include "store/store.h"
 
 namespace chatllm {
-
-class TurnFormat;
 
 // What the instance offers a Service (base/instance.h); each may be null:
 // without `report` /status and /metrics are 404, without `limits` no
@@ -43,16 +42,6 @@ class Service {
   HttpResponse Handle(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream = nullptr);
 
  private:
-  // One turn on a stored session: what the user sent and how to answer.
-  struct Turn {
-    std::string content;
-    std::string model;                   // "" : the session's, else the chain's defaults.
-    std::optional<std::string> system;   // Overrides the session's system prompt.
-    Sampling sampling;
-    UserId user;
-    std::optional<IdempotencyKey> idempotency;
-  };
-
   HttpResponse Dispatch(const HttpRequest& request, RequestTrace* trace, ResponseStream* stream);
   // The caller of a /v1 request (empty when [auth] required = false), or
   // the 401 to answer.
@@ -73,31 +62,13 @@ class Service {
                              RequestTrace* trace, ResponseStream* stream);
   HttpResponse ChatCompletions(const HttpRequest& request, const UserId& user, RequestTrace* trace,
                                ResponseStream* stream);
-  // Stores the user message, asks the providers, stores the answer; reports
-  // through `format` (JSON or one of the event-stream dialects).
-  HttpResponse RunTurn(const SessionId& id, Turn turn, RequestTrace* trace, TurnFormat& format);
-  // RunTurn once the user message is stored (`reused`: by an earlier attempt
-  // with the same key, which `attempt` took over): asks the providers and
-  // stores the answer. Calls `fail_key` on every failure it answers; throws
-  // DbError for RunTurn to answer (which calls it too).
-  HttpResponse AnswerTurn(const SessionId& id, const Turn& turn, TurnContext ctx, MessageRecord user, bool reused,
-                          const IdempotencyKey* idem, int64_t attempt, RequestTrace* trace, TurnFormat& format,
-                          const std::function<void()>& fail_key);
-  // A turn with no session (OpenAI pass-through): nothing stored.
-  HttpResponse RunStateless(const ChatCompletionRequest& req, const UserId& user, RequestTrace* trace,
-                            TurnFormat& format);
-  // Takes one of the user's max_concurrent_turns_per_user places on this
-  // instance into `slot` (released when it is destroyed), or returns the 429.
-  class TurnSlot;
-  std::optional<HttpResponse> AdmitTurn(const UserId& user, std::unique_ptr<TurnSlot>* slot);
-
   const Config& config_;
   Store* store_;
   ProviderChain* providers_;
   const InstanceReport* report_;
-  Observer* observer_;
   UserLimits* limits_;
   KeyCache keys_;
+  TurnRunner turns_;
 };
 
 }  // namespace chatllm

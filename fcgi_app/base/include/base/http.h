@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/status.h"
+
 namespace chatllm {
 
 // One HTTP request as the FastCGI worker received it from nginx.
@@ -67,9 +69,8 @@ const char* StatusReason(int status);
 HttpResponse ErrorResponse(int status, std::string_view code, std::string_view message);
 
 // Parses an application/x-www-form-urlencoded query string. Percent-escapes
-// and '+' are decoded. Returns false (with a reason) on a malformed escape or
-// a repeated key, which would make the request ambiguous.
-bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out,
-                std::string* error);
+// and '+' are decoded. A malformed escape or a repeated key (which would
+// make the request ambiguous) is 400 invalid_request.
+Status ParseQuery(std::string_view query, std::map<std::string, std::string>* out);
 
 }  // namespace chatllm

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
+
 namespace chatllm {
 
 using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
@@ -15,12 +17,12 @@ using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 constexpr int kMaxJsonDepth = 64;
 
 // Parses `text` as exactly one JSON document, without recursion (RapidJSON's
-// iterative parser plus an iterative validation walk). Rejects, with a short
-// reason in *error: syntax errors and trailing data, invalid UTF-8 (overlong
+// iterative parser plus an iterative validation walk). Rejects, with 400
+// invalid_json and a short reason as the message: syntax errors and trailing data, invalid UTF-8 (overlong
 // forms, code points above U+10FFFF), strings or keys that decode to a
 // surrogate code point (RapidJSON accepts a lone "\udc00"), duplicate keys in
 // an object, and nesting deeper than kMaxJsonDepth.
-bool ParseJson(std::string_view text, rapidjson::Document* doc, std::string* error);
+Status ParseJson(std::string_view text, rapidjson::Document* doc);
 
 // True if `bytes` is well-formed UTF-8 with no surrogates and nothing above
 // U+10FFFF (RFC 3629).

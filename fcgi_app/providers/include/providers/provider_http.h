@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
 #include "providers/provider.h"
 
 namespace httplib {
@@ -75,9 +76,10 @@ class AnthropicProvider : public HttpProvider {
 std::string OpenAiRequestJson(const ProviderRequest& request, const std::string& model, int max_tokens, bool stream);
 std::string AnthropicRequestJson(const ProviderRequest& request, const std::string& model, int max_tokens,
                                  bool stream);
-// Parses a non-streamed answer into *out, or returns the problem.
-std::string ParseOpenAiResponse(std::string_view body, Completion* out);
-std::string ParseAnthropicResponse(std::string_view body, Completion* out);
+// Parses a non-streamed answer into *out (content, finish reason, model,
+// usage), or says why it is not one (502 provider_bad_response).
+Status ParseOpenAiResponse(std::string_view body, Completion* out);
+Status ParseAnthropicResponse(std::string_view body, Completion* out);
 // The provider's own error text from an error body, if it has the usual
 // {"error":{"message":...}} shape; else "".
 std::string ProviderErrorText(std::string_view body);

@@ -1,5 +1,8 @@
 #pragma once
 
+#include "base/config.h"
+#include "base/status.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -26,11 +29,10 @@ struct ShardEntry {
 class ClusterMap {
  public:
   // Validates the shards (see shard_router::Router::Build) and builds the
-  // rings. Returns null with *error on invalid input.
-  static std::shared_ptr<const ClusterMap> Build(uint64_t epoch, std::vector<ShardEntry> shards,
-                                                 std::string* error);
-  // Parses the JSON form (ToJson). Returns null with *error.
-  static std::shared_ptr<const ClusterMap> FromJson(const std::string& json, std::string* error);
+  // rings; 400 invalid_request on invalid input.
+  static StatusOr<std::shared_ptr<const ClusterMap>> Build(uint64_t epoch, std::vector<ShardEntry> shards);
+  // Parses the JSON form (ToJson).
+  static StatusOr<std::shared_ptr<const ClusterMap>> FromJson(const std::string& json);
 
   // {"epoch":N,"shards":[{"name":..,"host":..,"port":..,"database":..,"weight":..,"state":..}]}
   std::string ToJson() const;
@@ -45,5 +47,10 @@ class ClusterMap {
   std::vector<ShardEntry> shards_;
   shard_router::Router router_;
 };
+
+// The map of the seed shards in `config` (all active, epoch 0): where a
+// store or shardctl starts before it reads the newest stored map. Throws
+// ConfigError if they cannot form a ring.
+std::shared_ptr<const ClusterMap> SeedMap(const Config& config);
 
 }  // namespace chatllm

@@ -5,7 +5,7 @@
 #include <string_view>
 #include <vector>
 
-#include "store/db_connection.h"
+#include "store/connection.h"
 
 namespace chatllm {
 
@@ -20,6 +20,8 @@ struct Migration {
 // All embedded migrations, ascending by version (generated from sql/ by CMake).
 const std::vector<Migration>& EmbeddedMigrations();
 int LatestMigrationVersion();
+// The schema version this binary expects: the highest migration it embeds.
+inline int ExpectedSchemaVersion() { return LatestMigrationVersion(); }
 
 // Splits a migration script into statements the way the mariadb client does
 // for the subset we use: a statement ends at a line that ends with the

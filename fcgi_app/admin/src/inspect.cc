@@ -1,0 +1,144 @@
+// Checks of the cluster's placement: verify (under the rebalance lock) and
+// audit (while sessions move).
+
+#include "admin/cluster_admin.h"
+#include "base/ids.h"
+#include "store/mysql_statement.h"
+
+namespace chatllm {
+
+VerifyReport ClusterAdmin::Verify() {
+  VerifyReport report;
+  auto map = LoadMap();
+  // A rebalance running meanwhile would make the shards' answers disagree
+  // (each shard is read at a different moment): exclude it.
+  LockAll(*map);
+  if (map->router().moving()) {
+    report.problems.push_back("map epoch " + std::to_string(map->epoch()) +
+                              " has shards joining or draining: rebalance has not finished");
+  }
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> where;  // id -> (shard, state)
+  for (const ShardEntry& shard : map->shards()) {
+    try {
+      MYSQL* h = Handle(shard);
+      MysqlStatement scan(h, "SELECT session_id, state FROM sessions WHERE session_id > ? ORDER BY session_id LIMIT 1000");
+      std::string after;
+      while (true) {
+        scan.BindBytes(0, after);
+        scan.Execute();
+        if (scan.row_count() == 0) break;
+        for (size_t i = 0; i < scan.row_count(); ++i) where[scan.Text(i, 0)].emplace_back(shard.name, scan.Text(i, 1));
+        after = scan.Text(scan.row_count() - 1, 0);
+      }
+      MysqlStatement counts(h,
+                            "SELECT COUNT(*) FROM sessions s WHERE s.state = 'active' AND (s.message_count <> "
+                            "(SELECT COUNT(*) FROM messages m WHERE m.session_id = s.session_id) OR s.message_count <> "
+                            "(SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.session_id = s.session_id))");
+      counts.Execute();
+      if (counts.Int64(0, 0) != 0) {
+        report.problems.push_back("shard " + shard.name + ": " + std::to_string(counts.Int64(0, 0)) +
+                                  " sessions whose message_count does not match their messages");
+      }
+      MysqlStatement orphans(h,
+                             "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM sessions s "
+                             "WHERE s.session_id = m.session_id AND s.state IN ('active', 'moving'))");
+      orphans.Execute();
+      if (orphans.Int64(0, 0) != 0) {
+        report.problems.push_back("shard " + shard.name + ": " + std::to_string(orphans.Int64(0, 0)) +
+                                  " messages belong to no session held here");
+      }
+      MysqlStatement total(h, "SELECT COUNT(*) FROM messages");
+      total.Execute();
+      report.messages += total.Int64(0, 0);
+      MysqlStatement marked(h, "SELECT COUNT(*) FROM sessions WHERE arrived_from IS NOT NULL");
+      marked.Execute();
+      report.in_transit += marked.Int64(0, 0);  // A move stopped before its last step.
+    } catch (const std::exception& e) {
+      report.problems.push_back("shard " + shard.name + ": " + e.what());
+    }
+  }
+  const bool moving = map->router().moving();
+  for (const auto& [id, places] : where) {
+    const std::string text = SessionId::FromBytes(id).text();
+    std::vector<std::string> active, kept;  // kept: active or a 'deleted' tombstone.
+    for (const auto& [shard, state] : places) {
+      if (state == "active") active.push_back(shard);
+      if (state == "active" || state == "deleted") kept.push_back(shard);
+      if (state == "moving" || state == "incoming") {
+        // Left by an interrupted move: the next rebalance finishes or undoes it.
+        ++report.in_transit;
+      }
+    }
+    if (!active.empty()) ++report.sessions;
+    if (active.size() > 1) {
+      // Never right, whatever the map: say whether the copies even agree.
+      std::string detail;
+      for (const std::string& shard : active) {
+        detail += (detail.empty() ? "" : "; ") + shard + ": " + FingerprintOf(*map->Find(shard), id, INT64_MAX).Text();
+      }
+      report.problems.push_back("session " + text + " is active on " + std::to_string(active.size()) + " shards (" +
+                                detail + ")");
+      continue;
+    }
+    if (kept.size() > 1) {
+      report.problems.push_back("session " + text + " is held on " + std::to_string(kept.size()) + " shards");
+      continue;
+    }
+    if (kept.empty()) continue;  // Deleted after a move: only tombstones remain.
+    const std::string& owner = map->router().Owner(text);
+    if (kept[0] == owner) continue;
+    if (moving && map->router().PreviousOwner(text) == kept[0]) {
+      ++report.to_move;  // Expected until rebalance moves it.
+    } else {
+      report.problems.push_back("session " + text + " is on " + kept[0] + ", its owner is " + owner);
+    }
+  }
+  if (report.in_transit > 0) {
+    report.problems.push_back(std::to_string(report.in_transit) +
+                              " sessions are frozen or half-copied by an interrupted move (rerun shardctl rebalance)");
+  }
+  UnlockAll(*map);
+  return report;
+}
+
+std::vector<std::string> ClusterAdmin::Audit(int64_t* sessions) {
+  auto map = LoadMap();
+  std::map<std::string, std::vector<const ShardEntry*>> held;  // id -> shards, in read order
+  for (const ShardEntry& shard : map->shards()) {
+    OnShard(shard, "scanning sessions", [&] {
+      MysqlStatement scan(Handle(shard),
+                          "SELECT session_id FROM sessions WHERE session_id > ? AND state = 'active' "
+                          "ORDER BY session_id LIMIT 1000");
+      std::string after;
+      while (true) {
+        scan.BindBytes(0, after);
+        scan.Execute();
+        if (scan.row_count() == 0) break;
+        for (size_t i = 0; i < scan.row_count(); ++i) held[scan.Text(i, 0)].push_back(&shard);
+        after = scan.Text(scan.row_count() - 1, 0);
+      }
+    });
+  }
+  *sessions = static_cast<int64_t>(held.size());
+  auto holds = [&](const ShardEntry& shard, const std::string& id) {
+    return OnShard(shard, "reading session state", [&] {
+      MysqlStatement& st = Stmt(shard, "SELECT state = 'active' FROM sessions WHERE session_id = ?");
+      st.BindBytes(0, id);
+      st.Execute();
+      return st.row_count() == 1 && st.Int64(0, 0) == 1;
+    });
+  };
+  std::vector<std::string> doubled;
+  for (const auto& [id, shards] : held) {
+    if (shards.size() < 2) continue;
+    // X, then each other Y, then X again: held on X before and after Y.
+    const ShardEntry& x = *shards[0];
+    if (!holds(x, id)) continue;
+    bool twice = false;
+    for (size_t i = 1; i < shards.size() && !twice; ++i) twice = holds(*shards[i], id) && holds(x, id);
+    if (twice) doubled.push_back(SessionId::FromBytes(id).text());
+  }
+  return doubled;
+}
+
+}  // namespace chatllm

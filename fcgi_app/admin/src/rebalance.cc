@@ -1,0 +1,121 @@
+// Rebalance: every session to the shard the map names, then the map that
+// says so (joining shards active, draining ones drained).
+
+#include <chrono>
+#include <thread>
+
+#include "admin/cluster_admin.h"
+#include "base/ids.h"
+#include "base/time_util.h"
+#include "store/mysql_statement.h"
+
+namespace chatllm {
+
+using shard_router::ShardState;
+
+void ClusterAdmin::FinishArrivals(const ClusterMap& map) {
+  // Markers left by a run that stopped between tombstoning a source and
+  // clearing its target's marker: the source no longer holds the session
+  // (moved or absent), so nothing is left to finish but the marker.
+  for (const ShardEntry& shard : map.shards()) {
+    std::vector<std::pair<std::string, std::string>> marked;  // (id, from)
+    OnShard(shard, "reading arrival markers", [&] {
+      MysqlStatement& scan =
+          Stmt(shard, "SELECT session_id, arrived_from FROM sessions WHERE arrived_from IS NOT NULL");
+      scan.Execute();
+      for (size_t i = 0; i < scan.row_count(); ++i) marked.emplace_back(scan.Text(i, 0), scan.Text(i, 1));
+    });
+    for (const auto& [id, from_name] : marked) {
+      const ShardEntry* from = map.Find(from_name);
+      if (from) {
+        const std::string there = SessionState(*from, id);
+        if (there != "absent" && there != "moved") continue;  // Still held there: MoveSession finishes it.
+      }
+      FinishArrival(shard, id);
+    }
+  }
+}
+
+std::vector<ClusterAdmin::Misplaced> ClusterAdmin::FindMisplaced(const ClusterMap& map, int batch, bool dry_run) {
+  std::vector<Misplaced> out;
+  for (const ShardEntry& shard : map.shards()) {
+    OnShard(shard, "scanning sessions", [&] {
+      MysqlStatement scan(Handle(shard),
+                          "SELECT session_id, state FROM sessions WHERE session_id > ? AND state IN "
+                          "('active', 'moving', 'deleted') ORDER BY session_id LIMIT ?");
+      std::string after;
+      while (true) {
+        scan.BindBytes(0, after);
+        scan.BindInt64(1, batch);
+        scan.Execute();
+        if (scan.row_count() == 0) break;
+        for (size_t i = 0; i < scan.row_count(); ++i) {
+          const std::string& id = scan.Text(i, 0);
+          const std::string& owner = map.router().Owner(SessionId::FromBytes(id).text());
+          if (owner != shard.name) {
+            out.push_back({id, &shard, map.Find(owner)});
+          } else if (scan.Text(i, 1) == "moving" && !dry_run) {
+            // Frozen by an interrupted move under another map; it belongs here.
+            MysqlStatement thaw(Handle(shard),
+                                "UPDATE sessions SET state = 'active' WHERE session_id = ? AND state = 'moving'");
+            thaw.BindBytes(0, id);
+            thaw.Execute();
+          }
+        }
+        after = scan.Text(scan.row_count() - 1, 0);
+      }
+    });
+  }
+  return out;
+}
+
+RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
+  RebalanceResult result;
+  const int64_t start = MonotonicMicros();
+  auto map = LoadMap();
+  LockAll(*map);
+  // Every fence must be at this epoch before the scan: otherwise an app with
+  // an older map could still create a session on an old owner behind it.
+  bool fenced = true;
+  for (const ShardReport& r : Status(*map)) {
+    if (!r.reachable) throw AdminError("shard " + r.name + " is unreachable; every shard must be up to rebalance");
+    fenced &= static_cast<uint64_t>(r.fence) >= map->epoch();
+  }
+  if (!fenced && !opt.dry_run) Publish(*map, nullptr);
+
+  const std::vector<Misplaced> pending = FindMisplaced(*map, opt.batch, opt.dry_run);
+  result.misplaced = static_cast<int64_t>(pending.size());
+  if (opt.progress) opt.progress(0, result.misplaced);
+  if (opt.dry_run) {
+    result.seconds = (MonotonicMicros() - start) / 1e6;
+    return result;
+  }
+  const int64_t move_start = MonotonicMicros();
+  for (const Misplaced& p : pending) {
+    if (MoveSession(p.id, *p.from, *p.to, map->epoch()) == MoveOutcome::kGone) ++result.gone;
+    else ++result.moved;
+    if (opt.progress) opt.progress(result.moved + result.gone, result.misplaced);
+    if (opt.rate > 0) {
+      const int64_t due = move_start + static_cast<int64_t>((result.moved + result.gone) * 1e6 / opt.rate);
+      const int64_t wait = due - MonotonicMicros();
+      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
+    }
+  }
+  FinishArrivals(*map);
+  if (map->router().moving()) {
+    // Everything is in place: joining shards become active, draining ones drained.
+    std::vector<ShardEntry> shards = map->shards();
+    for (ShardEntry& s : shards) {
+      if (s.state == ShardState::kJoining) s.state = ShardState::kActive;
+      if (s.state == ShardState::kDraining) s.state = ShardState::kDrained;
+    }
+    auto next = Next(*map, std::move(shards));
+    Publish(*next, map.get());
+    result.final_epoch = next->epoch();
+  }
+  UnlockAll(*map);
+  result.seconds = (MonotonicMicros() - start) / 1e6;
+  return result;
+}
+
+}  // namespace chatllm

@@ -1,0 +1,187 @@
+#include "store/sharded_store.h"
+
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "base/api_key.h"
+#include "base/log.h"
+#include "base/time_util.h"
+#include "routing.h"
+#include "store/migrator.h"
+
+namespace chatllm {
+
+std::string IdempotencyTargetSha(std::string_view target) {
+  unsigned char sha[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(target.data()), target.size(), sha);
+  return std::string(reinterpret_cast<const char*>(sha), 16);
+}
+
+ShardedStore::ShardedStore(const Config& config) : config_(config) {
+  options_.connect_timeout_s = config.connect_timeout_s;
+  options_.read_timeout_s = config.read_timeout_s;
+  options_.write_timeout_s = config.write_timeout_s;
+  options_.statement_timeout_s = config.statement_timeout_s;
+  options_.lock_wait_timeout_s = config.lock_wait_timeout_s;
+  options_.down_backoff_ms = config.down_backoff_ms;
+  seed_map_ = SeedMap(config);
+  map_ = seed_map_;
+  if (!config.map_file.empty()) {
+    std::ifstream in(config.map_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) throw ConfigError(config.path + ": [cluster] map_file: '" + config.map_file + "': cannot read");
+    auto from_file = ClusterMap::FromJson(text.str());
+    if (!from_file.ok()) {
+      throw ConfigError(config.path + ": [cluster] map_file: '" + config.map_file + "': " +
+                        from_file.status().message());
+    }
+    map_ = *from_file;
+    // Trust the file until the first periodic refresh (or until a shard
+    // says it is stale); without one, the seed map is read over at once.
+    next_refresh_us_ = MonotonicMicros() + int64_t{config.map_refresh_ms} * 1000;
+  }
+  last_epoch_ = map_->epoch();
+}
+
+ShardedStore::~ShardedStore() = default;
+
+ShardedStore::Shard& ShardedStore::ShardNamed(const std::string& name) {
+  const ShardEntry* entry = map_->Find(name);
+  if (!entry) entry = seed_map_->Find(name);
+  if (!entry) throw DbError(DbErrorKind::kUnavailable, 0, name, "shard " + name + " is not in the shard map");
+  DbEndpoint ep{name, entry->host, entry->port, entry->database, config_.db_user, config_.db_password};
+  auto it = shards_.find(name);
+  if (it != shards_.end()) {
+    const DbEndpoint& old = it->second->endpoint();
+    if (old.host == ep.host && old.port == ep.port && old.database == ep.database) return *it->second;
+    LOG_INFO("shard %s moved from %s:%d to %s:%d", name.c_str(), old.host.c_str(), old.port, ep.host.c_str(), ep.port);
+  }
+  auto shard = std::make_unique<Shard>(std::move(ep), options_);
+  Shard& ref = *shard;
+  shards_[name] = std::move(shard);
+  return ref;
+}
+
+bool ShardedStore::RefreshMap() {
+  next_refresh_us_ = MonotonicMicros() + int64_t{config_.map_refresh_ms} * 1000;
+  std::vector<std::string> names;
+  for (const auto* m : {map_.get(), seed_map_.get()}) {
+    for (const ShardEntry& s : m->shards()) {
+      if (std::find(names.begin(), names.end(), s.name) == names.end()) names.push_back(s.name);
+    }
+  }
+  std::shared_ptr<const ClusterMap> newest = map_;
+  for (const std::string& name : names) {
+    try {
+      MysqlStatement st(ShardNamed(name).Handle(), "SELECT epoch, map FROM shard_map ORDER BY epoch DESC LIMIT 1");
+      st.Execute();
+      if (st.row_count() == 0 || static_cast<uint64_t>(st.Int64(0, 0)) <= newest->epoch()) continue;
+      auto candidate = ClusterMap::FromJson(st.Text(0, 1));
+      if (!candidate.ok()) {
+        LOG_ERROR("shard %s: stored shard map epoch %lld is invalid: %s", name.c_str(),
+                  static_cast<long long>(st.Int64(0, 0)), candidate.status().message().c_str());
+        continue;
+      }
+      newest = *candidate;
+    } catch (const MysqlError& e) {
+      // 1146: no shard_map table yet (schema 1). Other errors: unreachable
+      // shards are skipped; the others still answer.
+      if (e.code() != 1146) LOG_WARN("shard %s: reading the shard map failed: %s", name.c_str(), e.what());
+      if (ClassifyMysqlErrno(e.code()) == DbErrorKind::kConnectionLost) shards_.erase(name);
+    } catch (const DbError& e) {
+      LOG_WARN("shard %s: reading the shard map failed: %s", name.c_str(), e.what());
+    }
+  }
+  if (newest == map_) return false;
+  LOG_INFO("shard map: epoch %llu -> %llu", static_cast<unsigned long long>(map_->epoch()),
+           static_cast<unsigned long long>(newest->epoch()));
+  map_ = newest;
+  for (auto it = shards_.begin(); it != shards_.end();) {
+    if (!map_->Find(it->first) && !seed_map_->Find(it->first)) it = shards_.erase(it);
+    else ++it;
+  }
+  return true;
+}
+
+void ShardedStore::MaybeRefresh() {
+  if (MonotonicMicros() >= next_refresh_us_) RefreshMap();
+}
+
+bool ShardedStore::FenceAhead(const std::string& shard, uint64_t epoch) {
+  try {
+    return OnShard(ShardNamed(shard), true, "read fence", [&](Prepared& p) {
+      p.fence.Execute();
+      return p.fence.row_count() == 1 && static_cast<uint64_t>(p.fence.Int64(0, 0)) > epoch;
+    });
+  } catch (const DbError&) {
+    return false;
+  }
+}
+
+std::vector<std::string> ShardedStore::AllShardNames() const {
+  std::vector<std::string> names;
+  for (const ShardEntry& s : map_->shards()) names.push_back(s.name);
+  return names;
+}
+
+std::optional<KeyRecord> ShardedStore::LookupApiKey(const std::string& key_id) {
+  MaybeRefresh();
+  // The shard the key id hashes to first (its rows stay warm there), then the others.
+  std::vector<std::string> order = AllShardNames();
+  const std::string first = map_->router().Owner(Hex(key_id));
+  std::stable_partition(order.begin(), order.end(), [&](const std::string& n) { return n == first; });
+  std::optional<DbError> last_error;
+  for (const std::string& name : order) {
+    try {
+      return OnShard(ShardNamed(name), true, "look up API key", [&](Prepared& p) -> std::optional<KeyRecord> {
+        MysqlStatement& st = p.key;
+        st.BindBytes(0, key_id);
+        st.Execute();
+        if (st.row_count() == 0) return std::nullopt;
+        KeyRecord k;
+        k.user_id = st.Text(0, 0);
+        k.secret_sha256 = st.Text(0, 1);
+        k.expires_us = st.IsNull(0, 2) ? 0 : st.DatetimeMicros(0, 2);
+        k.revoked = st.Int64(0, 3) != 0;
+        k.user_disabled = st.Int64(0, 4) != 0;
+        return k;
+      });
+    } catch (const DbError& e) {
+      last_error = e;  // This copy is unreachable: ask the next shard.
+    }
+  }
+  throw *last_error;
+}
+
+std::vector<ShardStatus> ShardedStore::CheckShards() {
+  MaybeRefresh();
+  std::vector<ShardStatus> out;
+  for (const ShardEntry& entry : map_->shards()) {
+    ShardStatus st;
+    st.name = entry.name;
+    try {
+      st.schema_version = OnShard(ShardNamed(entry.name), true, "schema version", [](Prepared& p) {
+        p.schema.Execute();
+        return p.schema.row_count() == 1 ? static_cast<int>(p.schema.Int64(0, 0)) : 0;
+      });
+      st.up = st.schema_version >= ExpectedSchemaVersion();
+      if (!st.up) {
+        st.error = "schema version " + std::to_string(st.schema_version) + ", need " +
+                   std::to_string(ExpectedSchemaVersion()) + " (run shardctl migrate)";
+      }
+    } catch (const DbError& e) {
+      st.error = std::string(DbErrorKindName(e.kind())) +
+                 (e.mysql_errno() ? " (errno " + std::to_string(e.mysql_errno()) + ")" : "");
+    } catch (const MysqlError& e) {
+      st.error = "schema not migrated (errno " + std::to_string(e.code()) + ")";  // Prepare failed.
+    }
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+}  // namespace chatllm
