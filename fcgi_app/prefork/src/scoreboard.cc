@@ -98,9 +98,14 @@ bool Scoreboard::TryBeginTurn(int i, std::string_view user, int max_active) {
 void Scoreboard::EndTurn(int i) { slot(i).turn_user.store(0); }
 
 bool Scoreboard::TakeToken(std::string_view user, int per_second, int burst) {
+  if (per_second <= 0) return true;  // No clock read on the common path.
+  return TakeToken(user, per_second, burst, MonotonicMicros());
+}
+
+bool Scoreboard::TakeToken(std::string_view user, int per_second, int burst, int64_t now_us) {
   if (per_second <= 0) return true;
   const uint64_t key = UserKey(user);
-  const int64_t now = MonotonicMicros() * 1000;
+  const int64_t now = now_us * 1000;
   const int64_t interval = 1000000000LL / per_second;
   const int64_t tolerance = interval * std::max(burst - 1, 0);
   constexpr int64_t kIdleNs = 60LL * 1000000000;  // A slot idle this long may be taken over.

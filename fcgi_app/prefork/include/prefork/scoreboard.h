@@ -132,8 +132,12 @@ class Scoreboard {
   bool TryBeginTurn(int i, std::string_view user, int max_active);
   void EndTurn(int i);
   // Spends one request of the user's budget: `per_second` on average, up to
-  // `burst` at once (0: no limit). Fails open when the table is full.
+  // `burst` at once (per_second 0: no limit; burst 0 counts as 1). Fails
+  // open when the table is full. A refused request spends nothing.
   bool TakeToken(std::string_view user, int per_second, int burst);
+  // The same at monotonic time `now_us` (MonotonicMicros()), so that a test
+  // can pin the clock.
+  bool TakeToken(std::string_view user, int per_second, int burst, int64_t now_us);
   static uint64_t UserKey(std::string_view user);
 
  private:
