@@ -194,6 +194,9 @@ void Scoreboard::CountRequest(int route, int status, int64_t micros) {
 
 NamedSeries* Scoreboard::Series(NamedSeries* table, int n, std::string_view name) {
   if (name.empty()) return nullptr;
+  // Compare what fits in a slot: a longer name compared whole would never
+  // match its stored copy and claim a new slot at each call.
+  name = name.substr(0, sizeof(NamedSeries::name) - 1);
   for (int i = 0; i < n; ++i) {
     NamedSeries& s = table[i];
     uint32_t state = s.claimed.load(std::memory_order_acquire);
@@ -201,9 +204,8 @@ NamedSeries* Scoreboard::Series(NamedSeries* table, int n, std::string_view name
     if (state == 0) {
       uint32_t expected = 0;
       if (s.claimed.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
-        size_t len = std::min(name.size(), sizeof(s.name) - 1);
-        std::memcpy(s.name, name.data(), len);
-        s.name[len] = '\0';
+        std::memcpy(s.name, name.data(), name.size());
+        s.name[name.size()] = '\0';
         s.claimed.store(2, std::memory_order_release);
         return &s;
       }

@@ -269,5 +269,22 @@ TEST(ScoreboardTest, NamedSeriesAreClaimedOncePerName) {
   EXPECT_EQ(board.Shard("a"), a);
 }
 
+TEST(ScoreboardTest, ALongestValidNameIsOneSeries) {
+  // Shard and provider names may have 64 characters (shard_router's
+  // IsValidShardName, [provider.NAME] in the config).
+  Scoreboard board(1);
+  const std::string name(64, 'n');
+  NamedSeries* s = board.Shard(name);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(board.Shard(name), s);
+  EXPECT_EQ(std::string(s->name), name);
+  EXPECT_EQ(board.Provider(name), board.Provider(name));
+  // Anything longer is one series too, under its first 64 characters.
+  NamedSeries* longer = board.Shard(std::string(70, 'm'));
+  ASSERT_NE(longer, nullptr);
+  EXPECT_EQ(board.Shard(std::string(70, 'm')), longer);
+  EXPECT_EQ(std::string(longer->name), std::string(64, 'm'));
+}
+
 }  // namespace
 }  // namespace chatllm

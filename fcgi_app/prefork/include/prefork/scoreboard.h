@@ -41,7 +41,9 @@ int StatusIndex(int status);
 
 // Per-name series (shards, providers) live in fixed slots claimed by name.
 struct NamedSeries {
-  static constexpr int kNameLen = 64;
+  // Shard and provider names have up to 64 characters, plus the NUL. A
+  // longer name is kept, and looked up, as its first 64.
+  static constexpr int kNameLen = 65;
   std::atomic<uint32_t> claimed;  // 0 free, 1 being written, 2 ready.
   char name[kNameLen];
   std::atomic<uint64_t> calls;
