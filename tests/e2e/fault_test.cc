@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -11,6 +12,7 @@
 
 #include "support/api_client.h"
 #include "support/stack_env.h"
+#include "support/worker_status.h"
 
 namespace chatllm::testing {
 namespace {
@@ -50,6 +52,7 @@ TEST(FaultTest, KilledWorkersLoseNoAcknowledgedMessageAndAreReplaced) {
 
   constexpr int kClients = 8;
   std::atomic<bool> stop{false};
+  std::atomic<int> acks{0};
   std::vector<std::string> ids(kClients);
   std::vector<std::map<std::string, int>> sent(kClients);
   ApiClient setup(env.url());
@@ -60,16 +63,34 @@ TEST(FaultTest, KilledWorkersLoseNoAcknowledgedMessageAndAreReplaced) {
       ApiClient api(env.url(), 10);
       for (int i = 0; !stop.load(); ++i) {
         std::string content = "c" + std::to_string(c) + "-" + std::to_string(i);
-        sent[c][content] = api.Append(ids[c], content).status;
+        const int status = api.Append(ids[c], content).status;
+        sent[c][content] = status;
+        if (status == 201) ++acks;
       }
     });
   }
+  // Under load before the first kill: appends are being acknowledged.
+  EXPECT_TRUE(WaitFor(10, [&] { return acks.load() >= 100; }))
+      << acks.load() << " appends acknowledged";
+  // A worker of the app with an append in hand, as its scoreboard shows it.
+  auto busy_worker = [&] {
+    for (const WorkerThread& t : WorkerThreadsOf(app)) {
+      for (const std::string& id : ids) {
+        if (!Handling({t}, "POST /v1/sessions/" + id + "/messages").empty()) return t.pid;
+      }
+    }
+    return pid_t{0};
+  };
   int killed = 0;
   for (int round = 0; round < 3; ++round) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(400));
     std::vector<pid_t> workers = ChildPids(master);
     ASSERT_FALSE(workers.empty());
-    pid_t victim = workers[round % workers.size()];
+    pid_t victim = 0;
+    EXPECT_TRUE(WaitFor(5, [&] { return (victim = busy_worker()) != 0; }))
+        << "no worker had an append in hand";
+    if (std::find(workers.begin(), workers.end(), victim) == workers.end()) {
+      victim = workers[round % workers.size()];  // Gone meanwhile, or none found.
+    }
     ASSERT_EQ(kill(victim, SIGKILL), 0);
     ++killed;
     auto t0 = Clock::now();
@@ -81,7 +102,10 @@ TEST(FaultTest, KilledWorkersLoseNoAcknowledgedMessageAndAreReplaced) {
     EXPECT_TRUE(replaced) << "worker " << victim << " not replaced within 1 s";
     EXPECT_LT(SecondsSince(t0), 1.0);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // And the appends go on after the last kill.
+  const int acks_after_kills = acks.load();
+  EXPECT_TRUE(WaitFor(10, [&] { return acks.load() >= acks_after_kills + kClients; }))
+      << "no appends acknowledged after the last kill";
   stop = true;
   for (auto& t : clients) t.join();
 

@@ -16,14 +16,21 @@
 #include "support/fcgi_client.h"
 #include "support/instance.h"
 #include "support/stack_env.h"
+#include "support/worker_status.h"
 
 namespace chatllm::testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int SparePort(int offset) { return StackEnv::Get().apps().back().second + 200 + offset; }
-
+// The `offset`th port past the stack's last app port + 200 that the stack
+// does not use (with some port choices its shards sit in that range).
+int SparePort(int offset) {
+  int port = StackEnv::Get().apps().back().second + 200;
+  for (int n = 0;; ++port) {
+    if (!StackEnv::Get().UsesPort(port) && n++ == offset) return port;
+  }
+}
 
 std::string NewSession(int port) {
   FcgiResponse r = FcgiRequest(port, "POST", "/v1/sessions", "{}");
@@ -171,7 +178,8 @@ TEST(PoolTest, SlowLogNamesSlowRequests) {
 }
 
 TEST(PoolTest, SigtermUnderLoadFinishesEveryRequestInFlight) {
-  Instance app("pool-sigterm", SparePort(8), {{"workers", "6"}, {"echo_delay_ms", "1200"}});
+  // Six turns in flight, and a seventh worker to answer /status meanwhile.
+  Instance app("pool-sigterm", SparePort(8), {{"workers", "7"}, {"echo_delay_ms", "1200"}});
   app.Start();
   std::string session = NewSession(app.port());
   std::atomic<int> ok{0}, failed{0};
@@ -183,8 +191,11 @@ TEST(PoolTest, SigtermUnderLoadFinishesEveryRequestInFlight) {
       (r.status == 201 ? ok : failed)++;
     });
   }
-  // Each of the six workers is now inside its 1.2 s turn.
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // SIGTERM once six workers each have a turn in hand (its 1.2 s in the provider).
+  const std::string turn_path = "POST /v1/sessions/" + session + "/messages";
+  EXPECT_TRUE(WaitFor(5, [&] {
+    return Handling(WorkerThreadsAt(app.port()), turn_path).size() == 6;
+  })) << "the six turns were never all in hand at once";
   EXPECT_EQ(app.Stop(SIGTERM), 0);
   for (auto& t : clients) t.join();
   EXPECT_EQ(ok.load(), 6);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "support/fcgi_client.h"
 #include "support/instance.h"
 #include "support/stack_env.h"
+#include "support/worker_status.h"
 
 namespace chatllm::testing {
 namespace {
@@ -44,7 +46,12 @@ TEST(ProcessTest, SigtermLetsTheRequestInHandFinish) {
   std::thread client([&] {
     turn = FcgiRequest(app.port(), "POST", "/v1/sessions/" + id + "/messages", R"({"content":"slow"})");
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // The turn is now in the provider.
+  // SIGTERM only once a worker has the turn in hand (its 1.5 s in the
+  // provider), as the instance's scoreboard shows it.
+  const std::string turn_path = "POST /v1/sessions/" + id + "/messages";
+  const bool in_hand =
+      WaitFor(5, [&] { return Handling(WorkerThreadsAt(app.port()), turn_path).size() == 1; });
+  EXPECT_TRUE(in_hand) << "no worker took the turn";
   auto t0 = Clock::now();
   EXPECT_EQ(app.Stop(SIGTERM), 0);
   double took = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -72,9 +79,7 @@ TEST(ProcessTest, WorkersDieWithAKilledMaster) {
   std::vector<pid_t> workers = ChildPids(app.pid());
   ASSERT_EQ(workers.size(), 3u);
   EXPECT_EQ(app.Stop(SIGKILL), 128 + SIGKILL);
-  for (int i = 0; i < 100 && std::any_of(workers.begin(), workers.end(), ProcessAlive); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  WaitFor(2, [&] { return std::none_of(workers.begin(), workers.end(), ProcessAlive); });
   for (pid_t w : workers) EXPECT_FALSE(ProcessAlive(w)) << "worker " << w << " outlived its master";
   EXPECT_FALSE(FcgiRequest(app.port(), "GET", "/healthz", "", {}, 500).ok);
 }

@@ -323,10 +323,7 @@ TEST_F(ProviderTest, AClientThatLeavesMidStreamLeavesItsPartialAnswerMarked) {
   ASSERT_EQ(s.events.size(), 4u);
   // The app notices at its next write, stores what it had and stops.
   std::vector<StoredMessage> h;
-  for (int i = 0; i < 50 && h.size() < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    h = History(id);
-  }
+  WaitFor(5, [&] { return (h = History(id)).size() >= 2; });
   ASSERT_EQ(h.size(), 2u);
   EXPECT_EQ(h[1].content.rfind("piece0 piece1 piece2 ", 0), 0u) << h[1].content;
   EXPECT_LT(h[1].content.size(), std::string("piece00 ").size() * 20) << "stopped before the end";
@@ -477,7 +474,13 @@ TEST_F(ProviderTest, HttpsCertificatesAreVerified) {
           (dir + "/cert.pem").c_str(), (dir + "/key.pem").c_str(), nullptr);
     _exit(127);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Serving once it answers over TLS (this check trusts any certificate).
+  httplib::Client probe("https://127.0.0.1:" + std::to_string(tls_port));
+  probe.enable_server_certificate_verification(false);
+  EXPECT_TRUE(WaitFor(10, [&] {
+    auto r = probe.Get("/_requests");
+    return r && r->status == 200;
+  })) << "fake-llm did not start serving TLS";
   const std::string section = "type = openai\nbase_url = https://127.0.0.1:" + std::to_string(tls_port) +
                               "/v1\napi_key_file = " + StackEnv::Get().var() +
                               "/secrets/fake_llm_key\nmodels = tls-*\nmax_retries = 0\n";

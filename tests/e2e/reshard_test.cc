@@ -4,11 +4,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "store/cluster_map.h"
 #include "shard_router/router.h"
@@ -19,6 +23,45 @@
 
 namespace chatllm::testing {
 namespace {
+
+// The app instances' logs, from where they ended when this was made. A
+// worker logs "<pid> shard map: epoch A -> B" each time its map changes.
+class MapLoads {
+ public:
+  MapLoads() {
+    for (const auto& [name, port] : StackEnv::Get().apps()) {
+      const std::string path = StackEnv::Get().var() + "/logs/" + name + ".log";
+      std::ifstream in(path, std::ios::ate);
+      from_[name] = {path, in ? static_cast<std::streamoff>(in.tellg()) : 0};
+    }
+  }
+  // Whether every live worker of every app has loaded the map of `epoch` (or
+  // a newer one) since. The stack runs one thread per worker: a worker's pid
+  // names its only map.
+  bool EveryWorkerHas(uint64_t epoch) const {
+    for (const auto& [name, log] : from_) {
+      std::map<pid_t, uint64_t> newest;
+      std::ifstream in(log.first);
+      in.seekg(log.second);
+      for (std::string line; std::getline(in, line);) {
+        const size_t at = line.find(" shard map: epoch ");
+        const size_t arrow = line.find(" -> ", at);
+        if (at == std::string::npos || arrow == std::string::npos) continue;
+        const pid_t pid = std::atoi(line.c_str() + line.rfind(' ', at - 1) + 1);
+        newest[pid] = std::max<uint64_t>(newest[pid], std::stoull(line.substr(arrow + 4)));
+      }
+      const std::vector<pid_t> workers = ChildPids(StackEnv::Get().AppMasterPid(name));
+      if (workers.empty()) return false;
+      for (pid_t w : workers) {
+        if (newest[w] < epoch) return false;
+      }
+    }
+    return true;
+  }
+
+ private:
+  std::map<std::string, std::pair<std::string, std::streamoff>> from_;  // App -> log, offset.
+};
 
 class ReshardTest : public ::testing::Test {
  protected:
@@ -183,10 +226,19 @@ TEST_F(ReshardTest, Issue12KeyedCreateRetriedDuringAJoinIsReplayedAndKeepsItsHis
     }
   };
   std::string out;
+  MapLoads loads;
   ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
   // Every app worker reads the new map before its first request after
-  // map_refresh_ms (2000 on the test stack): the retries are routed by it.
-  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  // map_refresh_ms (2000 on the test stack): reads drive them there, until
+  // each has logged loading it, so that the retries are routed by it.
+  const uint64_t joined = CurrentMap()->epoch();
+  size_t k = 0;
+  auto every_worker_has_it = [&] {
+    for (int i = 0; i < 8; ++i) api.Get("/v1/sessions/" + made[k++ % made.size()].id);
+    return loads.EveryWorkerHas(joined);
+  };
+  ASSERT_TRUE(WaitFor(20, every_worker_has_it))
+      << "some app worker never loaded the map of epoch " << joined;
   retry_all("during the join");
   Shardctl("verify", &out);
   EXPECT_EQ(out.find("active on"), std::string::npos) << out;

@@ -312,11 +312,20 @@ TEST_F(RetryTest, Issue12AStoreFailureMidTurnIsTheSameCleanErrorOnBothPaths) {
     ASSERT_FALSE(id.empty());
     const std::string body = std::string(R"({"content":"in flight","model":"fake-drip-4-300")") +
                              (stream ? R"(,"stream":true})" : "}");
+    // The shard dies once the provider has the turn (its answer drips for
+    // about a second): fake-llm lists the calls it received by request id.
+    const std::string request_id = Unique(stream ? "mid-turn-sse" : "mid-turn-json");
     std::thread killer([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      httplib::Client fake("127.0.0.1", std::stoi(env.Value("CHATLLM_FAKE_LLM_PORT")));
+      const std::string call = "\"request_id\":\"" + request_id + "\"";
+      EXPECT_TRUE(WaitFor(10, [&] {
+        auto calls = fake.Get("/_requests");
+        return calls && calls->body.find(call) != std::string::npos;
+      })) << "the turn never reached the provider";
       EXPECT_EQ(env.Stack("kill-db " + shard), 0);
     });
-    Streamed r = PostStream("/v1/sessions/" + id + "/messages", body, 0, {});
+    Streamed r =
+        PostStream("/v1/sessions/" + id + "/messages", body, 0, {{"X-Request-Id", request_id}});
     killer.join();
     ASSERT_EQ(env.Stack("start-db " + shard), 0);
     ASSERT_TRUE(WaitFor(30, [&] { return api.Get("/readyz").status == 200; }));

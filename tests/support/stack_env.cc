@@ -63,6 +63,23 @@ std::vector<std::pair<std::string, int>> StackEnv::Pairs(const std::string& key)
   return out;
 }
 
+bool StackEnv::UsesPort(int port) const {
+  for (const char* key : {"CHATLLM_APPS", "CHATLLM_SHARDS", "CHATLLM_SPARE_SHARDS"}) {
+    if (values_.count(key) == 0) continue;
+    for (const auto& [name, p] : Pairs(key)) {
+      if (p == port) return true;
+    }
+  }
+  for (const char* key : {"CHATLLM_NGINX_PORT", "CHATLLM_FAKE_LLM_PORT"}) {
+    auto it = values_.find(key);
+    if (it != values_.end() && !it->second.empty() && std::atoi(it->second.c_str()) == port)
+      return true;
+  }
+  auto tls = values_.find("CHATLLM_TLS_URL");  // https://127.0.0.1:PORT
+  return tls != values_.end() &&
+         std::atoi(tls->second.substr(tls->second.rfind(':') + 1).c_str()) == port;
+}
+
 std::string StackEnv::api_key() const {
   std::ifstream in(Value("CHATLLM_API_KEY_FILE"));
   std::string key;

@@ -36,6 +36,9 @@ class StackEnv {
   pid_t AppMasterPid(const std::string& name) const;
   // Runs scripts/stack --stack <this stack> ARGS; returns its exit status.
   int Stack(const std::string& args) const;
+  // Whether the stack listens on `port` (nginx, TLS, apps, shards, spare
+  // shards, fake LLM): a test's own instance must pick another.
+  bool UsesPort(int port) const;
 
  private:
   std::vector<std::pair<std::string, int>> Pairs(const std::string& key) const;

@@ -29,15 +29,6 @@ sigset_t MasterSignals() {
 
 }  // namespace
 
-const char* PoolModeName(PoolMode mode) {
-  switch (mode) {
-    case PoolMode::kStatic: return "static";
-    case PoolMode::kDynamic: return "dynamic";
-    case PoolMode::kOndemand: return "ondemand";
-  }
-  return "?";
-}
-
 int ProcessManager::SlotsNeeded(const PoolOptions& o) {
   // Room for one extra worker during a reload, and for reloads that grow the
   // pool up to 1024 worker threads.
@@ -133,16 +124,14 @@ int ProcessManager::IdleWorkers(int64_t now) const {
   return n;
 }
 
-int64_t ProcessManager::CrashDelayMs() {
-  int64_t now = MonotonicMicros();
-  int64_t window = int64_t{options_.crash_window_s} * 1000000;
-  while (!recent_crashes_us_.empty() && now - recent_crashes_us_.front() > window) recent_crashes_us_.pop_front();
-  if (static_cast<int>(recent_crashes_us_.size()) <= options_.crash_limit) {
-    crash_delay_ms_ = 0;
-    return 0;
-  }
-  crash_delay_ms_ = crash_delay_ms_ == 0 ? 100 : std::min<int64_t>(crash_delay_ms_ * 2, options_.crash_max_delay_ms);
-  return crash_delay_ms_;
+PoolState ProcessManager::StateAt(int64_t now) const {
+  PoolState state;
+  state.live = LiveWorkers();
+  state.idle = IdleWorkers(now);
+  state.spawn_rate = spawn_rate_;
+  state.now_us = now;
+  state.last_retire_us = last_retire_us_;
+  return state;
 }
 
 void ProcessManager::Reap() {
@@ -176,7 +165,7 @@ void ProcessManager::Reap() {
     }
     if (!planned && !stopping_) {
       board_->counters().worker_crashes.fetch_add(1);
-      recent_crashes_us_.push_back(MonotonicMicros());
+      crashes_.RecordCrash(MonotonicMicros());
     }
   }
 }
@@ -191,7 +180,7 @@ void ProcessManager::Retire(Worker& w, const char* why) {
 void ProcessManager::BeginStop(int signo) {
   if (stopping_) return;
   stopping_ = true;
-  kill_deadline_us_ = MonotonicMicros() + int64_t{options_.shutdown_timeout_s} * 1000000;
+  kill_deadline_us_ = StopDeadline(options_, MonotonicMicros());
   LOG_INFO("master: %s received; stopping %zu workers gracefully (up to %d s)", strsignal(signo), workers_.size(),
            options_.shutdown_timeout_s);
   for (auto& [pid, w] : workers_) {
@@ -259,40 +248,21 @@ void ProcessManager::MaintainReload(int64_t now) {
   Retire(*old, "reload");
 }
 
-int ProcessManager::MaintainDynamic(int64_t now) {
-  int idle = IdleWorkers(now);
-  int live = LiveWorkers();
-  if (idle > options_.max_spare) {
-    spawn_rate_ = 1;
-    if (now - last_retire_us_ < 1000000) return 0;  // One per second, like php-fpm.
-    Worker* pick = nullptr;  // The worker idle longest.
-    int64_t oldest = INT64_MAX;
-    for (auto& [pid, w] : workers_) {
-      if (!WorkerReady(w) || w.stopping) continue;
-      int64_t since = board_->slot(w.first_slot).state_since_us.load();
-      if (since < oldest) {
-        oldest = since;
-        pick = &w;
-      }
+void ProcessManager::RetireIdlest(int64_t now) {
+  Worker* pick = nullptr;
+  int64_t oldest = INT64_MAX;
+  for (auto& [pid, w] : workers_) {
+    if (!WorkerReady(w) || w.stopping) continue;
+    int64_t since = board_->slot(w.first_slot).state_since_us.load();
+    if (since < oldest) {
+      oldest = since;
+      pick = &w;
     }
-    if (pick) {
-      Retire(*pick, "more idle workers than max_spare_workers");
-      last_retire_us_ = now;
-    }
-    return 0;
   }
-  if (idle >= options_.min_spare) {
-    spawn_rate_ = 1;
-    return 0;
+  if (pick) {
+    Retire(*pick, "more idle workers than max_spare_workers");
+    last_retire_us_ = now;
   }
-  if (live >= options_.max_children) {
-    board_->counters().max_children_reached.fetch_add(1);
-    return 0;
-  }
-  // Short of spare workers: fork 1, 2, 4... per tick while the need lasts.
-  int n = std::min({options_.min_spare - idle, spawn_rate_, options_.max_children - live});
-  spawn_rate_ = std::min(spawn_rate_ * 2, 32);
-  return n;
 }
 
 void ProcessManager::CheckRequestTimes(int64_t now) {
@@ -303,13 +273,16 @@ void ProcessManager::CheckRequestTimes(int64_t now) {
       int64_t start = slot.request_start_us.load();
       if (start == 0) continue;
       double secs = (now - start) / 1e6;
-      if (options_.request_timeout_s > 0 && secs > options_.request_timeout_s && !w.killed) {
+      auto logged = slow_logged_.find(s);
+      const bool slow_logged = logged != slow_logged_.end() && logged->second == start;
+      RequestVerdict verdict = JudgeRequest(options_, now - start, w.killed, slow_logged);
+      if (verdict == RequestVerdict::kKill) {
         w.killed = true;
         board_->counters().killed_requests.fetch_add(1);
         LOG_ERROR("master: request timeout: worker %d has run \"%s\" for %.1f s (limit %d s); killing it", pid,
                   board_->RequestOf(s).c_str(), secs, options_.request_timeout_s);
         kill(pid, SIGKILL);
-      } else if (options_.slowlog_timeout_s > 0 && secs > options_.slowlog_timeout_s && slow_logged_[s] != start) {
+      } else if (verdict == RequestVerdict::kSlowLog) {
         slow_logged_[s] = start;
         board_->counters().slow_requests.fetch_add(1);
         LOG_WARN("master: slow request: worker %d has run \"%s\" for %.1f s", pid, board_->RequestOf(s).c_str(), secs);
@@ -328,22 +301,17 @@ void ProcessManager::Maintain(int64_t now) {
     return;
   }
   if (now < next_spawn_us_) return;
-  int want = 0;
-  switch (options_.mode) {
-    case PoolMode::kStatic:
-      want = options_.max_children - LiveWorkers();
-      break;
-    case PoolMode::kDynamic:
-      want = MaintainDynamic(now);
-      break;
-    case PoolMode::kOndemand:
-      return;  // Forks on waiting connections (Run's poll).
-  }
+  // ondemand plans nothing on a tick: it forks for waiting connections (Run's poll).
+  PoolPlan plan = PlanPool(options_, StateAt(now));
+  spawn_rate_ = plan.next_spawn_rate;
+  if (plan.max_children_reached) board_->counters().max_children_reached.fetch_add(1);
+  if (plan.retire_idlest) RetireIdlest(now);
+  const int want = plan.fork;
   if (want <= 0) return;
-  int64_t delay = CrashDelayMs();
+  int64_t delay = crashes_.NextDelayMs(options_, now);
   if (delay > 0) {
     LOG_WARN("master: workers are crash-looping (%zu abnormal exits in %d s); next respawn in %lld ms",
-             recent_crashes_us_.size(), options_.crash_window_s, static_cast<long long>(delay));
+             crashes_.recent(), options_.crash_window_s, static_cast<long long>(delay));
     next_spawn_us_ = now + delay * 1000;
     Spawn();  // One now; the rest after the delay.
     return;
@@ -362,20 +330,16 @@ int ProcessManager::Run() {
   }
   LOG_INFO("master: %s pool, max %d workers x %d threads", PoolModeName(options_.mode), options_.max_children,
            options_.threads);
-  int initial = options_.mode == PoolMode::kStatic    ? options_.max_children
-                : options_.mode == PoolMode::kDynamic ? std::min(options_.start_workers, options_.max_children)
-                                                      : 0;
-  for (int i = 0; i < initial; ++i) Spawn();
+  for (int i = 0, initial = InitialWorkers(options_); i < initial; ++i) Spawn();
 
   while (true) {
     Reap();
     int64_t now = MonotonicMicros();
     if (stopping_) {
       if (workers_.empty()) break;
-      if (now >= kill_deadline_us_) {
+      if (StopEscalates(now, &kill_deadline_us_)) {
         LOG_WARN("master: %zu workers still busy after %d s; sending SIGKILL", workers_.size(), options_.shutdown_timeout_s);
         for (const auto& [pid, w] : workers_) kill(pid, SIGKILL);
-        kill_deadline_us_ = now + 1000000;
       }
     }
     Maintain(now);
@@ -388,13 +352,15 @@ int ProcessManager::Run() {
       signalfd_siginfo info;
       while (::read(signal_fd_, &info, sizeof(info)) == sizeof(info)) HandleSignal(static_cast<int>(info.ssi_signo));
     }
-    if (n > 0 && watch_listen && (fds[1].revents & POLLIN)) {
-      // A connection waits and nobody takes it: fork, unless at the limit.
+    // A reload handled just above may have left ondemand: then the new
+    // mode's tick sizes the pool, not this connection.
+    if (n > 0 && watch_listen && options_.mode == PoolMode::kOndemand && (fds[1].revents & POLLIN)) {
       int64_t t = MonotonicMicros();
-      if (IdleWorkers(t) == 0) {
-        if (LiveWorkers() < options_.max_children) Spawn();
-        else board_->counters().max_children_reached.fetch_add(1);
-      }
+      PoolState state = StateAt(t);
+      state.connection_waiting = true;
+      PoolPlan plan = PlanPool(options_, state);
+      for (int i = 0; i < plan.fork; ++i) Spawn();
+      if (plan.max_children_reached) board_->counters().max_children_reached.fetch_add(1);
       listen_muted_until_ = t + 50000;  // Give the worker time to accept.
     }
   }

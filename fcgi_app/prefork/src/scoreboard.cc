@@ -98,9 +98,14 @@ bool Scoreboard::TryBeginTurn(int i, std::string_view user, int max_active) {
 void Scoreboard::EndTurn(int i) { slot(i).turn_user.store(0); }
 
 bool Scoreboard::TakeToken(std::string_view user, int per_second, int burst) {
+  if (per_second <= 0) return true;  // No clock read on the common path.
+  return TakeToken(user, per_second, burst, MonotonicMicros());
+}
+
+bool Scoreboard::TakeToken(std::string_view user, int per_second, int burst, int64_t now_us) {
   if (per_second <= 0) return true;
   const uint64_t key = UserKey(user);
-  const int64_t now = MonotonicMicros() * 1000;
+  const int64_t now = now_us * 1000;
   const int64_t interval = 1000000000LL / per_second;
   const int64_t tolerance = interval * std::max(burst - 1, 0);
   constexpr int64_t kIdleNs = 60LL * 1000000000;  // A slot idle this long may be taken over.
@@ -189,6 +194,9 @@ void Scoreboard::CountRequest(int route, int status, int64_t micros) {
 
 NamedSeries* Scoreboard::Series(NamedSeries* table, int n, std::string_view name) {
   if (name.empty()) return nullptr;
+  // Compare what fits in a slot: a longer name compared whole would never
+  // match its stored copy and claim a new slot at each call.
+  name = name.substr(0, sizeof(NamedSeries::name) - 1);
   for (int i = 0; i < n; ++i) {
     NamedSeries& s = table[i];
     uint32_t state = s.claimed.load(std::memory_order_acquire);
@@ -196,9 +204,8 @@ NamedSeries* Scoreboard::Series(NamedSeries* table, int n, std::string_view name
     if (state == 0) {
       uint32_t expected = 0;
       if (s.claimed.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
-        size_t len = std::min(name.size(), sizeof(s.name) - 1);
-        std::memcpy(s.name, name.data(), len);
-        s.name[len] = '\0';
+        std::memcpy(s.name, name.data(), name.size());
+        s.name[name.size()] = '\0';
         s.claimed.store(2, std::memory_order_release);
         return &s;
       }

@@ -3,37 +3,15 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "prefork/pool_policy.h"
 #include "prefork/scoreboard.h"
 
 namespace chatllm {
-
-enum class PoolMode { kStatic, kDynamic, kOndemand };
-const char* PoolModeName(PoolMode mode);
-
-// How the master sizes and supervises its pool (docs/process-manager.md).
-struct PoolOptions {
-  PoolMode mode = PoolMode::kStatic;
-  int max_children = 4;      // static: the pool size; dynamic, ondemand: the hard maximum.
-  int start_workers = 2;     // dynamic: forked at start.
-  int min_spare = 1;         // dynamic: fork when fewer workers are idle.
-  int max_spare = 3;         // dynamic: retire idle workers above this.
-  int idle_timeout_s = 10;   // ondemand: a worker idle this long exits (the worker enforces it).
-  int threads = 1;           // Accept threads per worker.
-  int request_timeout_s = 0; // Kill a worker whose request runs longer (0: never).
-  int slowlog_timeout_s = 0; // Log requests that run longer (0: never).
-  int shutdown_timeout_s = 30;
-  // Crash-loop guard: more than crash_limit abnormal exits within
-  // crash_window_s delay respawns, doubling from 100 ms to crash_max_delay_ms.
-  int crash_limit = 10;
-  int crash_window_s = 10;
-  int crash_max_delay_ms = 5000;
-};
 
 // The prefork master, after nginx's ngx_process_cycle.c and php-fpm: it forks
 // the workers, then only waits (signalfd + poll, no signal handlers) for
@@ -84,9 +62,10 @@ class ProcessManager {
   void Reap();
   void BeginStop(int signo);
   void HandleSignal(int signo);
+  // One tick: request times, then the pool's size as PlanPool decides.
   void Maintain(int64_t now);
-  // Retires a surplus idle worker, or returns how many to fork.
-  int MaintainDynamic(int64_t now);
+  // dynamic: retires the ready worker idle the longest, if any.
+  void RetireIdlest(int64_t now);
   void MaintainReload(int64_t now);
   void CheckRequestTimes(int64_t now);
   void Retire(Worker& w, const char* why);
@@ -95,7 +74,7 @@ class ProcessManager {
   int LiveWorkers() const;
   int IdleWorkers(int64_t now) const;
   int AllocateSlots(int n);
-  int64_t CrashDelayMs();
+  PoolState StateAt(int64_t now) const;
 
   PoolOptions options_;
   Scoreboard* board_;
@@ -106,8 +85,7 @@ class ProcessManager {
   std::vector<bool> slot_used_;
   uint64_t generation_ = 1;
   pid_t replacement_ = 0;  // New worker a reload is waiting on before retiring an old one.
-  std::deque<int64_t> recent_crashes_us_;
-  int64_t crash_delay_ms_ = 0;
+  CrashBackoff crashes_;
   int64_t next_spawn_us_ = 0;
   int spawn_rate_ = 1;             // dynamic: workers forked per tick, doubling up to 32.
   int64_t last_retire_us_ = 0;     // dynamic: at most one idle worker retired per second.

@@ -41,7 +41,9 @@ int StatusIndex(int status);
 
 // Per-name series (shards, providers) live in fixed slots claimed by name.
 struct NamedSeries {
-  static constexpr int kNameLen = 64;
+  // Shard and provider names have up to 64 characters, plus the NUL. A
+  // longer name is kept, and looked up, as its first 64.
+  static constexpr int kNameLen = 65;
   std::atomic<uint32_t> claimed;  // 0 free, 1 being written, 2 ready.
   char name[kNameLen];
   std::atomic<uint64_t> calls;
@@ -132,8 +134,12 @@ class Scoreboard {
   bool TryBeginTurn(int i, std::string_view user, int max_active);
   void EndTurn(int i);
   // Spends one request of the user's budget: `per_second` on average, up to
-  // `burst` at once (0: no limit). Fails open when the table is full.
+  // `burst` at once (per_second 0: no limit; burst 0 counts as 1). Fails
+  // open when the table is full. A refused request spends nothing.
   bool TakeToken(std::string_view user, int per_second, int burst);
+  // The same at monotonic time `now_us` (MonotonicMicros()), so that a test
+  // can pin the clock.
+  bool TakeToken(std::string_view user, int per_second, int burst, int64_t now_us);
   static uint64_t UserKey(std::string_view user);
 
  private:
