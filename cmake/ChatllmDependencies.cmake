@@ -7,14 +7,11 @@ find_package(Threads REQUIRED)
 # libfcgi ships only a pkg-config file.
 pkg_check_modules(FCGI REQUIRED IMPORTED_TARGET fcgi)
 
-# Debian's PocoDataMySQL config refers to MySQL::client without defining it;
-# define it from libmariadb's pkg-config file before asking for Poco.
+# The shards are reached through libmariadb's C API (docs/architecture.md,
+# "Poco, and where it is not used"); it ships only a pkg-config file.
 pkg_check_modules(MARIADB REQUIRED IMPORTED_TARGET libmariadb)
-if(NOT TARGET MySQL::client)
-  add_library(MySQL::client INTERFACE IMPORTED)
-  target_link_libraries(MySQL::client INTERFACE PkgConfig::MARIADB)
-endif()
-find_package(Poco 1.11 REQUIRED COMPONENTS Foundation Net Util Data DataMySQL)
+# Poco's Foundation: URI parsing (base/url.h).
+find_package(Poco 1.11 REQUIRED COMPONENTS Foundation)
 
 # RapidJSON sets RAPIDJSON_INCLUDE_DIRS only; wrap it as a target.
 find_package(RapidJSON REQUIRED)

@@ -1,14 +1,16 @@
 -- 008_replay_recipe: a keyed turn's answer is rendered outside its
--- transaction (docs/architecture.md, "The turn").
+-- transaction (docs/architecture.md, "A turn").
 --
 -- Until 007 the answer's transaction stored the whole response body with
 -- its idempotency key, so the body had to be built while the session row
 -- was locked. From 008 the key keeps what the response is made of: the
--- status, the seqs of the two messages (user_seq, and answer_seq below) and
--- which presenter renders them (`response` holds that recipe, e.g.
--- {"format":"openai"}); a replay reads the two messages and renders them
--- with the same presenter, so the bytes match the first answer's. Rows
--- completed before 008 (answer_seq NULL) still replay their stored body.
+-- status, and in `response` a recipe naming the presenter and the two
+-- messages, {"recipe":"openai","user_seq":U,"answer_seq":A} (whole in
+-- itself, so that a copy of the row which lost a column still replays); a
+-- replay reads the two messages and renders them with the same presenter,
+-- so the bytes match the first answer's. The answer_seq column (A again)
+-- marks the row as a recipe for the SQL below. Rows completed before 008
+-- keep and replay their stored body.
 --
 -- Rolling updates: a schema-7 binary would replay a recipe as if it were a
 -- body. chat_turn_begin, which it calls, now answers "still running" (-11:
@@ -42,6 +44,45 @@ DROP FUNCTION IF EXISTS chat_delete_session_v2;
 DROP FUNCTION IF EXISTS chat_placement;
 
 DELIMITER //
+
+-- The schema-7 entry point: as chat_turn_begin_v2, except that a key whose
+-- answer is a recipe (completed by a schema-8 binary, which a schema-7
+-- binary cannot render) reads as still running, so the old binary answers
+-- 409 with Retry-After instead of replaying the recipe as a body. Created
+-- before chat_turn_begin_v2 (a call is resolved when it runs): a migration
+-- cut short between the two leaves old binaries' keyed turns failing until
+-- it is rerun, never a shard where new binaries write recipes that old
+-- ones would replay.
+CREATE OR REPLACE FUNCTION chat_turn_begin(
+  p_session     BINARY(16),
+  p_content     MEDIUMTEXT,
+  p_at          DATETIME(6),
+  p_epoch       BIGINT,
+  p_meta        TEXT,
+  p_user        BINARY(16),
+  p_max         BIGINT,
+  p_key_user    BINARY(16),
+  p_target      BINARY(16),
+  p_key         VARBINARY(255),
+  p_request_sha BINARY(32),
+  p_ttl_s       INT,
+  p_lease_s     INT,
+  p_attempt     BIGINT
+) RETURNS BIGINT
+  NOT DETERMINISTIC
+  MODIFIES SQL DATA
+  SQL SECURITY DEFINER
+BEGIN
+  DECLARE v_code BIGINT DEFAULT chat_turn_begin_v2(p_session, p_content, p_at, p_epoch, p_meta, p_user, p_max,
+                                                   p_key_user, p_target, p_key, p_request_sha, p_ttl_s, p_lease_s,
+                                                   p_attempt);
+  IF v_code = -10 AND EXISTS (SELECT 1 FROM idempotency_keys
+                               WHERE user_id = p_key_user AND target_sha = p_target AND idem_key = p_key
+                                 AND (answer_seq IS NOT NULL OR response LIKE '{"recipe":%')) THEN
+    RETURN -11;
+  END IF;
+  RETURN v_code;
+END //
 
 -- As chat_turn_begin of 007 (same codes), and an expired key that is used
 -- again forgets its answer_seq with the rest of its old request.
@@ -140,41 +181,6 @@ BEGIN
   UPDATE idempotency_keys SET user_seq = v_seq
    WHERE user_id = p_key_user AND target_sha = p_target AND idem_key = p_key;
   RETURN v_seq;
-END //
-
--- The schema-7 entry point: as chat_turn_begin_v2, except that a key whose
--- answer is a recipe (completed by a schema-8 binary, which a schema-7
--- binary cannot render) reads as still running, so the old binary answers
--- 409 with Retry-After instead of replaying the recipe as a body.
-CREATE OR REPLACE FUNCTION chat_turn_begin(
-  p_session     BINARY(16),
-  p_content     MEDIUMTEXT,
-  p_at          DATETIME(6),
-  p_epoch       BIGINT,
-  p_meta        TEXT,
-  p_user        BINARY(16),
-  p_max         BIGINT,
-  p_key_user    BINARY(16),
-  p_target      BINARY(16),
-  p_key         VARBINARY(255),
-  p_request_sha BINARY(32),
-  p_ttl_s       INT,
-  p_lease_s     INT,
-  p_attempt     BIGINT
-) RETURNS BIGINT
-  NOT DETERMINISTIC
-  MODIFIES SQL DATA
-  SQL SECURITY DEFINER
-BEGIN
-  DECLARE v_code BIGINT DEFAULT chat_turn_begin_v2(p_session, p_content, p_at, p_epoch, p_meta, p_user, p_max,
-                                                   p_key_user, p_target, p_key, p_request_sha, p_ttl_s, p_lease_s,
-                                                   p_attempt);
-  IF v_code = -10 AND EXISTS (SELECT 1 FROM idempotency_keys
-                               WHERE user_id = p_key_user AND target_sha = p_target AND idem_key = p_key
-                                 AND answer_seq IS NOT NULL) THEN
-    RETURN -11;
-  END IF;
-  RETURN v_code;
 END //
 
 DELIMITER ;

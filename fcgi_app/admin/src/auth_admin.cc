@@ -189,7 +189,7 @@ void ClusterAdmin::CopyAuthBetween(const ShardEntry& from_shard, const ShardEntr
                         "SELECT key_id, user_id, secret_sha256, label, created_at, expires_at, revoked_at FROM api_keys");
     keys.Execute();
     OnShard(to, "copying users and API keys", [&] {
-      Transaction txn(Handle(to), to.name);
+      Transaction txn(LinkTo(to));
       MysqlStatement put_user(Handle(to),
                               "INSERT INTO users (user_id, name, created_at, disabled_at) VALUES (?, ?, ?, ?) "
                               "ON DUPLICATE KEY UPDATE disabled_at = COALESCE(users.disabled_at, VALUES(disabled_at))");

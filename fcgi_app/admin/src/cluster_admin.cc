@@ -72,6 +72,24 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::LoadMap() {
   return newest;
 }
 
+void ClusterAdmin::RequireSchemas(const ClusterMap& map, const std::string& except) {
+  for (const ShardReport& r : Status(map)) {
+    if (r.name == except) continue;
+    if (!r.reachable || !r.error.empty()) {
+      throw AdminError("shard " + r.name + " is unreachable; every shard must be up for this command");
+    }
+    if (r.schema_version < ExpectedSchemaVersion()) {
+      throw AdminError("shard " + r.name + " is at schema " + std::to_string(r.schema_version) + "; this shardctl needs " +
+                       std::to_string(ExpectedSchemaVersion()) + ": run 'shardctl migrate' first");
+    }
+    if (r.schema_version > ExpectedSchemaVersion()) {
+      throw AdminError("shard " + r.name + " is at schema " + std::to_string(r.schema_version) +
+                       ", newer than this shardctl knows (" + std::to_string(ExpectedSchemaVersion()) +
+                       "): use the shardctl of that release");
+    }
+  }
+}
+
 std::shared_ptr<const ClusterMap> ClusterAdmin::Next(const ClusterMap& map, std::vector<ShardEntry> shards) {
   auto next = ClusterMap::Build(map.epoch() + 1, std::move(shards));
   if (!next.ok()) throw AdminError("the new map would be invalid: " + next.status().message());
@@ -163,6 +181,7 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry
   if (const ShardEntry* existing = map->Find(entry.name)) {
     bool same = existing->host == entry.host && existing->port == entry.port && existing->database == entry.database;
     if (existing->state == ShardState::kJoining && same) {
+      RequireSchemas(*map, entry.name);
       Migrate(entry);
       Publish(*map, nullptr);  // Finish an earlier attempt.
       CopyAuth(*map, entry);
@@ -175,6 +194,7 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry
     throw AdminError("epoch " + std::to_string(map->epoch()) +
                      " still has shards joining or draining: run shardctl rebalance first");
   }
+  RequireSchemas(*map);
   Migrate(entry);
   int64_t held = OnShard(entry, "counting sessions", [&] {
     MysqlStatement st(Handle(entry), "SELECT COUNT(*) FROM sessions WHERE state <> 'moved'");
@@ -221,6 +241,7 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::Drain(const std::string& name) {
   for (ShardEntry& s : shards) {
     if (s.name == name) s.state = ShardState::kDraining;
   }
+  RequireSchemas(*map);
   auto next = Next(*map, std::move(shards));
   Publish(*next, map.get());
   return next;

@@ -7,6 +7,44 @@
 
 namespace chatllm {
 
+void ClusterAdmin::VerifyShard(const ShardEntry& shard,
+                               std::map<std::string, std::vector<std::pair<std::string, std::string>>>* where,
+                               VerifyReport* report) {
+  MYSQL* h = Handle(shard);
+  MysqlStatement scan(h, "SELECT session_id, state FROM sessions WHERE session_id > ? ORDER BY session_id LIMIT 1000");
+  std::string after;
+  while (true) {
+    scan.BindBytes(0, after);
+    scan.Execute();
+    if (scan.row_count() == 0) break;
+    for (size_t i = 0; i < scan.row_count(); ++i) (*where)[scan.Text(i, 0)].emplace_back(shard.name, scan.Text(i, 1));
+    after = scan.Text(scan.row_count() - 1, 0);
+  }
+  MysqlStatement counts(h,
+                        "SELECT COUNT(*) FROM sessions s WHERE s.state = 'active' AND (s.message_count <> "
+                        "(SELECT COUNT(*) FROM messages m WHERE m.session_id = s.session_id) OR s.message_count <> "
+                        "(SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.session_id = s.session_id))");
+  counts.Execute();
+  if (counts.Int64(0, 0) != 0) {
+    report->problems.push_back("shard " + shard.name + ": " + std::to_string(counts.Int64(0, 0)) +
+                              " sessions whose message_count does not match their messages");
+  }
+  MysqlStatement orphans(h,
+                         "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM sessions s "
+                         "WHERE s.session_id = m.session_id AND s.state IN ('active', 'moving'))");
+  orphans.Execute();
+  if (orphans.Int64(0, 0) != 0) {
+    report->problems.push_back("shard " + shard.name + ": " + std::to_string(orphans.Int64(0, 0)) +
+                              " messages belong to no session held here");
+  }
+  MysqlStatement total(h, "SELECT COUNT(*) FROM messages");
+  total.Execute();
+  report->messages += total.Int64(0, 0);
+  MysqlStatement marked(h, "SELECT COUNT(*) FROM sessions WHERE arrived_from IS NOT NULL");
+  marked.Execute();
+  report->in_transit += marked.Int64(0, 0);  // A move stopped before its last step.
+}
+
 VerifyReport ClusterAdmin::Verify() {
   VerifyReport report;
   auto map = LoadMap();
@@ -20,39 +58,7 @@ VerifyReport ClusterAdmin::Verify() {
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> where;  // id -> (shard, state)
   for (const ShardEntry& shard : map->shards()) {
     try {
-      MYSQL* h = Handle(shard);
-      MysqlStatement scan(h, "SELECT session_id, state FROM sessions WHERE session_id > ? ORDER BY session_id LIMIT 1000");
-      std::string after;
-      while (true) {
-        scan.BindBytes(0, after);
-        scan.Execute();
-        if (scan.row_count() == 0) break;
-        for (size_t i = 0; i < scan.row_count(); ++i) where[scan.Text(i, 0)].emplace_back(shard.name, scan.Text(i, 1));
-        after = scan.Text(scan.row_count() - 1, 0);
-      }
-      MysqlStatement counts(h,
-                            "SELECT COUNT(*) FROM sessions s WHERE s.state = 'active' AND (s.message_count <> "
-                            "(SELECT COUNT(*) FROM messages m WHERE m.session_id = s.session_id) OR s.message_count <> "
-                            "(SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.session_id = s.session_id))");
-      counts.Execute();
-      if (counts.Int64(0, 0) != 0) {
-        report.problems.push_back("shard " + shard.name + ": " + std::to_string(counts.Int64(0, 0)) +
-                                  " sessions whose message_count does not match their messages");
-      }
-      MysqlStatement orphans(h,
-                             "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM sessions s "
-                             "WHERE s.session_id = m.session_id AND s.state IN ('active', 'moving'))");
-      orphans.Execute();
-      if (orphans.Int64(0, 0) != 0) {
-        report.problems.push_back("shard " + shard.name + ": " + std::to_string(orphans.Int64(0, 0)) +
-                                  " messages belong to no session held here");
-      }
-      MysqlStatement total(h, "SELECT COUNT(*) FROM messages");
-      total.Execute();
-      report.messages += total.Int64(0, 0);
-      MysqlStatement marked(h, "SELECT COUNT(*) FROM sessions WHERE arrived_from IS NOT NULL");
-      marked.Execute();
-      report.in_transit += marked.Int64(0, 0);  // A move stopped before its last step.
+      VerifyShard(shard, &where, &report);
     } catch (const std::exception& e) {
       report.problems.push_back("shard " + shard.name + ": " + e.what());
     }

@@ -76,11 +76,9 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
   LockAll(*map);
   // Every fence must be at this epoch before the scan: otherwise an app with
   // an older map could still create a session on an old owner behind it.
+  RequireSchemas(*map);
   bool fenced = true;
-  for (const ShardReport& r : Status(*map)) {
-    if (!r.reachable) throw AdminError("shard " + r.name + " is unreachable; every shard must be up to rebalance");
-    fenced &= static_cast<uint64_t>(r.fence) >= map->epoch();
-  }
+  for (const ShardReport& r : Status(*map)) fenced &= static_cast<uint64_t>(r.fence) >= map->epoch();
   if (!fenced && !opt.dry_run) Publish(*map, nullptr);
 
   const std::vector<Misplaced> pending = FindMisplaced(*map, opt.batch, opt.dry_run);

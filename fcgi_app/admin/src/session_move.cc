@@ -142,7 +142,7 @@ class ClusterAdmin::SessionMove {
   // (checked under the target's row lock).
   void ClearTarget(bool tombstone_too) {
     admin_.OnShard(to_, "clearing leftovers", [&] {
-      Transaction txn(admin_.Handle(to_), to_.name);
+      Transaction txn(admin_.LinkTo(to_));
       MysqlStatement& lock = admin_.Stmt(to_, "SELECT state FROM sessions WHERE session_id = ? FOR UPDATE");
       lock.BindBytes(0, id_);
       lock.Execute();
@@ -210,7 +210,7 @@ class ClusterAdmin::SessionMove {
       batch.Execute();
       const size_t n = batch.row_count();
       if (n == 0) break;
-      Transaction txn(admin_.Handle(to_), to_.name);
+      Transaction txn(admin_.LinkTo(to_));
       for (size_t first = 0; first < n; first += kInsertRows) {
         const int rows = static_cast<int>(std::min<size_t>(kInsertRows, n - first));
         MysqlStatement& insert = admin_.Stmt(to_, InsertMessagesSql(rows));
@@ -306,7 +306,7 @@ class ClusterAdmin::SessionMove {
   // left it in).
   void TombstoneSource(const char* expected) {
     admin_.OnShard(from_, "tombstoning the source", [&] {
-      Transaction txn(admin_.Handle(from_), from_.name);
+      Transaction txn(admin_.LinkTo(from_));
       MysqlStatement& s = admin_.Stmt(from_,
                                       "UPDATE sessions SET state = 'moved', moved_to = ?, moved_epoch = ?, "
                                       "title = NULL, metadata = '{}' WHERE session_id = ? AND state = ?");
@@ -366,7 +366,7 @@ std::string ClusterAdmin::SessionState(const ShardEntry& shard, const std::strin
 
 void ClusterAdmin::FinishArrival(const ShardEntry& shard, const std::string& id) {
   OnShard(shard, "finishing the arrival", [&] {
-    Transaction txn(Handle(shard), shard.name);
+    Transaction txn(LinkTo(shard));
     MysqlStatement& drop = Stmt(shard,
                                 "DELETE FROM sessions WHERE session_id = ? AND state = 'deleted' AND NOT EXISTS "
                                 "(SELECT 1 FROM idempotency_keys k WHERE k.session_id = sessions.session_id)");

@@ -12,6 +12,10 @@ namespace {
 
 Status Invalid(std::string message) { return Status::Invalid(std::move(message)); }
 
+Status Unsupported(const std::string& what) {
+  return Status::Error(400, "unsupported_parameter", what + " is not supported by this endpoint");
+}
+
 // Parses `body` into a JSON object, or returns the error.
 Status ParseObject(std::string_view body, rapidjson::Document* doc) {
   if (Status s = ParseJson(body, doc); !s.ok()) {
@@ -205,15 +209,51 @@ bool ValidModelName(std::string_view name) {
   return true;
 }
 
+// The "messages" of a chat completion: system and developer messages are
+// joined into out->system, user and assistant ones kept in order.
+static Status ParseChatMessages(const rapidjson::Value& v, const Config& config, ChatCompletionRequest* out) {
+  if (!v.IsArray() || v.Empty()) return Invalid("field 'messages' must be a non-empty array");
+  if (v.Size() > 10000) return Invalid("field 'messages' holds more than 10000 messages");
+  for (rapidjson::SizeType i = 0; i < v.Size(); ++i) {
+    const rapidjson::Value& msg = v[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!msg.IsObject()) return Invalid("field '" + where + "' must be an object");
+    auto role_it = msg.FindMember("role");
+    auto content_it = msg.FindMember("content");
+    if (role_it == msg.MemberEnd() || !role_it->value.IsString()) {
+      return Invalid("field '" + where + ".role' must be a string");
+    }
+    std::string role(role_it->value.GetString(), role_it->value.GetStringLength());
+    if (msg.HasMember("tool_calls") || msg.HasMember("function_call") || role == "tool" || role == "function") {
+      return Unsupported("tool and function messages");
+    }
+    if (role != "system" && role != "developer" && role != "user" && role != "assistant") {
+      return Invalid("field '" + where + ".role' must be system, developer, user or assistant");
+    }
+    if (content_it == msg.MemberEnd()) return Invalid("field '" + where + ".content' is required");
+    std::string text;
+    if (Status e = MessageText(content_it->value, i, &text); !e.ok()) return e;
+    if (text.size() > config.max_content_bytes) {
+      return Invalid("field '" + where + ".content' is larger than " + std::to_string(config.max_content_bytes) +
+                     " bytes");
+    }
+    if (role == "system" || role == "developer") {
+      if (out->has_system) out->system.append("\n\n");
+      out->system += text;
+      out->has_system = true;
+    } else {
+      out->messages.push_back(ChatMessage{role, std::move(text)});
+    }
+  }
+  return Status::Ok();
+}
+
 static Status ParseChatCompletionInto(std::string_view body, const Config& config,
                                             ChatCompletionRequest* out) {
   *out = ChatCompletionRequest{};
   rapidjson::Document doc;
   if (Status err = ParseObject(body, &doc); !err.ok()) return err;
   bool have_messages = false;
-  auto unsupported = [](const std::string& what) {
-    return Status::Error(400, "unsupported_parameter", what + " is not supported by this endpoint");
-  };
   for (const auto& m : doc.GetObject()) {
     std::string_view name(m.name.GetString(), m.name.GetStringLength());
     const rapidjson::Value& v = m.value;
@@ -221,39 +261,7 @@ static Status ParseChatCompletionInto(std::string_view body, const Config& confi
     if (name == "model") {
       if (Status e = ParseModel(v, &out->model); !e.ok()) return e;
     } else if (name == "messages") {
-      if (!v.IsArray() || v.Empty()) return Invalid("field 'messages' must be a non-empty array");
-      if (v.Size() > 10000) return Invalid("field 'messages' holds more than 10000 messages");
-      for (rapidjson::SizeType i = 0; i < v.Size(); ++i) {
-        const rapidjson::Value& msg = v[i];
-        const std::string where = "messages[" + std::to_string(i) + "]";
-        if (!msg.IsObject()) return Invalid("field '" + where + "' must be an object");
-        auto role_it = msg.FindMember("role");
-        auto content_it = msg.FindMember("content");
-        if (role_it == msg.MemberEnd() || !role_it->value.IsString()) {
-          return Invalid("field '" + where + ".role' must be a string");
-        }
-        std::string role(role_it->value.GetString(), role_it->value.GetStringLength());
-        if (msg.HasMember("tool_calls") || msg.HasMember("function_call") || role == "tool" || role == "function") {
-          return unsupported("tool and function messages");
-        }
-        if (role != "system" && role != "developer" && role != "user" && role != "assistant") {
-          return Invalid("field '" + where + ".role' must be system, developer, user or assistant");
-        }
-        if (content_it == msg.MemberEnd()) return Invalid("field '" + where + ".content' is required");
-        std::string text;
-        if (Status e = MessageText(content_it->value, i, &text); !e.ok()) return e;
-        if (text.size() > config.max_content_bytes) {
-          return Invalid("field '" + where + ".content' is larger than " + std::to_string(config.max_content_bytes) +
-                         " bytes");
-        }
-        if (role == "system" || role == "developer") {
-          if (out->has_system) out->system.append("\n\n");
-          out->system += text;
-          out->has_system = true;
-        } else {
-          out->messages.push_back(ChatMessage{role, std::move(text)});
-        }
-      }
+      if (Status e = ParseChatMessages(v, config, out); !e.ok()) return e;
       have_messages = true;
     } else if (name == "stream") {
       if (!v.IsBool() && !v.IsNull()) return WrongType("stream", "a boolean", v);
@@ -270,17 +278,17 @@ static Status ParseChatCompletionInto(std::string_view body, const Config& confi
       if (!v.IsString()) return WrongType("session_id", "a string", v);
       out->session_id.assign(v.GetString(), v.GetStringLength());
     } else if (name == "n") {
-      if (!v.IsNull() && !(v.IsInt() && v.GetInt() == 1)) return unsupported("n other than 1");
+      if (!v.IsNull() && !(v.IsInt() && v.GetInt() == 1)) return Unsupported("n other than 1");
     } else if (name == "tools" || name == "functions" || name == "tool_choice" || name == "function_call" ||
                name == "audio" || name == "prediction") {
-      if (!v.IsNull()) return unsupported("'" + std::string(name) + "'");
+      if (!v.IsNull()) return Unsupported("'" + std::string(name) + "'");
     } else if (name == "logprobs") {
-      if (v.IsBool() && v.GetBool()) return unsupported("logprobs");
+      if (v.IsBool() && v.GetBool()) return Unsupported("logprobs");
     } else if (name == "response_format") {
       auto type = v.IsObject() ? v.FindMember("type") : rapidjson::Value::ConstMemberIterator();
       if (!v.IsNull() && !(v.IsObject() && type != v.MemberEnd() && type->value.IsString() &&
                            std::string_view(type->value.GetString()) == "text")) {
-        return unsupported("response_format other than text");
+        return Unsupported("response_format other than text");
       }
     } else if (ParseSampling(name, v, &out->sampling, &err)) {
       if (!err.ok()) return err;

@@ -45,13 +45,18 @@ HttpResponse Service::ChatCompletions(const HttpRequest& request, const UserId& 
   if (!providers_->Serves(req.model)) {
     return ErrorResponse(404, "model_not_found", "no configured provider serves the model '" + req.model + "'");
   }
-  std::unique_ptr<TurnPresenter> presenter =
-      OpenAiPresenter(req.stream ? stream : nullptr, *trace, session_text, req.model, req.include_usage, *store_);
-  if (session_text.empty()) return presenter->Present(turns_.RunStateless(req, user, trace, *presenter));
-
+  if (session_text.empty()) {
+    std::unique_ptr<TurnPresenter> presenter =
+        OpenAiPresenter(req.stream ? stream : nullptr, *trace, "", req.model, req.include_usage, *store_);
+    return presenter->Present(turns_.RunStateless(req, user, trace, *presenter));
+  }
   std::optional<SessionId> id = SessionId::Parse(session_text);
   if (!id) return SessionNotFound();
   trace->session_id = id->text();
+  // The session as the key's scope spells it: a replay answers with the
+  // same bytes whichever spelling of the id the retry used.
+  std::unique_ptr<TurnPresenter> presenter =
+      OpenAiPresenter(req.stream ? stream : nullptr, *trace, id->text(), req.model, req.include_usage, *store_);
   // The stored history is the context; of the request's messages only the
   // last, the user's new one, is used (and its system message, if any).
   if (req.messages.back().role != "user") {

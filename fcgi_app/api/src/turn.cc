@@ -226,7 +226,13 @@ TurnOutcome TurnRunner::Replay(const SessionId& id, const UserId& user, const Id
   TurnOutcome out;
   out.kind = TurnOutcome::Kind::kReplayed;
   out.replay_status = stored.status;
-  if (stored.answer_seq == 0) {  // Completed before schema 8: the body itself.
+  if (stored.answer_seq == 0) {
+    // Completed by a binary before schema 8: the body itself, a JSON object.
+    if (stored.response.empty() || stored.response.front() != '{') {
+      LOG_ERROR("session %s: an idempotency key's stored response is neither a body nor a recipe",
+                id.text().c_str());
+      return TurnOutcome::Refused(500, "internal_error", "internal error; see the server log");
+    }
     out.replay_body = stored.response;
     return out;
   }

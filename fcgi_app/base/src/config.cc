@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "base/url.h"
 #include "shard_router/ring.h"
 
 namespace chatllm {
@@ -233,15 +234,6 @@ std::vector<std::string> SplitList(const std::string& text) {
 }
 
 // "http[s]://host[:port][/path]" with a non-empty host and no query.
-bool ValidBaseUrl(const std::string& url) {
-  size_t scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) return false;
-  std::string scheme = url.substr(0, scheme_end);
-  if (scheme != "http" && scheme != "https") return false;
-  std::string rest = url.substr(scheme_end + 3);
-  std::string host = rest.substr(0, rest.find('/'));
-  return !host.empty() && host[0] != ':' && url.find_first_of("?# ") == std::string::npos;
-}
 
 // The API key of a provider section: api_key_env (the variable must be set
 // and non-empty) or api_key_file (first line), or none.
@@ -287,8 +279,11 @@ ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& 
                               : p.type == "anthropic" ? "claude-3-5-haiku-latest" : "echo";
   p.base_url = ini.String(s, "base_url", default_url, false);
   while (p.base_url.size() > 1 && p.base_url.back() == '/') p.base_url.pop_back();
-  if (p.type != "echo" && !ValidBaseUrl(p.base_url)) {
-    ini.Fail(ini.Find(s, "base_url")->line, s, "base_url", "'" + p.base_url + "' is not an http:// or https:// URL");
+  if (p.type != "echo") {
+    if (StatusOr<HttpUrl> url = ParseHttpUrl(p.base_url); !url.ok()) {
+      const Entry* e = ini.Find(s, "base_url");
+      ini.Fail(e ? e->line : 0, s, "base_url", "'" + p.base_url + "' " + url.status().message());
+    }
   }
   p.api_key = ReadApiKey(ini, s);
   p.model = ini.String(s, "model", default_model, false);
@@ -354,19 +349,8 @@ void ParseProviders(Ini& ini, Config* c) {
   }
 }
 
-}  // namespace
-
-Config ParseConfig(std::string_view text, const std::string& path) {
-  Ini ini(text, path);
-  Config c;
-  c.path = path;
-
-  for (const std::string& s : ini.sections()) {
-    bool known = s == "server" || s == "limits" || s == "db" || s == "provider" || s == "cluster" || s == "auth" ||
-                 s.rfind("shard.", 0) == 0 || s.rfind("provider.", 0) == 0;
-    if (!known) ini.Fail(ini.SectionLine(s), s, "", "unknown section");
-  }
-
+// [server]: the listen socket, the pool, logs.
+void ReadServer(Ini& ini, const std::string& path, Config& c) {
   c.instance_name = ini.String("server", "instance_name", HostName(), false);
   c.listen = ini.String("server", "listen", c.listen, false);
   if (!ValidListen(c.listen)) {
@@ -399,7 +383,10 @@ Config ParseConfig(std::string_view text, const std::string& path) {
     ini.Fail(ini.Find("server", "log_level")->line, "server", "log_level",
              "'" + level + "' is not one of debug, info, warn, error");
   }
+}
 
+// [limits]: what one request, session or user may do.
+void ReadLimits(Ini& ini, Config& c) {
   c.max_body_bytes = ini.Int("limits", "max_body_bytes", c.max_body_bytes, 1024, 64 << 20);
   // Limits the schema imposes are checked here: a value the database cannot
   // hold would fail only when a request reaches it (a 500).
@@ -422,7 +409,10 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.user_requests_per_second =
       static_cast<int>(ini.Int("limits", "user_requests_per_second", c.user_requests_per_second, 0, 1000000));
   c.user_burst = static_cast<int>(ini.Int("limits", "user_burst", c.user_burst, 1, 1000000));
+}
 
+// [auth]: API keys and Idempotency-Keys.
+void ReadAuth(Ini& ini, Config& c) {
   std::string required = ini.String("auth", "required", "true");
   if (required != "true" && required != "false") {
     ini.Fail(ini.Find("auth", "required")->line, "auth", "required", "'" + required + "' is not true or false");
@@ -432,7 +422,10 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.idempotency_ttl_s = static_cast<int>(ini.Int("auth", "idempotency_ttl_s", c.idempotency_ttl_s, 86400, 86400 * 30));
   c.idempotency_lease_s =
       static_cast<int>(ini.Int("auth", "idempotency_lease_s", c.idempotency_lease_s, 1, 86400));
+}
 
+// [db]: how the shards are talked to.
+void ReadDb(Ini& ini, Config& c) {
   c.connect_timeout_s = static_cast<int>(ini.Int("db", "connect_timeout", c.connect_timeout_s, 1, 60));
   c.read_timeout_s = static_cast<int>(ini.Int("db", "read_timeout", c.read_timeout_s, 1, 3600));
   c.write_timeout_s = static_cast<int>(ini.Int("db", "write_timeout", c.write_timeout_s, 1, 3600));
@@ -441,7 +434,10 @@ Config ParseConfig(std::string_view text, const std::string& path) {
       static_cast<int>(ini.Int("db", "lock_wait_timeout", c.lock_wait_timeout_s, 1, 3600));
   c.max_retries = static_cast<int>(ini.Int("db", "max_retries", c.max_retries, 0, 100));
   c.down_backoff_ms = static_cast<int>(ini.Int("db", "down_backoff_ms", c.down_backoff_ms, 0, 60000));
+}
 
+// [cluster]: the accounts and the shard map.
+void ReadCluster(Ini& ini, const std::string& path, Config& c) {
   c.db_user = ini.String("cluster", "user", c.db_user, false);
   c.db_password = ReadSecret(ini, "cluster", "password", "");
   c.migrate_user = ini.String("cluster", "migrate_user", c.db_user, false);
@@ -449,8 +445,10 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   c.map_refresh_ms = static_cast<int>(ini.Int("cluster", "map_refresh_ms", c.map_refresh_ms, 100, 3600000));
   c.move_wait_ms = static_cast<int>(ini.Int("cluster", "move_wait_ms", c.move_wait_ms, 0, 600000));
   c.map_file = ResolvePath(path, ini.String("cluster", "map_file", ""));
+}
 
-  ParseProviders(ini, &c);
+// The lease of a keyed turn against the providers' timeouts.
+void CheckIdempotencyLease(Ini& ini, const Config& c) {
   // A keyed turn's key stays 'running' while the turn runs, and a retry
   // takes it over after idempotency_lease_s (sql/007_acknowledged.sql). A
   // turn still running then would be answered twice, so the lease must
@@ -467,7 +465,10 @@ Config ParseConfig(std::string_view text, const std::string& path) {
                  std::to_string((longest_turn_ms + 999) / 1000) +
                  " s: the providers' total_timeout_ms over the chain, or [server] request_timeout)");
   }
+}
 
+// [shard.NAME]: the seed shards.
+void ReadShards(Ini& ini, Config& c) {
   for (const std::string& s : ini.sections()) {
     if (s.rfind("shard.", 0) != 0) continue;
     ShardConfig sh;
@@ -483,7 +484,28 @@ Config ParseConfig(std::string_view text, const std::string& path) {
     c.shards.push_back(std::move(sh));
   }
   if (c.shards.empty()) ini.Fail(0, "", "", "no [shard.NAME] section: at least one shard is required");
+}
 
+}  // namespace
+
+Config ParseConfig(std::string_view text, const std::string& path) {
+  Ini ini(text, path);
+  Config c;
+  c.path = path;
+
+  for (const std::string& s : ini.sections()) {
+    bool known = s == "server" || s == "limits" || s == "db" || s == "provider" || s == "cluster" || s == "auth" ||
+                 s.rfind("shard.", 0) == 0 || s.rfind("provider.", 0) == 0;
+    if (!known) ini.Fail(ini.SectionLine(s), s, "", "unknown section");
+  }
+  ReadServer(ini, path, c);
+  ReadLimits(ini, c);
+  ReadAuth(ini, c);
+  ReadDb(ini, c);
+  ReadCluster(ini, path, c);
+  ParseProviders(ini, &c);
+  CheckIdempotencyLease(ini, c);
+  ReadShards(ini, c);
   ini.CheckAllUsed();
   return c;
 }

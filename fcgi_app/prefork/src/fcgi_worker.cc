@@ -220,6 +220,58 @@ bool WorkerIdleTooLong(const WorkerShared& w) {
   return true;
 }
 
+// One accepted connection: its request read, checked, handled and answered,
+// and accounted for in the scoreboard and the access log.
+void ServeConnection(WorkerShared* w, int slot, int fd, FCGX_Request& fcgi, RequestHandler& handler,
+                     ThreadObserver& observer) {
+  const Config& config = *w->config;
+  const int64_t start = MonotonicMicros();
+  w->board->counters().accepted.fetch_add(1, std::memory_order_relaxed);
+  w->board->SetState(slot, SlotState::kReading);
+  // libfcgi must only see well-formed request heads (fcgi_guard.h).
+  std::string why;
+  if (PeekFcgiHead(fd, kFcgiHeadTimeoutMs, &why) != FcgiHead::kComplete) {
+    LOG_WARN("worker: dropped a connection that did not send a well-formed FastCGI request: %s", why.c_str());
+    ::close(fd);
+    w->board->SetState(slot, SlotState::kIdle);
+    return;
+  }
+  // Hand the connection to libfcgi: with ipcFd set and keepConnection on,
+  // FCGX_Accept_r reads the request from it instead of accepting (its
+  // opening FCGX_Finish_r would otherwise close it). libfcgi 2.4.
+  fcgi.ipcFd = fd;
+  fcgi.keepConnection = 1;
+  if (FCGX_Accept_r(&fcgi) < 0) {
+    LOG_WARN("worker: reading a FastCGI request failed");
+    FCGX_Finish_r(&fcgi);
+    w->board->SetState(slot, SlotState::kIdle);
+    return;
+  }
+  HttpRequest req;
+  HttpResponse resp;
+  RequestTrace trace;
+  bool complete = ReadRequest(fcgi, config, &req, &resp);
+  trace.request_id = RequestId(req.Header("x-request-id"));
+  w->board->BeginRequest(slot, req.method + " " + req.path + " id=" + trace.request_id);
+  w->board->SetState(slot, SlotState::kHandling);
+  observer.set_trace(&trace);
+  FcgiStream stream(fcgi, config);
+  if (complete) {
+    resp = handler.Handle(req, &trace, &stream);
+  } else {
+    resp.SetHeader("X-Request-Id", trace.request_id);
+  }
+  observer.set_trace(nullptr);
+  w->board->SetState(slot, SlotState::kWriting);
+  size_t bytes = resp.streamed ? stream.bytes_sent() : WriteResponse(fcgi, resp, config, req.method == "HEAD");
+  FCGX_Finish_r(&fcgi);
+  const int64_t took = MonotonicMicros() - start;
+  w->board->EndRequest(slot);
+  w->board->CountRequest(trace.route, resp.status, took);
+  w->access_log->Write(req.method, resp.status, took, bytes, trace);
+  w->board->SetState(slot, SlotState::kIdle);
+}
+
 void ServeThread(WorkerShared* w, int index) {
   const Config& config = *w->config;
   const int slot = w->first_slot + index;
@@ -266,51 +318,7 @@ void ServeThread(WorkerShared* w, int index) {
       }
       continue;  // Another worker took it.
     }
-    const int64_t start = MonotonicMicros();
-    w->board->counters().accepted.fetch_add(1, std::memory_order_relaxed);
-    w->board->SetState(slot, SlotState::kReading);
-    // libfcgi must only see well-formed request heads (fcgi_guard.h).
-    std::string why;
-    if (PeekFcgiHead(fd, kFcgiHeadTimeoutMs, &why) != FcgiHead::kComplete) {
-      LOG_WARN("worker: dropped a connection that did not send a well-formed FastCGI request: %s", why.c_str());
-      ::close(fd);
-      w->board->SetState(slot, SlotState::kIdle);
-      continue;
-    }
-    // Hand the connection to libfcgi: with ipcFd set and keepConnection on,
-    // FCGX_Accept_r reads the request from it instead of accepting (its
-    // opening FCGX_Finish_r would otherwise close it). libfcgi 2.4.
-    fcgi.ipcFd = fd;
-    fcgi.keepConnection = 1;
-    if (FCGX_Accept_r(&fcgi) < 0) {
-      LOG_WARN("worker: reading a FastCGI request failed");
-      FCGX_Finish_r(&fcgi);
-      w->board->SetState(slot, SlotState::kIdle);
-      continue;
-    }
-    HttpRequest req;
-    HttpResponse resp;
-    RequestTrace trace;
-    bool complete = ReadRequest(fcgi, config, &req, &resp);
-    trace.request_id = RequestId(req.Header("x-request-id"));
-    w->board->BeginRequest(slot, req.method + " " + req.path + " id=" + trace.request_id);
-    w->board->SetState(slot, SlotState::kHandling);
-    observer.set_trace(&trace);
-    FcgiStream stream(fcgi, config);
-    if (complete) {
-      resp = handler->Handle(req, &trace, &stream);
-    } else {
-      resp.SetHeader("X-Request-Id", trace.request_id);
-    }
-    observer.set_trace(nullptr);
-    w->board->SetState(slot, SlotState::kWriting);
-    size_t bytes = resp.streamed ? stream.bytes_sent() : WriteResponse(fcgi, resp, config, req.method == "HEAD");
-    FCGX_Finish_r(&fcgi);
-    const int64_t took = MonotonicMicros() - start;
-    w->board->EndRequest(slot);
-    w->board->CountRequest(trace.route, resp.status, took);
-    w->access_log->Write(req.method, resp.status, took, bytes, trace);
-    w->board->SetState(slot, SlotState::kIdle);
+    ServeConnection(w, slot, fd, fcgi, *handler, observer);
     if (config.max_requests > 0 && g_served.fetch_add(1) + 1 >= config.max_requests) {
       LOG_INFO("worker: served %d requests (max_requests); exiting", config.max_requests);
       g_stop.store(true);

@@ -27,6 +27,8 @@ InstanceInfo::Listen InstanceInfo::ListenQueue() const {
   return l;
 }
 
+// Long (~85 lines) but flat: the members of /status in the order they are
+// written (docs/process-manager.md documents each).
 std::string InstanceInfo::StatusJson(bool full) const {
   int idle = 0, active = 0;
   std::set<pid_t> pids;
@@ -146,6 +148,8 @@ std::string Label(const std::string& v) {
   return out;
 }
 
+// Long (~95 lines) but flat: one Prometheus family after another, in the
+// order /metrics prints them; splitting it would only scatter the format.
 void SeriesMetrics(std::ostringstream& out, NamedSeries* table, int n, const char* prefix, const char* label,
                    const char* what) {
   std::string calls = std::string(prefix) + "_total", errors = std::string(prefix) + "_errors_total",

@@ -64,7 +64,8 @@ ProviderChain::ProviderChain(const Config& config) {
   routes_by_model_ = ChoiceDependsOnModel(providers_);
 }
 
-ProviderChain::ProviderChain(std::vector<std::unique_ptr<Provider>> providers) : providers_(std::move(providers)) {
+ProviderChain::ProviderChain(std::vector<std::unique_ptr<Provider>> providers, std::function<void(int64_t ms)> sleep)
+    : providers_(std::move(providers)), sleep_(std::move(sleep)) {
   routes_by_model_ = ChoiceDependsOnModel(providers_);
 }
 

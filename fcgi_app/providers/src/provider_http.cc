@@ -7,6 +7,7 @@
 #include "base/json.h"
 #include "base/sse.h"
 #include "base/time_util.h"
+#include "base/url.h"
 
 namespace chatllm {
 namespace {
@@ -76,6 +77,31 @@ std::string AnthropicFinish(const std::string& stop_reason) {
   if (stop_reason == "max_tokens") return "length";
   if (stop_reason.empty() || stop_reason == "end_turn" || stop_reason == "stop_sequence") return "stop";
   return stop_reason;
+}
+
+// A call that failed below HTTP (connect, TLS, a read), as the ProviderError
+// the chain decides on: `idle_us` since the last byte tells a read timeout
+// from a connection closed mid-answer.
+[[noreturn]] void ThrowTransportError(const std::string& who, const std::string& host, httplib::Error err,
+                                      int64_t read_ms, int64_t idle_us, int status) {
+  switch (err) {
+    case httplib::Error::Connection:
+      throw ProviderError(Kind::kUnavailable, who + ": cannot connect to " + host, true);
+    case httplib::Error::ConnectionTimeout:
+      throw ProviderError(Kind::kUnavailable, who + ": connecting to " + host + " timed out", true);
+    case httplib::Error::SSLServerVerification:
+      throw ProviderError(Kind::kUnavailable, who + ": the TLS certificate of " + host + " is not trusted");
+    case httplib::Error::SSLConnection:
+    case httplib::Error::SSLLoadingCerts:
+      throw ProviderError(Kind::kUnavailable, who + ": TLS with " + host + " failed (" + httplib::to_string(err) + ")");
+    case httplib::Error::Read:
+      if (idle_us >= read_ms * 1000 - 50000) {
+        throw ProviderError(Kind::kTimeout, who + ": no data from " + host + " for " + std::to_string(read_ms) + " ms");
+      }
+      throw ProviderError(Kind::kUnavailable, who + ": " + host + " closed the connection mid-answer", status == 0);
+    default:
+      throw ProviderError(Kind::kUnavailable, who + ": " + host + ": " + httplib::to_string(err), true);
+  }
 }
 
 // A provider's answer that is not in its format.
@@ -208,13 +234,12 @@ Status ParseAnthropicResponse(std::string_view body, Completion* out) {
 }
 
 HttpProvider::HttpProvider(ProviderConfig config) : Provider(std::move(config)) {
-  const std::string& url = this->config().base_url;
-  size_t host_start = url.find("://") + 3;
-  size_t path_start = url.find('/', host_start);
-  std::string origin = path_start == std::string::npos ? url : url.substr(0, path_start);
-  path_prefix_ = path_start == std::string::npos ? "" : url.substr(path_start);
-  origin_ = origin;
-  client_ = std::make_unique<httplib::Client>(origin);
+  // Validated when the configuration was read (base/config.cc).
+  StatusOr<HttpUrl> url = ParseHttpUrl(this->config().base_url);
+  if (!url.ok()) throw ConfigError("provider " + name() + ": base_url " + url.status().message());
+  path_prefix_ = url->path;
+  origin_ = url->origin;
+  client_ = std::make_unique<httplib::Client>(origin_);
   const int ct = this->config().connect_timeout_ms;
   client_->set_connection_timeout(ct / 1000, (ct % 1000) * 1000);
   client_->set_write_timeout(ct / 1000 + 10, 0);
@@ -319,27 +344,7 @@ HttpExchange HttpProvider::Post(const std::string& path, const std::string& json
                         name() + ": the answer is larger than max_response_bytes (" + std::to_string(cfg.max_response_bytes) + ")");
   }
   if (late) throw ProviderError(Kind::kTimeout, name() + ": no complete answer within total_timeout_ms");
-  if (!ok) {
-    const std::string& host = origin_;
-    switch (err) {
-      case httplib::Error::Connection:
-        throw ProviderError(Kind::kUnavailable, name() + ": cannot connect to " + host, true);
-      case httplib::Error::ConnectionTimeout:
-        throw ProviderError(Kind::kUnavailable, name() + ": connecting to " + host + " timed out", true);
-      case httplib::Error::SSLServerVerification:
-        throw ProviderError(Kind::kUnavailable, name() + ": the TLS certificate of " + host + " is not trusted");
-      case httplib::Error::SSLConnection:
-      case httplib::Error::SSLLoadingCerts:
-        throw ProviderError(Kind::kUnavailable, name() + ": TLS with " + host + " failed (" + httplib::to_string(err) + ")");
-      case httplib::Error::Read:
-        if (MonotonicMicros() - last_byte_us >= read_ms * 1000 - 50000) {
-          throw ProviderError(Kind::kTimeout, name() + ": no data from " + host + " for " + std::to_string(read_ms) + " ms");
-        }
-        throw ProviderError(Kind::kUnavailable, name() + ": " + host + " closed the connection mid-answer", x.status == 0);
-      default:
-        throw ProviderError(Kind::kUnavailable, name() + ": " + host + ": " + httplib::to_string(err), true);
-    }
-  }
+  if (!ok) ThrowTransportError(name(), origin_, err, read_ms, MonotonicMicros() - last_byte_us, x.status);
   if (x.status == 0) x.status = res.status;
   if (x.body.empty() && !res.body.empty()) x.body = res.body;
   if (x.status != 200) throw StatusError(x);

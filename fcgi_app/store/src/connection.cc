@@ -39,6 +39,7 @@ void DbConnection::NoteFailure(int64_t elapsed_us) {
 }
 
 MYSQL* DbConnection::Get() {
+  if (mysql_ != nullptr && pinned_ > 0) return mysql_;
   if (mysql_ != nullptr && PeerClosed()) {
     LOG_INFO("shard %s: server closed the idle connection; reconnecting", endpoint_.shard.c_str());
     Reset();

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "base/json.h"
 #include "base/tokens.h"
 #include "routing.h"
 #include "store/sharded_store.h"
@@ -13,7 +14,8 @@
 namespace chatllm {
 namespace {
 
-constexpr int64_t kTakenOver = int64_t{1} << 40;  // chat_turn_begin: 2^40 + the stored user seq.
+constexpr int64_t kTakenOver = int64_t{1} << 40;  // chat_turn_begin_v2: 2^40 + the stored user seq.
+constexpr int64_t kFull = -4;                       // sql/006_auth.sql
 
 // chat_turn_begin's codes for a key that stops the turn (nothing stored).
 std::optional<IdempotencyOutcome> KeyOutcome(int64_t code) {
@@ -25,7 +27,41 @@ std::optional<IdempotencyOutcome> KeyOutcome(int64_t code) {
   }
 }
 
-// The response a finished keyed request left (chat_turn_begin said -10).
+// How a keyed turn's answer is kept (sql/008_replay_recipe.sql): the
+// response column holds {"recipe":R,"user_seq":U,"answer_seq":A}, whole in
+// itself (a copy that lost the answer_seq column still replays), and the
+// answer_seq column marks the row for chat_turn_begin as one an older binary
+// cannot render.
+std::string RecipeJson(std::string_view recipe, int64_t user_seq, int64_t answer_seq) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("recipe");
+  w.String(recipe.data(), recipe.size());
+  w.Key("user_seq");
+  w.Int64(user_seq);
+  w.Key("answer_seq");
+  w.Int64(answer_seq);
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+// A stored response: a recipe (its parts into *out), or a body a binary
+// before schema 8 stored (left as it is).
+void ReadRecipe(const std::string& response, IdempotencyResult* out) {
+  if (response.rfind("{\"recipe\":", 0) != 0) return;
+  rapidjson::Document d;
+  d.Parse(response.data(), response.size());
+  if (!d.IsObject() || !d.HasMember("recipe") || !d["recipe"].IsString() || !d.HasMember("user_seq") ||
+      !d["user_seq"].IsInt64() || !d.HasMember("answer_seq") || !d["answer_seq"].IsInt64()) {
+    return;
+  }
+  out->response = d["recipe"].GetString();
+  out->user_seq = d["user_seq"].GetInt64();
+  out->answer_seq = d["answer_seq"].GetInt64();
+}
+
+// The response a finished keyed request left (chat_turn_begin_v2 said -10).
 IdempotencyResult StoredResponse(Prepared& p, const UserId& user, const IdempotencyKey& key) {
   const std::string idem_user = IdemUser(user);
   MysqlStatement& st = p.idem_response;
@@ -37,95 +73,104 @@ IdempotencyResult StoredResponse(Prepared& p, const UserId& user, const Idempote
     // Expired between the two statements (a day after it was written).
     return IdempotencyResult{IdempotencyOutcome::kInFlight, 0, "", 0, 0};
   }
-  return IdempotencyResult{IdempotencyOutcome::kReplay, static_cast<int>(st.Int64(0, 0)), st.Text(0, 1), st.Int64(0, 2),
-                           st.Int64(0, 3)};
+  IdempotencyResult out{IdempotencyOutcome::kReplay, static_cast<int>(st.Int64(0, 0)), st.Text(0, 1), 0, 0};
+  ReadRecipe(out.response, &out);
+  return out;
 }
 
 }  // namespace
 
-AppendResult ShardedStore::Append(const SessionId& id, const UserId& user, const AppendRequest& req) {
-  constexpr int64_t kFull = -4;  // sql/006_auth.sql
+ShardedStore::Placed<AppendResult> ShardedStore::ClaimTurn(Prepared& p, uint64_t epoch, const SessionId& id,
+                                                          const UserId& user, const AppendRequest& req) {
+  // The key and the user message in one statement (autocommit: atomic).
+  AppendResult r;
+  MysqlStatement& st = p.turn_begin;
+  st.BindBytes(0, id.bytes());
+  st.BindString(1, req.content);
+  st.BindDatetime(2, req.created_us);
+  st.BindInt64(3, static_cast<int64_t>(epoch));
+  st.BindString(4, req.meta_json);
+  BindUser(st, 5, user);
+  st.BindInt64(6, req.max_messages);
   const std::string idem_user = IdemUser(user);
-  auto result = Routed<AppendResult>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
-    AppendResult r;
-    if (req.claim) {
-      // The key and the user message in one statement (autocommit: atomic).
-      MysqlStatement& st = p.turn_begin;
-      st.BindBytes(0, id.bytes());
-      st.BindString(1, req.content);
-      st.BindDatetime(2, req.created_us);
-      st.BindInt64(3, static_cast<int64_t>(epoch));
-      st.BindString(4, req.meta_json);
-      BindUser(st, 5, user);
-      st.BindInt64(6, req.max_messages);
-      st.BindBytes(7, idem_user);
-      st.BindBytes(8, req.claim->target_sha);
-      st.BindBytes(9, req.claim->key);
-      st.BindBytes(10, req.claim->request_sha);
-      st.BindInt64(11, config_.idempotency_ttl_s);
-      st.BindInt64(12, config_.idempotency_lease_s);
-      st.BindInt64(13, req.attempt);
-      st.Execute();
-      const int64_t code = st.Int64(0, 0);
-      if (std::optional<IdempotencyOutcome> outcome = KeyOutcome(code)) {
-        r.idempotency.outcome = *outcome;
-        if (*outcome == IdempotencyOutcome::kReplay) r.idempotency = StoredResponse(p, user, *req.claim);
-        return Placed<AppendResult>{Placement::kHere, r};
-      }
-      if (code == kFull) {
-        r.full = true;
-        return Placed<AppendResult>{Placement::kHere, r};
-      }
-      const Placement placement = CodePlacement<Placement>(code);
-      if (placement != Placement::kHere) return Placed<AppendResult>{placement, r};
-      r.reused = code > kTakenOver;
-      r.seq = r.reused ? code - kTakenOver : code;
-      return Placed<AppendResult>{Placement::kHere, r};
-    }
-    // An answer completing a key commits with it; any other append is one
-    // autocommitted statement.
-    std::optional<Transaction> txn;
-    if (req.complete) txn.emplace(p.conn, p.shard);
-    MysqlStatement& st = p.append;
-    st.BindBytes(0, id.bytes());
-    st.BindString(1, req.role);
-    st.BindString(2, req.content);
-    st.BindDatetime(3, req.created_us);
-    st.BindInt64(4, req.reply_to);
-    st.BindInt64(5, static_cast<int64_t>(epoch));
-    st.BindString(6, req.meta_json);
-    BindUser(st, 7, user);
-    st.BindInt64(8, req.max_messages);
-    st.Execute();
-    const int64_t code = st.Int64(0, 0);
-    if (code == kFull) {
-      r.full = true;
-      return Placed<AppendResult>{Placement::kHere, r};
-    }
-    const Placement placement = CodePlacement<Placement>(code);
-    if (placement != Placement::kHere) return Placed<AppendResult>{placement, r};
-    r.seq = code;
-    if (req.complete) {
-      MysqlStatement& done = p.idem_complete;
-      done.BindInt64(0, req.complete_status);
-      done.BindString(1, req.complete_recipe);
-      done.BindInt64(2, r.seq);
-      done.BindInt64(3, config_.idempotency_ttl_s);
-      done.BindBytes(4, idem_user);
-      done.BindBytes(5, req.complete->target_sha);
-      done.BindBytes(6, req.complete->key);
-      done.BindInt64(7, req.attempt);
-      done.Execute();
-      if (done.affected_rows() != 1) {
-        // A retry took the key over (this attempt outlived its lease): its
-        // answer is the one kept, not this one (rolled back).
-        r = AppendResult{};
-        r.taken_over = true;
-        return Placed<AppendResult>{Placement::kHere, r};
-      }
-      txn->Commit();
-    }
+  st.BindBytes(7, idem_user);
+  st.BindBytes(8, req.claim->target_sha);
+  st.BindBytes(9, req.claim->key);
+  st.BindBytes(10, req.claim->request_sha);
+  st.BindInt64(11, config_.idempotency_ttl_s);
+  st.BindInt64(12, config_.idempotency_lease_s);
+  st.BindInt64(13, req.attempt);
+  st.Execute();
+  const int64_t code = st.Int64(0, 0);
+  if (std::optional<IdempotencyOutcome> outcome = KeyOutcome(code)) {
+    r.idempotency.outcome = *outcome;
+    if (*outcome == IdempotencyOutcome::kReplay) r.idempotency = StoredResponse(p, user, *req.claim);
     return Placed<AppendResult>{Placement::kHere, r};
+  }
+  if (code == kFull) {
+    r.full = true;
+    return Placed<AppendResult>{Placement::kHere, r};
+  }
+  const Placement placement = CodePlacement<Placement>(code);
+  if (placement != Placement::kHere) return Placed<AppendResult>{placement, r};
+  r.reused = code > kTakenOver;
+  r.seq = r.reused ? code - kTakenOver : code;
+  return Placed<AppendResult>{Placement::kHere, r};
+}
+
+ShardedStore::Placed<AppendResult> ShardedStore::StoreMessage(Prepared& p, uint64_t epoch, const SessionId& id,
+                                                             const UserId& user, const AppendRequest& req) {
+  // An answer completing a key commits with it; any other append is one
+  // autocommitted statement.
+  AppendResult r;
+  std::optional<Transaction> txn;
+  if (req.complete) txn.emplace(p.conn, p.shard);
+  MysqlStatement& st = p.append;
+  st.BindBytes(0, id.bytes());
+  st.BindString(1, req.role);
+  st.BindString(2, req.content);
+  st.BindDatetime(3, req.created_us);
+  st.BindInt64(4, req.reply_to);
+  st.BindInt64(5, static_cast<int64_t>(epoch));
+  st.BindString(6, req.meta_json);
+  BindUser(st, 7, user);
+  st.BindInt64(8, req.max_messages);
+  st.Execute();
+  const int64_t code = st.Int64(0, 0);
+  if (code == kFull) {
+    r.full = true;
+    return Placed<AppendResult>{Placement::kHere, r};
+  }
+  const Placement placement = CodePlacement<Placement>(code);
+  if (placement != Placement::kHere) return Placed<AppendResult>{placement, r};
+  r.seq = code;
+  if (!req.complete) return Placed<AppendResult>{Placement::kHere, r};
+  const std::string idem_user = IdemUser(user);
+  const std::string recipe = RecipeJson(req.complete_recipe, req.reply_to, r.seq);
+  MysqlStatement& done = p.idem_complete;
+  done.BindInt64(0, req.complete_status);
+  done.BindString(1, recipe);
+  done.BindInt64(2, r.seq);
+  done.BindInt64(3, config_.idempotency_ttl_s);
+  done.BindBytes(4, idem_user);
+  done.BindBytes(5, req.complete->target_sha);
+  done.BindBytes(6, req.complete->key);
+  done.BindInt64(7, req.attempt);
+  done.Execute();
+  if (done.affected_rows() != 1) {
+    // A retry took the key over (this attempt outlived its lease): its
+    // answer is the one kept, not this one (rolled back).
+    r = AppendResult{};
+    r.taken_over = true;
+    return Placed<AppendResult>{Placement::kHere, r};
+  }
+  txn->Commit();
+  return Placed<AppendResult>{Placement::kHere, r};
+}
+
+AppendResult ShardedStore::Append(const SessionId& id, const UserId& user, const AppendRequest& req) {
+  auto result = Routed<AppendResult>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
+    return req.claim ? ClaimTurn(p, epoch, id, user, req) : StoreMessage(p, epoch, id, user, req);
   });
   if (req.claim && result && result->seq != 0) MaybeExpireKeys(last_shard_);
   return result.value_or(AppendResult{});

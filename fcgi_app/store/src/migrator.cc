@@ -135,6 +135,13 @@ MigrationReport MigrateShard(const DbEndpoint& endpoint, const DbOptions& option
   std::map<int, std::string> applied;
   for (size_t i = 0; i < rows->row_count(); ++i) applied[static_cast<int>(rows->Int64(i, 0))] = rows->Text(i, 1);
   report.from_version = applied.empty() ? 0 : applied.rbegin()->first;
+  if (report.from_version > LatestMigrationVersion()) {
+    // A newer release migrated it: this binary's view of the schema is stale
+    // (and its tools would copy rows without the newer columns).
+    throw MigrationError("shard " + endpoint.shard + " is at schema " + std::to_string(report.from_version) +
+                         ", newer than this binary's " + std::to_string(LatestMigrationVersion()) +
+                         ": use the binaries of that release");
+  }
 
   for (const Migration& m : EmbeddedMigrations()) {
     const std::string sum = MigrationChecksum(m.sql);

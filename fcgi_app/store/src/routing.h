@@ -118,6 +118,10 @@ auto ShardedStore::OnShard(Shard& shard, bool is_read, const char* what, Fn&& fn
   }
 }
 
+// One function on purpose (~85 lines): the placement protocol is one loop
+// over the candidate shards in which every branch answers one placement
+// code, and the loop's budget (the move deadline, map refreshes, tombstone
+// rounds, the one refresh after a failure) is shared by all of them.
 template <typename T, typename Fn>
 std::optional<T> ShardedStore::Routed(const SessionId& id, bool is_read, const char* what, Fn&& fn) {
   MaybeRefresh();

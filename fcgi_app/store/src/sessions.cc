@@ -94,6 +94,46 @@ std::optional<IdempotencyResult> ShardedStore::EarlierCreate(const std::string& 
                  });
 }
 
+std::pair<bool, IdempotencyResult> ShardedStore::CreateOnOwner(const std::string& owner, uint64_t epoch,
+                                                               const SessionId& id, const SessionRecord& session,
+                                                               const IdempotencyKey* idem, int status,
+                                                               const std::string& response) {
+  return OnShard(ShardNamed(owner), false, "create session", [&](Prepared& p) {
+    std::optional<Transaction> txn;
+    if (idem) txn.emplace(p.conn, owner);  // The key and the session commit together.
+    try {
+      if (idem) {
+        IdempotencyResult claimed =
+            ClaimKey(p, session.user_id, id, *idem, status, response, config_.idempotency_ttl_s);
+        if (claimed.outcome != IdempotencyOutcome::kNew) return std::make_pair(true, claimed);
+      }
+      MysqlStatement& st = p.create;
+      st.BindBytes(0, id.bytes());
+      if (session.title) st.BindString(1, *session.title);
+      else st.BindNull(1);
+      st.BindString(2, session.metadata_json);
+      st.BindDatetime(3, session.created_us);
+      st.BindInt64(4, static_cast<int64_t>(epoch));
+      if (session.model) st.BindString(5, *session.model);
+      else st.BindNull(5);
+      if (session.system_prompt) st.BindString(6, *session.system_prompt);
+      else st.BindNull(6);
+      BindUser(st, 7, session.user_id);
+      st.Execute();
+      if (st.Int64(0, 0) != 1) return std::make_pair(false, IdempotencyResult{});  // Rolls the key back.
+      if (txn) txn->Commit();
+      return std::make_pair(true, IdempotencyResult{});
+    } catch (const MysqlError& e) {
+      // The key's session exists (its key row expired and was claimed
+      // again): a mismatch, not a second session.
+      if (idem && e.code() == 1062) {
+        return std::make_pair(true, IdempotencyResult{IdempotencyOutcome::kMismatch, 0, ""});
+      }
+      throw;
+    }
+  });
+}
+
 IdempotencyResult ShardedStore::CreateSession(const SessionId& id, const SessionRecord& session,
                                               const IdempotencyKey* idem, int status, const std::string& response) {
   // Created only on the owner under the newest map: a session created while
@@ -130,40 +170,7 @@ IdempotencyResult ShardedStore::CreateSession(const SessionId& id, const Session
         }
       }
       // Created (true), fenced: our map is stale (false), or the key's outcome.
-      std::pair<bool, IdempotencyResult> out = OnShard(ShardNamed(owner), false, "create session", [&](Prepared& p) {
-        std::optional<Transaction> txn;
-        if (idem) txn.emplace(p.conn, owner);  // The key and the session commit together.
-        try {
-          if (idem) {
-            IdempotencyResult claimed =
-                ClaimKey(p, session.user_id, id, *idem, status, response, config_.idempotency_ttl_s);
-            if (claimed.outcome != IdempotencyOutcome::kNew) return std::make_pair(true, claimed);
-          }
-          MysqlStatement& st = p.create;
-          st.BindBytes(0, id.bytes());
-          if (session.title) st.BindString(1, *session.title);
-          else st.BindNull(1);
-          st.BindString(2, session.metadata_json);
-          st.BindDatetime(3, session.created_us);
-          st.BindInt64(4, static_cast<int64_t>(epoch));
-          if (session.model) st.BindString(5, *session.model);
-          else st.BindNull(5);
-          if (session.system_prompt) st.BindString(6, *session.system_prompt);
-          else st.BindNull(6);
-          BindUser(st, 7, session.user_id);
-          st.Execute();
-          if (st.Int64(0, 0) != 1) return std::make_pair(false, IdempotencyResult{});  // Rolls the key back.
-          if (txn) txn->Commit();
-          return std::make_pair(true, IdempotencyResult{});
-        } catch (const MysqlError& e) {
-          // The key's session exists (its key row expired and was claimed
-          // again): a mismatch, not a second session.
-          if (idem && e.code() == 1062) {
-            return std::make_pair(true, IdempotencyResult{IdempotencyOutcome::kMismatch, 0, ""});
-          }
-          throw;
-        }
-      });
+      std::pair<bool, IdempotencyResult> out = CreateOnOwner(owner, epoch, id, session, idem, status, response);
       if (out.first) {
         last_epoch_ = epoch;
         return out.second;

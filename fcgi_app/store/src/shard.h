@@ -93,7 +93,7 @@ struct Prepared {
                       "expires_at = GREATEST(expires_at, UTC_TIMESTAMP(6) + INTERVAL ? SECOND) "
                       "WHERE user_id = ? AND target_sha = ? AND idem_key = ? AND state = 'running' AND attempt = ?"),
         idem_response(c,
-                      "SELECT status, COALESCE(response, ''), COALESCE(user_seq, 0), COALESCE(answer_seq, 0) "
+                      "SELECT status, COALESCE(response, '') "
                       "FROM idempotency_keys WHERE user_id = ? AND target_sha = ? AND idem_key = ? AND state = 'done'"),
         idem_expire(c, "SELECT chat_expire_keys()"),
         schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"),

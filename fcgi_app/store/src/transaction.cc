@@ -1,6 +1,7 @@
 #include "store/transaction.h"
 
 #include "store/connection.h"
+#include "store/shard_link.h"
 
 namespace chatllm {
 
@@ -8,11 +9,32 @@ Transaction::Transaction(MYSQL* conn, std::string shard) : conn_(conn), shard_(s
   ExecText(conn_, shard_, "START TRANSACTION");
 }
 
-Transaction::~Transaction() { Rollback(); }
+Transaction::Transaction(ShardLink& link) : conn_(link.Handle()), shard_(link.endpoint().shard), link_(&link) {
+  link_->connection().Pin();
+  try {
+    ExecText(conn_, shard_, "START TRANSACTION");
+  } catch (...) {
+    link_->connection().Unpin();
+    throw;
+  }
+}
+
+Transaction::~Transaction() {
+  Rollback();
+  if (link_) link_->connection().Unpin();
+}
 
 void Transaction::Commit() {
-  open_ = false;  // Whatever COMMIT answers, ROLLBACK after it means nothing.
-  ExecText(conn_, shard_, "COMMIT");
+  open_ = false;
+  try {
+    ExecText(conn_, shard_, "COMMIT");
+  } catch (...) {
+    // A failed COMMIT has rolled back; say so again in case the server left
+    // the transaction open, so that no later statement on this connection
+    // joins it.
+    mysql_query(conn_, "ROLLBACK");
+    throw;
+  }
 }
 
 void Transaction::Rollback() {

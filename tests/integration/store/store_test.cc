@@ -261,6 +261,30 @@ TEST(StoreTest, AKeyedTurnStoresItsUserMessageOnceAcrossRetries) {
   EXPECT_EQ((*both)[0].content, "hi");
   EXPECT_EQ((*both)[1].content, "hello");
   EXPECT_EQ((*both)[1].reply_to, 1);
+  // A binary of schema 7 (which calls chat_turn_begin) cannot render the
+  // recipe: it is told the key is still in use, and asks its client to
+  // retry; schema 8's entry point replays it.
+  {
+    std::string hex;
+    for (unsigned char c : id.bytes()) {
+      static const char* digits = "0123456789abcdef";
+      hex += digits[c >> 4];
+      hex += digits[c & 15];
+    }
+    const std::string shard = store.map()->router().Owner(id.text());
+    const std::string row = "FROM idempotency_keys WHERE idem_key = '" + key.key + "'";
+    const std::string args = "(UNHEX('" + hex + "'), 'hi', UTC_TIMESTAMP(6), 1000000, '', NULL, 0, @u, @t, '" +
+                             key.key + "', @r, 86400, 60, 99)";
+    std::string out;
+    ASSERT_EQ(RunCommand("mariadb --no-defaults -uroot -N --socket=" + StackEnv::Get().var() + "/db/" + shard +
+                             "/mariadb.sock chatllm -e \"SET @u = (SELECT user_id " + row + "), @t = (SELECT target_sha " +
+                             row + "), @r = (SELECT request_sha " + row + "); SELECT chat_turn_begin" + args +
+                             ", chat_turn_begin_v2" + args + "\"",
+                         &out),
+              0)
+        << out;
+    EXPECT_EQ(out, "-11\t-10\n");
+  }
   const IdempotencyKey other = TestKey(key.key, "something else");
   ask.claim = &other;
   EXPECT_EQ(store.Append(id, "", ask).idempotency.outcome, IdempotencyOutcome::kMismatch);

@@ -156,8 +156,7 @@ struct Chain {
     std::vector<std::unique_ptr<Provider>> v;
     v.push_back(std::move(pa));
     v.push_back(std::move(pb));
-    chain = std::make_unique<ProviderChain>(std::move(v));
-    chain->SetSleepForTesting([this](int64_t ms) { slept.push_back(ms); });
+    chain = std::make_unique<ProviderChain>(std::move(v), [this](int64_t ms) { slept.push_back(ms); });
   }
   Completion Ask(const std::string& model, DeltaSink* sink = nullptr) {
     ProviderRequest r;

@@ -211,6 +211,11 @@ class ClusterAdmin {
   // Step 6 for every marker a rebalance stopped between steps 5 and 6 left
   // behind (see the class comment).
   void FinishArrivals(const ClusterMap& map);
+  // Verify's reading of one shard: where each session stands (into
+  // *where: id -> (shard, state)), and its per-shard consistency problems.
+  void VerifyShard(const ShardEntry& shard,
+                   std::map<std::string, std::vector<std::pair<std::string, std::string>>>* where,
+                   VerifyReport* report);
   // Runs `fn` on every shard of the current map; AdminError naming the
   // shards that failed, after trying all.
   void OnEveryShard(const char* what, const std::function<void(const ShardEntry&)>& fn);
@@ -228,6 +233,11 @@ class ClusterAdmin {
   template <typename Fn>
   auto OnShard(const ShardEntry& entry, const char* what, Fn&& fn) -> decltype(fn());
   std::shared_ptr<const ClusterMap> Next(const ClusterMap& map, std::vector<ShardEntry> shards);
+  // Every shard of `map` but `except` is reachable and at exactly the schema
+  // this binary expects: a move copies every column it knows, so an older
+  // schema lacks some and a newer one has some it would drop. Throws
+  // AdminError naming the first that is not.
+  void RequireSchemas(const ClusterMap& map, const std::string& except = "");
   // Takes (or releases) the 'chatllm.rebalance' lock on every shard: one
   // rebalance or verify at a time.
   void LockAll(const ClusterMap& map);

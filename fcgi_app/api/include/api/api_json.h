@@ -12,7 +12,8 @@
 namespace chatllm {
 
 // The API's JSON shapes of stored things and its common error responses
-// (docs/api.md), shared by the handlers of service.cc and service_turn.cc.
+// (docs/api.md), shared by the handlers (service.cc, service_turn.cc), the
+// turn use case (turn.cc) and its presenters (presenters.cc).
 
 // A failed Status as the response to send.
 HttpResponse FromStatus(const Status& s);

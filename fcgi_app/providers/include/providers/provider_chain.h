@@ -22,8 +22,10 @@ class ProviderChain {
  public:
   // Builds one client per configured provider. Throws ConfigError.
   explicit ProviderChain(const Config& config);
-  // For tests: a chain of ready-made providers.
-  explicit ProviderChain(std::vector<std::unique_ptr<Provider>> providers);
+  // A chain of ready-made providers. `sleep` waits between retries (null:
+  // the thread sleeps); a caller that keeps its own clock passes its own.
+  explicit ProviderChain(std::vector<std::unique_ptr<Provider>> providers,
+                         std::function<void(int64_t ms)> sleep = nullptr);
 
   // Whether some provider serves `model` (empty: always).
   bool Serves(const std::string& model) const;
@@ -41,8 +43,6 @@ class ProviderChain {
   // after text was streamed.
   Completion Complete(ProviderRequest request, DeltaSink* sink, Observer* observer, RequestTrace* trace);
 
-  // Test hook: replaces the sleep between retries.
-  void SetSleepForTesting(std::function<void(int64_t ms)> sleep) { sleep_ = std::move(sleep); }
 
  private:
   std::vector<Provider*> Candidates(const std::string& model) const;

@@ -51,6 +51,11 @@ class DbConnection {
   MYSQL* Get();
   // Drops the connection after an error; the next Get() reconnects.
   void Reset();
+  // While pinned (a Transaction is open on it), Get() returns the handle as
+  // it is and never reconnects: a transaction's statements must all run on
+  // the connection that began it, or fail with it.
+  void Pin() { ++pinned_; }
+  void Unpin() { --pinned_; }
   // Records that a statement failed after `elapsed_us`; a timeout starts the
   // down backoff.
   void NoteFailure(int64_t elapsed_us);
@@ -70,6 +75,7 @@ class DbConnection {
   MYSQL* mysql_ = nullptr;
   uint64_t generation_ = 0;
   int64_t down_until_us_ = 0;  // Monotonic; 0 when not down.
+  int pinned_ = 0;
 };
 
 // Runs `sql` over the text protocol and discards any result (statements with

@@ -74,9 +74,11 @@ enum class IdempotencyOutcome {
 struct IdempotencyResult {
   IdempotencyOutcome outcome = IdempotencyOutcome::kNew;
   int status = 0;
-  // kReplay: what the first request stored to answer again with. For a
-  // turn, a recipe (`user_seq` and `answer_seq` are set: the two messages
-  // the answer is rendered from); otherwise the response body itself.
+  // kReplay: what the first request stored to answer again with. For a turn
+  // answered by a binary of schema 8 or later, the recipe (the caller's
+  // name for its presenter) and `user_seq`/`answer_seq`, the two messages
+  // the answer is rendered from; otherwise (`answer_seq` 0) the response
+  // body itself.
   std::string response;
   int64_t user_seq = 0;
   int64_t answer_seq = 0;
@@ -101,8 +103,8 @@ struct AppendRequest {
   // over, nothing is stored (`taken_over`). A replay answers
   // `complete_status` and renders the answer from `complete_recipe` (what
   // kind of answer: the caller's, opaque here) and the two messages
-  // (`reply_to` and the answer's seq), so no response is built while the
-  // transaction runs.
+  // (`reply_to` and the answer's seq, kept with the recipe), so no response
+  // is built while the transaction runs.
   const IdempotencyKey* complete = nullptr;
   int complete_status = 0;
   std::string_view complete_recipe;

@@ -15,6 +15,8 @@
 
 namespace chatllm {
 
+struct Prepared;  // A connection's statement catalogue (src/shard.h).
+
 // The Store on the shards. One per worker thread: it owns one connection per
 // shard and the prepared statements on it (not thread-safe).
 //
@@ -107,6 +109,19 @@ class ShardedStore : public Store {
   // there (chat_expire_keys), in a statement of its own whose failure is
   // only logged.
   void MaybeExpireKeys(const std::string& shard);
+  // One attempt at creating `id` on `owner` (with its key, in one
+  // transaction): {true, outcome} when the shard decided, {false, ...} when
+  // its fence says the map used is stale (src/sessions.cc).
+  std::pair<bool, IdempotencyResult> CreateOnOwner(const std::string& owner, uint64_t epoch, const SessionId& id,
+                                                   const SessionRecord& session, const IdempotencyKey* idem,
+                                                   int status, const std::string& response);
+  // Append's two kinds of statement on the shard it was routed to
+  // (src/messages.cc): a keyed turn's claim with its user message, and any
+  // other message (an answer completing its key in the same transaction).
+  Placed<AppendResult> ClaimTurn(Prepared& p, uint64_t epoch, const SessionId& id, const UserId& user,
+                                 const AppendRequest& req);
+  Placed<AppendResult> StoreMessage(Prepared& p, uint64_t epoch, const SessionId& id, const UserId& user,
+                                    const AppendRequest& req);
   // A keyed create's earlier attempt on a shard the session may be moving
   // away from: its key's answer, if the session is there (src/sessions.cc).
   std::optional<IdempotencyResult> EarlierCreate(const std::string& shard, uint64_t epoch, const SessionId& id,
