@@ -26,7 +26,10 @@
 // an option of a command is also accepted by all commands below it (so
 // `--config FILE` works before or after the subcommand). Given twice, the
 // last value wins. There are no other short options: a word such as `-x` is
-// a positional argument (user and shard names may begin with '-').
+// a positional argument (user and shard names may begin with '-'). Words
+// are read left to right, and the first usage error or help wins.
+//
+// No global state: every function here may run on any thread at once.
 
 #include <cstdint>
 #include <functional>
@@ -124,7 +127,7 @@ struct ParseResult {
 ParseResult ParseCommandLine(const CommandSpec& root, const std::vector<std::string>& args);
 
 // The --help text of the command reached from `root` by the words of
-// `path` (empty: the root's). Requires `path` to name declared commands.
+// `path` (empty: the root's); empty if a word of `path` names no command.
 std::string CommandHelp(const CommandSpec& root, const std::vector<std::string>& path);
 
 // Empty if `root` is a sound declaration; else what is wrong with it, e.g.
