@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -236,7 +237,7 @@ int RunRebalance(const Config& config, const ParsedArgs& args) {
   if (args.Has("batch")) {
     std::optional<int64_t> batch = chatllm::ParseInteger(args.Value("batch"));
     if (!batch) return Fail("--batch wants a whole number of sessions");
-    opt.batch = static_cast<int>(std::clamp<int64_t>(*batch, 1, 1000000));
+    opt.batch = static_cast<int>(std::clamp<int64_t>(*batch, 1, std::numeric_limits<int>::max()));
   }
   if (args.Has("rate")) {
     std::optional<double> rate = chatllm::ParseNumber(args.Value("rate"));
