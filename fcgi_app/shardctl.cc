@@ -1,6 +1,9 @@
 // shardctl: the operator's tool for the shards (docs/operations.md).
 //
 //   shardctl --config FILE COMMAND [ARGS]     shardctl COMMAND --help
+//
+// The command line is declared in Commands() (base/options.h); each command
+// is a function of the loaded config and what was parsed.
 
 #include <unistd.h>
 
@@ -8,84 +11,42 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "admin/cluster_admin.h"
 #include "base/config.h"
 #include "base/ids.h"
-#include "store/migrator.h"
-#include "store/store.h"
+#include "base/options.h"
 #include "base/time_util.h"
 #include "shard_router/router.h"
+#include "store/migrator.h"
+#include "store/store.h"
 
 namespace {
 
 using chatllm::AdminError;
 using chatllm::ClusterAdmin;
 using chatllm::ClusterMap;
+using chatllm::CommandSpec;
 using chatllm::Config;
+using chatllm::ParsedArgs;
 using chatllm::ShardEntry;
 
-constexpr const char* kUsage =
-    "usage: shardctl --config FILE COMMAND [ARGS]\n"
-    "\n"
-    "Commands:\n"
-    "  status                 epoch, shards, state, sessions and messages per shard, ring share\n"
-    "  map                    the newest shard map, as JSON\n"
-    "  locate ID              the shard that owns a session (and, mid-move, its previous one)\n"
-    "  ring [--simulate-add NAME:WEIGHT]\n"
-    "                         share of each shard; with --simulate-add, what adding one would move\n"
-    "  add-shard NAME --host H --port P [--database D] [--weight W]\n"
-    "                         migrate a new shard and publish the next map with it joining\n"
-    "  rebalance [--dry-run] [--batch N] [--rate R]\n"
-    "                         move every misplaced session; resumable\n"
-    "  drain NAME             move every session off a shard (then remove-shard)\n"
-    "  remove-shard NAME      drop a drained, empty shard from the map\n"
-    "  verify                 check that every session is on exactly its owner shard\n"
-    "  audit                  while sessions move: is any session active on two shards?\n"
-    "  migrate                apply the sql/ migrations to every shard\n"
-    "\n"
-    "The config is chatllm-fcgi's: [cluster] gives the accounts (migrate_user), the\n"
-    "[shard.NAME] sections the seed shards the map is read from.\n";
-
-struct Command {
-  const char* name;
-  const char* help;
-  int (*run)(const Config&, const std::vector<std::string>&);
-};
-
+// A command that ran and failed: one line, exit 1.
 int Fail(const std::string& message) {
   std::fprintf(stderr, "shardctl: %s\n", message.c_str());
-  return 1;
+  return chatllm::kExitFailure;
 }
 
-// Reads --flag VALUE pairs and positional arguments. Returns false on a flag
-// not in `known` or without its value.
-bool ParseArgs(const std::vector<std::string>& args, const std::vector<std::string>& known,
-               const std::vector<std::string>& switches, std::map<std::string, std::string>* flags,
-               std::vector<std::string>* positional, std::string* error) {
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a.rfind("--", 0) != 0) {
-      positional->push_back(a);
-      continue;
-    }
-    if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
-      (*flags)[a] = "1";
-    } else if (std::find(known.begin(), known.end(), a) != known.end()) {
-      if (i + 1 >= args.size()) {
-        *error = a + " needs a value";
-        return false;
-      }
-      (*flags)[a] = args[++i];
-    } else {
-      *error = "unknown option " + a;
-      return false;
-    }
-  }
-  return true;
+// A shard weight as the ring accepts it (1..Ring::kMaxWeight), or nullopt.
+std::optional<uint32_t> Weight(const std::string& text) {
+  std::optional<int64_t> w = chatllm::ParseInteger(text);
+  if (!w || *w < 1 || *w > shard_router::Ring::kMaxWeight) return std::nullopt;
+  return static_cast<uint32_t>(*w);
 }
 
 void PrintMap(const ClusterMap& map) {
@@ -94,20 +55,19 @@ void PrintMap(const ClusterMap& map) {
               map.router().moving() ? " (a move is in progress: run shardctl rebalance)" : "");
   for (const ShardEntry& s : map.shards()) {
     std::printf("  %-12s %-9s %s:%d/%s weight %u share %.1f%%\n", s.name.c_str(),
-                shard_router::ShardStateName(s.state), s.host.c_str(), s.port, s.database.c_str(), s.weight,
-                100.0 * (shares.count(s.name) ? shares[s.name] : 0.0));
+                shard_router::ShardStateName(s.state), s.host.c_str(), s.port, s.database.c_str(),
+                s.weight, 100.0 * (shares.count(s.name) ? shares[s.name] : 0.0));
   }
 }
 
-int Status(const Config& config, const std::vector<std::string>& args) {
-  if (!args.empty()) return Fail("status takes no arguments");
+int Status(const Config& config, const ParsedArgs& args) {
   ClusterAdmin admin(config);
   auto map = admin.LoadMap();
   auto shares = map->router().to_ring().Shares();
   std::printf("shard map epoch %llu%s\n\n", static_cast<unsigned long long>(map->epoch()),
               map->router().moving() ? " (a move is in progress: run shardctl rebalance)" : "");
-  std::printf("%-12s %-9s %-22s %6s %7s %6s %6s %10s %12s %10s\n", "shard", "state", "address", "weight",
-              "share", "fence", "schema", "sessions", "messages", "in transit");
+  std::printf("%-12s %-9s %-22s %6s %7s %6s %6s %10s %12s %10s\n", "shard", "state", "address",
+              "weight", "share", "fence", "schema", "sessions", "messages", "in transit");
   int unreachable = 0;
   auto reports = admin.Status(*map);
   for (size_t i = 0; i < reports.size(); ++i) {
@@ -116,37 +76,39 @@ int Status(const Config& config, const std::vector<std::string>& args) {
     std::string address = s.host + ":" + std::to_string(s.port);
     if (!r.error.empty()) {
       ++unreachable;
-      std::printf("%-12s %-9s %-22s %6u %6.1f%%  %s\n", s.name.c_str(), shard_router::ShardStateName(s.state),
-                  address.c_str(), s.weight, 100.0 * (shares.count(s.name) ? shares[s.name] : 0.0), r.error.c_str());
+      std::printf("%-12s %-9s %-22s %6u %6.1f%%  %s\n", s.name.c_str(),
+                  shard_router::ShardStateName(s.state), address.c_str(), s.weight,
+                  100.0 * (shares.count(s.name) ? shares[s.name] : 0.0), r.error.c_str());
       continue;
     }
     std::printf("%-12s %-9s %-22s %6u %6.1f%% %6lld %6d %10lld %12lld %10lld\n", s.name.c_str(),
                 shard_router::ShardStateName(s.state), address.c_str(), s.weight,
-                100.0 * (shares.count(s.name) ? shares[s.name] : 0.0), static_cast<long long>(r.fence),
-                r.schema_version, static_cast<long long>(r.sessions), static_cast<long long>(r.messages),
+                100.0 * (shares.count(s.name) ? shares[s.name] : 0.0),
+                static_cast<long long>(r.fence), r.schema_version,
+                static_cast<long long>(r.sessions), static_cast<long long>(r.messages),
                 static_cast<long long>(r.in_transit));
   }
   return unreachable == 0 ? 0 : 1;
 }
 
-int Map(const Config& config, const std::vector<std::string>& args) {
-  if (!args.empty()) return Fail("map takes no arguments");
+int Map(const Config& config, const ParsedArgs& args) {
   ClusterAdmin admin(config);
   std::printf("%s\n", admin.LoadMap()->ToJson().c_str());
   return 0;
 }
 
-int Locate(const Config& config, const std::vector<std::string>& args) {
-  if (args.size() != 1) return Fail("usage: shardctl locate SESSION_ID");
-  auto id = chatllm::SessionId::Parse(args[0]);
-  if (!id) return Fail("'" + args[0] + "' is not a session id (a UUID)");
+int Locate(const Config& config, const ParsedArgs& args) {
+  const std::string text = args.Argument("SESSION_ID");
+  auto id = chatllm::SessionId::Parse(text);
+  if (!id) return Fail("'" + text + "' is not a session id (a UUID)");
   ClusterAdmin admin(config);
   auto map = admin.LoadMap();
   const auto& router = map->router();
   std::printf("%s\n", router.Owner(id->text()).c_str());
   if (router.NeedsMove(id->text())) {
     std::printf("  previous owner (epoch %llu is mid-move): %s\n",
-                static_cast<unsigned long long>(map->epoch()), router.PreviousOwner(id->text()).c_str());
+                static_cast<unsigned long long>(map->epoch()),
+                router.PreviousOwner(id->text()).c_str());
   }
   const std::map<std::string, std::string> states = admin.Locate(id->text(), id->bytes());
   bool held = false, unknown = false;
@@ -155,63 +117,76 @@ int Locate(const Config& config, const std::vector<std::string>& args) {
     unknown |= state == "unreachable";
   }
   if (isatty(STDOUT_FILENO)) {  // Scripts read the first line only.
-    for (const auto& [shard, state] : states) std::printf("  on %s: %s\n", shard.c_str(), state.c_str());
+    for (const auto& [shard, state] : states) {
+      std::printf("  on %s: %s\n", shard.c_str(), state.c_str());
+    }
   }
   if (!held && !unknown) {
-    std::fprintf(stderr, "shardctl: locate: no session %s exists (the first line is the shard that would hold it)\n",
-                 id->text().c_str());
+    std::fprintf(
+        stderr,
+        "shardctl: locate: no session %s exists (the first line is the shard that would hold it)\n",
+        id->text().c_str());
     return 1;
   }
   return 0;
 }
 
-int Ring(const Config& config, const std::vector<std::string>& args) {
-  std::map<std::string, std::string> flags;
-  std::vector<std::string> pos;
-  std::string error;
-  if (!ParseArgs(args, {"--simulate-add"}, {}, &flags, &pos, &error) || !pos.empty()) {
-    return Fail(error.empty() ? "usage: shardctl ring [--simulate-add NAME:WEIGHT]" : error);
+int Ring(const Config& config, const ParsedArgs& args) {
+  // NAME or NAME:WEIGHT, read before any shard is asked.
+  const std::string spec = args.Value("simulate-add");
+  const size_t colon = spec.find(':');
+  uint32_t weight = 100;
+  if (colon != std::string::npos) {
+    std::optional<uint32_t> w = Weight(spec.substr(colon + 1));
+    if (!w) {
+      return Fail("--simulate-add wants NAME:WEIGHT with WEIGHT 1.." +
+                  std::to_string(shard_router::Ring::kMaxWeight));
+    }
+    weight = *w;
   }
   ClusterAdmin admin(config);
   auto map = admin.LoadMap();
   PrintMap(*map);
-  if (!flags.count("--simulate-add")) return 0;
-  std::string spec = flags["--simulate-add"];
-  size_t colon = spec.find(':');
+  if (!args.Has("simulate-add")) return 0;
   std::vector<shard_router::ShardWeight> weights;
   for (const auto& s : map->router().to_ring().shards()) weights.push_back(s);
-  weights.push_back({spec.substr(0, colon), colon == std::string::npos ? 100u
-                                                                       : static_cast<uint32_t>(std::atoi(spec.c_str() + colon + 1))});
+  weights.push_back({spec.substr(0, colon), weight});
   shard_router::Ring after;
   shard_router::Status st = shard_router::Ring::Build(weights, &after);
   if (!st.ok()) return Fail(st.message());
   std::printf("\nwith %s added:\n", spec.c_str());
-  for (const auto& [name, share] : after.Shares()) std::printf("  %-12s share %.1f%%\n", name.c_str(), 100.0 * share);
+  for (const auto& [name, share] : after.Shares()) {
+    std::printf("  %-12s share %.1f%%\n", name.c_str(), 100.0 * share);
+  }
   std::printf("sessions that would move: %.1f%% (all of them onto %s)\n",
-              100.0 * shard_router::MovedFraction(map->router().to_ring(), after), spec.substr(0, colon).c_str());
+              100.0 * shard_router::MovedFraction(map->router().to_ring(), after),
+              spec.substr(0, colon).c_str());
   return 0;
 }
 
-int AddShard(const Config& config, const std::vector<std::string>& args) {
-  std::map<std::string, std::string> flags;
-  std::vector<std::string> pos;
-  std::string error;
-  if (!ParseArgs(args, {"--host", "--port", "--database", "--weight"}, {}, &flags, &pos, &error) ||
-      pos.size() != 1 || !flags.count("--host") || !flags.count("--port")) {
-    return Fail(error.empty() ? "usage: shardctl add-shard NAME --host H --port P [--database D] [--weight W]" : error);
-  }
+int AddShard(const Config& config, const ParsedArgs& args) {
   ShardEntry e;
-  e.name = pos[0];
-  e.host = flags["--host"];
-  e.port = std::atoi(flags["--port"].c_str());
-  if (flags.count("--database")) e.database = flags["--database"];
-  if (flags.count("--weight")) e.weight = static_cast<uint32_t>(std::atoi(flags["--weight"].c_str()));
-  if (!shard_router::IsValidShardName(e.name)) return Fail("shard name must be 1..64 characters of [a-z0-9_-]");
-  if (e.port < 1 || e.port > 65535) return Fail("--port must be 1..65535");
+  e.name = args.Argument("NAME");
+  e.host = args.Value("host");
+  if (args.Has("database")) e.database = args.Value("database");
+  if (!shard_router::IsValidShardName(e.name)) {
+    return Fail("shard name must be 1..64 characters of [a-z0-9_-]");
+  }
+  std::optional<int64_t> port = chatllm::ParseInteger(args.Value("port"));
+  if (!port || *port < 1 || *port > 65535) return Fail("--port must be 1..65535");
+  e.port = static_cast<int>(*port);
+  if (args.Has("weight")) {
+    std::optional<uint32_t> weight = Weight(args.Value("weight"));
+    if (!weight) {
+      return Fail("--weight must be 1.." + std::to_string(shard_router::Ring::kMaxWeight));
+    }
+    e.weight = *weight;
+  }
   ClusterAdmin admin(config);
   auto map = admin.AddShard(e);
   PrintMap(*map);
-  std::printf("\nshard %s is joining; run 'shardctl rebalance' to move its sessions onto it\n", e.name.c_str());
+  std::printf("\nshard %s is joining; run 'shardctl rebalance' to move its sessions onto it\n",
+              e.name.c_str());
   return 0;
 }
 
@@ -227,24 +202,18 @@ void Progress(int64_t done, int64_t total, int64_t start_us) {
   static int64_t last_print = 0;
   if (!tty && done != total && chatllm::MonotonicMicros() - last_print < 1000000) return;
   last_print = chatllm::MonotonicMicros();
-  std::fprintf(stderr, "%s[%s] %lld/%lld sessions  %.0f/s  ETA %.0fs%s", tty ? "\r" : "", bar.c_str(),
-               static_cast<long long>(done), static_cast<long long>(total), rate, eta, tty ? "" : "\n");
+  std::fprintf(stderr, "%s[%s] %lld/%lld sessions  %.0f/s  ETA %.0fs%s", tty ? "\r" : "",
+               bar.c_str(), static_cast<long long>(done), static_cast<long long>(total), rate, eta,
+               tty ? "" : "\n");
   if (tty && done == total) std::fputc('\n', stderr);
 }
 
-int RunRebalance(const Config& config, const std::vector<std::string>& args) {
-  std::map<std::string, std::string> flags;
-  std::vector<std::string> pos;
-  std::string error;
-  if (!ParseArgs(args, {"--batch", "--rate"}, {"--dry-run"}, &flags, &pos, &error) || !pos.empty()) {
-    return Fail(error.empty() ? "usage: shardctl rebalance [--dry-run] [--batch N] [--rate R]" : error);
-  }
-  chatllm::RebalanceOptions opt;
-  opt.dry_run = flags.count("--dry-run") > 0;
-  if (flags.count("--batch")) opt.batch = std::max(1, std::atoi(flags["--batch"].c_str()));
-  if (flags.count("--rate")) opt.rate = std::atof(flags["--rate"].c_str());
+// Moves every misplaced session (rebalance, and the second half of drain).
+int Rebalance(const Config& config, chatllm::RebalanceOptions opt) {
   int64_t start = chatllm::MonotonicMicros();
-  if (!opt.dry_run) opt.progress = [start](int64_t done, int64_t total) { Progress(done, total, start); };
+  if (!opt.dry_run) {
+    opt.progress = [start](int64_t done, int64_t total) { Progress(done, total, start); };
+  }
   ClusterAdmin admin(config);
   chatllm::RebalanceResult r = admin.Rebalance(opt);
   if (opt.dry_run) {
@@ -255,68 +224,96 @@ int RunRebalance(const Config& config, const std::vector<std::string>& args) {
   std::printf("moved %lld sessions (%lld deleted meanwhile) in %.1f s (%.0f sessions/s)\n",
               static_cast<long long>(r.moved), static_cast<long long>(r.gone), r.seconds,
               r.seconds > 0 ? (r.moved + r.gone) / r.seconds : 0.0);
-  if (r.final_epoch) std::printf("published shard map epoch %llu: the move is complete\n", static_cast<unsigned long long>(r.final_epoch));
+  if (r.final_epoch) {
+    std::printf("published shard map epoch %llu: the move is complete\n",
+                static_cast<unsigned long long>(r.final_epoch));
+  }
   return 0;
 }
 
-int Drain(const Config& config, const std::vector<std::string>& args) {
-  if (args.size() != 1) return Fail("usage: shardctl drain NAME");
+int RunRebalance(const Config& config, const ParsedArgs& args) {
+  chatllm::RebalanceOptions opt;
+  opt.dry_run = args.Has("dry-run");
+  if (args.Has("batch")) {
+    std::optional<int64_t> batch = chatllm::ParseInteger(args.Value("batch"));
+    if (!batch) return Fail("--batch wants a whole number of sessions");
+    opt.batch = static_cast<int>(std::clamp<int64_t>(*batch, 1, std::numeric_limits<int>::max()));
+  }
+  if (args.Has("rate")) {
+    std::optional<double> rate = chatllm::ParseNumber(args.Value("rate"));
+    if (!rate) return Fail("--rate wants a number of sessions per second");
+    opt.rate = *rate;
+  }
+  return Rebalance(config, std::move(opt));
+}
+
+int Drain(const Config& config, const ParsedArgs& args) {
+  const std::string name = args.Argument("NAME");
   ClusterAdmin admin(config);
-  auto map = admin.Drain(args[0]);
-  std::printf("shard %s is draining (epoch %llu); moving its sessions\n", args[0].c_str(),
+  auto map = admin.Drain(name);
+  std::printf("shard %s is draining (epoch %llu); moving its sessions\n", name.c_str(),
               static_cast<unsigned long long>(map->epoch()));
-  int rc = RunRebalance(config, {});
-  if (rc == 0) std::printf("shard %s is drained; 'shardctl remove-shard %s' removes it from the map\n", args[0].c_str(), args[0].c_str());
+  int rc = Rebalance(config, chatllm::RebalanceOptions{});
+  if (rc == 0) {
+    std::printf("shard %s is drained; 'shardctl remove-shard %s' removes it from the map\n",
+                name.c_str(), name.c_str());
+  }
   return rc;
 }
 
-int RemoveShard(const Config& config, const std::vector<std::string>& args) {
-  if (args.size() != 1) return Fail("usage: shardctl remove-shard NAME");
+int RemoveShard(const Config& config, const ParsedArgs& args) {
   ClusterAdmin admin(config);
-  auto map = admin.RemoveShard(args[0]);
+  auto map = admin.RemoveShard(args.Argument("NAME"));
   PrintMap(*map);
   return 0;
 }
 
-int Verify(const Config& config, const std::vector<std::string>& args) {
-  if (!args.empty()) return Fail("verify takes no arguments");
+int Verify(const Config& config, const ParsedArgs& args) {
   ClusterAdmin admin(config);
   chatllm::VerifyReport r = admin.Verify();
-  for (size_t i = 0; i < r.problems.size() && i < 50; ++i) std::printf("PROBLEM %s\n", r.problems[i].c_str());
-  if (r.to_move > 0) {
-    std::printf("verify: %lld sessions are still on their previous owner (shardctl rebalance moves them)\n",
-                static_cast<long long>(r.to_move));
+  for (size_t i = 0; i < r.problems.size() && i < 50; ++i) {
+    std::printf("PROBLEM %s\n", r.problems[i].c_str());
   }
-  std::printf("verify: %lld sessions, %lld messages, %zu problems\n", static_cast<long long>(r.sessions),
-              static_cast<long long>(r.messages), r.problems.size());
+  if (r.to_move > 0) {
+    std::printf(
+        "verify: %lld sessions are still on their previous owner (shardctl rebalance moves them)\n",
+        static_cast<long long>(r.to_move));
+  }
+  std::printf("verify: %lld sessions, %lld messages, %zu problems\n",
+              static_cast<long long>(r.sessions), static_cast<long long>(r.messages),
+              r.problems.size());
   return r.problems.empty() ? 0 : 1;
 }
 
-int Audit(const Config& config, const std::vector<std::string>& args) {
-  if (!args.empty()) return Fail("audit takes no arguments");
+int Audit(const Config& config, const ParsedArgs& args) {
   ClusterAdmin admin(config);
   int64_t sessions = 0;
   const std::vector<std::string> doubled = admin.Audit(&sessions);
-  for (const std::string& id : doubled) std::printf("PROBLEM session %s is active on two shards\n", id.c_str());
-  std::printf("audit: %lld sessions, %zu active on two shards\n", static_cast<long long>(sessions), doubled.size());
+  for (const std::string& id : doubled) {
+    std::printf("PROBLEM session %s is active on two shards\n", id.c_str());
+  }
+  std::printf("audit: %lld sessions, %zu active on two shards\n", static_cast<long long>(sessions),
+              doubled.size());
   return doubled.empty() ? 0 : 1;
 }
 
-int Migrate(const Config& config, const std::vector<std::string>& args) {
-  if (!args.empty()) return Fail("migrate takes no arguments");
+int Migrate(const Config& config, const ParsedArgs& args) {
   ClusterAdmin admin(config);
   auto map = admin.LoadMap();
   std::vector<ShardEntry> targets = map->shards();
   for (const auto& s : config.shards) {  // Seeds too, even if the map no longer has them.
-    if (!map->Find(s.name)) targets.push_back(ShardEntry{s.name, s.host, s.port, s.database, s.weight});
+    if (!map->Find(s.name)) {
+      targets.push_back(ShardEntry{s.name, s.host, s.port, s.database, s.weight});
+    }
   }
   int failures = 0;
   for (const ShardEntry& e : targets) {
     try {
-      chatllm::DbEndpoint ep{e.name, e.host, e.port, e.database, config.migrate_user, config.migrate_password};
+      chatllm::DbEndpoint ep{
+          e.name, e.host, e.port, e.database, config.migrate_user, config.migrate_password};
       chatllm::MigrationReport r = chatllm::MigrateShard(ep, chatllm::DbOptions{});
-      std::printf("shard %s: schema version %d -> %d (%zu applied)\n", e.name.c_str(), r.from_version,
-                  r.to_version, r.applied.size());
+      std::printf("shard %s: schema version %d -> %d (%zu applied)\n", e.name.c_str(),
+                  r.from_version, r.to_version, r.applied.size());
     } catch (const std::exception& err) {
       std::fprintf(stderr, "shardctl: migrate: shard %s: %s\n", e.name.c_str(), err.what());
       ++failures;
@@ -325,87 +322,125 @@ int Migrate(const Config& config, const std::vector<std::string>& args) {
   return failures == 0 ? 0 : 1;
 }
 
-const Command kCommands[] = {
-    {"status", "usage: shardctl status\n\nPrints the newest shard map's epoch and, per shard: state, address,\n"
-               "weight, ring share, fence epoch, schema version, active sessions, their\n"
-               "messages, and sessions in transit. Exits 1 if a shard is unreachable.", Status},
-    {"map", "usage: shardctl map\n\nPrints the newest shard map as JSON (the form [cluster] map_file reads).", Map},
-    {"locate", "usage: shardctl locate SESSION_ID\n\nPrints the shard that owns the session under the newest map (first\n"
-               "line) and, while a move is in progress, its previous owner; on a terminal also\nthe session's state on each. "
-               "Exits 1, saying so, if no shard holds the session.", Locate},
-    {"ring", "usage: shardctl ring [--simulate-add NAME:WEIGHT]\n\nPrints each shard's share of the ring. With "
-             "--simulate-add, the shares after\nadding that shard and the exact fraction of sessions that would move.", Ring},
-    {"add-shard", "usage: shardctl add-shard NAME --host H --port P [--database D] [--weight W]\n\n"
-                  "Applies the migrations to the new (empty) shard, then publishes the next\n"
-                  "map epoch with it joining and raises every shard's fence. New sessions\n"
-                  "land on it at once; 'shardctl rebalance' moves the existing ones. Rerun it\n"
-                  "if it fails halfway.", AddShard},
-    {"rebalance", "usage: shardctl rebalance [--dry-run] [--batch N] [--rate R]\n\n"
-                  "Moves every session that is not on its owner shard (see\n"
-                  "docs/operations.md for the protocol), showing progress, then publishes\n"
-                  "the map with joining shards active and draining ones drained.\n"
-                  "Interrupt it at any time and run it again: it finishes what was started.\n"
-                  "  --dry-run   count the sessions to move, move nothing\n"
-                  "  --batch N   sessions read per scan query (default 200)\n"
-                  "  --rate R    move at most R sessions per second", RunRebalance},
-    {"drain", "usage: shardctl drain NAME\n\nPublishes the next map with NAME draining and moves all its sessions\n"
-              "to the other shards (a rebalance). Then 'shardctl remove-shard NAME'.", Drain},
-    {"remove-shard", "usage: shardctl remove-shard NAME\n\nPublishes the next map without NAME, which must be "
-                     "drained and hold no\nsession.", RemoveShard},
-    {"verify", "usage: shardctl verify\n\nChecks that every session is active on exactly one shard, its owner;\n"
-               "that nothing is left in transit; and that every session's message_count\n"
-               "matches its messages. Prints each problem; exits 1 if there is any.", Verify},
-    {"audit", "usage: shardctl audit\n\nReads every shard without the rebalance lock (it runs while sessions move)\n"
-              "and reports any session active on two shards at once, which a move never\n"
-              "makes. Exits 1 if there is one.", Audit},
-    {"migrate", "usage: shardctl migrate\n\nApplies every embedded migration (sql/NNN_name.sql) a shard has not "
-                "applied,\nto every shard of the map and every seed, as [cluster] migrate_user.\n"
-                "Safe to rerun and to run concurrently.", Migrate},
-};
+// The command's run: loads the config --config names, then calls `command`.
+// Every error of loading it or of the shards is one line and exit 1, as
+// shardctl has always done.
+std::function<int(const ParsedArgs&)> WithConfig(int (*command)(const Config&, const ParsedArgs&)) {
+  return [command](const ParsedArgs& args) {
+    try {
+      const Config config = chatllm::LoadConfig(args.Value("config"));
+      return command(config, args);
+    } catch (const chatllm::ConfigError& e) {
+      return Fail(std::string("config error: ") + e.what());
+    } catch (const AdminError& e) {
+      return Fail(e.what());
+    } catch (const std::exception& e) {
+      return Fail(e.what());
+    }
+  };
+}
+
+CommandSpec Commands() {
+  CommandSpec root{
+      .name = "shardctl",
+      .options = {{"config", "FILE", "chatllm-fcgi's configuration file (docs/config.md)", true}},
+      .notes =
+          "The config is chatllm-fcgi's: [cluster] gives the accounts (migrate_user), the\n"
+          "[shard.NAME] sections the seed shards the map is read from.\n"
+          "'shardctl COMMAND --help' describes a command.",
+  };
+  root.subcommands = {
+      {.name = "status",
+       .summary = "epoch; per shard: state, sessions, messages, ring share",
+       .description =
+           "Prints the newest shard map's epoch and, per shard: state, address, weight, ring "
+           "share, "
+           "fence epoch, schema version, active sessions, their messages, and sessions in transit. "
+           "Exits 1 if a shard is unreachable.",
+       .run = WithConfig(Status)},
+      {.name = "map",
+       .summary = "the newest shard map, as JSON",
+       .description = "Prints the newest shard map as JSON (the form [cluster] map_file reads).",
+       .run = WithConfig(Map)},
+      {.name = "locate",
+       .summary = "the shard that owns a session (mid-move: also the previous)",
+       .description =
+           "Prints the shard that owns the session under the newest map (first line) and, while a "
+           "move is in progress, its previous owner; on a terminal also the session's state on "
+           "each. "
+           "Exits 1, saying so, if no shard holds the session.",
+       .arguments = {{"SESSION_ID", "the session's id (a UUID)"}},
+       .run = WithConfig(Locate)},
+      {.name = "ring",
+       .summary = "each shard's share; --simulate-add: what adding one moves",
+       .description = "Prints each shard's share of the ring. With --simulate-add, the shares "
+                      "after adding that "
+                      "shard and the exact fraction of sessions that would move.",
+       .options = {{"simulate-add", "NAME:WEIGHT",
+                    "a shard to add in the simulation (WEIGHT: default 100)"}},
+       .run = WithConfig(Ring)},
+      {.name = "add-shard",
+       .summary = "migrate a new shard, publish the next map with it joining",
+       .description =
+           "Applies the migrations to the new (empty) shard, then publishes the next map epoch "
+           "with "
+           "it joining and raises every shard's fence. New sessions land on it at once; 'shardctl "
+           "rebalance' moves the existing ones. Rerun it if it fails halfway.",
+       .options = {{"host", "H", "the shard's MariaDB host", true},
+                   {"port", "P", "its port, 1..65535", true},
+                   {"database", "D", "its database (default chatllm)"},
+                   {"weight", "W", "its ring weight, 1..1000 (default 100)"}},
+       .arguments = {{"NAME", "the shard's name: 1..64 characters of [a-z0-9_-]"}},
+       .run = WithConfig(AddShard)},
+      {.name = "rebalance",
+       .summary = "move every misplaced session; resumable",
+       .description =
+           "Moves every session that is not on its owner shard (see docs/operations.md for the "
+           "protocol), showing progress, then publishes the map with joining shards active and "
+           "draining ones drained. Interrupt it at any time and run it again: it finishes what was "
+           "started.",
+       .options = {{"dry-run", "", "count the sessions to move, move nothing"},
+                   {"batch", "N", "sessions read per scan query (default 200)"},
+                   {"rate", "R", "move at most R sessions per second"}},
+       .run = WithConfig(RunRebalance)},
+      {.name = "drain",
+       .summary = "move every session off a shard (then remove-shard)",
+       .description =
+           "Publishes the next map with NAME draining and moves all its sessions to the other "
+           "shards (a rebalance). Then 'shardctl remove-shard NAME'.",
+       .arguments = {{"NAME", "the shard to drain"}},
+       .run = WithConfig(Drain)},
+      {.name = "remove-shard",
+       .summary = "drop a drained, empty shard from the map",
+       .description =
+           "Publishes the next map without NAME, which must be drained and hold no session.",
+       .arguments = {{"NAME", "the shard to remove"}},
+       .run = WithConfig(RemoveShard)},
+      {.name = "verify",
+       .summary = "check that every session is on exactly its owner shard",
+       .description =
+           "Checks that every session is active on exactly one shard, its owner; that nothing is "
+           "left in transit; and that every session's message_count matches its messages. Prints "
+           "each problem; exits 1 if there is any.",
+       .run = WithConfig(Verify)},
+      {.name = "audit",
+       .summary = "while sessions move: is any session active on two shards?",
+       .description =
+           "Reads every shard without the rebalance lock (it runs while sessions move) and reports "
+           "any session active on two shards at once, which a move never makes. Exits 1 if there "
+           "is one.",
+       .run = WithConfig(Audit)},
+      {.name = "migrate",
+       .summary = "apply the sql/ migrations to every shard",
+       .description =
+           "Applies every embedded migration (sql/NNN_name.sql) a shard has not applied, to every "
+           "shard of the map and every seed, as [cluster] migrate_user. Safe to rerun and to run "
+           "concurrently.",
+       .run = WithConfig(Migrate)},
+  };
+  return root;
+}
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  std::string config_path;
-  std::string command;
-  std::vector<std::string> args;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (command.empty() && arg == "--config" && i + 1 < argc) {
-      config_path = argv[++i];
-    } else if (command.empty() && (arg == "--help" || arg == "-h")) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (command.empty()) {
-      command = arg;
-    } else {
-      args.push_back(arg);
-    }
-  }
-  const Command* cmd = nullptr;
-  for (const Command& c : kCommands) {
-    if (command == c.name) cmd = &c;
-  }
-  if (!cmd) {
-    std::fprintf(stderr, command.empty() ? "%s" : "shardctl: unknown command '%s'\n\n%s",
-                 command.empty() ? kUsage : command.c_str(), kUsage);
-    return 2;
-  }
-  for (const std::string& a : args) {
-    if (a == "--help" || a == "-h") {
-      std::printf("%s\n", cmd->help);
-      return 0;
-    }
-  }
-  if (config_path.empty()) return Fail("--config FILE is required");
-  try {
-    Config config = chatllm::LoadConfig(config_path);
-    return cmd->run(config, args);
-  } catch (const chatllm::ConfigError& e) {
-    return Fail(std::string("config error: ") + e.what());
-  } catch (const AdminError& e) {
-    return Fail(e.what());
-  } catch (const std::exception& e) {
-    return Fail(e.what());
-  }
-}
+int main(int argc, char** argv) { return chatllm::RunCommandLine(Commands(), argc, argv); }

@@ -9,29 +9,17 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "base/config.h"
-#include "prefork/fcgi_worker.h"
 #include "base/log.h"
+#include "base/options.h"
+#include "prefork/fcgi_worker.h"
 #include "prefork/process_manager.h"
 #include "prefork/scoreboard.h"
-#include <memory>
 
 namespace {
-
-constexpr const char* kUsage =
-    "usage: chatllm-fcgi --config FILE [--check]\n"
-    "\n"
-    "Runs the chatllm FastCGI server in the foreground: a master process that\n"
-    "listens on [server] listen and supervises [server] workers processes.\n"
-    "\n"
-    "  --config FILE   configuration file (docs/config.md)\n"
-    "  --check         validate the configuration, print a summary, exit 0 if valid\n"
-    "  --version       print the version\n"
-    "\n"
-    "Signals: TERM/INT/QUIT stop gracefully, HUP/USR2 reload the configuration\n"
-    "(replacing workers one by one), USR1 reopens the log files.\n";
 
 // Holds an exclusive flock on the pid file for the master's lifetime, so a
 // second master with the same pid file refuses to start.
@@ -77,31 +65,11 @@ PoolOptions PoolOptionsOf(const Config& c) {
   return o;
 }
 
-int RunServer(int argc, char** argv, const Application& app) {
-  std::string config_path;
-  bool check = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--config" && i + 1 < argc) {
-      config_path = argv[++i];
-    } else if (arg == "--check") {
-      check = true;
-    } else if (arg == "--version") {
-      std::printf("chatllm-fcgi 0.1.0\n");
-      return 0;
-    } else if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else {
-      std::fprintf(stderr, "chatllm-fcgi: unknown argument '%s'\n\n%s", arg.c_str(), kUsage);
-      return 2;
-    }
-  }
-  if (config_path.empty()) {
-    std::fprintf(stderr, "chatllm-fcgi: --config FILE is required\n\n%s", kUsage);
-    return 2;
-  }
+namespace {
 
+// Loads the config at `config_path` and, unless `check`, serves `app` until
+// the master is stopped.
+int Serve(const std::string& config_path, bool check, const Application& app) {
   Config config;
   try {
     config = LoadConfig(config_path);
@@ -173,6 +141,28 @@ int RunServer(int argc, char** argv, const Application& app) {
     ::close(pid_fd);
   }
   return rc;
+}
+
+}  // namespace
+
+int RunServer(int argc, char** argv, const Application& app) {
+  const CommandSpec command{
+      .name = "chatllm-fcgi",
+      .description =
+          "Runs the chatllm FastCGI server in the foreground: a master process that listens on "
+          "[server] listen and supervises [server] workers processes.",
+      .options = {{"config", "FILE", "configuration file (docs/config.md)", true},
+                  {"check", "", "validate the configuration, print a summary, exit 0 if valid"}},
+      .run =
+          [&app](const ParsedArgs& args) {
+            return Serve(args.Value("config"), args.Has("check"), app);
+          },
+      .notes =
+          "Signals: TERM/INT/QUIT stop gracefully, HUP/USR2 reload the configuration (replacing "
+          "workers one by one), USR1 reopens the log files.",
+      .version = "chatllm-fcgi 0.1.0",
+  };
+  return RunCommandLine(command, argc, argv);
 }
 
 }  // namespace chatllm
