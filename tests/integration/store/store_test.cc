@@ -5,12 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
 #include <set>
 #include <thread>
 
 #include "base/api_key.h"
 #include "base/config.h"
+#include "store/connection.h"
 #include "store/migrator.h"
+#include "store/mysql_statement.h"
 #include "base/tokens.h"
 #include "base/time_util.h"
 #include "support/stack_env.h"
@@ -62,6 +65,31 @@ SessionId NewSession(Store& store) {
   s.created_us = s.updated_us = NowMicros();
   store.CreateSession(id, s);
   return id;
+}
+
+// Issue 14: a database password may hold any character (Poco's connection
+// string split on ';', so the config refused one); the connection is made
+// with the password as it is.
+TEST(StoreTest, Issue14ADatabasePasswordMayHoldAnyCharacter) {
+  const Config config = TestConfig();
+  const ShardConfig& shard = config.shards[0];
+  const std::string password = "a;b=c d#e'f\"g\\h";
+  const std::string sql_file = StackEnv::Get().var() + "/odd_user.sql";
+  std::ofstream(sql_file) << "CREATE OR REPLACE USER 'chatllm_odd'@'%' IDENTIFIED BY 'a;b=c d#e\\'f\"g\\\\h';\n"
+                          << "GRANT SELECT ON chatllm.* TO 'chatllm_odd'@'%';\n";
+  const std::string root =
+      "mariadb --no-defaults -uroot --socket=" + StackEnv::Get().var() + "/db/" + shard.name + "/mariadb.sock";
+  ASSERT_EQ(RunCommand(root + " < " + sql_file), 0);
+  {
+    DbConnection conn(DbEndpoint{shard.name, shard.host, shard.port, shard.database, "chatllm_odd", password},
+                      DbOptions{});
+    MysqlStatement one(conn.Get(), "SELECT 1");
+    one.Execute();
+    EXPECT_EQ(one.Int64(0, 0), 1);
+  }
+  DbConnection wrong(DbEndpoint{shard.name, shard.host, shard.port, shard.database, "chatllm_odd", "a"}, DbOptions{});
+  EXPECT_THROW(wrong.Get(), DbError);
+  RunCommand(root + " -e \"DROP USER 'chatllm_odd'@'%'\"");
 }
 
 TEST(StoreTest, SessionsRoundTrip) {
