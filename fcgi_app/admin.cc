@@ -33,16 +33,14 @@ int Fail(const std::string& message) {
 bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '@' || c == '-';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '@' || c == '-';
     if (!ok) return false;
   }
   return true;
 }
 
-std::string Date(int64_t us) {
-  return us == 0 ? "-" : chatllm::FormatRfc3339(us).substr(0, 19) + "Z";
-}
+std::string Date(int64_t us) { return us == 0 ? "-" : chatllm::FormatRfc3339(us).substr(0, 19) + "Z"; }
 
 std::string Unhex(const std::string& hex) {
   std::string out;
@@ -61,16 +59,15 @@ int UserAdd(ClusterAdmin& admin, const ParsedArgs& args) {
   const std::string name = args.Argument("NAME");
   if (!ValidName(name)) return Fail("'" + name + "' is not a valid user name");
   ClusterAdmin::UserInfo u = admin.AddUser(name);
-  std::printf("user %s (id %s) created %s\n", u.name.c_str(), chatllm::Hex(u.id).c_str(),
-              Date(u.created_us).c_str());
+  std::printf("user %s (id %s) created %s\n", u.name.c_str(), chatllm::Hex(u.id).c_str(), Date(u.created_us).c_str());
   return 0;
 }
 
 int UserList(ClusterAdmin& admin, const ParsedArgs&) {
   std::printf("%-32s %-32s %-20s %-8s %s\n", "name", "id", "created", "state", "keys");
   for (const auto& u : admin.ListUsers()) {
-    std::printf("%-32s %-32s %-20s %-8s %d\n", u.name.c_str(), chatllm::Hex(u.id).c_str(),
-                Date(u.created_us).c_str(), u.disabled ? "disabled" : "active", u.keys);
+    std::printf("%-32s %-32s %-20s %-8s %d\n", u.name.c_str(), chatllm::Hex(u.id).c_str(), Date(u.created_us).c_str(),
+                u.disabled ? "disabled" : "active", u.keys);
   }
   return 0;
 }
@@ -109,12 +106,10 @@ int KeyCreate(ClusterAdmin& admin, const ParsedArgs& args) {
 }
 
 int KeyList(ClusterAdmin& admin, const ParsedArgs& args) {
-  std::printf("%-16s %-24s %-20s %-20s %-20s %-20s\n", "key id", "user", "label", "created",
-              "expires", "revoked");
+  std::printf("%-16s %-24s %-20s %-20s %-20s %-20s\n", "key id", "user", "label", "created", "expires", "revoked");
   for (const auto& k : admin.ListKeys(args.Argument("USER"))) {
-    std::printf("%-16s %-24s %-20s %-20s %-20s %-20s\n", chatllm::Hex(k.id).c_str(), k.user.c_str(),
-                k.label.c_str(), Date(k.created_us).c_str(), Date(k.expires_us).c_str(),
-                Date(k.revoked_us).c_str());
+    std::printf("%-16s %-24s %-20s %-20s %-20s %-20s\n", chatllm::Hex(k.id).c_str(), k.user.c_str(), k.label.c_str(),
+                Date(k.created_us).c_str(), Date(k.expires_us).c_str(), Date(k.revoked_us).c_str());
   }
   return 0;
 }
@@ -163,8 +158,7 @@ CommandSpec Commands() {
                        .run = WithAdmin(UserAdd)},
                       {.name = "list",
                        .summary = "users, with their number of live keys",
-                       .description =
-                           "Lists every user: name, id, creation, state and number of live keys.",
+                       .description = "Lists every user: name, id, creation, state and number of live keys.",
                        .run = WithAdmin(UserList)},
                       {.name = "disable",
                        .summary = "a disabled user's keys stop working",
@@ -174,44 +168,40 @@ CommandSpec Commands() {
                        .run = WithAdmin(UserDisable)},
                       {.name = "enable",
                        .summary = "the keys of a disabled user work again",
-                       .description =
-                           "Enables a disabled user: its keys that are neither revoked nor expired "
-                           "work again.",
+                       .description = "Enables a disabled user: its keys that are neither revoked nor expired "
+                                      "work again.",
                        .arguments = {{"NAME"}},
                        .run = WithAdmin(UserEnable)}},
   };
   CommandSpec key{
       .name = "key",
       .description = "API keys: made for a user, shown once, listed by id, revoked by id.",
-      .subcommands =
-          {{.name = "create",
-            .summary = "a new API key, printed once: store it now; DAYS above 0, at most 3650 "
-                       "(without it: no expiry)",
-            .description =
-                "Makes a new API key for USER and prints it on stdout; it is shown once: "
-                "store it now.",
-            .options = {{"label", "TEXT", "a note to recognise the key by, at most 64 characters"},
-                        {"expires-in", "DAYS",
-                         "the key stops working after DAYS days: above 0, at most 3650, fractions "
-                         "allowed (without it: no expiry)"}},
-            .arguments = {{"USER", "the user the key belongs to"}},
-            .run = WithAdmin(KeyCreate)},
-           {.name = "list",
-            .summary = "key ids, labels, creation, expiry, revocation",
-            .description = "Lists the keys (of USER, or of every user): id, user, label, creation, "
-                           "expiry and revocation. The secret itself is never shown again.",
-            .arguments = {{"USER", "only this user's keys", true}},
-            .run = WithAdmin(KeyList)},
-           {.name = "revoke",
-            .summary = "the key stops working (within [auth] key_cache_ttl_ms)",
-            .description = "Revokes the key: it stops working within [auth] key_cache_ttl_ms.",
-            .arguments = {{"KEY_ID", "16 hex digits, as 'key list' shows them"}},
-            .run = WithAdmin(KeyRevoke)}},
+      .subcommands = {{.name = "create",
+                       .summary = "a new API key, printed once: store it now; DAYS above 0, at most 3650 "
+                                  "(without it: no expiry)",
+                       .description = "Makes a new API key for USER and prints it on stdout; it is shown once: "
+                                      "store it now.",
+                       .options = {{"label", "TEXT", "a note to recognise the key by, at most 64 characters"},
+                                   {"expires-in", "DAYS",
+                                    "the key stops working after DAYS days: above 0, at most 3650, fractions "
+                                    "allowed (without it: no expiry)"}},
+                       .arguments = {{"USER", "the user the key belongs to"}},
+                       .run = WithAdmin(KeyCreate)},
+                      {.name = "list",
+                       .summary = "key ids, labels, creation, expiry, revocation",
+                       .description = "Lists the keys (of USER, or of every user): id, user, label, creation, "
+                                      "expiry and revocation. The secret itself is never shown again.",
+                       .arguments = {{"USER", "only this user's keys", true}},
+                       .run = WithAdmin(KeyList)},
+                      {.name = "revoke",
+                       .summary = "the key stops working (within [auth] key_cache_ttl_ms)",
+                       .description = "Revokes the key: it stops working within [auth] key_cache_ttl_ms.",
+                       .arguments = {{"KEY_ID", "16 hex digits, as 'key list' shows them"}},
+                       .run = WithAdmin(KeyRevoke)}},
   };
   CommandSpec sync{
       .name = "sync",
-      .summary =
-          "copy every user and key to every shard (after a command reported an unreachable shard)",
+      .summary = "copy every user and key to every shard (after a command reported an unreachable shard)",
       .description =
           "Copies every user and key to every shard of the map: run it after a command reported "
           "an unreachable shard.",

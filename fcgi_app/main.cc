@@ -6,10 +6,10 @@
 
 #include "api/router.h"
 #include "api/service.h"
+#include "base/http.h"
 #include "prefork/server_main.h"
 #include "providers/provider_chain.h"
 #include "store/sharded_store.h"
-#include "base/http.h"
 
 namespace chatllm {
 namespace {

@@ -54,9 +54,9 @@ void PrintMap(const ClusterMap& map) {
   std::printf("shard map epoch %llu%s\n", static_cast<unsigned long long>(map.epoch()),
               map.router().moving() ? " (a move is in progress: run shardctl rebalance)" : "");
   for (const ShardEntry& s : map.shards()) {
-    std::printf("  %-12s %-9s %s:%d/%s weight %u share %.1f%%\n", s.name.c_str(),
-                shard_router::ShardStateName(s.state), s.host.c_str(), s.port, s.database.c_str(),
-                s.weight, 100.0 * (shares.count(s.name) ? shares[s.name] : 0.0));
+    std::printf("  %-12s %-9s %s:%d/%s weight %u share %.1f%%\n", s.name.c_str(), shard_router::ShardStateName(s.state),
+                s.host.c_str(), s.port, s.database.c_str(), s.weight,
+                100.0 * (shares.count(s.name) ? shares[s.name] : 0.0));
   }
 }
 
@@ -66,8 +66,8 @@ int Status(const Config& config, const ParsedArgs& args) {
   auto shares = map->router().to_ring().Shares();
   std::printf("shard map epoch %llu%s\n\n", static_cast<unsigned long long>(map->epoch()),
               map->router().moving() ? " (a move is in progress: run shardctl rebalance)" : "");
-  std::printf("%-12s %-9s %-22s %6s %7s %6s %6s %10s %12s %10s\n", "shard", "state", "address",
-              "weight", "share", "fence", "schema", "sessions", "messages", "in transit");
+  std::printf("%-12s %-9s %-22s %6s %7s %6s %6s %10s %12s %10s\n", "shard", "state", "address", "weight", "share",
+              "fence", "schema", "sessions", "messages", "in transit");
   int unreachable = 0;
   auto reports = admin.Status(*map);
   for (size_t i = 0; i < reports.size(); ++i) {
@@ -76,16 +76,14 @@ int Status(const Config& config, const ParsedArgs& args) {
     std::string address = s.host + ":" + std::to_string(s.port);
     if (!r.error.empty()) {
       ++unreachable;
-      std::printf("%-12s %-9s %-22s %6u %6.1f%%  %s\n", s.name.c_str(),
-                  shard_router::ShardStateName(s.state), address.c_str(), s.weight,
-                  100.0 * (shares.count(s.name) ? shares[s.name] : 0.0), r.error.c_str());
+      std::printf("%-12s %-9s %-22s %6u %6.1f%%  %s\n", s.name.c_str(), shard_router::ShardStateName(s.state),
+                  address.c_str(), s.weight, 100.0 * (shares.count(s.name) ? shares[s.name] : 0.0), r.error.c_str());
       continue;
     }
     std::printf("%-12s %-9s %-22s %6u %6.1f%% %6lld %6d %10lld %12lld %10lld\n", s.name.c_str(),
                 shard_router::ShardStateName(s.state), address.c_str(), s.weight,
-                100.0 * (shares.count(s.name) ? shares[s.name] : 0.0),
-                static_cast<long long>(r.fence), r.schema_version,
-                static_cast<long long>(r.sessions), static_cast<long long>(r.messages),
+                100.0 * (shares.count(s.name) ? shares[s.name] : 0.0), static_cast<long long>(r.fence),
+                r.schema_version, static_cast<long long>(r.sessions), static_cast<long long>(r.messages),
                 static_cast<long long>(r.in_transit));
   }
   return unreachable == 0 ? 0 : 1;
@@ -106,8 +104,7 @@ int Locate(const Config& config, const ParsedArgs& args) {
   const auto& router = map->router();
   std::printf("%s\n", router.Owner(id->text()).c_str());
   if (router.NeedsMove(id->text())) {
-    std::printf("  previous owner (epoch %llu is mid-move): %s\n",
-                static_cast<unsigned long long>(map->epoch()),
+    std::printf("  previous owner (epoch %llu is mid-move): %s\n", static_cast<unsigned long long>(map->epoch()),
                 router.PreviousOwner(id->text()).c_str());
   }
   const std::map<std::string, std::string> states = admin.Locate(id->text(), id->bytes());
@@ -122,10 +119,8 @@ int Locate(const Config& config, const ParsedArgs& args) {
     }
   }
   if (!held && !unknown) {
-    std::fprintf(
-        stderr,
-        "shardctl: locate: no session %s exists (the first line is the shard that would hold it)\n",
-        id->text().c_str());
+    std::fprintf(stderr, "shardctl: locate: no session %s exists (the first line is the shard that would hold it)\n",
+                 id->text().c_str());
     return 1;
   }
   return 0;
@@ -139,8 +134,7 @@ int Ring(const Config& config, const ParsedArgs& args) {
   if (colon != std::string::npos) {
     std::optional<uint32_t> w = Weight(spec.substr(colon + 1));
     if (!w) {
-      return Fail("--simulate-add wants NAME:WEIGHT with WEIGHT 1.." +
-                  std::to_string(shard_router::Ring::kMaxWeight));
+      return Fail("--simulate-add wants NAME:WEIGHT with WEIGHT 1.." + std::to_string(shard_router::Ring::kMaxWeight));
     }
     weight = *w;
   }
@@ -159,8 +153,7 @@ int Ring(const Config& config, const ParsedArgs& args) {
     std::printf("  %-12s share %.1f%%\n", name.c_str(), 100.0 * share);
   }
   std::printf("sessions that would move: %.1f%% (all of them onto %s)\n",
-              100.0 * shard_router::MovedFraction(map->router().to_ring(), after),
-              spec.substr(0, colon).c_str());
+              100.0 * shard_router::MovedFraction(map->router().to_ring(), after), spec.substr(0, colon).c_str());
   return 0;
 }
 
@@ -185,8 +178,7 @@ int AddShard(const Config& config, const ParsedArgs& args) {
   ClusterAdmin admin(config);
   auto map = admin.AddShard(e);
   PrintMap(*map);
-  std::printf("\nshard %s is joining; run 'shardctl rebalance' to move its sessions onto it\n",
-              e.name.c_str());
+  std::printf("\nshard %s is joining; run 'shardctl rebalance' to move its sessions onto it\n", e.name.c_str());
   return 0;
 }
 
@@ -202,9 +194,8 @@ void Progress(int64_t done, int64_t total, int64_t start_us) {
   static int64_t last_print = 0;
   if (!tty && done != total && chatllm::MonotonicMicros() - last_print < 1000000) return;
   last_print = chatllm::MonotonicMicros();
-  std::fprintf(stderr, "%s[%s] %lld/%lld sessions  %.0f/s  ETA %.0fs%s", tty ? "\r" : "",
-               bar.c_str(), static_cast<long long>(done), static_cast<long long>(total), rate, eta,
-               tty ? "" : "\n");
+  std::fprintf(stderr, "%s[%s] %lld/%lld sessions  %.0f/s  ETA %.0fs%s", tty ? "\r" : "", bar.c_str(),
+               static_cast<long long>(done), static_cast<long long>(total), rate, eta, tty ? "" : "\n");
   if (tty && done == total) std::fputc('\n', stderr);
 }
 
@@ -255,8 +246,8 @@ int Drain(const Config& config, const ParsedArgs& args) {
               static_cast<unsigned long long>(map->epoch()));
   int rc = Rebalance(config, chatllm::RebalanceOptions{});
   if (rc == 0) {
-    std::printf("shard %s is drained; 'shardctl remove-shard %s' removes it from the map\n",
-                name.c_str(), name.c_str());
+    std::printf("shard %s is drained; 'shardctl remove-shard %s' removes it from the map\n", name.c_str(),
+                name.c_str());
   }
   return rc;
 }
@@ -275,13 +266,11 @@ int Verify(const Config& config, const ParsedArgs& args) {
     std::printf("PROBLEM %s\n", r.problems[i].c_str());
   }
   if (r.to_move > 0) {
-    std::printf(
-        "verify: %lld sessions are still on their previous owner (shardctl rebalance moves them)\n",
-        static_cast<long long>(r.to_move));
+    std::printf("verify: %lld sessions are still on their previous owner (shardctl rebalance moves them)\n",
+                static_cast<long long>(r.to_move));
   }
-  std::printf("verify: %lld sessions, %lld messages, %zu problems\n",
-              static_cast<long long>(r.sessions), static_cast<long long>(r.messages),
-              r.problems.size());
+  std::printf("verify: %lld sessions, %lld messages, %zu problems\n", static_cast<long long>(r.sessions),
+              static_cast<long long>(r.messages), r.problems.size());
   return r.problems.empty() ? 0 : 1;
 }
 
@@ -292,8 +281,7 @@ int Audit(const Config& config, const ParsedArgs& args) {
   for (const std::string& id : doubled) {
     std::printf("PROBLEM session %s is active on two shards\n", id.c_str());
   }
-  std::printf("audit: %lld sessions, %zu active on two shards\n", static_cast<long long>(sessions),
-              doubled.size());
+  std::printf("audit: %lld sessions, %zu active on two shards\n", static_cast<long long>(sessions), doubled.size());
   return doubled.empty() ? 0 : 1;
 }
 
@@ -309,11 +297,10 @@ int Migrate(const Config& config, const ParsedArgs& args) {
   int failures = 0;
   for (const ShardEntry& e : targets) {
     try {
-      chatllm::DbEndpoint ep{
-          e.name, e.host, e.port, e.database, config.migrate_user, config.migrate_password};
+      chatllm::DbEndpoint ep{e.name, e.host, e.port, e.database, config.migrate_user, config.migrate_password};
       chatllm::MigrationReport r = chatllm::MigrateShard(ep, chatllm::DbOptions{});
-      std::printf("shard %s: schema version %d -> %d (%zu applied)\n", e.name.c_str(),
-                  r.from_version, r.to_version, r.applied.size());
+      std::printf("shard %s: schema version %d -> %d (%zu applied)\n", e.name.c_str(), r.from_version, r.to_version,
+                  r.applied.size());
     } catch (const std::exception& err) {
       std::fprintf(stderr, "shardctl: migrate: shard %s: %s\n", e.name.c_str(), err.what());
       ++failures;
@@ -352,11 +339,10 @@ CommandSpec Commands() {
   root.subcommands = {
       {.name = "status",
        .summary = "epoch; per shard: state, sessions, messages, ring share",
-       .description =
-           "Prints the newest shard map's epoch and, per shard: state, address, weight, ring "
-           "share, "
-           "fence epoch, schema version, active sessions, their messages, and sessions in transit. "
-           "Exits 1 if a shard is unreachable.",
+       .description = "Prints the newest shard map's epoch and, per shard: state, address, weight, ring "
+                      "share, "
+                      "fence epoch, schema version, active sessions, their messages, and sessions in transit. "
+                      "Exits 1 if a shard is unreachable.",
        .run = WithConfig(Status)},
       {.name = "map",
        .summary = "the newest shard map, as JSON",
@@ -364,11 +350,10 @@ CommandSpec Commands() {
        .run = WithConfig(Map)},
       {.name = "locate",
        .summary = "the shard that owns a session (mid-move: also the previous)",
-       .description =
-           "Prints the shard that owns the session under the newest map (first line) and, while a "
-           "move is in progress, its previous owner; on a terminal also the session's state on "
-           "each. "
-           "Exits 1, saying so, if no shard holds the session.",
+       .description = "Prints the shard that owns the session under the newest map (first line) and, while a "
+                      "move is in progress, its previous owner; on a terminal also the session's state on "
+                      "each. "
+                      "Exits 1, saying so, if no shard holds the session.",
        .arguments = {{"SESSION_ID", "the session's id (a UUID)"}},
        .run = WithConfig(Locate)},
       {.name = "ring",
@@ -376,16 +361,14 @@ CommandSpec Commands() {
        .description = "Prints each shard's share of the ring. With --simulate-add, the shares "
                       "after adding that "
                       "shard and the exact fraction of sessions that would move.",
-       .options = {{"simulate-add", "NAME:WEIGHT",
-                    "a shard to add in the simulation (WEIGHT: default 100)"}},
+       .options = {{"simulate-add", "NAME:WEIGHT", "a shard to add in the simulation (WEIGHT: default 100)"}},
        .run = WithConfig(Ring)},
       {.name = "add-shard",
        .summary = "migrate a new shard, publish the next map with it joining",
-       .description =
-           "Applies the migrations to the new (empty) shard, then publishes the next map epoch "
-           "with "
-           "it joining and raises every shard's fence. New sessions land on it at once; 'shardctl "
-           "rebalance' moves the existing ones. Rerun it if it fails halfway.",
+       .description = "Applies the migrations to the new (empty) shard, then publishes the next map epoch "
+                      "with "
+                      "it joining and raises every shard's fence. New sessions land on it at once; 'shardctl "
+                      "rebalance' moves the existing ones. Rerun it if it fails halfway.",
        .options = {{"host", "H", "the shard's MariaDB host", true},
                    {"port", "P", "its port, 1..65535", true},
                    {"database", "D", "its database (default chatllm)"},
@@ -394,48 +377,42 @@ CommandSpec Commands() {
        .run = WithConfig(AddShard)},
       {.name = "rebalance",
        .summary = "move every misplaced session; resumable",
-       .description =
-           "Moves every session that is not on its owner shard (see docs/operations.md for the "
-           "protocol), showing progress, then publishes the map with joining shards active and "
-           "draining ones drained. Interrupt it at any time and run it again: it finishes what was "
-           "started.",
+       .description = "Moves every session that is not on its owner shard (see docs/operations.md for the "
+                      "protocol), showing progress, then publishes the map with joining shards active and "
+                      "draining ones drained. Interrupt it at any time and run it again: it finishes what was "
+                      "started.",
        .options = {{"dry-run", "", "count the sessions to move, move nothing"},
                    {"batch", "N", "sessions read per scan query (default 200)"},
                    {"rate", "R", "move at most R sessions per second"}},
        .run = WithConfig(RunRebalance)},
       {.name = "drain",
        .summary = "move every session off a shard (then remove-shard)",
-       .description =
-           "Publishes the next map with NAME draining and moves all its sessions to the other "
-           "shards (a rebalance). Then 'shardctl remove-shard NAME'.",
+       .description = "Publishes the next map with NAME draining and moves all its sessions to the other "
+                      "shards (a rebalance). Then 'shardctl remove-shard NAME'.",
        .arguments = {{"NAME", "the shard to drain"}},
        .run = WithConfig(Drain)},
       {.name = "remove-shard",
        .summary = "drop a drained, empty shard from the map",
-       .description =
-           "Publishes the next map without NAME, which must be drained and hold no session.",
+       .description = "Publishes the next map without NAME, which must be drained and hold no session.",
        .arguments = {{"NAME", "the shard to remove"}},
        .run = WithConfig(RemoveShard)},
       {.name = "verify",
        .summary = "check that every session is on exactly its owner shard",
-       .description =
-           "Checks that every session is active on exactly one shard, its owner; that nothing is "
-           "left in transit; and that every session's message_count matches its messages. Prints "
-           "each problem; exits 1 if there is any.",
+       .description = "Checks that every session is active on exactly one shard, its owner; that nothing is "
+                      "left in transit; and that every session's message_count matches its messages. Prints "
+                      "each problem; exits 1 if there is any.",
        .run = WithConfig(Verify)},
       {.name = "audit",
        .summary = "while sessions move: is any session active on two shards?",
-       .description =
-           "Reads every shard without the rebalance lock (it runs while sessions move) and reports "
-           "any session active on two shards at once, which a move never makes. Exits 1 if there "
-           "is one.",
+       .description = "Reads every shard without the rebalance lock (it runs while sessions move) and reports "
+                      "any session active on two shards at once, which a move never makes. Exits 1 if there "
+                      "is one.",
        .run = WithConfig(Audit)},
       {.name = "migrate",
        .summary = "apply the sql/ migrations to every shard",
-       .description =
-           "Applies every embedded migration (sql/NNN_name.sql) a shard has not applied, to every "
-           "shard of the map and every seed, as [cluster] migrate_user. Safe to rerun and to run "
-           "concurrently.",
+       .description = "Applies every embedded migration (sql/NNN_name.sql) a shard has not applied, to every "
+                      "shard of the map and every seed, as [cluster] migrate_user. Safe to rerun and to run "
+                      "concurrently.",
        .run = WithConfig(Migrate)},
   };
   return root;

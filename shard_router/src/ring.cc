@@ -9,9 +9,8 @@ namespace shard_router {
 
 bool IsValidShardName(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-  });
+  return std::all_of(name.begin(), name.end(),
+                     [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'; });
 }
 
 Status Ring::Build(std::vector<ShardWeight> shards, Ring* out) {
@@ -23,12 +22,11 @@ Status Ring::Build(std::vector<ShardWeight> shards, Ring* out) {
     }
     if (!seen.insert(s.name).second) return Status::Invalid("duplicate shard name '" + s.name + "'");
     if (s.weight < 1 || s.weight > kMaxWeight) {
-      return Status::Invalid("shard '" + s.name + "' weight " + std::to_string(s.weight) +
-                             " is outside 1.." + std::to_string(kMaxWeight));
+      return Status::Invalid("shard '" + s.name + "' weight " + std::to_string(s.weight) + " is outside 1.." +
+                             std::to_string(kMaxWeight));
     }
   }
-  std::sort(shards.begin(), shards.end(),
-            [](const ShardWeight& a, const ShardWeight& b) { return a.name < b.name; });
+  std::sort(shards.begin(), shards.end(), [](const ShardWeight& a, const ShardWeight& b) { return a.name < b.name; });
 
   Ring ring;
   size_t total = 0;
@@ -56,8 +54,8 @@ Status Ring::Build(std::vector<ShardWeight> shards, Ring* out) {
 const std::string& Ring::Lookup(std::string_view key) const { return LookupHash(Hash64(key)); }
 
 const std::string& Ring::LookupHash(uint64_t h) const {
-  auto it = std::lower_bound(points_.begin(), points_.end(), h,
-                             [](const Point& p, uint64_t v) { return p.position < v; });
+  auto it =
+      std::lower_bound(points_.begin(), points_.end(), h, [](const Point& p, uint64_t v) { return p.position < v; });
   if (it == points_.end()) it = points_.begin();
   return shards_[it->shard].name;
 }

@@ -6,10 +6,14 @@ namespace shard_router {
 
 const char* ShardStateName(ShardState state) {
   switch (state) {
-    case ShardState::kActive: return "active";
-    case ShardState::kJoining: return "joining";
-    case ShardState::kDraining: return "draining";
-    case ShardState::kDrained: return "drained";
+    case ShardState::kActive:
+      return "active";
+    case ShardState::kJoining:
+      return "joining";
+    case ShardState::kDraining:
+      return "draining";
+    case ShardState::kDrained:
+      return "drained";
   }
   return "?";
 }

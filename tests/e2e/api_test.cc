@@ -145,11 +145,11 @@ TEST_F(ApiTest, BadAppendBodiesAreRejectedAndStoreNothing) {
       {R"({"content":"x"} trailing)", "invalid_json"},
       {"[]", "invalid_json"},
       {R"("content")", "invalid_json"},
-      {"{\"content\":\"\xff\xfe\"}", "invalid_json"},        // Invalid UTF-8.
-      {"{\"content\":\"\xed\xa0\x80\"}", "invalid_json"},    // Encoded surrogate.
-      {R"({"content":"\ud800"})", "invalid_json"},           // Lone high surrogate.
-      {R"({"content":"\udfff"})", "invalid_json"},           // Lone low surrogate.
-      {R"({"content":"a","content":"b"})", "invalid_json"},  // Duplicate key.
+      {"{\"content\":\"\xff\xfe\"}", "invalid_json"},                         // Invalid UTF-8.
+      {"{\"content\":\"\xed\xa0\x80\"}", "invalid_json"},                     // Encoded surrogate.
+      {R"({"content":"\ud800"})", "invalid_json"},                            // Lone high surrogate.
+      {R"({"content":"\udfff"})", "invalid_json"},                            // Lone low surrogate.
+      {R"({"content":"a","content":"b"})", "invalid_json"},                   // Duplicate key.
       {std::string(100000, '[') + std::string(100000, ']'), "invalid_json"},  // Deep nesting.
       {"{}", "invalid_request"},
       {R"({"content":""})", "invalid_request"},
@@ -175,8 +175,7 @@ TEST_F(ApiTest, BadAppendBodiesAreRejectedAndStoreNothing) {
 
 TEST_F(ApiTest, BadCreateBodiesAreRejected) {
   ExpectError(api.Post("/v1/sessions", R"({"title":7})"), 400, "invalid_request");
-  ExpectError(api.Post("/v1/sessions", "{\"title\":\"" + std::string(201, 'a') + "\"}"), 400,
-              "invalid_request");
+  ExpectError(api.Post("/v1/sessions", "{\"title\":\"" + std::string(201, 'a') + "\"}"), 400, "invalid_request");
   EXPECT_EQ(api.Post("/v1/sessions", "{\"title\":\"" + std::string(200, 'a') + "\"}").status, 201);
   // 200 characters, 800 bytes.
   std::string emoji;
@@ -192,9 +191,8 @@ TEST_F(ApiTest, BadCreateBodiesAreRejected) {
 
 TEST_F(ApiTest, BadQueryParametersAreRejected) {
   std::string id = NewSession();
-  for (const char* q : {"limit=0", "limit=201", "limit=abc", "limit=-1", "limit=1.5", "after=-1",
-                        "after=x", "after=99999999999999999999", "limit=1&limit=2", "page=2",
-                        "limit=%zz"}) {
+  for (const char* q : {"limit=0", "limit=201", "limit=abc", "limit=-1", "limit=1.5", "after=-1", "after=x",
+                        "after=99999999999999999999", "limit=1&limit=2", "page=2", "limit=%zz"}) {
     SCOPED_TRACE(q);
     ExpectError(api.Get("/v1/sessions/" + id + "/messages?" + q), 400, "invalid_request");
   }

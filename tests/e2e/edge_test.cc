@@ -105,7 +105,8 @@ std::string Get(const std::string& path, const std::string& extra_headers = "") 
 std::string ErrorCode(const std::string& body) {
   rapidjson::Document d;
   d.Parse(body.c_str(), body.size());
-  if (d.HasParseError() || !d.IsObject() || !d.HasMember("error") || !d["error"].IsObject()) return "(not an error body)";
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("error") || !d["error"].IsObject())
+    return "(not an error body)";
   const auto& e = d["error"];
   if (!e.HasMember("code") || !e["code"].IsString() || !e.HasMember("message") || !e["message"].IsString() ||
       e["message"].GetStringLength() == 0 || e.MemberCount() != 2 || d.MemberCount() != 1) {
@@ -192,8 +193,8 @@ class OtherNginx {
  private:
   void Run(const std::string& command) {
     const StackEnv& env = StackEnv::Get();
-    EXPECT_EQ(RunCommand(prefix_ + env.root() + "/scripts/stack --stack " + env.Value("CHATLLM_STACK") + " " +
-                         command + " >/dev/null 2>&1"),
+    EXPECT_EQ(RunCommand(prefix_ + env.root() + "/scripts/stack --stack " + env.Value("CHATLLM_STACK") + " " + command +
+                         " >/dev/null 2>&1"),
               0)
         << prefix_ << command;
   }
@@ -303,8 +304,8 @@ TEST_F(EdgeTest, UnknownV1RouteWithoutKeyIs401) {
   RawResponse known = Raw(port, Get("/v1/nothing", auth));
   EXPECT_EQ(known.status, 404);
   EXPECT_EQ(ErrorCode(known.body), "not_found");
-  RawResponse put = Raw(port, "PUT /v1/sessions HTTP/1.1\r\nHost: x\r\n" + auth +
-                                  "Content-Length: 0\r\nConnection: close\r\n\r\n");
+  RawResponse put =
+      Raw(port, "PUT /v1/sessions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 0\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(put.status, 405);
   EXPECT_EQ(ErrorCode(put.body), "method_not_allowed");
   // Outside /v1 nothing needs a key.
@@ -370,7 +371,8 @@ TEST_F(EdgeTest, AModelNoProviderServesIsRefused) {
   EXPECT_EQ(turn.ErrorCode(), "model_not_supported");
   ApiResponse create = api.Post("/v1/sessions", R"({"model":"llama3.1"})");
   EXPECT_EQ(create.ErrorCode(), "model_not_supported");
-  ApiResponse chat = api.Post("/v1/chat/completions", R"({"model":"llama3.1","messages":[{"role":"user","content":"x"}]})");
+  ApiResponse chat =
+      api.Post("/v1/chat/completions", R"({"model":"llama3.1","messages":[{"role":"user","content":"x"}]})");
   EXPECT_EQ(chat.status, 404) << chat.body;
   EXPECT_EQ(chat.ErrorCode(), "model_not_found");
   ApiResponse echo = api.Post("/v1/sessions/" + id + "/messages", R"({"content":"hi","model":"echo"})");
@@ -383,8 +385,8 @@ TEST_F(EdgeTest, AModelNoProviderServesIsRefused) {
 // is a 500 whose body says nothing about SQL, shards or hosts.
 TEST_F(EdgeTest, AnUnexpectedDatabaseErrorIs500WithoutInternals) {
   const std::string shard = env.shards()[0].first;
-  const std::string sql = "mariadb --no-defaults --user=root --socket=" + env.var() + "/db/" + shard +
-                          "/mariadb.sock chatllm -e ";
+  const std::string sql =
+      "mariadb --no-defaults --user=root --socket=" + env.var() + "/db/" + shard + "/mariadb.sock chatllm -e ";
   ASSERT_EQ(RunCommand(sql + "'RENAME TABLE sessions TO sessions_edge_test'"), 0);
   struct Restore {
     std::string command;
@@ -407,10 +409,10 @@ TEST_F(EdgeTest, AnUnexpectedDatabaseErrorIs500WithoutInternals) {
 class EdgeNginxTest : public EdgeTest {
  protected:
   static void SetUpTestSuite() {
-    nginx_ = new OtherNginx("edge-nginx",
-                            "CHATLLM_APPS='" + StackEnv::Get().Value("CHATLLM_APPS") +
-                                "' CHATLLM_NGINX_OPERATOR_NETWORKS=192.0.2.1 CHATLLM_NGINX_HEADER_TIMEOUT=1s"
-                                " CHATLLM_NGINX_READ_TIMEOUT=1s CHATLLM_NGINX_RATE_PER_KEY=1");
+    nginx_ =
+        new OtherNginx("edge-nginx", "CHATLLM_APPS='" + StackEnv::Get().Value("CHATLLM_APPS") +
+                                         "' CHATLLM_NGINX_OPERATOR_NETWORKS=192.0.2.1 CHATLLM_NGINX_HEADER_TIMEOUT=1s"
+                                         " CHATLLM_NGINX_READ_TIMEOUT=1s CHATLLM_NGINX_RATE_PER_KEY=1");
   }
   static void TearDownTestSuite() {
     delete nginx_;
@@ -441,9 +443,10 @@ TEST_F(EdgeNginxTest, AnAppSlowerThanTheReadTimeoutIs504) {
   // The fake provider waits 3 s; nginx's read timeout here is 1 s, the
   // provider's own (test stack) 1.5 s.
   const std::string body = R"({"model":"gpt-slow-3000","messages":[{"role":"user","content":"x"}]})";
-  RawResponse r = Raw(nginx_->port(), "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth +
-                                          "Content-Type: application/json\r\nContent-Length: " +
-                                          std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  RawResponse r =
+      Raw(nginx_->port(), "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth +
+                              "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                              "\r\nConnection: close\r\n\r\n" + body);
   ExpectNginxError(r, 504, "gateway_timeout");
 }
 

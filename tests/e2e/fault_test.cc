@@ -19,10 +19,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double SecondsSince(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // Every acknowledged append is present exactly once; an append whose outcome
 // the client could not know (5xx from a killed worker, or no response) is
@@ -37,8 +34,10 @@ void VerifyAppends(ApiClient& api, const std::string& id, const std::map<std::st
   }
   for (const auto& [content, status] : sent) {
     int n = found.count(content) ? found[content] : 0;
-    if (status == 201) EXPECT_EQ(n, 1) << "acknowledged " << content << " found " << n << " times";
-    else EXPECT_LE(n, 1) << "unacknowledged " << content << " (status " << status << ") found " << n << " times";
+    if (status == 201)
+      EXPECT_EQ(n, 1) << "acknowledged " << content << " found " << n << " times";
+    else
+      EXPECT_LE(n, 1) << "unacknowledged " << content << " (status " << status << ") found " << n << " times";
   }
   for (const auto& [content, n] : found) EXPECT_TRUE(sent.count(content)) << "never sent: " << content;
 }
@@ -70,8 +69,7 @@ TEST(FaultTest, KilledWorkersLoseNoAcknowledgedMessageAndAreReplaced) {
     });
   }
   // Under load before the first kill: appends are being acknowledged.
-  EXPECT_TRUE(WaitFor(10, [&] { return acks.load() >= 100; }))
-      << acks.load() << " appends acknowledged";
+  EXPECT_TRUE(WaitFor(10, [&] { return acks.load() >= 100; })) << acks.load() << " appends acknowledged";
   // A worker of the app with an append in hand, as its scoreboard shows it.
   auto busy_worker = [&] {
     for (const WorkerThread& t : WorkerThreadsOf(app)) {
@@ -86,8 +84,7 @@ TEST(FaultTest, KilledWorkersLoseNoAcknowledgedMessageAndAreReplaced) {
     std::vector<pid_t> workers = ChildPids(master);
     ASSERT_FALSE(workers.empty());
     pid_t victim = 0;
-    EXPECT_TRUE(WaitFor(5, [&] { return (victim = busy_worker()) != 0; }))
-        << "no worker had an append in hand";
+    EXPECT_TRUE(WaitFor(5, [&] { return (victim = busy_worker()) != 0; })) << "no worker had an append in hand";
     if (std::find(workers.begin(), workers.end(), victim) == workers.end()) {
       victim = workers[round % workers.size()];  // Gone meanwhile, or none found.
     }
@@ -96,8 +93,7 @@ TEST(FaultTest, KilledWorkersLoseNoAcknowledgedMessageAndAreReplaced) {
     auto t0 = Clock::now();
     bool replaced = WaitFor(1.0, [&] {
       auto now = ChildPids(master);
-      return now.size() == static_cast<size_t>(env.workers()) &&
-             std::find(now.begin(), now.end(), victim) == now.end();
+      return now.size() == static_cast<size_t>(env.workers()) && std::find(now.begin(), now.end(), victim) == now.end();
     });
     EXPECT_TRUE(replaced) << "worker " << victim << " not replaced within 1 s";
     EXPECT_LT(SecondsSince(t0), 1.0);
@@ -134,8 +130,7 @@ class ShardFaultTest : public ::testing::Test {
     for (int i = 0; i < 64; ++i) {
       std::string id = api.CreateSession();
       std::string owner;
-      RunCommand(env.build() + "/shardctl --config " + env.AppConfig(env.apps()[0].first) + " locate " + id,
-                 &owner);
+      RunCommand(env.build() + "/shardctl --config " + env.AppConfig(env.apps()[0].first) + " locate " + id, &owner);
       if (owner == shard + "\n") return id;
     }
     ADD_FAILURE() << "no session landed on shard " << shard;

@@ -56,8 +56,12 @@ int Burst(int port, const std::string& session, int n) {
 
 TEST(PoolTest, DynamicPoolGrowsUnderABurstAndShrinksAfter) {
   Instance app("pool-dynamic", SparePort(0),
-               {{"pm", "dynamic"}, {"workers", "8"}, {"start_workers", "2"}, {"min_spare_workers", "1"},
-                {"max_spare_workers", "2"}, {"echo_delay_ms", "1500"}});
+               {{"pm", "dynamic"},
+                {"workers", "8"},
+                {"start_workers", "2"},
+                {"min_spare_workers", "1"},
+                {"max_spare_workers", "2"},
+                {"echo_delay_ms", "1500"}});
   app.Start();
   EXPECT_TRUE(WaitFor(3, [&] { return ChildPids(app.pid()).size() == 2; })) << ChildPids(app.pid()).size();
   std::string session = NewSession(app.port());
@@ -193,9 +197,8 @@ TEST(PoolTest, SigtermUnderLoadFinishesEveryRequestInFlight) {
   }
   // SIGTERM once six workers each have a turn in hand (its 1.2 s in the provider).
   const std::string turn_path = "POST /v1/sessions/" + session + "/messages";
-  EXPECT_TRUE(WaitFor(5, [&] {
-    return Handling(WorkerThreadsAt(app.port()), turn_path).size() == 6;
-  })) << "the six turns were never all in hand at once";
+  EXPECT_TRUE(WaitFor(5, [&] { return Handling(WorkerThreadsAt(app.port()), turn_path).size() == 6; }))
+      << "the six turns were never all in hand at once";
   EXPECT_EQ(app.Stop(SIGTERM), 0);
   for (auto& t : clients) t.join();
   EXPECT_EQ(ok.load(), 6);
@@ -226,10 +229,12 @@ TEST(PoolTest, AccessLogHasALinePerRequestAndSigusr1ReopensTheLogs) {
   const std::map<std::string, std::string> traced = {{"HTTP_X_REQUEST_ID", "trace-me-42"}};
   app.Start();
   std::string session = NewSession(app.port());
-  FcgiResponse r = FcgiRequest(app.port(), "POST", "/v1/sessions/" + session + "/messages", R"({"content":"hi"})", traced);
+  FcgiResponse r =
+      FcgiRequest(app.port(), "POST", "/v1/sessions/" + session + "/messages", R"({"content":"hi"})", traced);
   ASSERT_EQ(r.status, 201) << r.body;
   EXPECT_EQ(r.headers["X-Request-Id"], "trace-me-42");
-  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(access).find("trace-me-42") != std::string::npos; })) << ReadFile(access);
+  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(access).find("trace-me-42") != std::string::npos; }))
+      << ReadFile(access);
   std::string line = ReadFile(access);
   line = line.substr(line.find("{\"time\"", line.find("trace-me-42") - 80));
   line = line.substr(0, line.find('\n'));
@@ -245,13 +250,15 @@ TEST(PoolTest, AccessLogHasALinePerRequestAndSigusr1ReopensTheLogs) {
   ASSERT_EQ(std::rename(access.c_str(), (access + ".1").c_str()), 0);
   ASSERT_EQ(std::rename(log.c_str(), (log + ".1").c_str()), 0);
   ASSERT_EQ(kill(app.pid(), SIGUSR1), 0);
-  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(log).find("log reopened") != std::string::npos; })) << ReadFile(log + ".1");
+  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(log).find("log reopened") != std::string::npos; }))
+      << ReadFile(log + ".1");
   // Both workers must have reopened: every request lands in the new access log.
   for (int i = 0; i < 6; ++i) {
     std::map<std::string, std::string> params = {{"HTTP_X_REQUEST_ID", "after-rotate-" + std::to_string(i)}};
     EXPECT_EQ(FcgiRequest(app.port(), "GET", "/v1/sessions/" + session, "", params).status, 200);
   }
-  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(access).find("after-rotate-5") != std::string::npos; })) << ReadFile(access);
+  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(access).find("after-rotate-5") != std::string::npos; }))
+      << ReadFile(access);
   for (int i = 0; i < 6; ++i) {
     EXPECT_NE(ReadFile(access).find("after-rotate-" + std::to_string(i)), std::string::npos) << i;
     EXPECT_EQ(ReadFile(access + ".1").find("after-rotate-" + std::to_string(i)), std::string::npos) << i;

@@ -43,14 +43,12 @@ TEST(ProcessTest, SigtermLetsTheRequestInHandFinish) {
   std::string id = created.body.substr(created.body.find("\"id\":\"") + 6, 36);
 
   FcgiResponse turn;
-  std::thread client([&] {
-    turn = FcgiRequest(app.port(), "POST", "/v1/sessions/" + id + "/messages", R"({"content":"slow"})");
-  });
+  std::thread client(
+      [&] { turn = FcgiRequest(app.port(), "POST", "/v1/sessions/" + id + "/messages", R"({"content":"slow"})"); });
   // SIGTERM only once a worker has the turn in hand (its 1.5 s in the
   // provider), as the instance's scoreboard shows it.
   const std::string turn_path = "POST /v1/sessions/" + id + "/messages";
-  const bool in_hand =
-      WaitFor(5, [&] { return Handling(WorkerThreadsAt(app.port()), turn_path).size() == 1; });
+  const bool in_hand = WaitFor(5, [&] { return Handling(WorkerThreadsAt(app.port()), turn_path).size() == 1; });
   EXPECT_TRUE(in_hand) << "no worker took the turn";
   auto t0 = Clock::now();
   EXPECT_EQ(app.Stop(SIGTERM), 0);

@@ -201,9 +201,9 @@ TEST_F(ProviderTest, ProviderFailuresKeepTheUserMessageAndTheSessionUsable) {
       {"fake-status-500", 502, "provider_unavailable", 3},   // Retried twice.
       {"fake-status-429", 429, "provider_rate_limited", 3},  // Retry-After: 1 honoured.
       {"fake-status-400", 502, "provider_rejected", 1},
-      {"fake-slow-3000", 504, "provider_timeout", 1},        // read_timeout_ms 1500.
+      {"fake-slow-3000", 504, "provider_timeout", 1},  // read_timeout_ms 1500.
       {"fake-garbage", 502, "provider_bad_response", 1},
-      {"fake-huge", 502, "provider_bad_response", 1},        // max_response_bytes 256 KiB.
+      {"fake-huge", 502, "provider_bad_response", 1},  // max_response_bytes 256 KiB.
       {"fake-redirect", 502, "provider_bad_response", 1},
       {"fake-cut", 502, "provider_unavailable", 1},
   };
@@ -351,8 +351,8 @@ TEST_F(ProviderTest, AProviderFailingMidStreamEndsWithAnErrorEventAndAMarkedPart
   }
   // A failure before any text: an error event, and only the user message stored.
   std::string id = NewSession();
-  Streamed s = PostStream("/v1/sessions/" + id + "/messages",
-                          R"({"content":"x","stream":true,"model":"fake-status-400"})");
+  Streamed s =
+      PostStream("/v1/sessions/" + id + "/messages", R"({"content":"x","stream":true,"model":"fake-status-400"})");
   ASSERT_EQ(s.events.size(), 2u);
   EXPECT_EQ(s.events[1].name, "error");
   EXPECT_EQ(s.events[1].data.find("\"assistant\""), std::string::npos);
@@ -360,10 +360,10 @@ TEST_F(ProviderTest, AProviderFailingMidStreamEndsWithAnErrorEventAndAMarkedPart
 }
 
 TEST_F(ProviderTest, OpenAiCompatibleEndpointStatelessAndWithASession) {
-  ApiResponse r = api.Post("/v1/chat/completions",
-                           R"({"model":"gpt-direct","messages":[{"role":"system","content":"sys"},)"
-                           R"({"role":"user","content":"q1"},{"role":"assistant","content":"a1"},)"
-                           R"({"role":"user","content":"q2"}]})");
+  ApiResponse r =
+      api.Post("/v1/chat/completions", R"({"model":"gpt-direct","messages":[{"role":"system","content":"sys"},)"
+                                       R"({"role":"user","content":"q1"},{"role":"assistant","content":"a1"},)"
+                                       R"({"role":"user","content":"q2"}]})");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_STREQ(r["object"].GetString(), "chat.completion");
   EXPECT_STREQ(r["choices"][0]["message"]["role"].GetString(), "assistant");
@@ -372,7 +372,8 @@ TEST_F(ProviderTest, OpenAiCompatibleEndpointStatelessAndWithASession) {
   EXPECT_GT(r["usage"]["total_tokens"].GetInt64(), 0);
   EXPECT_FALSE(r.json->HasMember("chatllm"));
 
-  ApiResponse missing = api.Post("/v1/chat/completions", R"({"model":"nope","messages":[{"role":"user","content":"x"}]})");
+  ApiResponse missing =
+      api.Post("/v1/chat/completions", R"({"model":"nope","messages":[{"role":"user","content":"x"}]})");
   EXPECT_EQ(missing.status, 404);
   EXPECT_EQ(missing.ErrorCode(), "model_not_found");
 
@@ -380,9 +381,10 @@ TEST_F(ProviderTest, OpenAiCompatibleEndpointStatelessAndWithASession) {
   std::string id = NewSession(R"({"system_prompt":"stored"})");
   ASSERT_EQ(Turn(id, "earlier", R"(,"model":"gpt-s")").status, 201);
   httplib::Client client(StackEnv::Get().url());
-  auto res = client.Post("/v1/chat/completions", {{"X-Session-Id", id}, {"Authorization", "Bearer " + DefaultApiKey()}},
-                         R"({"model":"gpt-s","messages":[{"role":"user","content":"ignored"},{"role":"user","content":"now"}]})",
-                         "application/json");
+  auto res = client.Post(
+      "/v1/chat/completions", {{"X-Session-Id", id}, {"Authorization", "Bearer " + DefaultApiKey()}},
+      R"({"model":"gpt-s","messages":[{"role":"user","content":"ignored"},{"role":"user","content":"now"}]})",
+      "application/json");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   rapidjson::Document d;
@@ -394,9 +396,9 @@ TEST_F(ProviderTest, OpenAiCompatibleEndpointStatelessAndWithASession) {
   EXPECT_EQ(History(id).size(), 4u);
 
   // Streamed, OpenAI style: chunks, usage, [DONE].
-  Streamed s = PostStream("/v1/chat/completions",
-                          R"({"model":"gpt-s","stream":true,"stream_options":{"include_usage":true},)"
-                          R"("messages":[{"role":"user","content":"one two three"}]})");
+  Streamed s =
+      PostStream("/v1/chat/completions", R"({"model":"gpt-s","stream":true,"stream_options":{"include_usage":true},)"
+                                         R"("messages":[{"role":"user","content":"one two three"}]})");
   ASSERT_GE(s.events.size(), 5u);
   EXPECT_EQ(s.events.back().data, "[DONE]");
   std::string text;
@@ -421,7 +423,9 @@ class ExtraProvider {
  public:
   ExtraProvider(const std::string& name, int port, const std::string& section) {
     instance_ = std::make_unique<Instance>(
-        name, port, std::map<std::string, std::string>{{"workers", "1"}, {"chain", "extra, echo, fake_down, fake_openai, fake_anthropic"}});
+        name, port,
+        std::map<std::string, std::string>{{"workers", "1"},
+                                           {"chain", "extra, echo, fake_down, fake_openai, fake_anthropic"}});
     std::ofstream(instance_->config(), std::ios::app) << "\n[provider.extra]\n" << section;
     instance_->Start();
   }
@@ -461,9 +465,10 @@ TEST_F(ProviderTest, ARefusedKeyIsNeverRepeatedInAnswersOrLogs) {
 TEST_F(ProviderTest, HttpsCertificatesAreVerified) {
   // A self-signed certificate for 127.0.0.1, and fake-llm serving TLS with it.
   const std::string dir = StackEnv::Get().var() + "/fake-llm-tls";  // Not tls/: the nginx certificate is there.
-  ASSERT_EQ(RunCommand("mkdir -p " + dir + " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
-                       "-addext subjectAltName=IP:127.0.0.1 -keyout " + dir + "/key.pem -out " + dir +
-                       "/cert.pem 2>/dev/null"),
+  ASSERT_EQ(RunCommand("mkdir -p " + dir +
+                       " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+                       "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+                       dir + "/key.pem -out " + dir + "/cert.pem 2>/dev/null"),
             0);
   const int tls_port = SparePort(9);
   pid_t fake = fork();

@@ -14,8 +14,8 @@
 #include <utility>
 #include <vector>
 
-#include "store/cluster_map.h"
 #include "shard_router/router.h"
+#include "store/cluster_map.h"
 #include "support/api_client.h"
 #include "support/fcgi_client.h"
 #include "support/instance.h"
@@ -85,7 +85,8 @@ class ReshardTest : public ::testing::Test {
 
   int Shardctl(const std::string& args, std::string* out = nullptr, const std::string& env = "") {
     if (out) out->clear();
-    return RunCommand(env + " " + StackEnv::Get().build() + "/shardctl --config " + config_ + " " + args + " 2>&1", out);
+    return RunCommand(env + " " + StackEnv::Get().build() + "/shardctl --config " + config_ + " " + args + " 2>&1",
+                      out);
   }
   std::shared_ptr<const ClusterMap> CurrentMap() {
     std::string json;
@@ -143,7 +144,8 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
   std::ofstream(map_file) << before->ToJson();
 
   std::string out;
-  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0)
+      << out;
   ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
   auto after = CurrentMap();
   ASSERT_GE(after->epoch(), before->epoch() + 2);
@@ -154,7 +156,8 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
   // one routed by the new map (the session moved away).
   // (chat_append_v5: session, role, content, at, reply_to, epoch, meta, user, max.)
   const std::string call = "SET @owner = (SELECT user_id FROM sessions WHERE session_id = UNHEX('" + Hex(id) +
-                           "')); SELECT chat_append_v5(UNHEX('" + Hex(id) + "'), 'user', 'sneaky', UTC_TIMESTAMP(6), 0, ";
+                           "')); SELECT chat_append_v5(UNHEX('" + Hex(id) +
+                           "'), 'user', 'sneaky', UTC_TIMESTAMP(6), 0, ";
   const std::string rest = ", '', @owner, 0)";
   EXPECT_EQ(Sql(old_shard, call + std::to_string(before->epoch()) + rest), "-3\n");
   EXPECT_EQ(Sql(old_shard, call + std::to_string(after->epoch()) + rest), "-2\n");
@@ -164,7 +167,8 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
   Instance stale("stale-map", StackEnv::Get().apps().back().second + 120,
                  {{"workers", "1"}, {"map_file", map_file}, {"map_refresh_ms", "3600000"}});
   stale.Start();
-  FcgiResponse r = FcgiRequest(stale.port(), "POST", "/v1/sessions/" + id + "/messages", R"({"content":"after the move"})");
+  FcgiResponse r =
+      FcgiRequest(stale.port(), "POST", "/v1/sessions/" + id + "/messages", R"({"content":"after the move"})");
   ASSERT_EQ(r.status, 201) << r.body << "\n" << stale.log();
   EXPECT_EQ(r.headers["X-Shard-Map-Epoch"], std::to_string(after->epoch()));
   EXPECT_NE(stale.log().find("shard map: epoch " + std::to_string(before->epoch())), std::string::npos) << stale.log();
@@ -196,8 +200,8 @@ TEST_F(ReshardTest, Issue12KeyedCreateRetriedDuringAJoinIsReplayedAndKeepsItsHis
     std::string key, body, response, id;
   };
   std::vector<Made> made;
-  const std::string run = std::to_string(::getpid()) + "-" +
-                          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  const std::string run =
+      std::to_string(::getpid()) + "-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
   for (int i = 0; i < 30; ++i) {
     Made m;
     m.key = "create-" + run + "-" + std::to_string(i);
@@ -227,7 +231,8 @@ TEST_F(ReshardTest, Issue12KeyedCreateRetriedDuringAJoinIsReplayedAndKeepsItsHis
   };
   std::string out;
   MapLoads loads;
-  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0)
+      << out;
   // Every app worker reads the new map before its first request after
   // map_refresh_ms (2000 on the test stack): reads drive them there, until
   // each has logged loading it, so that the retries are routed by it.
@@ -237,8 +242,7 @@ TEST_F(ReshardTest, Issue12KeyedCreateRetriedDuringAJoinIsReplayedAndKeepsItsHis
     for (int i = 0; i < 8; ++i) api.Get("/v1/sessions/" + made[k++ % made.size()].id);
     return loads.EveryWorkerHas(joined);
   };
-  ASSERT_TRUE(WaitFor(20, every_worker_has_it))
-      << "some app worker never loaded the map of epoch " << joined;
+  ASSERT_TRUE(WaitFor(20, every_worker_has_it)) << "some app worker never loaded the map of epoch " << joined;
   retry_all("during the join");
   Shardctl("verify", &out);
   EXPECT_EQ(out.find("active on"), std::string::npos) << out;
@@ -294,7 +298,8 @@ TEST_F(ReshardTest, Issue12AMoveCopiesEveryColumn) {
   const std::string session_before = rows(old_shard, "sessions", "session_id");
   ASSERT_NE(keys_before.find("failed"), std::string::npos) << keys_before;
   std::string out;
-  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0)
+      << out;
   ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
   EXPECT_EQ(rows(spare_, "idempotency_keys", "idem_key"), keys_before);
   EXPECT_EQ(rows(spare_, "messages", "seq"), messages_before);
@@ -311,7 +316,8 @@ TEST_F(ReshardTest, Issue12AMoveCopiesEveryColumn) {
     if (cells.size() != 2) return out;
     for (size_t c = 0; c < cells[0].size() && c < cells[1].size(); ++c) {
       const std::string& name = cells[0][c];
-      if (name != "state" && name != "moved_to" && name != "moved_epoch" && name != "arrived_from") out[name] = cells[1][c];
+      if (name != "state" && name != "moved_to" && name != "moved_epoch" && name != "arrived_from")
+        out[name] = cells[1][c];
     }
     return out;
   };
@@ -342,7 +348,8 @@ TEST_F(ReshardTest, Issue12ASessionDeletedAfterAnInterruptedMoveStaysDeleted) {
   const std::string old_shard = before->router().Owner(id);
   ASSERT_EQ(api.Append(id, "before the move").status, 201);
   std::string out;
-  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0) << out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0)
+      << out;
   EXPECT_NE(Shardctl("rebalance", &out, "CHATLLM_FAILPOINT=move-after-activate:" + id), 0);
   ASSERT_NE(out.find("failpoint"), std::string::npos) << out;
   const std::string where = "SELECT state FROM sessions WHERE session_id = UNHEX('" + Hex(id) + "')";

@@ -13,8 +13,8 @@
 #include <sstream>
 #include <thread>
 
-#include "store/cluster_map.h"
 #include "base/sse.h"
+#include "store/cluster_map.h"
 #include "support/api_client.h"
 #include "support/stack_env.h"
 
@@ -30,7 +30,7 @@ std::string Unique(const std::string& prefix) {
 struct Streamed {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> events;  // (event, data)
-  std::string body;  // When the answer is not an event stream.
+  std::string body;                                         // When the answer is not an event stream.
 };
 
 // POSTs a streaming request and reads its events; hangs up (closing the
@@ -143,7 +143,8 @@ TEST_F(RetryTest, Issue12ConcurrentIdenticalTurnsAreAllStored) {
 // turn: the server cannot tell a retry from a second message.
 TEST_F(RetryTest, Issue12AKeylessResendIsANewTurn) {
   const std::string id = NewSession();
-  ApiResponse failed = api.Post("/v1/sessions/" + id + "/messages", R"({"content":"again?","model":"fake-status-503"})");
+  ApiResponse failed =
+      api.Post("/v1/sessions/" + id + "/messages", R"({"content":"again?","model":"fake-status-503"})");
   ASSERT_EQ(failed.status, 502) << failed.body;
   ApiResponse resent = api.Post("/v1/sessions/" + id + "/messages", R"({"content":"again?","model":"gpt-ok"})");
   ASSERT_EQ(resent.status, 201) << resent.body;
@@ -299,8 +300,8 @@ TEST_F(RetryTest, Issue12AStoreFailureMidTurnIsTheSameCleanErrorOnBothPaths) {
   }
   ASSERT_GT(port, 0);
   auto check_clean = [&](const std::string& text) {
-    const std::vector<std::string> internals = {"127.0.0.1", std::to_string(port), "SQL",     "sql",   "MariaDB",
-                                                "chat_",     "SELECT",              "errno",   "Can't connect"};
+    const std::vector<std::string> internals = {
+        "127.0.0.1", std::to_string(port), "SQL", "sql", "MariaDB", "chat_", "SELECT", "errno", "Can't connect"};
     for (const std::string& bad : internals) {
       EXPECT_EQ(text.find(bad), std::string::npos) << "'" << bad << "' in: " << text;
     }
@@ -310,8 +311,8 @@ TEST_F(RetryTest, Issue12AStoreFailureMidTurnIsTheSameCleanErrorOnBothPaths) {
     SCOPED_TRACE(stream ? "stream" : "json");
     const std::string id = session_on_shard();
     ASSERT_FALSE(id.empty());
-    const std::string body = std::string(R"({"content":"in flight","model":"fake-drip-4-300")") +
-                             (stream ? R"(,"stream":true})" : "}");
+    const std::string body =
+        std::string(R"({"content":"in flight","model":"fake-drip-4-300")") + (stream ? R"(,"stream":true})" : "}");
     // The shard dies once the provider has the turn (its answer drips for
     // about a second): fake-llm lists the calls it received by request id.
     const std::string request_id = Unique(stream ? "mid-turn-sse" : "mid-turn-json");
@@ -324,8 +325,7 @@ TEST_F(RetryTest, Issue12AStoreFailureMidTurnIsTheSameCleanErrorOnBothPaths) {
       })) << "the turn never reached the provider";
       EXPECT_EQ(env.Stack("kill-db " + shard), 0);
     });
-    Streamed r =
-        PostStream("/v1/sessions/" + id + "/messages", body, 0, {{"X-Request-Id", request_id}});
+    Streamed r = PostStream("/v1/sessions/" + id + "/messages", body, 0, {{"X-Request-Id", request_id}});
     killer.join();
     ASSERT_EQ(env.Stack("start-db " + shard), 0);
     ASSERT_TRUE(WaitFor(30, [&] { return api.Get("/readyz").status == 200; }));

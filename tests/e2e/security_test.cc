@@ -38,9 +38,9 @@ std::string Trim(std::string s) {
 std::string Admin(const std::string& args) {
   const StackEnv& env = StackEnv::Get();
   std::string out;
-  int rc = RunCommand(env.build() + "/chatllm-admin --config " + env.AppConfig(env.apps()[0].first) + " " + args +
-                          " 2>/dev/null",
-                      &out);
+  int rc = RunCommand(
+      env.build() + "/chatllm-admin --config " + env.AppConfig(env.apps()[0].first) + " " + args + " 2>/dev/null",
+      &out);
   EXPECT_EQ(rc, 0) << "chatllm-admin " << args;
   return Trim(out);
 }
@@ -79,7 +79,6 @@ std::string ReadFile(const std::string& path) {
   s << in.rdbuf();
   return s.str();
 }
-
 
 int SparePort(int offset) { return StackEnv::Get().apps().back().second + 400 + offset; }
 
@@ -210,8 +209,8 @@ TEST_F(SecurityTest, KeysAreStoredOnlyAsHashesOnEveryShard) {
   for (const auto& [shard, port] : StackEnv::Get().shards()) {
     SCOPED_TRACE(shard);
     // The row is there, with the hash of the secret...
-    std::string row = ShardSql(shard, "SELECT LOWER(HEX(secret_sha256)) FROM api_keys WHERE key_id = UNHEX('" +
-                                          KeyId(key) + "')");
+    std::string row =
+        ShardSql(shard, "SELECT LOWER(HEX(secret_sha256)) FROM api_keys WHERE key_id = UNHEX('" + KeyId(key) + "')");
     EXPECT_EQ(Trim(row), SecretSha256Hex(secret));
     // ...and neither the key nor its secret is anywhere in the auth tables.
     std::string dump = ShardSql(shard, "SELECT * FROM api_keys; SELECT * FROM users;");
@@ -287,8 +286,7 @@ TEST_F(SecurityTest, MissingUnknownRevokedExpiredAndDisabledKeysGetOneAnswer) {
   // refuses it. Which worker takes a request is up to their race for the
   // connection, so probes go on until the apps' access logs show that one
   // refusing one; polled up to twice the TTL.
-  auto refused_everywhere = [&](const std::string& key, const AccessLogTail& log,
-                                const ApiResponse& cached) {
+  auto refused_everywhere = [&](const std::string& key, const AccessLogTail& log, const ApiResponse& cached) {
     const std::string cached_id = cached.Header("X-Request-Id");
     std::string holder;
     EXPECT_TRUE(WaitFor(2, [&] { return !(holder = log.WorkerOf(cached_id)).empty(); }))
@@ -451,10 +449,14 @@ TEST_F(SecurityTest, TenConcurrentRequestsWithOneKeyStoreOneTurn) {
   for (auto& t : threads) t.join();
   int fresh = 0, replayed = 0, in_flight = 0;
   for (const ApiResponse& a : answers) {
-    if (a.status == 201 && a.Header("Idempotent-Replayed").empty()) ++fresh;
-    else if (a.status == 201) ++replayed;
-    else if (a.status == 409 && a.ErrorCode() == "idempotency_key_in_use" && a.Header("Retry-After") == "1") ++in_flight;
-    else ADD_FAILURE() << a.status << " " << a.body;
+    if (a.status == 201 && a.Header("Idempotent-Replayed").empty())
+      ++fresh;
+    else if (a.status == 201)
+      ++replayed;
+    else if (a.status == 409 && a.ErrorCode() == "idempotency_key_in_use" && a.Header("Retry-After") == "1")
+      ++in_flight;
+    else
+      ADD_FAILURE() << a.status << " " << a.body;
   }
   EXPECT_EQ(fresh, 1);
   EXPECT_GE(in_flight, 1);  // The others came while the first was with the provider.
@@ -462,7 +464,8 @@ TEST_F(SecurityTest, TenConcurrentRequestsWithOneKeyStoreOneTurn) {
   EXPECT_EQ(Count(alice, id), 2);
   // Once it finished, a retry gets its answer.
   alice.set_headers({{"Idempotency-Key", key}});
-  ApiResponse after = alice.Post("/v1/sessions/" + id + "/messages", R"({"content":"only once","model":"gpt-slow-800"})");
+  ApiResponse after =
+      alice.Post("/v1/sessions/" + id + "/messages", R"({"content":"only once","model":"gpt-slow-800"})");
   alice.set_headers({});
   EXPECT_EQ(after.status, 201);
   EXPECT_EQ(after.Header("Idempotent-Replayed"), "true");
@@ -512,8 +515,8 @@ class LimitedNginx {
  private:
   void Run(const std::string& command) {
     const StackEnv& env = StackEnv::Get();
-    EXPECT_EQ(RunCommand(prefix_ + env.root() + "/scripts/stack --stack " + env.Value("CHATLLM_STACK") + " " +
-                         command + " >/dev/null 2>&1"),
+    EXPECT_EQ(RunCommand(prefix_ + env.root() + "/scripts/stack --stack " + env.Value("CHATLLM_STACK") + " " + command +
+                         " >/dev/null 2>&1"),
               0)
         << command;
   }
@@ -565,7 +568,8 @@ TEST_F(SecurityTest, NginxLimitsPerKeyPerAddressAndConnectionsAnswer429) {
   for (int i = 0; i < 8; ++i) {
     threads.emplace_back([&, i] {
       ApiClient c(nginx.url(), keys[i]);
-      ApiResponse r = c.Post("/v1/chat/completions", R"({"model":"gpt-slow-1000","messages":[{"role":"user","content":"x"}]})");
+      ApiResponse r =
+          c.Post("/v1/chat/completions", R"({"model":"gpt-slow-1000","messages":[{"role":"user","content":"x"}]})");
       if (r.status == 429) ++conn_limited;
     });
   }
@@ -575,8 +579,12 @@ TEST_F(SecurityTest, NginxLimitsPerKeyPerAddressAndConnectionsAnswer429) {
 
 TEST_F(SecurityTest, TheAppLimitsSessionsMessagesConcurrentTurnsAndRate) {
   Instance app("security-limits", SparePort(0),
-               {{"workers", "4"}, {"max_sessions_per_user", "3"}, {"max_messages_per_session", "4"},
-                {"max_concurrent_turns_per_user", "2"}, {"user_requests_per_second", "5"}, {"user_burst", "30"}});
+               {{"workers", "4"},
+                {"max_sessions_per_user", "3"},
+                {"max_messages_per_session", "4"},
+                {"max_concurrent_turns_per_user", "2"},
+                {"user_requests_per_second", "5"},
+                {"user_burst", "30"}});
   app.Start();
   const std::map<std::string, std::string> auth = {{"HTTP_AUTHORIZATION", "Bearer " + NewUserKey(Unique("ivan"))}};
   auto call = [&](const std::string& method, const std::string& uri, const std::string& body = "") {
@@ -689,10 +697,9 @@ TEST_F(SecurityTest, TlsListenerAndSecurityHeaders) {
   // Plain HTTP: no HSTS; the other headers on app answers, app errors and nginx's own errors.
   std::string plain = headers_of(env.url() + "/v1/sessions?limit=1");
   EXPECT_EQ(plain.find("Strict-Transport-Security"), std::string::npos) << plain;
-  for (const std::string& answer :
-       {plain, headers_of(env.url() + "/v1/sessions/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
-        headers_of("-X POST --data-binary @" + big + " " + env.url() + "/v1/sessions"),
-        headers_of(env.url() + "/nginx-health")}) {
+  for (const std::string& answer : {plain, headers_of(env.url() + "/v1/sessions/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+                                    headers_of("-X POST --data-binary @" + big + " " + env.url() + "/v1/sessions"),
+                                    headers_of(env.url() + "/nginx-health")}) {
     EXPECT_NE(answer.find("X-Content-Type-Options: nosniff"), std::string::npos) << answer;
     EXPECT_NE(answer.find("X-Frame-Options: DENY"), std::string::npos) << answer;
     EXPECT_NE(answer.find("Content-Security-Policy: default-src 'none'"), std::string::npos) << answer;
@@ -719,7 +726,8 @@ TEST_F(SecurityTest, SecretsNeverAppearInLogsMetricsOrStatus) {
   alice.Get("/v1/sessions/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
 
   std::string files;
-  RunCommand("find " + env.var() + " -path " + env.var() + "/db -prune -o -type f \\( -name '*.log' -o -name '*.stderr' \\) -print",
+  RunCommand("find " + env.var() + " -path " + env.var() +
+                 "/db -prune -o -type f \\( -name '*.log' -o -name '*.stderr' \\) -print",
              &files);
   std::istringstream list(files);
   int scanned = 0;
@@ -733,7 +741,8 @@ TEST_F(SecurityTest, SecretsNeverAppearInLogsMetricsOrStatus) {
     for (const char* path : {"/metrics", "/status?full"}) {
       FcgiResponse r = FcgiRequest(port, "GET", path);
       ASSERT_EQ(r.status, 200) << path;
-      for (const auto& [what, value] : secrets) EXPECT_EQ(r.body.find(value), std::string::npos) << what << " in " << path;
+      for (const auto& [what, value] : secrets)
+        EXPECT_EQ(r.body.find(value), std::string::npos) << what << " in " << path;
     }
   }
 }

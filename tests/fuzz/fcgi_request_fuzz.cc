@@ -16,12 +16,12 @@
 #include <string>
 #include <string_view>
 
+#include "api/router.h"
 #include "base/config.h"
+#include "base/http.h"
+#include "fuzz_support.h"
 #include "prefork/fcgi_guard.h"
 #include "prefork/fcgi_worker.h"
-#include "base/http.h"
-#include "api/router.h"
-#include "fuzz_support.h"
 
 using namespace chatllm;
 
@@ -47,9 +47,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string why;
   // What the worker drops (or, incomplete, drops after a timeout) never reaches libfcgi.
   switch (CheckFcgiHead(std::string_view(reinterpret_cast<const char*>(data), size), &why)) {
-    case FcgiHead::kComplete: break;
-    case FcgiHead::kIncomplete: return 0;
-    case FcgiHead::kInvalid: FUZZ_CHECK(!why.empty()); return 0;
+    case FcgiHead::kComplete:
+      break;
+    case FcgiHead::kIncomplete:
+      return 0;
+    case FcgiHead::kInvalid:
+      FUZZ_CHECK(!why.empty());
+      return 0;
   }
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;

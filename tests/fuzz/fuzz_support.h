@@ -13,12 +13,12 @@
 
 namespace chatllm::fuzz {
 
-#define FUZZ_CHECK(cond)                                                         \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
+#define FUZZ_CHECK(cond)                                                               \
+  do {                                                                                 \
+    if (!(cond)) {                                                                     \
       std::fprintf(stderr, "%s:%d: property failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                              \
-    }                                                                            \
+      std::abort();                                                                    \
+    }                                                                                  \
   } while (0)
 
 // Every error the API sends is {"error":{"code":"...","message":"..."}} with a 4xx/5xx status.

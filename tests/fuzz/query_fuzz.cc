@@ -10,10 +10,10 @@
 #include <string>
 #include <string_view>
 
+#include "api/requests.h"
 #include "base/api_key.h"
 #include "base/http.h"
 #include "base/ids.h"
-#include "api/requests.h"
 #include "fuzz_support.h"
 
 using namespace chatllm;

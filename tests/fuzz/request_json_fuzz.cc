@@ -9,9 +9,9 @@
 #include <cstdint>
 #include <string_view>
 
+#include "api/requests.h"
 #include "base/config.h"
 #include "base/http.h"
-#include "api/requests.h"
 #include "fuzz_support.h"
 
 using namespace chatllm;

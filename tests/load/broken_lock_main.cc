@@ -1,8 +1,8 @@
 // chatllm-fcgi-broken-lock: chatllm-fcgi on a Store whose plain appends skip
 // the session row lock — read the session's count, INSERT IGNORE the next
 // seq, bump the count: the lost-update race of the service chatllm
-// replaced. Everything else is the real API and the real ShardedStore. Test-only: the fault suite runs scenario 1 against
-// it to show that chatllm-check catches lost acknowledged writes.
+// replaced. Everything else is the real API and the real ShardedStore. Test-only: the fault suite runs scenario 1
+// against it to show that chatllm-check catches lost acknowledged writes.
 
 #include <map>
 #include <memory>

@@ -8,17 +8,17 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "store/cluster_map.h"
 #include "load/checker.h"
 #include "load/history.h"
 #include "load/load_options.h"
+#include "store/cluster_map.h"
 
 namespace chatllm::load {
 namespace {
@@ -127,13 +127,20 @@ int Main(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
-    } else if (a == "--url") url = next();
-    else if (a == "--api-key") api_key = next();
-    else if (a == "--history") files.push_back(next());
-    else if (a == "--echo") echo = true;
-    else if (a == "--map") map_path = next();
-    else if (a == "--only-5xx-on-shard") only_shard = next();
-    else if (a == "--max-print") max_print = std::atoi(next().c_str());
+    } else if (a == "--url")
+      url = next();
+    else if (a == "--api-key")
+      api_key = next();
+    else if (a == "--history")
+      files.push_back(next());
+    else if (a == "--echo")
+      echo = true;
+    else if (a == "--map")
+      map_path = next();
+    else if (a == "--only-5xx-on-shard")
+      only_shard = next();
+    else if (a == "--max-print")
+      max_print = std::atoi(next().c_str());
     else {
       std::fprintf(stderr, "chatllm-check: unknown option '%s'\n\n%s", a.c_str(), kUsage);
       return 2;
@@ -227,14 +234,15 @@ int Main(int argc, char** argv) {
       report(session, v);
     }
   }
-  std::printf("chatllm-check: %zu sessions (%lld deleted), %lld messages; appends: %lld acknowledged, %lld refused, "
-              "%lld unknown (%lld of them stored), %lld with a key, %lld with a text another also sent; "
-              "%zu creates; %lld reads checked; %lld violations\n",
-              sessions.size(), static_cast<long long>(counts.deleted), static_cast<long long>(messages),
-              static_cast<long long>(counts.acknowledged), static_cast<long long>(counts.refused),
-              static_cast<long long>(counts.unknown), static_cast<long long>(counts.unknown_stored),
-              static_cast<long long>(counts.keyed), static_cast<long long>(counts.shared), creates.size(),
-              static_cast<long long>(counts.reads), static_cast<long long>(violations));
+  std::printf(
+      "chatllm-check: %zu sessions (%lld deleted), %lld messages; appends: %lld acknowledged, %lld refused, "
+      "%lld unknown (%lld of them stored), %lld with a key, %lld with a text another also sent; "
+      "%zu creates; %lld reads checked; %lld violations\n",
+      sessions.size(), static_cast<long long>(counts.deleted), static_cast<long long>(messages),
+      static_cast<long long>(counts.acknowledged), static_cast<long long>(counts.refused),
+      static_cast<long long>(counts.unknown), static_cast<long long>(counts.unknown_stored),
+      static_cast<long long>(counts.keyed), static_cast<long long>(counts.shared), creates.size(),
+      static_cast<long long>(counts.reads), static_cast<long long>(violations));
   for (const auto& [kind, n] : by_kind) std::printf("  %s: %lld\n", kind.c_str(), static_cast<long long>(n));
   return violations == 0 ? 0 : 1;
 }

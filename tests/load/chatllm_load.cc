@@ -9,8 +9,8 @@
 #include <rapidjson/document.h>
 
 #include <atomic>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -30,7 +30,8 @@ using Clock = std::chrono::steady_clock;
 volatile std::sig_atomic_t g_interrupted = 0;
 void OnInterrupt(int) { g_interrupted = 1; }
 
-const std::vector<std::string> kOps = {"create", "recreate", "append", "get", "read", "list", "sessions", "delete", "raw"};
+const std::vector<std::string> kOps = {"create", "recreate", "append", "get", "read",
+                                       "list",   "sessions", "delete", "raw"};
 
 // What every client sends now and then (--identical): short answers people
 // really send, which only their seq tells apart.
@@ -50,10 +51,10 @@ struct Shared {
   struct KeyedCreate {
     std::string key, body;
   };
-  std::vector<KeyedCreate> keyed_creates;     // For the recreate op.
-  std::mutex sessions_mu;                     // Guards the four above (grown by create).
-  std::atomic<int64_t> next_arrival{0};       // Open loop schedule index.
-  std::atomic<int64_t> issued{0};             // Requests started (for --requests).
+  std::vector<KeyedCreate> keyed_creates;  // For the recreate op.
+  std::mutex sessions_mu;                  // Guards the four above (grown by create).
+  std::atomic<int64_t> next_arrival{0};    // Open loop schedule index.
+  std::atomic<int64_t> issued{0};          // Requests started (for --requests).
   std::atomic<bool> stop{false};
   HistoryWriter history;
   std::string run_id;
@@ -66,9 +67,7 @@ struct Shared {
   std::atomic<int64_t> doubles{0};  // Keyed writes sent twice at once.
 
   explicit Shared(const LoadOptions& o) : opt(o), max_seq(o.sessions) {}
-  int64_t Now() const {
-    return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
-  }
+  int64_t Now() const { return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count(); }
   void AddSession(const std::string& id) {
     std::lock_guard<std::mutex> lock(sessions_mu);
     sessions.push_back(id);
@@ -96,7 +95,7 @@ std::string JsonEscape(const std::string& s) {
 
 // What a client learned from one request.
 struct Answer {
-  int status = 0;  // 0: no answer (or the client hung up); kStreamFailed: see above.
+  int status = 0;    // 0: no answer (or the client hung up); kStreamFailed: see above.
   std::string code;  // error.code of an error answer.
   std::string body;
   bool replayed = false;
@@ -112,7 +111,8 @@ void ParseJson(Answer* a) {
   if (d.HasMember("error") && d["error"].IsObject() && d["error"].HasMember("code") && d["error"]["code"].IsString()) {
     a->code = d["error"]["code"].GetString();
   }
-  if (d.HasMember("user") && d["user"].IsObject() && d["user"].HasMember("seq")) a->user_seq = d["user"]["seq"].GetInt64();
+  if (d.HasMember("user") && d["user"].IsObject() && d["user"].HasMember("seq"))
+    a->user_seq = d["user"]["seq"].GetInt64();
   if (d.HasMember("assistant") && d["assistant"].IsObject() && d["assistant"].HasMember("seq")) {
     a->assistant_seq = d["assistant"]["seq"].GetInt64();
   }
@@ -357,9 +357,9 @@ class Client {
         d.Parse(r->body.c_str(), r->body.size());
         if (d.IsObject() && d.HasMember("data")) {
           for (const auto& m : d["data"].GetArray()) {
-            rec.messages.emplace_back(
-                m["seq"].GetInt64(),
-                MessageHash(m["role"].GetString(), std::string(m["content"].GetString(), m["content"].GetStringLength())));
+            rec.messages.emplace_back(m["seq"].GetInt64(),
+                                      MessageHash(m["role"].GetString(), std::string(m["content"].GetString(),
+                                                                                     m["content"].GetStringLength())));
           }
         }
       }
@@ -512,7 +512,8 @@ class Client {
       }
     }
     if (body.empty()) {
-      body = "{\"title\":" + JsonEscape("load " + s_.run_id + "-" + std::to_string(id_) + "-" + std::to_string(n)) + "}";
+      body =
+          "{\"title\":" + JsonEscape("load " + s_.run_id + "-" + std::to_string(id_) + "-" + std::to_string(n)) + "}";
       if (keyed) rec.key = s_.run_id + "-create-c" + std::to_string(id_) + "-" + std::to_string(n);
     }
     const httplib::Headers headers = keyed ? httplib::Headers{{"Idempotency-Key", rec.key}} : httplib::Headers{};
@@ -528,10 +529,13 @@ class Client {
       httplib::Client other(s_.opt.url);
       Configure(other);
       copy.invoke_us = s_.Now();
-      finish(copy, WithRetries(true, [&] { return FromResult(other.Post("/v1/sessions", headers, body, "application/json")); }));
+      finish(copy, WithRetries(true, [&] {
+               return FromResult(other.Post("/v1/sessions", headers, body, "application/json"));
+             }));
     });
     rec.invoke_us = s_.Now();
-    Answer a = WithRetries(keyed, [&] { return FromResult(http_.Post("/v1/sessions", headers, body, "application/json")); });
+    Answer a =
+        WithRetries(keyed, [&] { return FromResult(http_.Post("/v1/sessions", headers, body, "application/json")); });
     finish(rec, a);
     if (twice.joinable()) twice.join();
     if (a.status == 201 && !a.id.empty() && op == "create") {
@@ -550,8 +554,10 @@ class Client {
     {
       std::lock_guard<std::mutex> lock(s_.sessions_mu);
       // Keep at least half of the shared sessions: deleting becomes creating.
-      if (s_.live <= std::max<int64_t>(1, s_.opt.sessions / 2)) idx = SIZE_MAX;
-      else idx = std::uniform_int_distribution<size_t>(0, s_.sessions.size() - 1)(rng_);
+      if (s_.live <= std::max<int64_t>(1, s_.opt.sessions / 2))
+        idx = SIZE_MAX;
+      else
+        idx = std::uniform_int_distribution<size_t>(0, s_.sessions.size() - 1)(rng_);
       if (idx != SIZE_MAX && s_.alive[idx]) {
         s_.alive[idx] = 0;  // Others stop picking it; those already sending race with the delete.
         --s_.live;
@@ -653,8 +659,7 @@ int Main(int argc, char** argv) {
     }
   }
   if (!opt.quiet) {
-    std::printf("chatllm-load %s: %s, %d clients, %s, %d sessions\n", opt.label.c_str(), opt.url.c_str(),
-                opt.clients,
+    std::printf("chatllm-load %s: %s, %d clients, %s, %d sessions\n", opt.label.c_str(), opt.url.c_str(), opt.clients,
                 opt.rate > 0 ? ("open loop at " + std::to_string(static_cast<int>(opt.rate)) + " req/s").c_str()
                              : "closed loop",
                 static_cast<int>(shared.sessions.size()));
@@ -666,9 +671,9 @@ int Main(int argc, char** argv) {
   std::signal(SIGINT, OnInterrupt);
   std::signal(SIGTERM, OnInterrupt);
   shared.start = Clock::now();
-  const int64_t start_unix_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                                    std::chrono::system_clock::now().time_since_epoch())
-                                    .count();
+  const int64_t start_unix_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   std::vector<std::thread> threads;
   for (auto& c : clients) threads.emplace_back([&c] { c->Run(); });
 
@@ -689,9 +694,9 @@ int Main(int argc, char** argv) {
           shared.interval_ok = shared.interval_err = 0;
         }
         std::sort(lat.begin(), lat.end());
-        std::printf("  t=%4llds  ok/s %8.1f  errors %5lld  p50 %7.2f ms  p99 %7.2f ms\n",
-                    static_cast<long long>(t), static_cast<double>(ok) / opt.report_every_s,
-                    static_cast<long long>(err), PercentileMs(lat, 0.5), PercentileMs(lat, 0.99));
+        std::printf("  t=%4llds  ok/s %8.1f  errors %5lld  p50 %7.2f ms  p99 %7.2f ms\n", static_cast<long long>(t),
+                    static_cast<double>(ok) / opt.report_every_s, static_cast<long long>(err), PercentileMs(lat, 0.5),
+                    PercentileMs(lat, 0.99));
         std::fflush(stdout);
       }
     });

@@ -189,8 +189,8 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
       }
       if (a->seq != 0) r.seq = a->seq;
       if (a->assistant_seq != 0 && r.assistant_seq != 0 && a->assistant_seq != r.assistant_seq) {
-        add("key", "key " + Quote(a->key) + " was answered as " + Seq(r.assistant_seq) + " and as " +
-                       Seq(a->assistant_seq));
+        add("key",
+            "key " + Quote(a->key) + " was answered as " + Seq(r.assistant_seq) + " and as " + Seq(a->assistant_seq));
       }
       if (a->assistant_seq != 0) r.assistant_seq = a->assistant_seq;
     }
@@ -236,12 +236,14 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
     }
     for (size_t i = 0; i < requests.size(); ++i) {
       const Request& q = requests[i];
-      const std::string what = Quote(q.first().content) + (q.first().key.empty() ? "" : " (key " + Quote(q.first().key) + ")");
+      const std::string what =
+          Quote(q.first().content) + (q.first().key.empty() ? "" : " (key " + Quote(q.first().key) + ")");
       if (owned[i].size() > 1) {
-        add("duplicate", what + " is stored " + std::to_string(owned[i].size()) + " times (" + Seq(owned[i][0]) +
-                             ", " + Seq(owned[i][1]) + ")");
+        add("duplicate", what + " is stored " + std::to_string(owned[i].size()) + " times (" + Seq(owned[i][0]) + ", " +
+                             Seq(owned[i][1]) + ")");
       }
-      if (q.outcome == Outcome::kOk && owned[i].empty()) add("acknowledged", what + " was acknowledged but is not stored");
+      if (q.outcome == Outcome::kOk && owned[i].empty())
+        add("acknowledged", what + " was acknowledged but is not stored");
       if (q.outcome == Outcome::kOk && q.seq != 0 && !owned[i].empty() && owned[i][0] != q.seq) {
         add("acknowledged", what + " was acknowledged as " + Seq(q.seq) + " but is stored at " + Seq(owned[i][0]));
       }
@@ -262,16 +264,17 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
       case Outcome::kOk:
         ++counts->acknowledged;
         if (r.seq != 0) {
-          if (r.seq > static_cast<int64_t>(h.size()) || h[r.seq - 1].role != "user" || h[r.seq - 1].content != content) {
-            add("acknowledged", Quote(content) + " was acknowledged as " + Seq(r.seq) + ", which holds " +
-                                    (r.seq > static_cast<int64_t>(h.size()) ? std::string("nothing")
-                                                                            : Quote(h[r.seq - 1].content)));
+          if (r.seq > static_cast<int64_t>(h.size()) || h[r.seq - 1].role != "user" ||
+              h[r.seq - 1].content != content) {
+            add("acknowledged",
+                Quote(content) + " was acknowledged as " + Seq(r.seq) + ", which holds " +
+                    (r.seq > static_cast<int64_t>(h.size()) ? std::string("nothing") : Quote(h[r.seq - 1].content)));
             break;
           }
           auto [other, inserted] = acked_at.emplace(r.seq, &r);
           if (!inserted) {
-            add("acknowledged", Quote(content) + " and another request without a shared key were both acknowledged as " +
-                                    Seq(r.seq));
+            add("acknowledged",
+                Quote(content) + " and another request without a shared key were both acknowledged as " + Seq(r.seq));
           }
           r.stored = r.seq;
           if (r.assistant_seq != 0 &&
@@ -292,8 +295,8 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
       case Outcome::kFail:
         ++counts->refused;
         if (unique && n != 0) {
-          add("refused", Quote(content) + " was refused (" + std::to_string(r.records.back()->status) +
-                             ") but is stored");
+          add("refused",
+              Quote(content) + " was refused (" + std::to_string(r.records.back()->status) + ") but is stored");
         }
         break;
       case Outcome::kUnknown:
@@ -398,8 +401,10 @@ std::vector<Violation> CheckCreates(const std::vector<const CreateRecord*>& crea
     }
     k.id = c->id;
     if (!c->replayed && ++k.fresh == 2) {
-      out.push_back({"create-key", "key " + Quote(c->key) + " was answered 201 without Idempotent-Replayed twice: "
-                                   "session " + c->id + " was created a second time"});
+      out.push_back({"create-key", "key " + Quote(c->key) +
+                                       " was answered 201 without Idempotent-Replayed twice: "
+                                       "session " +
+                                       c->id + " was created a second time"});
     }
   }
   return out;

@@ -40,9 +40,9 @@ struct SessionRecords {
 
 struct CheckCounts {
   int64_t acknowledged = 0, refused = 0, unknown = 0, unknown_stored = 0, reads = 0;
-  int64_t keyed = 0;      // Appends sent with an Idempotency-Key (requests, not attempts).
-  int64_t shared = 0;     // Appends whose text another append of the session also sent.
-  int64_t deleted = 0;    // Sessions deleted by the run (and gone at the end).
+  int64_t keyed = 0;    // Appends sent with an Idempotency-Key (requests, not attempts).
+  int64_t shared = 0;   // Appends whose text another append of the session also sent.
+  int64_t deleted = 0;  // Sessions deleted by the run (and gone at the end).
 };
 
 // Checks one session's final history against the records (the properties
@@ -59,8 +59,8 @@ struct CheckCounts {
 // id with it), whatever the texts; otherwise a text sent by several requests
 // is matched by acknowledged seq, and its stored copies are at most the
 // requests that may have stored it.
-std::vector<Violation> CheckSession(const std::vector<StoredMessage>& history, bool gone,
-                                    const SessionRecords& records, bool echo, CheckCounts* counts);
+std::vector<Violation> CheckSession(const std::vector<StoredMessage>& history, bool gone, const SessionRecords& records,
+                                    bool echo, CheckCounts* counts);
 
 // Checks the creates of a run: creates with one key answered 2xx all name
 // one session, and at most one of them is not a replay (a second fresh 201

@@ -19,9 +19,12 @@ Outcome OutcomeOf(int status, const std::string& code) {
 
 const char* OutcomeName(Outcome o) {
   switch (o) {
-    case Outcome::kOk: return "ok";
-    case Outcome::kFail: return "fail";
-    case Outcome::kUnknown: return "unknown";
+    case Outcome::kOk:
+      return "ok";
+    case Outcome::kFail:
+      return "fail";
+    case Outcome::kUnknown:
+      return "unknown";
   }
   return "?";
 }

@@ -36,11 +36,11 @@ struct AppendRecord {
   int64_t invoke_us = 0;
   int64_t complete_us = 0;
   int status = 0;
-  std::string code;            // error.code of an error answer, "" otherwise.
-  int64_t seq = 0;             // Acknowledged user seq (kOk only).
-  int64_t assistant_seq = 0;   // Acknowledged answer seq (kOk only; 0 if not known).
-  bool streamed = false;       // Sent with "stream": true.
-  bool cut = false;            // The client hung up mid-stream (before any retry).
+  std::string code;           // error.code of an error answer, "" otherwise.
+  int64_t seq = 0;            // Acknowledged user seq (kOk only).
+  int64_t assistant_seq = 0;  // Acknowledged answer seq (kOk only; 0 if not known).
+  bool streamed = false;      // Sent with "stream": true.
+  bool cut = false;           // The client hung up mid-stream (before any retry).
   Outcome outcome = Outcome::kUnknown;
 };
 

@@ -114,17 +114,20 @@ void Handle(FCGX_Request& r) {
     rapidjson::StringBuffer buf;
     Writer w(buf);
     w.StartArray();
-    for (int i = 1; i <= seed; ++i) Message(w, i, i % 2 ? "user" : "assistant", "seeded message " + std::to_string(i), i % 2 ? 0 : i - 1);
+    for (int i = 1; i <= seed; ++i)
+      Message(w, i, i % 2 ? "user" : "assistant", "seeded message " + std::to_string(i), i % 2 ? 0 : i - 1);
     w.EndArray();
     WriteFile(Path(id), buf.GetString());
     Reply(r, 201, "{\"id\":\"" + id + "\"}");
     return;
   }
   const std::string prefix = "/v1/sessions/";
-  if (uri.rfind(prefix, 0) != 0 || uri.size() < prefix.size() + 36 + 9) return Reply(r, 404, "{\"error\":{\"code\":\"not_found\",\"message\":\"no route\"}}");
+  if (uri.rfind(prefix, 0) != 0 || uri.size() < prefix.size() + 36 + 9)
+    return Reply(r, 404, "{\"error\":{\"code\":\"not_found\",\"message\":\"no route\"}}");
   std::string id = uri.substr(prefix.size(), 36);
   std::string file;
-  if (!ReadFile(Path(id), &file)) return Reply(r, 404, "{\"error\":{\"code\":\"session_not_found\",\"message\":\"no session\"}}");
+  if (!ReadFile(Path(id), &file))
+    return Reply(r, 404, "{\"error\":{\"code\":\"session_not_found\",\"message\":\"no session\"}}");
   rapidjson::Document history;  // The whole history, in memory, every request.
   history.Parse(file.c_str(), file.size());
   if (history.HasParseError() || !history.IsArray()) {
@@ -188,8 +191,10 @@ void Handle(FCGX_Request& r) {
   w.Key("has_more");
   w.Bool(more);
   w.Key("next_after");
-  if (more) w.Int64(last);
-  else w.Null();
+  if (more)
+    w.Int64(last);
+  else
+    w.Null();
   w.EndObject();
   Reply(r, 200, buf.GetString());
 }

@@ -121,31 +121,56 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
       std::fputs(kUsage, stdout);
       *exit_code = 0;
       return false;
-    } else if (a == "--url") o->url = next();
-    else if (a == "--api-key") o->api_key = next();
-    else if (a == "--clients") o->clients = std::atoi(next().c_str());
-    else if (a == "--duration") o->duration_s = std::atof(next().c_str());
-    else if (a == "--requests") o->requests = std::atoll(next().c_str());
-    else if (a == "--rate") o->rate = std::atof(next().c_str());
-    else if (a == "--sessions") o->sessions = std::atoi(next().c_str());
-    else if (a == "--sessions-file") o->sessions_file = next();
-    else if (a == "--read-limit") o->read_limit = std::atoi(next().c_str());
-    else if (a == "--content-bytes") o->content_bytes = std::atoi(next().c_str());
-    else if (a == "--warmup") o->warmup_s = std::atof(next().c_str());
-    else if (a == "--timeout") o->timeout_s = std::atoi(next().c_str());
-    else if (a == "--retries") o->retries = std::atoi(next().c_str());
-    else if (a == "--keys") o->keys = std::atof(next().c_str());
-    else if (a == "--identical") o->identical = std::atof(next().c_str());
-    else if (a == "--twice") o->twice = std::atof(next().c_str());
-    else if (a == "--cut") o->cut = std::atof(next().c_str());
-    else if (a == "--stream-model") o->stream_model = next();
-    else if (a == "--raw-path") o->raw_path = next();
-    else if (a == "--history") o->history_file = next();
-    else if (a == "--json") o->json_file = next();
-    else if (a == "--label") o->label = next();
-    else if (a == "--report-every") o->report_every_s = std::atoi(next().c_str());
-    else if (a == "--quiet") o->quiet = true;
-    else if (a == "--session-per-client") o->session_per_client = true;
+    } else if (a == "--url")
+      o->url = next();
+    else if (a == "--api-key")
+      o->api_key = next();
+    else if (a == "--clients")
+      o->clients = std::atoi(next().c_str());
+    else if (a == "--duration")
+      o->duration_s = std::atof(next().c_str());
+    else if (a == "--requests")
+      o->requests = std::atoll(next().c_str());
+    else if (a == "--rate")
+      o->rate = std::atof(next().c_str());
+    else if (a == "--sessions")
+      o->sessions = std::atoi(next().c_str());
+    else if (a == "--sessions-file")
+      o->sessions_file = next();
+    else if (a == "--read-limit")
+      o->read_limit = std::atoi(next().c_str());
+    else if (a == "--content-bytes")
+      o->content_bytes = std::atoi(next().c_str());
+    else if (a == "--warmup")
+      o->warmup_s = std::atof(next().c_str());
+    else if (a == "--timeout")
+      o->timeout_s = std::atoi(next().c_str());
+    else if (a == "--retries")
+      o->retries = std::atoi(next().c_str());
+    else if (a == "--keys")
+      o->keys = std::atof(next().c_str());
+    else if (a == "--identical")
+      o->identical = std::atof(next().c_str());
+    else if (a == "--twice")
+      o->twice = std::atof(next().c_str());
+    else if (a == "--cut")
+      o->cut = std::atof(next().c_str());
+    else if (a == "--stream-model")
+      o->stream_model = next();
+    else if (a == "--raw-path")
+      o->raw_path = next();
+    else if (a == "--history")
+      o->history_file = next();
+    else if (a == "--json")
+      o->json_file = next();
+    else if (a == "--label")
+      o->label = next();
+    else if (a == "--report-every")
+      o->report_every_s = std::atoi(next().c_str());
+    else if (a == "--quiet")
+      o->quiet = true;
+    else if (a == "--session-per-client")
+      o->session_per_client = true;
     else if (a == "--mix") {
       std::string m = next();
       if (!ParseMix(m, &o->mix)) {
@@ -168,7 +193,9 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
     }
   }
   if (o->clients < 1 || o->sessions < 1 || o->content_bytes < 16 || (o->duration_s <= 0 && o->requests <= 0)) {
-    std::fprintf(stderr, "chatllm-load: need --clients >= 1, --sessions >= 1, --content-bytes >= 16 and a duration or request count\n");
+    std::fprintf(
+        stderr,
+        "chatllm-load: need --clients >= 1, --sessions >= 1, --content-bytes >= 16 and a duration or request count\n");
     *exit_code = 2;
     return false;
   }

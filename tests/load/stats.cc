@@ -43,8 +43,8 @@ Summary Summarize(const std::string& op, OpStats& s, double seconds) {
 
 void PrintTable(const std::string& title, const std::vector<Summary>& rows) {
   if (!title.empty()) std::printf("%s\n", title.c_str());
-  std::printf("%-8s %9s %9s %9s %8s %8s %8s %8s %8s %8s  %s\n", "op", "requests", "errors", "ok/s",
-              "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms", "max ms", "by status");
+  std::printf("%-8s %9s %9s %9s %8s %8s %8s %8s %8s %8s  %s\n", "op", "requests", "errors", "ok/s", "p50 ms", "p90 ms",
+              "p95 ms", "p99 ms", "p99.9 ms", "max ms", "by status");
   for (const Summary& r : rows) {
     std::string statuses;
     for (const auto& [status, n] : r.by_status) {
@@ -53,8 +53,8 @@ void PrintTable(const std::string& title, const std::vector<Summary>& rows) {
     }
     if (r.expected > 0) statuses += " expected:" + std::to_string(r.expected);
     std::printf("%-8s %9lld %9lld %9.1f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f  %s\n", r.op.c_str(),
-                static_cast<long long>(r.count), static_cast<long long>(r.errors), r.rps, r.p50_ms,
-                r.p90_ms, r.p95_ms, r.p99_ms, r.p999_ms, r.max_ms, statuses.c_str());
+                static_cast<long long>(r.count), static_cast<long long>(r.errors), r.rps, r.p50_ms, r.p90_ms, r.p95_ms,
+                r.p99_ms, r.p999_ms, r.max_ms, statuses.c_str());
   }
   std::fflush(stdout);
 }
@@ -67,8 +67,8 @@ std::string SummariesToJson(const std::string& label, double seconds, int64_t st
   for (size_t i = 0; i < rows.size(); ++i) {
     const Summary& r = rows[i];
     if (i) out << ",";
-    out << "{\"op\":\"" << r.op << "\",\"requests\":" << r.count << ",\"ok\":" << r.ok
-        << ",\"errors\":" << r.errors << ",\"expected\":" << r.expected << ",\"ok_per_s\":" << r.rps << ",\"p50_ms\":" << r.p50_ms
+    out << "{\"op\":\"" << r.op << "\",\"requests\":" << r.count << ",\"ok\":" << r.ok << ",\"errors\":" << r.errors
+        << ",\"expected\":" << r.expected << ",\"ok_per_s\":" << r.rps << ",\"p50_ms\":" << r.p50_ms
         << ",\"p90_ms\":" << r.p90_ms << ",\"p95_ms\":" << r.p95_ms << ",\"p99_ms\":" << r.p99_ms
         << ",\"p999_ms\":" << r.p999_ms << ",\"max_ms\":" << r.max_ms << ",\"by_status\":{";
     bool first = true;

@@ -10,8 +10,8 @@ namespace chatllm::load {
 // Latency samples and outcomes of one operation. Exact percentiles: samples
 // are kept (8 bytes each) and sorted once at the end.
 struct OpStats {
-  std::vector<int64_t> latencies_us;     // Successful requests only.
-  std::map<int, int64_t> by_status;      // HTTP status -> count; 0 = no response; not `expected` ones.
+  std::vector<int64_t> latencies_us;  // Successful requests only.
+  std::map<int, int64_t> by_status;   // HTTP status -> count; 0 = no response; not `expected` ones.
   int64_t ok = 0;
   int64_t errors = 0;
   // Not errors: a 404 on a session this run deleted, a stream its client

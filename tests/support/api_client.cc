@@ -19,9 +19,7 @@ bool ApiResponse::IsErrorBody() const {
          e["message"].IsString() && e["message"].GetStringLength() > 0;
 }
 
-std::string ApiResponse::ErrorCode() const {
-  return IsErrorBody() ? (*json)["error"]["code"].GetString() : "";
-}
+std::string ApiResponse::ErrorCode() const { return IsErrorBody() ? (*json)["error"]["code"].GetString() : ""; }
 
 ApiClient::ApiClient(const std::string& base_url, int timeout_s) : ApiClient(base_url, DefaultApiKey(), timeout_s) {}
 
@@ -57,13 +55,12 @@ static ApiResponse Convert(const httplib::Result& r) {
 ApiResponse ApiClient::Get(const std::string& path) { return Convert(client_.Get(path, RequestHeaders())); }
 ApiResponse ApiClient::Delete(const std::string& path) { return Convert(client_.Delete(path, RequestHeaders())); }
 
-ApiResponse ApiClient::Post(const std::string& path, const std::string& body,
-                            const std::string& content_type) {
+ApiResponse ApiClient::Post(const std::string& path, const std::string& body, const std::string& content_type) {
   return Convert(client_.Post(path, RequestHeaders(), body, content_type));
 }
 
-ApiResponse ApiClient::Send(const std::string& method, const std::string& path,
-                            const std::string& body, const std::string& content_type) {
+ApiResponse ApiClient::Send(const std::string& method, const std::string& path, const std::string& body,
+                            const std::string& content_type) {
   httplib::Request req;
   req.method = method;
   req.path = path;
@@ -98,8 +95,7 @@ bool ReadHistory(ApiClient& api, const std::string& session_id, std::vector<Stor
   out->clear();
   int64_t after = 0;
   while (true) {
-    ApiResponse r = api.Get("/v1/sessions/" + session_id + "/messages?limit=200&after=" +
-                            std::to_string(after));
+    ApiResponse r = api.Get("/v1/sessions/" + session_id + "/messages?limit=200&after=" + std::to_string(after));
     if (r.status != 200 || !r.json) {
       fprintf(stderr, "ReadHistory: status %d body %s\n", r.status, r.body.substr(0, 300).c_str());
       return false;
@@ -128,8 +124,7 @@ std::string CheckHistoryShape(const std::vector<StoredMessage>& h) {
       }
       const StoredMessage& user = h[h[i].reply_to - 1];
       if (user.role != "user" || user.content != h[i].content) {
-        return "assistant seq " + std::to_string(h[i].seq) + " does not echo user seq " +
-               std::to_string(user.seq);
+        return "assistant seq " + std::to_string(h[i].seq) + " does not echo user seq " + std::to_string(user.seq);
       }
     } else if (h[i].role != "user") {
       return "unknown role '" + h[i].role + "'";

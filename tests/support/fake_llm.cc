@@ -68,16 +68,26 @@ Behavior BehaviorOf(const std::string& model) {
   Behavior b;
   for (size_t i = 0; i < parts.size(); ++i) {
     const std::string& p = parts[i];
-    if (p == "slow") b.slow_ms = num(i + 1);
-    else if (p == "drip") b.drip_pieces = num(i + 1), b.drip_ms = num(i + 2);
-    else if (p == "status") b.status = num(i + 1);
-    else if (p == "flaky") b.flaky = num(i + 1);
-    else if (p == "failfirst") b.fail_first = num(i + 1);
-    else if (p == "garbage") b.garbage = true;
-    else if (p == "huge") b.huge = true;
-    else if (p == "redirect") b.redirect = true;
-    else if (p == "cut") b.cut = true;
-    else if (p == "midfail") b.midfail = true;
+    if (p == "slow")
+      b.slow_ms = num(i + 1);
+    else if (p == "drip")
+      b.drip_pieces = num(i + 1), b.drip_ms = num(i + 2);
+    else if (p == "status")
+      b.status = num(i + 1);
+    else if (p == "flaky")
+      b.flaky = num(i + 1);
+    else if (p == "failfirst")
+      b.fail_first = num(i + 1);
+    else if (p == "garbage")
+      b.garbage = true;
+    else if (p == "huge")
+      b.huge = true;
+    else if (p == "redirect")
+      b.redirect = true;
+    else if (p == "cut")
+      b.cut = true;
+    else if (p == "midfail")
+      b.midfail = true;
   }
   return b;
 }
@@ -158,7 +168,8 @@ class FakeLlm {
     }
     if (b.status > 0) {
       if (b.status == 429) res.set_header("Retry-After", "1");
-      return Fail(res, b.status, b.status == 429 ? "rate_limit_error" : "api_error", "status " + std::to_string(b.status) + " as asked");
+      return Fail(res, b.status, b.status == 429 ? "rate_limit_error" : "api_error",
+                  "status " + std::to_string(b.status) + " as asked");
     }
     if (b.redirect) {
       res.status = 307;
@@ -216,11 +227,10 @@ class FakeLlm {
                                    : OpenAiBody(model, answer, prompt_tokens, completion_tokens);
       if (b.cut) {
         auto half = std::make_shared<std::string>(body.substr(0, body.size() / 2));
-        res.set_content_provider(body.size(), "application/json",
-                                 [half](size_t, size_t, httplib::DataSink& sink) {
-                                   sink.write(half->data(), half->size());
-                                   return false;  // Connection closed halfway.
-                                 });
+        res.set_content_provider(body.size(), "application/json", [half](size_t, size_t, httplib::DataSink& sink) {
+          sink.write(half->data(), half->size());
+          return false;  // Connection closed halfway.
+        });
         return;
       }
       res.set_content(body, "application/json");
@@ -377,8 +387,10 @@ class FakeLlm {
         }
         w.EndObject();
         w.Key("finish_reason");
-        if (finish) w.String(finish);
-        else w.Null();
+        if (finish)
+          w.String(finish);
+        else
+          w.Null();
         w.EndObject();
         w.EndArray();
         w.EndObject();
@@ -419,7 +431,9 @@ class FakeLlm {
 
   static std::vector<std::string> AnthropicEvents(const std::string& model, const std::vector<std::string>& pieces,
                                                   int64_t in, int64_t out, const Behavior& b) {
-    auto event = [](const char* name, const std::string& json) { return std::string("event: ") + name + "\n" + Data(json); };
+    auto event = [](const char* name, const std::string& json) {
+      return std::string("event: ") + name + "\n" + Data(json);
+    };
     std::vector<std::string> events;
     events.push_back(event("message_start", Json([&](Writer& w) {
                              w.StartObject();
@@ -505,11 +519,16 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) Usage();
       return argv[++i];
     };
-    if (a == "--port") port = std::atoi(next().c_str());
-    else if (a == "--key-file") key_file = next();
-    else if (a == "--pid-file") pid_file = next();
-    else if (a == "--tls") cert = next(), cert_key = next();
-    else Usage();
+    if (a == "--port")
+      port = std::atoi(next().c_str());
+    else if (a == "--key-file")
+      key_file = next();
+    else if (a == "--pid-file")
+      pid_file = next();
+    else if (a == "--tls")
+      cert = next(), cert_key = next();
+    else
+      Usage();
   }
   if (port <= 0 || key_file.empty()) Usage();
   std::string key;
@@ -528,8 +547,10 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   std::unique_ptr<httplib::Server> server;
-  if (cert.empty()) server = std::make_unique<httplib::Server>();
-  else server = std::make_unique<httplib::SSLServer>(cert.c_str(), cert_key.c_str());
+  if (cert.empty())
+    server = std::make_unique<httplib::Server>();
+  else
+    server = std::make_unique<httplib::SSLServer>(cert.c_str(), cert_key.c_str());
   if (!server->is_valid()) {
     std::fprintf(stderr, "fake-llm: cannot set up the server (certificate?)\n");
     return 1;

@@ -21,8 +21,14 @@ void AppendRecord(std::string* out, uint8_t type, int id, const std::string& con
   do {
     size_t len = std::min<size_t>(content.size() - pos, 65535);
     uint8_t pad = static_cast<uint8_t>((8 - len % 8) % 8);
-    unsigned char h[8] = {1, type, static_cast<unsigned char>(id >> 8), static_cast<unsigned char>(id),
-                          static_cast<unsigned char>(len >> 8), static_cast<unsigned char>(len), pad, 0};
+    unsigned char h[8] = {1,
+                          type,
+                          static_cast<unsigned char>(id >> 8),
+                          static_cast<unsigned char>(id),
+                          static_cast<unsigned char>(len >> 8),
+                          static_cast<unsigned char>(len),
+                          pad,
+                          0};
     out->append(reinterpret_cast<char*>(h), 8);
     out->append(content, pos, len);
     out->append(pad, '\0');
@@ -43,8 +49,7 @@ void AppendLength(std::string* out, size_t n) {
 
 }  // namespace
 
-std::string EncodeFcgiRequest(const std::map<std::string, std::string>& params, const std::string& body,
-                              int id) {
+std::string EncodeFcgiRequest(const std::map<std::string, std::string>& params, const std::string& body, int id) {
   std::string out;
   std::string begin = {0, 1, 0, 0, 0, 0, 0, 0};  // Role responder, no keep-conn.
   AppendRecord(&out, kBeginRequest, id, begin);
@@ -62,9 +67,8 @@ std::string EncodeFcgiRequest(const std::map<std::string, std::string>& params, 
   return out;
 }
 
-FcgiResponse FcgiRequest(int port, const std::string& method, const std::string& uri,
-                         const std::string& body, std::map<std::string, std::string> params,
-                         int timeout_ms) {
+FcgiResponse FcgiRequest(int port, const std::string& method, const std::string& uri, const std::string& body,
+                         std::map<std::string, std::string> params, int timeout_ms) {
   FcgiResponse resp;
   params.emplace("REQUEST_METHOD", method);
   params.emplace("REQUEST_URI", uri);

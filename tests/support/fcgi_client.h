@@ -18,13 +18,12 @@ struct FcgiResponse {
 // `params` are the CGI parameters; REQUEST_METHOD/REQUEST_URI/CONTENT_LENGTH
 // are filled from the arguments unless given, HTTP_AUTHORIZATION with the
 // stack's key (DefaultApiKey()) unless given ("" sends none).
-FcgiResponse FcgiRequest(int port, const std::string& method, const std::string& uri,
-                         const std::string& body = "",
+FcgiResponse FcgiRequest(int port, const std::string& method, const std::string& uri, const std::string& body = "",
                          std::map<std::string, std::string> params = {}, int timeout_ms = 10000);
 
 // Encodes a FastCGI request (all records) without sending it; used by the
 // fuzz target for the request-to-route mapping.
-std::string EncodeFcgiRequest(const std::map<std::string, std::string>& params,
-                              const std::string& body, int request_id = 1);
+std::string EncodeFcgiRequest(const std::map<std::string, std::string>& params, const std::string& body,
+                              int request_id = 1);
 
 }  // namespace chatllm::testing

@@ -31,11 +31,13 @@ Instance::Instance(const std::string& name, int port, const std::map<std::string
   keys["log_file"] = dir_ + "/app.log";
   // Keys app1's config lacks, by section.
   const std::map<std::string, std::string> section_of = {
-      {"echo_delay_ms", "[provider]"}, {"map_file", "[cluster]"},  {"move_wait_ms", "[cluster]"},
-      {"pm", "[server]"},               {"start_workers", "[server]"}, {"min_spare_workers", "[server]"},
-      {"max_spare_workers", "[server]"}, {"idle_timeout", "[server]"}, {"max_requests", "[server]"},
-      {"threads", "[server]"},          {"request_timeout", "[server]"}, {"slowlog_timeout", "[server]"},
-      {"access_log", "[server]"},       {"map_refresh_ms", "[cluster]"}};
+      {"echo_delay_ms", "[provider]"},   {"map_file", "[cluster]"},
+      {"move_wait_ms", "[cluster]"},     {"pm", "[server]"},
+      {"start_workers", "[server]"},     {"min_spare_workers", "[server]"},
+      {"max_spare_workers", "[server]"}, {"idle_timeout", "[server]"},
+      {"max_requests", "[server]"},      {"threads", "[server]"},
+      {"request_timeout", "[server]"},   {"slowlog_timeout", "[server]"},
+      {"access_log", "[server]"},        {"map_refresh_ms", "[cluster]"}};
   std::ifstream in(env.AppConfig(env.apps()[0].first));
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
@@ -51,8 +53,10 @@ Instance::Instance(const std::string& name, int port, const std::map<std::string
   std::ostringstream out;
   for (const auto& line : lines) {
     auto it = keys.find(key_of(line));
-    if (it != keys.end()) out << it->first << " = " << it->second << "\n";
-    else out << line << "\n";
+    if (it != keys.end())
+      out << it->first << " = " << it->second << "\n";
+    else
+      out << line << "\n";
     for (const auto& [k, section] : section_of) {
       if (line == section && added.count(k)) out << k << " = " << added[k] << "\n";
     }

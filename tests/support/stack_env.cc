@@ -72,12 +72,10 @@ bool StackEnv::UsesPort(int port) const {
   }
   for (const char* key : {"CHATLLM_NGINX_PORT", "CHATLLM_FAKE_LLM_PORT"}) {
     auto it = values_.find(key);
-    if (it != values_.end() && !it->second.empty() && std::atoi(it->second.c_str()) == port)
-      return true;
+    if (it != values_.end() && !it->second.empty() && std::atoi(it->second.c_str()) == port) return true;
   }
   auto tls = values_.find("CHATLLM_TLS_URL");  // https://127.0.0.1:PORT
-  return tls != values_.end() &&
-         std::atoi(tls->second.substr(tls->second.rfind(':') + 1).c_str()) == port;
+  return tls != values_.end() && std::atoi(tls->second.substr(tls->second.rfind(':') + 1).c_str()) == port;
 }
 
 std::string StackEnv::api_key() const {
@@ -109,8 +107,7 @@ pid_t StackEnv::AppMasterPid(const std::string& name) const {
 }
 
 int StackEnv::Stack(const std::string& args) const {
-  return RunCommand(root() + "/scripts/stack --stack " + Value("CHATLLM_STACK") + " " + args +
-                    " >/dev/null 2>&1");
+  return RunCommand(root() + "/scripts/stack --stack " + Value("CHATLLM_STACK") + " " + args + " >/dev/null 2>&1");
 }
 
 std::vector<pid_t> ChildPids(pid_t parent) {

@@ -39,8 +39,7 @@ std::vector<WorkerThread> WorkerThreadsOf(const std::string& name) {
   return r && r->status == 200 ? ParseWorkerThreads(r->body) : std::vector<WorkerThread>{};
 }
 
-std::vector<WorkerThread> Handling(const std::vector<WorkerThread>& threads,
-                                   const std::string& method_and_path) {
+std::vector<WorkerThread> Handling(const std::vector<WorkerThread>& threads, const std::string& method_and_path) {
   std::vector<WorkerThread> out;
   // The scoreboard's description is "<method> <path> id=<request id>".
   const std::string prefix = method_and_path + " ";

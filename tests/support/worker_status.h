@@ -27,7 +27,6 @@ std::vector<WorkerThread> WorkerThreadsOf(const std::string& name);
 
 // The threads of `threads` handling a request to `method_and_path`
 // ("POST /v1/sessions/<id>/messages"; the path must match whole).
-std::vector<WorkerThread> Handling(const std::vector<WorkerThread>& threads,
-                                   const std::string& method_and_path);
+std::vector<WorkerThread> Handling(const std::vector<WorkerThread>& threads, const std::string& method_and_path);
 
 }  // namespace chatllm::testing

@@ -4,12 +4,12 @@
 #include <algorithm>
 #include <set>
 
-#include "base/api_key.h"
 #include "admin/cluster_admin.h"
+#include "base/api_key.h"
 #include "base/ids.h"
+#include "base/time_util.h"
 #include "store/mysql_statement.h"
 #include "store/transaction.h"
-#include "base/time_util.h"
 
 namespace chatllm {
 
@@ -56,8 +56,7 @@ ClusterAdmin::UserInfo ClusterAdmin::AddUser(const std::string& name) {
     user.created_us = NowMicros();
   }
   OnEveryShard("adding the user", [&](const ShardEntry& shard) {
-    MysqlStatement& st =
-        Stmt(shard, "INSERT IGNORE INTO users (user_id, name, created_at) VALUES (?, ?, ?)");
+    MysqlStatement& st = Stmt(shard, "INSERT IGNORE INTO users (user_id, name, created_at) VALUES (?, ?, ?)");
     st.BindBytes(0, user.id);
     st.BindString(1, user.name);
     st.BindDatetime(2, user.created_us);
@@ -90,8 +89,9 @@ void ClusterAdmin::SetUserDisabled(const std::string& name, bool disabled) {
   for (const UserInfo& u : ListUsers()) found |= u.name == name;
   if (!found) throw AdminError("no user named '" + name + "'");
   OnEveryShard(disabled ? "disabling the user" : "enabling the user", [&](const ShardEntry& shard) {
-    MysqlStatement& st = Stmt(shard, disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, UTC_TIMESTAMP(6)) WHERE name = ?"
-                                              : "UPDATE users SET disabled_at = NULL WHERE name = ?");
+    MysqlStatement& st =
+        Stmt(shard, disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, UTC_TIMESTAMP(6)) WHERE name = ?"
+                             : "UPDATE users SET disabled_at = NULL WHERE name = ?");
     st.BindString(0, name);
     st.Execute();
   });
@@ -117,8 +117,10 @@ std::string ClusterAdmin::CreateKey(const std::string& user, const std::string& 
       st.BindBytes(2, hash);
       st.BindString(3, label);
       st.BindDatetime(4, now);
-      if (expires_us > 0) st.BindDatetime(5, expires_us);
-      else st.BindNull(5);
+      if (expires_us > 0)
+        st.BindDatetime(5, expires_us);
+      else
+        st.BindNull(5);
       st.Execute();
     });
   } catch (const AdminError& e) {
@@ -133,16 +135,18 @@ std::vector<ClusterAdmin::KeyInfo> ClusterAdmin::ListKeys(const std::string& use
   const ShardEntry* shard = FirstActiveShard(*map, "");
   if (!shard) throw AdminError("no active shard in the map");
   return OnShard(*shard, "listing keys", [&] {
-    MysqlStatement& st = Stmt(*shard,
-                              "SELECT k.key_id, u.name, k.label, k.created_at, k.expires_at, k.revoked_at FROM api_keys k "
-                              "JOIN users u ON u.user_id = k.user_id WHERE ? = '' OR u.name = ? ORDER BY u.name, k.created_at");
+    MysqlStatement& st =
+        Stmt(*shard,
+             "SELECT k.key_id, u.name, k.label, k.created_at, k.expires_at, k.revoked_at FROM api_keys k "
+             "JOIN users u ON u.user_id = k.user_id WHERE ? = '' OR u.name = ? ORDER BY u.name, k.created_at");
     st.BindString(0, user);
     st.BindString(1, user);
     st.Execute();
     std::vector<KeyInfo> out;
     for (size_t i = 0; i < st.row_count(); ++i) {
       out.push_back(KeyInfo{st.Text(i, 0), st.Text(i, 1), st.Text(i, 2), st.DatetimeMicros(i, 3),
-                            st.IsNull(i, 4) ? 0 : st.DatetimeMicros(i, 4), st.IsNull(i, 5) ? 0 : st.DatetimeMicros(i, 5)});
+                            st.IsNull(i, 4) ? 0 : st.DatetimeMicros(i, 4),
+                            st.IsNull(i, 5) ? 0 : st.DatetimeMicros(i, 5)});
     }
     return out;
   });
@@ -185,8 +189,9 @@ void ClusterAdmin::CopyAuthBetween(const ShardEntry& from_shard, const ShardEntr
   OnShard(*from, "reading users and API keys", [&] {
     MysqlStatement users(Handle(*from), "SELECT user_id, name, created_at, disabled_at FROM users");
     users.Execute();
-    MysqlStatement keys(Handle(*from),
-                        "SELECT key_id, user_id, secret_sha256, label, created_at, expires_at, revoked_at FROM api_keys");
+    MysqlStatement keys(
+        Handle(*from),
+        "SELECT key_id, user_id, secret_sha256, label, created_at, expires_at, revoked_at FROM api_keys");
     keys.Execute();
     OnShard(to, "copying users and API keys", [&] {
       Transaction txn(LinkTo(to));
@@ -197,8 +202,10 @@ void ClusterAdmin::CopyAuthBetween(const ShardEntry& from_shard, const ShardEntr
         put_user.BindBytes(0, users.Text(i, 0));
         put_user.BindString(1, users.Text(i, 1));
         put_user.BindDatetime(2, users.DatetimeMicros(i, 2));
-        if (users.IsNull(i, 3)) put_user.BindNull(3);
-        else put_user.BindDatetime(3, users.DatetimeMicros(i, 3));
+        if (users.IsNull(i, 3))
+          put_user.BindNull(3);
+        else
+          put_user.BindDatetime(3, users.DatetimeMicros(i, 3));
         put_user.Execute();
       }
       MysqlStatement put_key(Handle(to),
@@ -211,10 +218,14 @@ void ClusterAdmin::CopyAuthBetween(const ShardEntry& from_shard, const ShardEntr
         put_key.BindBytes(2, keys.Text(i, 2));
         put_key.BindString(3, keys.Text(i, 3));
         put_key.BindDatetime(4, keys.DatetimeMicros(i, 4));
-        if (keys.IsNull(i, 5)) put_key.BindNull(5);
-        else put_key.BindDatetime(5, keys.DatetimeMicros(i, 5));
-        if (keys.IsNull(i, 6)) put_key.BindNull(6);
-        else put_key.BindDatetime(6, keys.DatetimeMicros(i, 6));
+        if (keys.IsNull(i, 5))
+          put_key.BindNull(5);
+        else
+          put_key.BindDatetime(5, keys.DatetimeMicros(i, 5));
+        if (keys.IsNull(i, 6))
+          put_key.BindNull(6);
+        else
+          put_key.BindDatetime(6, keys.DatetimeMicros(i, 6));
         put_key.Execute();
       }
       txn.Commit();

@@ -79,8 +79,9 @@ void ClusterAdmin::RequireSchemas(const ClusterMap& map, const std::string& exce
       throw AdminError("shard " + r.name + " is unreachable; every shard must be up for this command");
     }
     if (r.schema_version < ExpectedSchemaVersion()) {
-      throw AdminError("shard " + r.name + " is at schema " + std::to_string(r.schema_version) + "; this shardctl needs " +
-                       std::to_string(ExpectedSchemaVersion()) + ": run 'shardctl migrate' first");
+      throw AdminError("shard " + r.name + " is at schema " + std::to_string(r.schema_version) +
+                       "; this shardctl needs " + std::to_string(ExpectedSchemaVersion()) +
+                       ": run 'shardctl migrate' first");
     }
     if (r.schema_version > ExpectedSchemaVersion()) {
       throw AdminError("shard " + r.name + " is at schema " + std::to_string(r.schema_version) +
@@ -118,8 +119,8 @@ void ClusterAdmin::Publish(const ClusterMap& map, const ClusterMap* previous) {
       get.BindInt64(0, static_cast<int64_t>(map.epoch()));
       get.Execute();
       if (get.row_count() != 1 || get.Text(0, 0) != json) {
-        throw AdminError("shard " + e.name + " already holds a different map for epoch " +
-                         std::to_string(map.epoch()) + ": did another shardctl run at the same time?");
+        throw AdminError("shard " + e.name + " already holds a different map for epoch " + std::to_string(map.epoch()) +
+                         ": did another shardctl run at the same time?");
       }
     });
   }

@@ -27,7 +27,7 @@ void ClusterAdmin::VerifyShard(const ShardEntry& shard,
   counts.Execute();
   if (counts.Int64(0, 0) != 0) {
     report->problems.push_back("shard " + shard.name + ": " + std::to_string(counts.Int64(0, 0)) +
-                              " sessions whose message_count does not match their messages");
+                               " sessions whose message_count does not match their messages");
   }
   MysqlStatement orphans(h,
                          "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM sessions s "
@@ -35,7 +35,7 @@ void ClusterAdmin::VerifyShard(const ShardEntry& shard,
   orphans.Execute();
   if (orphans.Int64(0, 0) != 0) {
     report->problems.push_back("shard " + shard.name + ": " + std::to_string(orphans.Int64(0, 0)) +
-                              " messages belong to no session held here");
+                               " messages belong to no session held here");
   }
   MysqlStatement total(h, "SELECT COUNT(*) FROM messages");
   total.Execute();

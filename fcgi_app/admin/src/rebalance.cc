@@ -90,8 +90,10 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
   }
   const int64_t move_start = MonotonicMicros();
   for (const Misplaced& p : pending) {
-    if (MoveSession(p.id, *p.from, *p.to, map->epoch()) == MoveOutcome::kGone) ++result.gone;
-    else ++result.moved;
+    if (MoveSession(p.id, *p.from, *p.to, map->epoch()) == MoveOutcome::kGone)
+      ++result.gone;
+    else
+      ++result.moved;
     if (opt.progress) opt.progress(result.moved + result.gone, result.misplaced);
     if (opt.rate > 0) {
       const int64_t due = move_start + static_cast<int64_t>((result.moved + result.gone) * 1e6 / opt.rate);

@@ -25,16 +25,22 @@ std::string InsertMessagesSql(int rows) {
 
 // A nullable column of row `i` of `from`, bound at `pos` of `to`.
 void BindNullableInt(MysqlStatement& to, int pos, const MysqlStatement& from, size_t i, int col) {
-  if (from.IsNull(i, col)) to.BindNull(pos);
-  else to.BindInt64(pos, from.Int64(i, col));
+  if (from.IsNull(i, col))
+    to.BindNull(pos);
+  else
+    to.BindInt64(pos, from.Int64(i, col));
 }
 void BindNullableText(MysqlStatement& to, int pos, const MysqlStatement& from, size_t i, int col) {
-  if (from.IsNull(i, col)) to.BindNull(pos);
-  else to.BindString(pos, from.Text(i, col));
+  if (from.IsNull(i, col))
+    to.BindNull(pos);
+  else
+    to.BindString(pos, from.Text(i, col));
 }
 void BindNullableBytes(MysqlStatement& to, int pos, const MysqlStatement& from, size_t i, int col) {
-  if (from.IsNull(i, col)) to.BindNull(pos);
-  else to.BindBytes(pos, from.Text(i, col));
+  if (from.IsNull(i, col))
+    to.BindNull(pos);
+  else
+    to.BindBytes(pos, from.Text(i, col));
 }
 
 }  // namespace
@@ -67,8 +73,7 @@ ClusterAdmin::Fingerprint ClusterAdmin::FingerprintOf(const ShardEntry& shard, c
 
 class ClusterAdmin::SessionMove {
  public:
-  SessionMove(ClusterAdmin& admin, const std::string& id, const ShardEntry& from, const ShardEntry& to,
-              uint64_t epoch)
+  SessionMove(ClusterAdmin& admin, const std::string& id, const ShardEntry& from, const ShardEntry& to, uint64_t epoch)
       : admin_(admin), id_(id), text_(SessionId::FromBytes(id).text()), from_(from), to_(to), epoch_(epoch) {}
 
   MoveOutcome Run() {
@@ -178,7 +183,8 @@ class ClusterAdmin::SessionMove {
                     "last_user_digest, user_id FROM sessions WHERE session_id = ?");
     read.BindBytes(0, id_);
     read.Execute();
-    if (read.row_count() != 1) throw AdminError("shard " + from_.name + ": session " + text_ + " vanished while frozen");
+    if (read.row_count() != 1)
+      throw AdminError("shard " + from_.name + ": session " + text_ + " vanished while frozen");
     MysqlStatement& write = admin_.Stmt(to_,
                                         "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, "
                                         "updated_at, model, system_prompt, last_user_digest, user_id, state) "
@@ -316,8 +322,8 @@ class ClusterAdmin::SessionMove {
       s.BindString(3, expected);
       s.Execute();
       if (s.affected_rows() != 1) return;  // Changed under us (an expired tombstone): nothing to delete.
-      for (const char* sql : {"DELETE FROM messages WHERE session_id = ?",
-                              "DELETE FROM idempotency_keys WHERE session_id = ?"}) {
+      for (const char* sql :
+           {"DELETE FROM messages WHERE session_id = ?", "DELETE FROM idempotency_keys WHERE session_id = ?"}) {
         MysqlStatement& st = admin_.Stmt(from_, sql);
         st.BindBytes(0, id_);
         st.Execute();
@@ -350,8 +356,8 @@ class ClusterAdmin::SessionMove {
   const uint64_t epoch_;
 };
 
-ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const ShardEntry& from,
-                                                    const ShardEntry& to, uint64_t epoch) {
+ClusterAdmin::MoveOutcome ClusterAdmin::MoveSession(const std::string& id, const ShardEntry& from, const ShardEntry& to,
+                                                    uint64_t epoch) {
   return SessionMove(*this, id, from, to, epoch).Run();
 }
 

@@ -369,8 +369,10 @@ class OpenAi : public StreamingPresenter {
       w.Key("logprobs");
       w.Null();
       w.Key("finish_reason");
-      if (finish) w.String(*finish);
-      else w.Null();
+      if (finish)
+        w.String(*finish);
+      else
+        w.Null();
       w.EndObject();
     }
     w.EndArray();

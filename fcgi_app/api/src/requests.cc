@@ -23,7 +23,7 @@ Status ParseObject(std::string_view body, rapidjson::Document* doc) {
   }
   if (!doc->IsObject()) {
     return Status::Error(400, "invalid_json",
-                    std::string("request body must be a JSON object, not ") + JsonTypeName(*doc));
+                         std::string("request body must be a JSON object, not ") + JsonTypeName(*doc));
   }
   return Status::Ok();
 }
@@ -50,11 +50,15 @@ bool ParseSampling(std::string_view name, const rapidjson::Value& v, Sampling* o
       out->max_tokens = v.GetInt();
     }
   } else if (name == "temperature") {
-    if (!v.IsNumber() || v.GetDouble() < 0 || v.GetDouble() > 2) *err = Invalid("field 'temperature' must be a number from 0 to 2");
-    else out->temperature = v.GetDouble();
+    if (!v.IsNumber() || v.GetDouble() < 0 || v.GetDouble() > 2)
+      *err = Invalid("field 'temperature' must be a number from 0 to 2");
+    else
+      out->temperature = v.GetDouble();
   } else if (name == "top_p") {
-    if (!v.IsNumber() || v.GetDouble() < 0 || v.GetDouble() > 1) *err = Invalid("field 'top_p' must be a number from 0 to 1");
-    else out->top_p = v.GetDouble();
+    if (!v.IsNumber() || v.GetDouble() < 0 || v.GetDouble() > 1)
+      *err = Invalid("field 'top_p' must be a number from 0 to 1");
+    else
+      out->top_p = v.GetDouble();
   } else if (name == "stop") {
     out->stop.clear();
     if (v.IsNull()) return true;
@@ -109,11 +113,10 @@ Status CheckJsonContentType(std::string_view ct) {
   for (char c : media) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   if (lower == "application/json") return Status::Ok();
   return Status::Error(415, "unsupported_media_type",
-                  "request body must be application/json, not '" + std::string(media) + "'");
+                       "request body must be application/json, not '" + std::string(media) + "'");
 }
 
-static Status ParseCreateSessionInto(std::string_view body, const Config& config,
-                                           CreateSessionRequest* out) {
+static Status ParseCreateSessionInto(std::string_view body, const Config& config, CreateSessionRequest* out) {
   *out = CreateSessionRequest{};
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return Status::Ok();
   rapidjson::Document doc;
@@ -126,16 +129,15 @@ static Status ParseCreateSessionInto(std::string_view body, const Config& config
       if (!v.IsString()) return WrongType("title", "a string or null", v);
       std::string_view title(v.GetString(), v.GetStringLength());
       if (Utf8Length(title) > config.max_title_chars) {
-        return Invalid("field 'title' is longer than " + std::to_string(config.max_title_chars) +
-                       " characters");
+        return Invalid("field 'title' is longer than " + std::to_string(config.max_title_chars) + " characters");
       }
       out->title = std::string(title);
     } else if (name == "metadata") {
       if (!v.IsObject()) return WrongType("metadata", "an object", v);
       out->metadata_json = JsonToString(v);
       if (out->metadata_json.size() > config.max_metadata_bytes) {
-        return Invalid("field 'metadata' is larger than " +
-                       std::to_string(config.max_metadata_bytes) + " bytes when serialized");
+        return Invalid("field 'metadata' is larger than " + std::to_string(config.max_metadata_bytes) +
+                       " bytes when serialized");
       }
     } else if (name == "model") {
       if (v.IsNull()) continue;
@@ -157,8 +159,7 @@ static Status ParseCreateSessionInto(std::string_view body, const Config& config
   return Status::Ok();
 }
 
-static Status ParseAppendMessageInto(std::string_view body, const Config& config,
-                                           AppendMessageRequest* out) {
+static Status ParseAppendMessageInto(std::string_view body, const Config& config, AppendMessageRequest* out) {
   *out = AppendMessageRequest{};
   rapidjson::Document doc;
   if (Status err = ParseObject(body, &doc); !err.ok()) return err;
@@ -170,8 +171,7 @@ static Status ParseAppendMessageInto(std::string_view body, const Config& config
       if (!v.IsString()) return WrongType("content", "a string", v);
       if (v.GetStringLength() == 0) return Invalid("field 'content' must not be empty");
       if (v.GetStringLength() > config.max_content_bytes) {
-        return Invalid("field 'content' is larger than " + std::to_string(config.max_content_bytes) +
-                       " bytes");
+        return Invalid("field 'content' is larger than " + std::to_string(config.max_content_bytes) + " bytes");
       }
       out->content.assign(v.GetString(), v.GetStringLength());
       have_content = true;
@@ -248,8 +248,7 @@ static Status ParseChatMessages(const rapidjson::Value& v, const Config& config,
   return Status::Ok();
 }
 
-static Status ParseChatCompletionInto(std::string_view body, const Config& config,
-                                            ChatCompletionRequest* out) {
+static Status ParseChatCompletionInto(std::string_view body, const Config& config, ChatCompletionRequest* out) {
   *out = ChatCompletionRequest{};
   rapidjson::Document doc;
   if (Status err = ParseObject(body, &doc); !err.ok()) return err;
@@ -340,7 +339,8 @@ static Status ParseListSessionsQueryInto(std::string_view query, ListSessionsQue
 Status ParseNoQuery(std::string_view query) {
   std::map<std::string, std::string> params;
   if (Status s = ParseQuery(query, &params); !s.ok()) return s;
-  if (!params.empty()) return Invalid("unknown query parameter '" + params.begin()->first + "' (this route takes none)");
+  if (!params.empty())
+    return Invalid("unknown query parameter '" + params.begin()->first + "' (this route takes none)");
   return Status::Ok();
 }
 
@@ -374,8 +374,7 @@ static Status ParseListMessagesQueryInto(std::string_view query, ListMessagesQue
     int64_t v = 0;
     if (key == "limit") {
       if (!ParseDecimal(value, kMaxPageLimit, &v) || v < 1) {
-        return Invalid("query parameter 'limit' must be an integer from 1 to " +
-                       std::to_string(kMaxPageLimit));
+        return Invalid("query parameter 'limit' must be an integer from 1 to " + std::to_string(kMaxPageLimit));
       }
       out->limit = static_cast<int>(v);
     } else if (key == "after") {

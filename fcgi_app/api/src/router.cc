@@ -13,8 +13,7 @@ int Split(std::string_view path, std::array<std::string_view, 5>* segs) {
   size_t pos = 1;
   while (true) {
     size_t slash = path.find('/', pos);
-    std::string_view seg =
-        path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    std::string_view seg = path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
     if (seg.empty() || n == static_cast<int>(segs->size())) return -1;
     (*segs)[n++] = seg;
     if (slash == std::string_view::npos) return n;
@@ -22,14 +21,16 @@ int Split(std::string_view path, std::array<std::string_view, 5>* segs) {
   }
 }
 
-RouteMatch Resolve(std::string_view method, RouteId get, RouteId post, RouteId del,
-                   const char* name) {
+RouteMatch Resolve(std::string_view method, RouteId get, RouteId post, RouteId del, const char* name) {
   RouteMatch m;
   m.name = name;
   bool is_get = method == "GET" || method == "HEAD";
-  if (is_get && get != RouteId::kNotFound) m.id = get;
-  else if (method == "POST" && post != RouteId::kNotFound) m.id = post;
-  else if (method == "DELETE" && del != RouteId::kNotFound) m.id = del;
+  if (is_get && get != RouteId::kNotFound)
+    m.id = get;
+  else if (method == "POST" && post != RouteId::kNotFound)
+    m.id = post;
+  else if (method == "DELETE" && del != RouteId::kNotFound)
+    m.id = del;
   else {
     m.id = RouteId::kMethodNotAllowed;
     std::string allow;
@@ -54,19 +55,29 @@ constexpr RouteId kNone = RouteId::kNotFound;
 
 const char* RouteName(RouteId id) {
   switch (id) {
-    case RouteId::kNotFound: return "not_found";
-    case RouteId::kMethodNotAllowed: return "method_not_allowed";
-    case RouteId::kHealthz: return "/healthz";
-    case RouteId::kReadyz: return "/readyz";
+    case RouteId::kNotFound:
+      return "not_found";
+    case RouteId::kMethodNotAllowed:
+      return "method_not_allowed";
+    case RouteId::kHealthz:
+      return "/healthz";
+    case RouteId::kReadyz:
+      return "/readyz";
     case RouteId::kCreateSession:
-    case RouteId::kListSessions: return "/v1/sessions";
+    case RouteId::kListSessions:
+      return "/v1/sessions";
     case RouteId::kGetSession:
-    case RouteId::kDeleteSession: return "/v1/sessions/{id}";
+    case RouteId::kDeleteSession:
+      return "/v1/sessions/{id}";
     case RouteId::kListMessages:
-    case RouteId::kAppendMessage: return "/v1/sessions/{id}/messages";
-    case RouteId::kStatus: return "/status";
-    case RouteId::kMetrics: return "/metrics";
-    case RouteId::kChatCompletions: return "/v1/chat/completions";
+    case RouteId::kAppendMessage:
+      return "/v1/sessions/{id}/messages";
+    case RouteId::kStatus:
+      return "/status";
+    case RouteId::kMetrics:
+      return "/metrics";
+    case RouteId::kChatCompletions:
+      return "/v1/chat/completions";
   }
   return "?";
 }
@@ -74,18 +85,22 @@ const char* RouteName(RouteId id) {
 const char* RouteMethod(RouteId id) {
   switch (id) {
     case RouteId::kNotFound:
-    case RouteId::kMethodNotAllowed: return "any";
+    case RouteId::kMethodNotAllowed:
+      return "any";
     case RouteId::kCreateSession:
     case RouteId::kAppendMessage:
-    case RouteId::kChatCompletions: return "POST";
-    case RouteId::kDeleteSession: return "DELETE";
+    case RouteId::kChatCompletions:
+      return "POST";
+    case RouteId::kDeleteSession:
+      return "DELETE";
     case RouteId::kHealthz:
     case RouteId::kReadyz:
     case RouteId::kGetSession:
     case RouteId::kListSessions:
     case RouteId::kListMessages:
     case RouteId::kStatus:
-    case RouteId::kMetrics: return "GET";
+    case RouteId::kMetrics:
+      return "GET";
   }
   return "any";
 }
@@ -106,8 +121,7 @@ RouteMatch MatchRoute(std::string_view method, std::string_view path) {
     if (n == 3) {
       m = Resolve(method, RouteId::kGetSession, kNone, RouteId::kDeleteSession, "/v1/sessions/{id}");
     } else if (n == 4 && s[3] == "messages") {
-      m = Resolve(method, RouteId::kListMessages, RouteId::kAppendMessage, kNone,
-                  "/v1/sessions/{id}/messages");
+      m = Resolve(method, RouteId::kListMessages, RouteId::kAppendMessage, kNone, "/v1/sessions/{id}/messages");
     } else {
       return RouteMatch{};
     }

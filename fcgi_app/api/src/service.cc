@@ -1,24 +1,21 @@
 #include "api/service.h"
 
-#include "base/api_key.h"
-
 #include <algorithm>
 
 #include "api/api_json.h"
-#include "base/json.h"
-#include "base/log.h"
 #include "api/requests.h"
 #include "api/router.h"
-#include "base/time_util.h"
+#include "base/api_key.h"
 #include "base/http.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/time_util.h"
 
 namespace chatllm {
 
 HttpResponse FromStatus(const Status& s) { return ErrorResponse(s.http_status(), s.code(), s.message()); }
 
-HttpResponse SessionNotFound() {
-  return ErrorResponse(404, "session_not_found", "no session with this id");
-}
+HttpResponse SessionNotFound() { return ErrorResponse(404, "session_not_found", "no session with this id"); }
 
 HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf) {
   HttpResponse r;
@@ -30,8 +27,7 @@ HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf) {
 
 Status DbStatus(const DbError& e, const char* what) {
   if (e.kind() == DbErrorKind::kQuery) {
-    LOG_ERROR("%s: shard %s: unexpected SQL error %d: %s", what, e.shard().c_str(), e.mysql_errno(),
-              e.what());
+    LOG_ERROR("%s: shard %s: unexpected SQL error %d: %s", what, e.shard().c_str(), e.mysql_errno(), e.what());
     return Status::Error(500, "internal_error", "internal error; see the server log");
   }
   LOG_WARN("%s: shard %s: %s (errno %d): %s", what, e.shard().c_str(), DbErrorKindName(e.kind()), e.mysql_errno(),
@@ -56,8 +52,10 @@ void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s) {
   w.Key("id");
   w.String(id.text());
   w.Key("title");
-  if (s.title) w.String(*s.title);
-  else w.Null();
+  if (s.title)
+    w.String(*s.title);
+  else
+    w.Null();
   w.Key("metadata");
   w.RawValue(s.metadata_json.data(), s.metadata_json.size(), rapidjson::kObjectType);
   w.Key("created_at");
@@ -67,11 +65,15 @@ void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s) {
   w.Key("message_count");
   w.Int64(s.message_count);
   w.Key("model");
-  if (s.model) w.String(*s.model);
-  else w.Null();
+  if (s.model)
+    w.String(*s.model);
+  else
+    w.Null();
   w.Key("system_prompt");
-  if (s.system_prompt) w.String(*s.system_prompt);
-  else w.Null();
+  if (s.system_prompt)
+    w.String(*s.system_prompt);
+  else
+    w.Null();
   w.EndObject();
 }
 
@@ -187,8 +189,7 @@ HttpResponse Service::Handle(const HttpRequest& request, RequestTrace* trace, Re
   } catch (const DbError& e) {
     response = FromDbError(e, request.path.c_str());
   } catch (const std::exception& e) {
-    LOG_ERROR("%s %s: unhandled exception: %s", request.method.c_str(), request.path.c_str(),
-              e.what());
+    LOG_ERROR("%s %s: unhandled exception: %s", request.method.c_str(), request.path.c_str(), e.what());
     response = ErrorResponse(500, "internal_error", "internal error; see the server log");
   }
   if (stream && stream->bytes_sent() > 0 && !response.streamed) {
@@ -226,9 +227,9 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
     case RouteId::kNotFound:
       return ErrorResponse(404, "not_found", "no route for " + request.path);
     case RouteId::kMethodNotAllowed: {
-      HttpResponse r = ErrorResponse(405, "method_not_allowed",
-                                     request.method + " is not allowed on " + route.name +
-                                         " (allowed: " + route.allow + ")");
+      HttpResponse r =
+          ErrorResponse(405, "method_not_allowed",
+                        request.method + " is not allowed on " + route.name + " (allowed: " + route.allow + ")");
       r.SetHeader("Allow", route.allow);
       return r;
     }
@@ -272,11 +273,16 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
   if (!id) return SessionNotFound();
   trace->session_id = id->text();
   switch (route.id) {
-    case RouteId::kGetSession: return GetSession(*id, user);
-    case RouteId::kDeleteSession: return DeleteSession(*id, user);
-    case RouteId::kListMessages: return ListMessages(*id, request, user);
-    case RouteId::kAppendMessage: return AppendMessage(*id, request, user, trace, stream);
-    default: return ErrorResponse(500, "internal_error", "unrouted request");
+    case RouteId::kGetSession:
+      return GetSession(*id, user);
+    case RouteId::kDeleteSession:
+      return DeleteSession(*id, user);
+    case RouteId::kListMessages:
+      return ListMessages(*id, request, user);
+    case RouteId::kAppendMessage:
+      return AppendMessage(*id, request, user, trace, stream);
+    default:
+      return ErrorResponse(500, "internal_error", "unrouted request");
   }
 }
 
@@ -344,7 +350,8 @@ HttpResponse Service::CreateSession(const HttpRequest& request, const UserId& us
   s.system_prompt = std::move(req.system_prompt);
   s.user_id = user;
   s.created_us = s.updated_us = NowMicros();
-  if (!user.empty() && config_.max_sessions_per_user > 0 && store_->CountSessions(user) >= config_.max_sessions_per_user) {
+  if (!user.empty() && config_.max_sessions_per_user > 0 &&
+      store_->CountSessions(user) >= config_.max_sessions_per_user) {
     return ErrorResponse(409, "too_many_sessions",
                          "this user has the maximum of " + std::to_string(config_.max_sessions_per_user) +
                              " sessions; delete some first");
@@ -437,8 +444,10 @@ HttpResponse Service::ListMessages(const SessionId& id, const HttpRequest& reque
   w.Key("has_more");
   w.Bool(has_more);
   w.Key("next_after");
-  if (has_more) w.Int64(rows->back().seq);
-  else w.Null();
+  if (has_more)
+    w.Int64(rows->back().seq);
+  else
+    w.Null();
   w.EndObject();
   return JsonResponse(200, buf);
 }

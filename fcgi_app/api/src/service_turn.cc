@@ -62,8 +62,11 @@ HttpResponse Service::ChatCompletions(const HttpRequest& request, const UserId& 
   if (req.messages.back().role != "user") {
     return ErrorResponse(400, "invalid_request", "with a session, the last message must be the user's");
   }
-  TurnRequest turn{std::move(req.messages.back().content), req.model,
-                   req.has_system ? std::optional<std::string>(req.system) : std::nullopt, req.sampling, user,
+  TurnRequest turn{std::move(req.messages.back().content),
+                   req.model,
+                   req.has_system ? std::optional<std::string>(req.system) : std::nullopt,
+                   req.sampling,
+                   user,
                    std::nullopt};
   // The session is part of the key's scope: the same key and body sent for
   // another session is another request.

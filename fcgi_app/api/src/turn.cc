@@ -196,9 +196,9 @@ TurnOutcome TurnRunner::Begin(const SessionId& id, TurnRequest& turn, RequestTra
                                   "this Idempotency-Key was used for a different request");
   }
   if (stored.full) {
-    return TurnOutcome::Refused(409, "session_full", "the session holds the maximum of " +
-                                                         std::to_string(config_.max_messages_per_session) +
-                                                         " messages");
+    return TurnOutcome::Refused(
+        409, "session_full",
+        "the session holds the maximum of " + std::to_string(config_.max_messages_per_session) + " messages");
   }
   user.seq = stored.seq;
   if (user.seq == 0) return NoSession();
@@ -229,8 +229,7 @@ TurnOutcome TurnRunner::Replay(const SessionId& id, const UserId& user, const Id
   if (stored.answer_seq == 0) {
     // Completed by a binary before schema 8: the body itself, a JSON object.
     if (stored.response.empty() || stored.response.front() != '{') {
-      LOG_ERROR("session %s: an idempotency key's stored response is neither a body nor a recipe",
-                id.text().c_str());
+      LOG_ERROR("session %s: an idempotency key's stored response is neither a body nor a recipe", id.text().c_str());
       return TurnOutcome::Refused(500, "internal_error", "internal error; see the server log");
     }
     out.replay_body = stored.response;
@@ -240,8 +239,10 @@ TurnOutcome TurnRunner::Replay(const SessionId& id, const UserId& user, const Id
   std::optional<std::vector<MessageRecord>> both = store_->ReadMessages(id, {stored.user_seq, stored.answer_seq}, user);
   if (!both) return NoSession();
   for (MessageRecord& m : *both) {
-    if (m.seq == stored.user_seq) out.user = std::move(m);
-    else if (m.seq == stored.answer_seq) out.assistant = std::move(m);
+    if (m.seq == stored.user_seq)
+      out.user = std::move(m);
+    else if (m.seq == stored.answer_seq)
+      out.assistant = std::move(m);
   }
   if (out.user.seq == 0 || out.assistant.seq == 0) {
     // Messages are never deleted apart from their session (whose keys go
@@ -314,8 +315,7 @@ TurnOutcome TurnRunner::Answer(const SessionId& id, const TurnRequest& turn, Tur
   if (answered.taken_over) {
     // This request outlived its key's lease and a retry took the turn over:
     // the retry's answer is the one stored; this one is dropped.
-    LOG_WARN("session %s: a retry took this turn's Idempotency-Key over; its answer is not stored",
-             id.text().c_str());
+    LOG_WARN("session %s: a retry took this turn's Idempotency-Key over; its answer is not stored", id.text().c_str());
     return Failed(user, 409, "idempotency_key_in_use",
                   "a retry with this Idempotency-Key took the turn over; retry to get its answer", 1000);
   }
@@ -370,8 +370,8 @@ TurnOutcome TurnRunner::RunStateless(const ChatCompletionRequest& req, const Use
     Completion answer = providers_->Complete(std::move(ask), sink, observer_, trace);
     TurnOutcome out;
     out.kind = TurnOutcome::Kind::kAnswered;
-    out.assistant = MessageRecord{0, "assistant", std::move(answer.content), 0, NowMicros(),
-                                  AssistantMeta(trace->request_id, answer)};
+    out.assistant = MessageRecord{0, "assistant", std::move(answer.content),
+                                  0, NowMicros(), AssistantMeta(trace->request_id, answer)};
     return out;
   } catch (const ProviderError& e) {
     if (e.kind() == ProviderErrorKind::kCancelled) return Gone();

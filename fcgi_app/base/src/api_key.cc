@@ -53,7 +53,8 @@ std::optional<ApiKey> ParseApiKey(std::string_view text) {
   }
   text.remove_prefix(kBearer.size());
   while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
-  if (text.size() != 3 + 2 * kIdBytes + 1 + kSecretChars || text.substr(0, 3) != "ck_" || text[3 + 2 * kIdBytes] != '_') {
+  if (text.size() != 3 + 2 * kIdBytes + 1 + kSecretChars || text.substr(0, 3) != "ck_" ||
+      text[3 + 2 * kIdBytes] != '_') {
     return std::nullopt;
   }
   ApiKey key;

@@ -2,9 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -82,8 +82,7 @@ class Ini {
     }
   }
 
-  [[noreturn]] void Fail(int line, const std::string& section, const std::string& key,
-                         const std::string& what) const {
+  [[noreturn]] void Fail(int line, const std::string& section, const std::string& key, const std::string& what) const {
     std::string msg = path_;
     if (line > 0) msg.append(":").append(std::to_string(line));
     msg += ": ";
@@ -106,8 +105,7 @@ class Ini {
     return &k->second;
   }
 
-  std::string String(const std::string& section, const std::string& key, std::string def,
-                     bool allow_empty = true) {
+  std::string String(const std::string& section, const std::string& key, std::string def, bool allow_empty = true) {
     const Entry* e = Find(section, key);
     if (!e) return def;
     if (!allow_empty && e->value.empty()) Fail(e->line, section, key, "must not be empty");
@@ -116,8 +114,8 @@ class Ini {
 
   // `why_max`, if given, says where the maximum comes from (the message
   // names it when the value is out of range).
-  int64_t Int(const std::string& section, const std::string& key, int64_t def, int64_t min,
-              int64_t max, const std::string& why_max = "") {
+  int64_t Int(const std::string& section, const std::string& key, int64_t def, int64_t min, int64_t max,
+              const std::string& why_max = "") {
     const Entry* e = Find(section, key);
     if (!e) return def;
     errno = 0;
@@ -125,14 +123,13 @@ class Ini {
     long long v = std::strtoll(e->value.c_str(), &end, 10);
     if (e->value.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
       Fail(e->line, section, key,
-           "'" + e->value + "' is not an integer in " + std::to_string(min) + ".." +
-               std::to_string(max) + (why_max.empty() ? "" : " (" + why_max + ")"));
+           "'" + e->value + "' is not an integer in " + std::to_string(min) + ".." + std::to_string(max) +
+               (why_max.empty() ? "" : " (" + why_max + ")"));
     }
     return v;
   }
 
-  double Double(const std::string& section, const std::string& key, double def, double min,
-                double max) {
+  double Double(const std::string& section, const std::string& key, double def, double min, double max) {
     const Entry* e = Find(section, key);
     if (!e) return def;
     char* end = nullptr;
@@ -172,8 +169,7 @@ std::string ResolvePath(const std::string& config_path, const std::string& p) {
 
 // Reads a secret from `password` or `password_file` (first line, trailing
 // newline stripped). Setting both is an error.
-std::string ReadSecret(Ini& ini, const std::string& section, const std::string& key,
-                       const std::string& def) {
+std::string ReadSecret(Ini& ini, const std::string& section, const std::string& key, const std::string& def) {
   const Entry* inline_value = ini.Find(section, key);
   const Entry* file = ini.Find(section, key + "_file");
   if (inline_value && file) {
@@ -186,8 +182,7 @@ std::string ReadSecret(Ini& ini, const std::string& section, const std::string& 
   std::string path = ResolvePath(ini.path(), file->value);
   std::ifstream in(path);
   if (!in) {
-    ini.Fail(file->line, section, key + "_file",
-             "cannot read '" + path + "': " + std::strerror(errno));
+    ini.Fail(file->line, section, key + "_file", "cannot read '" + path + "': " + std::strerror(errno));
   }
   std::string secret;
   std::getline(in, secret);
@@ -268,10 +263,12 @@ ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& 
   if (p.type != "openai" && p.type != "anthropic" && p.type != "echo") {
     ini.Fail(type->line, s, "type", "'" + p.type + "' is not openai, anthropic or echo");
   }
-  const char* default_url = p.type == "openai" ? "https://api.openai.com/v1"
-                            : p.type == "anthropic" ? "https://api.anthropic.com" : "";
-  const char* default_model = p.type == "openai" ? "gpt-4o-mini"
-                              : p.type == "anthropic" ? "claude-3-5-haiku-latest" : "echo";
+  const char* default_url = p.type == "openai"      ? "https://api.openai.com/v1"
+                            : p.type == "anthropic" ? "https://api.anthropic.com"
+                                                    : "";
+  const char* default_model = p.type == "openai"      ? "gpt-4o-mini"
+                              : p.type == "anthropic" ? "claude-3-5-haiku-latest"
+                                                      : "echo";
   p.base_url = ini.String(s, "base_url", default_url, false);
   while (p.base_url.size() > 1 && p.base_url.back() == '/') p.base_url.pop_back();
   if (p.type != "echo") {
@@ -358,18 +355,19 @@ void ReadServer(Ini& ini, const std::string& path, Config& c) {
     ini.Fail(ini.Find("server", "pm")->line, "server", "pm", "'" + c.pm + "' is not static, dynamic or ondemand");
   }
   c.workers = static_cast<int>(ini.Int("server", "workers", c.workers, 1, 1024));
-  c.start_workers = static_cast<int>(ini.Int("server", "start_workers", std::min(c.start_workers, c.workers), 1, c.workers));
-  c.min_spare_workers = static_cast<int>(ini.Int("server", "min_spare_workers", std::min(c.min_spare_workers, c.workers), 1, c.workers));
-  c.max_spare_workers = static_cast<int>(
-      ini.Int("server", "max_spare_workers", std::clamp(c.max_spare_workers, c.min_spare_workers, c.workers),
-              c.min_spare_workers, c.workers));
+  c.start_workers =
+      static_cast<int>(ini.Int("server", "start_workers", std::min(c.start_workers, c.workers), 1, c.workers));
+  c.min_spare_workers =
+      static_cast<int>(ini.Int("server", "min_spare_workers", std::min(c.min_spare_workers, c.workers), 1, c.workers));
+  c.max_spare_workers = static_cast<int>(ini.Int("server", "max_spare_workers",
+                                                 std::clamp(c.max_spare_workers, c.min_spare_workers, c.workers),
+                                                 c.min_spare_workers, c.workers));
   c.idle_timeout_s = static_cast<int>(ini.Int("server", "idle_timeout", c.idle_timeout_s, 1, 86400));
   c.max_requests = static_cast<int>(ini.Int("server", "max_requests", c.max_requests, 0, 1000000000));
   c.threads = static_cast<int>(ini.Int("server", "threads", c.threads, 1, 256));
   c.request_timeout_s = static_cast<int>(ini.Int("server", "request_timeout", c.request_timeout_s, 0, 86400));
   c.slowlog_timeout_s = static_cast<int>(ini.Int("server", "slowlog_timeout", c.slowlog_timeout_s, 0, 86400));
-  c.shutdown_timeout_s =
-      static_cast<int>(ini.Int("server", "shutdown_timeout", c.shutdown_timeout_s, 0, 3600));
+  c.shutdown_timeout_s = static_cast<int>(ini.Int("server", "shutdown_timeout", c.shutdown_timeout_s, 0, 3600));
   c.pid_file = ResolvePath(path, ini.String("server", "pid_file", ""));
   c.log_file = ResolvePath(path, ini.String("server", "log_file", ""));
   c.access_log = ResolvePath(path, ini.String("server", "access_log", ""));
@@ -389,18 +387,16 @@ void ReadLimits(Ini& ini, Config& c) {
                                 "messages.content is a MEDIUMTEXT");
   c.max_title_chars = ini.Int("limits", "max_title_chars", c.max_title_chars, 1, kTitleColumnChars,
                               "sessions.title is a VARCHAR(1000)");
-  c.max_metadata_bytes = ini.Int("limits", "max_metadata_bytes", c.max_metadata_bytes, 2, kTextColumnBytes,
-                                 "sessions.metadata is a TEXT");
-  c.context_messages =
-      static_cast<int>(ini.Int("limits", "context_messages", c.context_messages, 1, 1000));
+  c.max_metadata_bytes =
+      ini.Int("limits", "max_metadata_bytes", c.max_metadata_bytes, 2, kTextColumnBytes, "sessions.metadata is a TEXT");
+  c.context_messages = static_cast<int>(ini.Int("limits", "context_messages", c.context_messages, 1, 1000));
   c.context_tokens = static_cast<int>(ini.Int("limits", "context_tokens", c.context_tokens, 100, 10000000));
-  c.max_system_prompt_bytes =
-      ini.Int("limits", "max_system_prompt_bytes", c.max_system_prompt_bytes, 1, 1 << 20);
+  c.max_system_prompt_bytes = ini.Int("limits", "max_system_prompt_bytes", c.max_system_prompt_bytes, 1, 1 << 20);
   c.max_sessions_per_user = ini.Int("limits", "max_sessions_per_user", c.max_sessions_per_user, 0, int64_t{1} << 40);
   c.max_messages_per_session =
       ini.Int("limits", "max_messages_per_session", c.max_messages_per_session, 0, int64_t{1} << 39);
-  c.max_concurrent_turns_per_user = static_cast<int>(
-      ini.Int("limits", "max_concurrent_turns_per_user", c.max_concurrent_turns_per_user, 0, 100000));
+  c.max_concurrent_turns_per_user =
+      static_cast<int>(ini.Int("limits", "max_concurrent_turns_per_user", c.max_concurrent_turns_per_user, 0, 100000));
   c.user_requests_per_second =
       static_cast<int>(ini.Int("limits", "user_requests_per_second", c.user_requests_per_second, 0, 1000000));
   c.user_burst = static_cast<int>(ini.Int("limits", "user_burst", c.user_burst, 1, 1000000));
@@ -415,8 +411,7 @@ void ReadAuth(Ini& ini, Config& c) {
   c.auth_required = required == "true";
   c.key_cache_ttl_ms = static_cast<int>(ini.Int("auth", "key_cache_ttl_ms", c.key_cache_ttl_ms, 0, 3600000));
   c.idempotency_ttl_s = static_cast<int>(ini.Int("auth", "idempotency_ttl_s", c.idempotency_ttl_s, 86400, 86400 * 30));
-  c.idempotency_lease_s =
-      static_cast<int>(ini.Int("auth", "idempotency_lease_s", c.idempotency_lease_s, 1, 86400));
+  c.idempotency_lease_s = static_cast<int>(ini.Int("auth", "idempotency_lease_s", c.idempotency_lease_s, 1, 86400));
 }
 
 // [db]: how the shards are talked to.
@@ -425,8 +420,7 @@ void ReadDb(Ini& ini, Config& c) {
   c.read_timeout_s = static_cast<int>(ini.Int("db", "read_timeout", c.read_timeout_s, 1, 3600));
   c.write_timeout_s = static_cast<int>(ini.Int("db", "write_timeout", c.write_timeout_s, 1, 3600));
   c.statement_timeout_s = ini.Double("db", "statement_timeout", c.statement_timeout_s, 0, 3600);
-  c.lock_wait_timeout_s =
-      static_cast<int>(ini.Int("db", "lock_wait_timeout", c.lock_wait_timeout_s, 1, 3600));
+  c.lock_wait_timeout_s = static_cast<int>(ini.Int("db", "lock_wait_timeout", c.lock_wait_timeout_s, 1, 3600));
   c.max_retries = static_cast<int>(ini.Int("db", "max_retries", c.max_retries, 0, 100));
   c.down_backoff_ms = static_cast<int>(ini.Int("db", "down_backoff_ms", c.down_backoff_ms, 0, 60000));
 }
@@ -452,7 +446,8 @@ void CheckIdempotencyLease(Ini& ini, const Config& c) {
   // worker sooner.
   int64_t longest_turn_ms = 0;
   for (const ProviderConfig& p : c.providers) longest_turn_ms += p.type == "echo" ? p.delay_ms : p.total_timeout_ms;
-  if (c.request_timeout_s > 0) longest_turn_ms = std::min<int64_t>(longest_turn_ms, int64_t{c.request_timeout_s} * 1000);
+  if (c.request_timeout_s > 0)
+    longest_turn_ms = std::min<int64_t>(longest_turn_ms, int64_t{c.request_timeout_s} * 1000);
   if (int64_t{c.idempotency_lease_s} * 1000 <= longest_turn_ms) {
     const Entry* lease = ini.Find("auth", "idempotency_lease_s");
     ini.Fail(lease ? lease->line : 0, "auth", "idempotency_lease_s",
@@ -474,8 +469,7 @@ void ReadShards(Ini& ini, Config& c) {
     sh.host = ini.String(s, "host", sh.host, false);
     sh.port = static_cast<int>(ini.Int(s, "port", sh.port, 1, 65535));
     sh.database = ini.String(s, "database", sh.database, false);
-    sh.weight = static_cast<uint32_t>(
-        ini.Int(s, "weight", sh.weight, 1, shard_router::Ring::kMaxWeight));
+    sh.weight = static_cast<uint32_t>(ini.Int(s, "weight", sh.weight, 1, shard_router::Ring::kMaxWeight));
     c.shards.push_back(std::move(sh));
   }
   if (c.shards.empty()) ini.Fail(0, "", "", "no [shard.NAME] section: at least one shard is required");

@@ -4,8 +4,8 @@
 #include <sys/random.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 
 namespace chatllm {
 namespace {

@@ -22,10 +22,14 @@ std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 
 const char* LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "?";
 }
@@ -64,11 +68,16 @@ bool LogReopen(std::string* error) {
 void LogSetLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
 bool ParseLogLevel(const std::string& text, LogLevel* level) {
-  if (text == "debug") *level = LogLevel::kDebug;
-  else if (text == "info") *level = LogLevel::kInfo;
-  else if (text == "warn") *level = LogLevel::kWarn;
-  else if (text == "error") *level = LogLevel::kError;
-  else return false;
+  if (text == "debug")
+    *level = LogLevel::kDebug;
+  else if (text == "info")
+    *level = LogLevel::kInfo;
+  else if (text == "warn")
+    *level = LogLevel::kWarn;
+  else if (text == "error")
+    *level = LogLevel::kError;
+  else
+    return false;
   return true;
 }
 
@@ -76,8 +85,7 @@ void Log(LogLevel level, const char* fmt, ...) {
   if (static_cast<int>(level) < g_level.load(std::memory_order_relaxed)) return;
   char buf[4096];
   std::string ts = FormatRfc3339(NowMicros());
-  int n = std::snprintf(buf, sizeof(buf), "%s [%s] %d ", ts.c_str(), LevelName(level),
-                        static_cast<int>(::getpid()));
+  int n = std::snprintf(buf, sizeof(buf), "%s [%s] %d ", ts.c_str(), LevelName(level), static_cast<int>(::getpid()));
   va_list ap;
   va_start(ap, fmt);
   int m = std::vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);

@@ -16,9 +16,7 @@ constexpr std::string_view kHelpEntry = "-h, --help";
 bool IsFlag(const OptionSpec& o) { return o.value_name.empty(); }
 
 // "--name VALUE" or "--name".
-std::string OptionText(const OptionSpec& o) {
-  return IsFlag(o) ? "--" + o.name : "--" + o.name + " " + o.value_name;
-}
+std::string OptionText(const OptionSpec& o) { return IsFlag(o) ? "--" + o.name : "--" + o.name + " " + o.value_name; }
 
 // Appends `text` wrapped at kWidth, every line indented by `indent`
 // columns except the first, which starts at column `first_column` (the
@@ -87,8 +85,7 @@ void AppendEntries(const std::vector<Entry>& entries, size_t column, std::string
 
 // The commands from the root to the one `path` names, or empty if a word
 // of `path` names no subcommand.
-std::vector<const CommandSpec*> Resolve(const CommandSpec& root,
-                                        const std::vector<std::string>& path) {
+std::vector<const CommandSpec*> Resolve(const CommandSpec& root, const std::vector<std::string>& path) {
   std::vector<const CommandSpec*> chain{&root};
   for (const std::string& word : path) {
     const CommandSpec* next = nullptr;
@@ -111,8 +108,7 @@ std::string Synopsis(const std::vector<const CommandSpec*>& chain, size_t from) 
     if (!s.empty()) s.push_back(' ');
     s += c.name;
     if (last) {
-      for (const ArgumentSpec& a : c.arguments)
-        s += a.optional ? " [" + a.name + "]" : " " + a.name;
+      for (const ArgumentSpec& a : c.arguments) s += a.optional ? " [" + a.name + "]" : " " + a.name;
     }
     for (const OptionSpec& o : c.options) {
       if (o.required) {
@@ -127,8 +123,7 @@ std::string Synopsis(const std::vector<const CommandSpec*>& chain, size_t from) 
 }
 
 // Every leaf below `chain.back()`, as a chain from the root.
-void CollectLeaves(std::vector<const CommandSpec*>* chain,
-                   std::vector<std::vector<const CommandSpec*>>* out) {
+void CollectLeaves(std::vector<const CommandSpec*>* chain, std::vector<std::vector<const CommandSpec*>>* out) {
   for (const CommandSpec& sub : chain->back()->subcommands) {
     chain->push_back(&sub);
     if (sub.subcommands.empty()) {
@@ -170,8 +165,7 @@ std::string HelpOf(const std::vector<const CommandSpec*>& chain) {
   std::vector<const CommandSpec*> walk = chain;
   std::vector<std::vector<const CommandSpec*>> leaves;
   CollectLeaves(&walk, &leaves);
-  for (const auto& leaf : leaves)
-    commands.push_back({Synopsis(leaf, chain.size()), leaf.back()->summary});
+  for (const auto& leaf : leaves) commands.push_back({Synopsis(leaf, chain.size()), leaf.back()->summary});
 
   // One column for the whole page, as wide as its longest name that fits.
   size_t column = 0;
@@ -221,18 +215,15 @@ std::string CheckCommand(std::vector<const CommandSpec*>* chain, std::set<std::s
   for (const ArgumentSpec& a : c.arguments) {
     if (a.name.empty()) return where + "an argument needs a name";
     if (!arguments.insert(a.name).second) return where + a.name + " is declared twice";
-    if (optional_seen && !a.optional)
-      return where + "required " + a.name + " follows an optional argument";
+    if (optional_seen && !a.optional) return where + "required " + a.name + " follows an optional argument";
     optional_seen |= a.optional;
   }
-  if (c.subcommands.empty())
-    return c.run ? "" : where + "a command without subcommands needs a run";
+  if (c.subcommands.empty()) return c.run ? "" : where + "a command without subcommands needs a run";
   if (!c.arguments.empty()) return where + "a command with subcommands takes no arguments";
   if (c.run) return where + "a command with subcommands has no run of its own";
   std::set<std::string> subcommands;
   for (const CommandSpec& sub : c.subcommands) {
-    if (!subcommands.insert(sub.name).second)
-      return where + "command '" + sub.name + "' is declared twice";
+    if (!subcommands.insert(sub.name).second) return where + "command '" + sub.name + "' is declared twice";
     chain->push_back(&sub);
     std::string error = CheckCommand(chain, &names);
     chain->pop_back();
@@ -243,9 +234,7 @@ std::string CheckCommand(std::vector<const CommandSpec*>* chain, std::set<std::s
 
 }  // namespace
 
-bool ParsedArgs::Has(std::string_view option) const {
-  return options_.find(option) != options_.end();
-}
+bool ParsedArgs::Has(std::string_view option) const { return options_.find(option) != options_.end(); }
 
 std::string ParsedArgs::Value(std::string_view option, std::string_view fallback) const {
   auto it = options_.find(option);
@@ -382,8 +371,7 @@ class CommandLineParser {
   ParseResult Usage(const std::string& message) {
     result_.status = ParseResult::kUsageError;
     result_.command = chain_.back();
-    result_.text =
-        chain_.front()->name + ": " + message + "\nTry '" + CommandName(chain_) + " --help'.\n";
+    result_.text = chain_.front()->name + ": " + message + "\nTry '" + CommandName(chain_) + " --help'.\n";
     return result_;
   }
 
@@ -409,8 +397,7 @@ std::string CheckCommandSpec(const CommandSpec& root) {
 int RunCommandLine(const CommandSpec& root, int argc, char** argv) {
   const std::string error = CheckCommandSpec(root);
   if (!error.empty()) {
-    std::fprintf(stderr, "%s: bad command-line declaration: %s\n", root.name.c_str(),
-                 error.c_str());
+    std::fprintf(stderr, "%s: bad command-line declaration: %s\n", root.name.c_str(), error.c_str());
     return kExitFailure;
   }
   const ParseResult r = ParseCommandLine(root, std::vector<std::string>(argv + 1, argv + argc));
@@ -430,8 +417,7 @@ int RunCommandLine(const CommandSpec& root, int argc, char** argv) {
 
 std::optional<int64_t> ParseInteger(std::string_view text) {
   const std::string s(text);
-  if (s.empty() || !(s[0] == '-' || s[0] == '+' || (s[0] >= '0' && s[0] <= '9')))
-    return std::nullopt;
+  if (s.empty() || !(s[0] == '-' || s[0] == '+' || (s[0] >= '0' && s[0] <= '9'))) return std::nullopt;
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(s.c_str(), &end, 10);

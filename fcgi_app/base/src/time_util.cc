@@ -81,8 +81,8 @@ std::string FormatRfc3339(int64_t unix_micros) {
   return std::string(buf, sizeof(buf));
 }
 
-int64_t UnixMicrosFromCivil(int64_t year, unsigned month, unsigned day, unsigned hour, unsigned minute,
-                            unsigned second, unsigned micros) {
+int64_t UnixMicrosFromCivil(int64_t year, unsigned month, unsigned day, unsigned hour, unsigned minute, unsigned second,
+                            unsigned micros) {
   return (DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second) * 1000000 + micros;
 }
 

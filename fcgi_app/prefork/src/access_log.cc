@@ -6,10 +6,10 @@
 #include <cerrno>
 #include <cstring>
 
-#include "base/json.h"
-#include "base/instance.h"
-#include "base/time_util.h"
 #include "base/http.h"
+#include "base/instance.h"
+#include "base/json.h"
+#include "base/time_util.h"
 
 namespace chatllm {
 
@@ -42,8 +42,7 @@ bool AccessLog::Reopen(std::string* error) {
   return path.empty() || Open(path, error);
 }
 
-void AccessLog::Write(const std::string& method, int status, int64_t duration_us, size_t bytes,
-                      const RequestTrace& t) {
+void AccessLog::Write(const std::string& method, int status, int64_t duration_us, size_t bytes, const RequestTrace& t) {
   if (fd_ < 0) return;
   rapidjson::StringBuffer buf;
   JsonWriter w(buf);

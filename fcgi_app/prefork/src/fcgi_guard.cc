@@ -80,7 +80,8 @@ FcgiHead CheckFcgiHead(std::string_view bytes, std::string* why) {
         *why = "a connection must start with FCGI_BEGIN_REQUEST (8 bytes, no padding)";
         return FcgiHead::kInvalid;
       }
-      const uint16_t role = static_cast<uint16_t>(static_cast<uint8_t>(content[0]) << 8 | static_cast<uint8_t>(content[1]));
+      const uint16_t role =
+          static_cast<uint16_t>(static_cast<uint8_t>(content[0]) << 8 | static_cast<uint8_t>(content[1]));
       if (role != kResponder) {
         *why = "role " + std::to_string(role) + " is not FCGI_RESPONDER";
         return FcgiHead::kInvalid;

@@ -19,14 +19,14 @@
 #include <thread>
 #include <vector>
 
-#include "prefork/fcgi_guard.h"
-#include "prefork/access_log.h"
 #include "base/http.h"
 #include "base/ids.h"
-#include "prefork/instance_info.h"
-#include "base/log.h"
 #include "base/instance.h"
+#include "base/log.h"
 #include "base/time_util.h"
+#include "prefork/access_log.h"
+#include "prefork/fcgi_guard.h"
+#include "prefork/instance_info.h"
 
 namespace chatllm {
 
@@ -296,7 +296,8 @@ void ServeThread(WorkerShared* w, int index) {
     if (g_reopen_log && index == 0) {
       g_reopen_log = 0;
       std::string error;
-      if (!LogReopen(&error) || !w->access_log->Reopen(&error)) LOG_ERROR("worker: reopening logs failed: %s", error.c_str());
+      if (!LogReopen(&error) || !w->access_log->Reopen(&error))
+        LOG_ERROR("worker: reopening logs failed: %s", error.c_str());
     }
     // Wait for a connection with the held signals open (ppoll swaps the
     // mask atomically): a stop signal either arrives here, or stays pending
@@ -380,7 +381,7 @@ bool ReadRequest(FCGX_Request& fcgi, const Config& config, HttpRequest* req, Htt
 
 int RunWorker(const Config& config, int listen_fd, Scoreboard* board, int first_slot, int threads,
               const Application& app) {
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;  // No SA_RESTART: a waiting ppoll must return.

@@ -37,8 +37,10 @@ std::string InstanceInfo::StatusJson(bool full) const {
     pid_t pid = s.pid.load();
     if (pid == 0) continue;
     pids.insert(pid);
-    if (s.state.load() == static_cast<uint8_t>(SlotState::kIdle)) ++idle;
-    else ++active;
+    if (s.state.load() == static_cast<uint8_t>(SlotState::kIdle))
+      ++idle;
+    else
+      ++active;
   }
   Scoreboard::Counters& c = board_->counters();
   Listen l = ListenQueue();
@@ -125,8 +127,10 @@ void Histogram(std::ostringstream& out, const char* name, const std::string& lab
   char le[32];
   for (int b = 0; b < SharedHistogram::kBuckets; ++b) {
     cumulative += h.counts[b].load(std::memory_order_relaxed);
-    if (b == SharedHistogram::kBuckets - 1) std::snprintf(le, sizeof(le), "+Inf");
-    else std::snprintf(le, sizeof(le), "%g", SharedHistogram::kBounds[b]);
+    if (b == SharedHistogram::kBuckets - 1)
+      std::snprintf(le, sizeof(le), "+Inf");
+    else
+      std::snprintf(le, sizeof(le), "%g", SharedHistogram::kBounds[b]);
     out << name << "_bucket{" << labels << (labels.empty() ? "" : ",") << "le=\"" << le << "\"} " << cumulative << '\n';
   }
   out << name << "_sum{" << labels << "} " << static_cast<double>(h.sum_us.load()) / 1e6 << '\n';
@@ -194,7 +198,8 @@ std::string InstanceInfo::Metrics() const {
           << (code < 0 ? std::string("other") : std::to_string(code)) << "\"} " << n << '\n';
     }
   }
-  Header(out, "chatllm_http_request_duration_seconds", "histogram", "Time from accepting a request to its last byte, by method and route.");
+  Header(out, "chatllm_http_request_duration_seconds", "histogram",
+         "Time from accepting a request to its last byte, by method and route.");
   for (int r = 0; r < kMetricRoutes; ++r) {
     const SharedHistogram& h = board_->request_latency(r);
     if (h.count.load() == 0) continue;
@@ -226,10 +231,13 @@ std::string InstanceInfo::Metrics() const {
       {"chatllm_accepted_connections_total", "FastCGI connections accepted.", c.accepted.load()},
       {"chatllm_worker_starts_total", "Worker processes forked.", c.worker_starts.load()},
       {"chatllm_worker_crashes_total", "Worker processes that died unplanned.", c.worker_crashes.load()},
-      {"chatllm_worker_recycles_total", "Workers that exited after max_requests or the idle timeout.", c.worker_recycles.load()},
-      {"chatllm_max_children_reached_total", "Times the pool wanted a worker beyond max_children.", c.max_children_reached.load()},
+      {"chatllm_worker_recycles_total", "Workers that exited after max_requests or the idle timeout.",
+       c.worker_recycles.load()},
+      {"chatllm_max_children_reached_total", "Times the pool wanted a worker beyond max_children.",
+       c.max_children_reached.load()},
       {"chatllm_slow_requests_total", "Requests that ran longer than slowlog_timeout.", c.slow_requests.load()},
-      {"chatllm_killed_requests_total", "Workers killed because a request ran longer than request_timeout.", c.killed_requests.load()},
+      {"chatllm_killed_requests_total", "Workers killed because a request ran longer than request_timeout.",
+       c.killed_requests.load()},
       {"chatllm_reloads_total", "Configuration reloads (SIGHUP, SIGUSR2).", c.reloads.load()},
   };
   for (const auto& k : counters) {

@@ -87,14 +87,11 @@ int64_t CrashBackoff::NextDelayMs(const PoolOptions& o, int64_t now_us) {
     delay_ms_ = 0;
     return 0;
   }
-  delay_ms_ =
-      delay_ms_ == 0 ? kFirstCrashDelayMs : std::min<int64_t>(delay_ms_ * 2, o.crash_max_delay_ms);
+  delay_ms_ = delay_ms_ == 0 ? kFirstCrashDelayMs : std::min<int64_t>(delay_ms_ * 2, o.crash_max_delay_ms);
   return delay_ms_;
 }
 
-int64_t StopDeadline(const PoolOptions& o, int64_t now_us) {
-  return now_us + int64_t{o.shutdown_timeout_s} * 1000000;
-}
+int64_t StopDeadline(const PoolOptions& o, int64_t now_us) { return now_us + int64_t{o.shutdown_timeout_s} * 1000000; }
 
 bool StopEscalates(int64_t now_us, int64_t* deadline_us) {
   if (now_us < *deadline_us) return false;
@@ -102,11 +99,8 @@ bool StopEscalates(int64_t now_us, int64_t* deadline_us) {
   return true;
 }
 
-RequestVerdict JudgeRequest(const PoolOptions& o, int64_t elapsed_us, bool worker_killed,
-                            bool slow_logged) {
-  auto over = [elapsed_us](int limit_s) {
-    return limit_s > 0 && elapsed_us > int64_t{limit_s} * 1000000;
-  };
+RequestVerdict JudgeRequest(const PoolOptions& o, int64_t elapsed_us, bool worker_killed, bool slow_logged) {
+  auto over = [elapsed_us](int limit_s) { return limit_s > 0 && elapsed_us > int64_t{limit_s} * 1000000; };
   if (over(o.request_timeout_s) && !worker_killed) return RequestVerdict::kKill;
   if (over(o.slowlog_timeout_s) && !slow_logged) return RequestVerdict::kSlowLog;
   return RequestVerdict::kNone;

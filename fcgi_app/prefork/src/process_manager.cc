@@ -88,8 +88,8 @@ pid_t ProcessManager::Spawn() {
   w.started_us = MonotonicMicros();
   workers_[pid] = w;
   board_->counters().worker_starts.fetch_add(1);
-  LOG_INFO("master: started worker %d (%d live, %s pool, max %d)", pid, LiveWorkers(),
-           PoolModeName(options_.mode), options_.max_children);
+  LOG_INFO("master: started worker %d (%d live, %s pool, max %d)", pid, LiveWorkers(), PoolModeName(options_.mode),
+           options_.max_children);
   return pid;
 }
 
@@ -221,8 +221,10 @@ void ProcessManager::HandleSignal(int signo) {
     }
     case SIGUSR1: {
       std::string error;
-      if (!LogReopen(&error)) LOG_ERROR("master: reopening the log failed: %s", error.c_str());
-      else LOG_INFO("master: log reopened");
+      if (!LogReopen(&error))
+        LOG_ERROR("master: reopening the log failed: %s", error.c_str());
+      else
+        LOG_INFO("master: log reopened");
       for (const auto& [pid, w] : workers_) kill(pid, SIGUSR1);
       break;
     }
@@ -294,8 +296,9 @@ void ProcessManager::CheckRequestTimes(int64_t now) {
 void ProcessManager::Maintain(int64_t now) {
   CheckRequestTimes(now);
   if (stopping_) return;
-  bool reloading = std::any_of(workers_.begin(), workers_.end(),
-                               [this](const auto& e) { return e.second.generation < generation_ && !e.second.stopping; });
+  bool reloading = std::any_of(workers_.begin(), workers_.end(), [this](const auto& e) {
+    return e.second.generation < generation_ && !e.second.stopping;
+  });
   if (reloading) {
     MaintainReload(now);
     return;
@@ -338,7 +341,8 @@ int ProcessManager::Run() {
     if (stopping_) {
       if (workers_.empty()) break;
       if (StopEscalates(now, &kill_deadline_us_)) {
-        LOG_WARN("master: %zu workers still busy after %d s; sending SIGKILL", workers_.size(), options_.shutdown_timeout_s);
+        LOG_WARN("master: %zu workers still busy after %d s; sending SIGKILL", workers_.size(),
+                 options_.shutdown_timeout_s);
         for (const auto& [pid, w] : workers_) kill(pid, SIGKILL);
       }
     }

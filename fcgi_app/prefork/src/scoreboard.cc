@@ -17,11 +17,16 @@ const double SharedHistogram::kBounds[kBuckets] = {0.001, 0.0025, 0.005, 0.01, 0
 
 const char* SlotStateName(SlotState s) {
   switch (s) {
-    case SlotState::kFree: return "free";
-    case SlotState::kIdle: return "idle";
-    case SlotState::kReading: return "reading";
-    case SlotState::kHandling: return "handling";
-    case SlotState::kWriting: return "writing";
+    case SlotState::kFree:
+      return "free";
+    case SlotState::kIdle:
+      return "idle";
+    case SlotState::kReading:
+      return "reading";
+    case SlotState::kHandling:
+      return "handling";
+    case SlotState::kWriting:
+      return "writing";
   }
   return "?";
 }

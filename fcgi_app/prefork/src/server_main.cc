@@ -79,8 +79,7 @@ int Serve(const std::string& config_path, bool check, const Application& app) {
   }
   if (check) {
     std::printf("%s: ok (instance %s, listen %s, %d workers, %zu shards)\n", config_path.c_str(),
-                config.instance_name.c_str(), config.listen.c_str(), config.workers,
-                config.shards.size());
+                config.instance_name.c_str(), config.listen.c_str(), config.workers, config.shards.size());
     return 0;
   }
 
@@ -106,8 +105,7 @@ int Serve(const std::string& config_path, bool check, const Application& app) {
     std::fprintf(stderr, "chatllm-fcgi: %s\n", error.c_str());
     return 1;
   }
-  LOG_INFO("master: chatllm-fcgi %s listening on %s", config.instance_name.c_str(),
-           config.listen.c_str());
+  LOG_INFO("master: chatllm-fcgi %s listening on %s", config.instance_name.c_str(), config.listen.c_str());
 
   auto current = std::make_shared<Config>(config);
   Scoreboard board(ProcessManager::SlotsNeeded(PoolOptionsOf(config)));
@@ -153,10 +151,7 @@ int RunServer(int argc, char** argv, const Application& app) {
           "[server] listen and supervises [server] workers processes.",
       .options = {{"config", "FILE", "configuration file (docs/config.md)", true},
                   {"check", "", "validate the configuration, print a summary, exit 0 if valid"}},
-      .run =
-          [&app](const ParsedArgs& args) {
-            return Serve(args.Value("config"), args.Has("check"), app);
-          },
+      .run = [&app](const ParsedArgs& args) { return Serve(args.Value("config"), args.Has("check"), app); },
       .notes =
           "Signals: TERM/INT/QUIT stop gracefully, HUP/USR2 reload the configuration (replacing "
           "workers one by one), USR1 reopens the log files.",

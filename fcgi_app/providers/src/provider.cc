@@ -3,31 +3,43 @@
 #include <chrono>
 #include <thread>
 
-#include "providers/provider_http.h"
 #include "base/time_util.h"
+#include "providers/provider_http.h"
 
 namespace chatllm {
 
 int ProviderError::status() const {
   switch (kind_) {
-    case ProviderErrorKind::kUnavailable: return 502;
-    case ProviderErrorKind::kTimeout: return 504;
-    case ProviderErrorKind::kRateLimited: return 429;
-    case ProviderErrorKind::kBadResponse: return 502;
-    case ProviderErrorKind::kRejected: return 502;
-    case ProviderErrorKind::kCancelled: return 499;
+    case ProviderErrorKind::kUnavailable:
+      return 502;
+    case ProviderErrorKind::kTimeout:
+      return 504;
+    case ProviderErrorKind::kRateLimited:
+      return 429;
+    case ProviderErrorKind::kBadResponse:
+      return 502;
+    case ProviderErrorKind::kRejected:
+      return 502;
+    case ProviderErrorKind::kCancelled:
+      return 499;
   }
   return 502;
 }
 
 const char* ProviderError::code() const {
   switch (kind_) {
-    case ProviderErrorKind::kUnavailable: return "provider_unavailable";
-    case ProviderErrorKind::kTimeout: return "provider_timeout";
-    case ProviderErrorKind::kRateLimited: return "provider_rate_limited";
-    case ProviderErrorKind::kBadResponse: return "provider_bad_response";
-    case ProviderErrorKind::kRejected: return "provider_rejected";
-    case ProviderErrorKind::kCancelled: return "client_disconnected";
+    case ProviderErrorKind::kUnavailable:
+      return "provider_unavailable";
+    case ProviderErrorKind::kTimeout:
+      return "provider_timeout";
+    case ProviderErrorKind::kRateLimited:
+      return "provider_rate_limited";
+    case ProviderErrorKind::kBadResponse:
+      return "provider_bad_response";
+    case ProviderErrorKind::kRejected:
+      return "provider_rejected";
+    case ProviderErrorKind::kCancelled:
+      return "client_disconnected";
   }
   return "provider_unavailable";
 }

@@ -5,9 +5,9 @@
 #include <random>
 #include <thread>
 
+#include "base/http.h"
 #include "base/log.h"
 #include "base/time_util.h"
-#include "base/http.h"
 
 namespace chatllm {
 namespace {
@@ -86,8 +86,7 @@ bool ProviderChain::NeedsContext(const std::string& model) const {
   return false;
 }
 
-Completion ProviderChain::Complete(ProviderRequest request, DeltaSink* sink, Observer* observer,
-                                   RequestTrace* trace) {
+Completion ProviderChain::Complete(ProviderRequest request, DeltaSink* sink, Observer* observer, RequestTrace* trace) {
   std::vector<Provider*> candidates = Candidates(request.model);
   if (candidates.empty()) {
     throw ProviderError(ProviderErrorKind::kRejected, "no provider serves the model '" + request.model + "'");
@@ -131,8 +130,10 @@ Completion ProviderChain::Complete(ProviderRequest request, DeltaSink* sink, Obs
         }
         LOG_INFO("provider %s failed (%s), retry %d in %lld ms: %s", p->name().c_str(), e.code(), attempt + 1,
                  static_cast<long long>(wait_ms), e.what());
-        if (sleep_) sleep_(wait_ms);
-        else std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+        if (sleep_)
+          sleep_(wait_ms);
+        else
+          std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
       }
     }
   }

@@ -204,7 +204,8 @@ Status ParseOpenAiResponse(std::string_view body, Completion* out) {
   const rapidjson::Value* message = Member((*choices)[0], "message");
   if (!message || !message->IsObject()) return BadAnswer("the answer's first choice has no message");
   const rapidjson::Value* content = Member(*message, "content");
-  if (!content || !(content->IsString() || content->IsNull())) return BadAnswer("the answer's message has no text content");
+  if (!content || !(content->IsString() || content->IsNull()))
+    return BadAnswer("the answer's message has no text content");
   out->content = content->IsString() ? std::string(content->GetString(), content->GetStringLength()) : "";
   out->finish_reason = OpenAiFinish(StringMember((*choices)[0], "finish_reason"));
   out->model = StringMember(d, "model");
@@ -267,7 +268,8 @@ ProviderError HttpProvider::StatusError(const HttpExchange& x) const {
   const std::string detail = text.empty() ? "" : ": " + text;
   if (s == 429) return ProviderError(Kind::kRateLimited, what + " (rate limited)" + detail, true, x.retry_after_ms);
   if (s >= 300 && s < 400) {
-    return ProviderError(Kind::kBadResponse, what + ": redirect" + (x.location.empty() ? "" : " to " + Scrub(x.location)) +
+    return ProviderError(Kind::kBadResponse, what + ": redirect" +
+                                                 (x.location.empty() ? "" : " to " + Scrub(x.location)) +
                                                  " not followed (check base_url)");
   }
   if (s == 401 || s == 403) return ProviderError(Kind::kUnavailable, what + ": the provider refused the API key");
@@ -285,7 +287,8 @@ HttpExchange HttpProvider::Post(const std::string& path, const std::string& json
                                 int64_t deadline_us) {
   const ProviderConfig& cfg = config();
   const int64_t start = MonotonicMicros();
-  if (start >= deadline_us) throw ProviderError(Kind::kTimeout, name() + ": total_timeout_ms exhausted before the call");
+  if (start >= deadline_us)
+    throw ProviderError(Kind::kTimeout, name() + ": total_timeout_ms exhausted before the call");
   const int64_t read_ms = std::min<int64_t>(cfg.read_timeout_ms, (deadline_us - start) / 1000 + 1);
   client_->set_read_timeout(read_ms / 1000, (read_ms % 1000) * 1000);
 
@@ -340,8 +343,8 @@ HttpExchange HttpProvider::Post(const std::string& path, const std::string& json
   const bool ok = client_->send(req, res, err);
   if (x.stopped) return x;
   if (too_big) {
-    throw ProviderError(Kind::kBadResponse,
-                        name() + ": the answer is larger than max_response_bytes (" + std::to_string(cfg.max_response_bytes) + ")");
+    throw ProviderError(Kind::kBadResponse, name() + ": the answer is larger than max_response_bytes (" +
+                                                std::to_string(cfg.max_response_bytes) + ")");
   }
   if (late) throw ProviderError(Kind::kTimeout, name() + ": no complete answer within total_timeout_ms");
   if (!ok) ThrowTransportError(name(), origin_, err, read_ms, MonotonicMicros() - last_byte_us, x.status);
@@ -399,16 +402,17 @@ Completion OpenAiProvider::Call(const ProviderRequest& request, DeltaSink* sink,
     if (std::string f = StringMember(choice, "finish_reason"); !f.empty()) c.finish_reason = f;
     return true;
   };
-  HttpExchange x = Post("/chat/completions", body, headers, sink != nullptr,
-                        [&](std::string_view chunk) { return parser.Feed(chunk, on_event); }, request.request_id,
-                        deadline_us);
+  HttpExchange x = Post(
+      "/chat/completions", body, headers, sink != nullptr,
+      [&](std::string_view chunk) { return parser.Feed(chunk, on_event); }, request.request_id, deadline_us);
   if (failure) throw *failure;
   if (x.streamed) {
     if (!done && c.finish_reason.empty()) {
       throw ProviderError(Kind::kUnavailable, name() + ": the stream ended before the answer was complete");
     }
   } else {
-    if (Status s = ParseOpenAiResponse(x.body, &c); !s.ok()) throw ProviderError(Kind::kBadResponse, name() + ": " + s.message());
+    if (Status s = ParseOpenAiResponse(x.body, &c); !s.ok())
+      throw ProviderError(Kind::kBadResponse, name() + ": " + s.message());
     if (sink && !c.content.empty() && !sink->OnDelta(c.content)) {
       throw ProviderError(Kind::kCancelled, "the client went away");
     }
@@ -472,9 +476,9 @@ Completion AnthropicProvider::Call(const ProviderRequest& request, DeltaSink* si
     }
     return true;
   };
-  HttpExchange x = Post("/v1/messages", body, headers, sink != nullptr,
-                        [&](std::string_view chunk) { return parser.Feed(chunk, on_event); }, request.request_id,
-                        deadline_us);
+  HttpExchange x = Post(
+      "/v1/messages", body, headers, sink != nullptr,
+      [&](std::string_view chunk) { return parser.Feed(chunk, on_event); }, request.request_id, deadline_us);
   if (failure) throw *failure;
   if (x.streamed) {
     if (!done) throw ProviderError(Kind::kUnavailable, name() + ": the stream ended before the answer was complete");

@@ -26,9 +26,8 @@ StatusOr<std::shared_ptr<const ClusterMap>> ClusterMap::FromJson(const std::stri
     ShardEntry s;
     if (!v.IsObject() || !v.HasMember("name") || !v["name"].IsString() || !v.HasMember("host") ||
         !v["host"].IsString() || !v.HasMember("port") || !v["port"].IsInt() || !v.HasMember("database") ||
-        !v["database"].IsString() || !v.HasMember("weight") || !v["weight"].IsUint() ||
-        !v.HasMember("state") || !v["state"].IsString() ||
-        !shard_router::ParseShardState(v["state"].GetString(), &s.state)) {
+        !v["database"].IsString() || !v.HasMember("weight") || !v["weight"].IsUint() || !v.HasMember("state") ||
+        !v["state"].IsString() || !shard_router::ParseShardState(v["state"].GetString(), &s.state)) {
       return Status::Invalid("shard map entry must have name, host, port, database, weight and a valid state");
     }
     s.name = v["name"].GetString();

@@ -94,8 +94,8 @@ void ExecText(MYSQL* conn, const std::string& shard, const std::string& sql) {
   if (mysql_real_query(conn, sql.data(), sql.size()) != 0) {
     const int code = static_cast<int>(mysql_errno(conn));
     throw DbError(ClassifyMysqlErrno(code), code, shard,
-                  "shard " + shard + ": " + mysql_error(conn) + " (errno " + std::to_string(code) + ") in: " +
-                      sql.substr(0, 200));
+                  "shard " + shard + ": " + mysql_error(conn) + " (errno " + std::to_string(code) +
+                      ") in: " + sql.substr(0, 200));
   }
   do {
     MYSQL_RES* res = mysql_store_result(conn);

@@ -4,11 +4,16 @@ namespace chatllm {
 
 const char* DbErrorKindName(DbErrorKind kind) {
   switch (kind) {
-    case DbErrorKind::kUnavailable: return "unavailable";
-    case DbErrorKind::kConnectionLost: return "connection_lost";
-    case DbErrorKind::kTimeout: return "timeout";
-    case DbErrorKind::kRetryable: return "retryable";
-    case DbErrorKind::kQuery: return "query";
+    case DbErrorKind::kUnavailable:
+      return "unavailable";
+    case DbErrorKind::kConnectionLost:
+      return "connection_lost";
+    case DbErrorKind::kTimeout:
+      return "timeout";
+    case DbErrorKind::kRetryable:
+      return "retryable";
+    case DbErrorKind::kQuery:
+      return "query";
   }
   return "?";
 }

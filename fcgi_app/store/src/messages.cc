@@ -15,15 +15,19 @@ namespace chatllm {
 namespace {
 
 constexpr int64_t kTakenOver = int64_t{1} << 40;  // chat_turn_begin_v2: 2^40 + the stored user seq.
-constexpr int64_t kFull = -4;                       // sql/006_auth.sql
+constexpr int64_t kFull = -4;                     // sql/006_auth.sql
 
 // chat_turn_begin's codes for a key that stops the turn (nothing stored).
 std::optional<IdempotencyOutcome> KeyOutcome(int64_t code) {
   switch (code) {
-    case -10: return IdempotencyOutcome::kReplay;
-    case -11: return IdempotencyOutcome::kInFlight;
-    case -12: return IdempotencyOutcome::kMismatch;
-    default: return std::nullopt;
+    case -10:
+      return IdempotencyOutcome::kReplay;
+    case -11:
+      return IdempotencyOutcome::kInFlight;
+    case -12:
+      return IdempotencyOutcome::kMismatch;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -81,7 +85,7 @@ IdempotencyResult StoredResponse(Prepared& p, const UserId& user, const Idempote
 }  // namespace
 
 ShardedStore::Placed<AppendResult> ShardedStore::ClaimTurn(Prepared& p, uint64_t epoch, const SessionId& id,
-                                                          const UserId& user, const AppendRequest& req) {
+                                                           const UserId& user, const AppendRequest& req) {
   // The key and the user message in one statement (autocommit: atomic).
   AppendResult r;
   MysqlStatement& st = p.turn_begin;
@@ -119,7 +123,7 @@ ShardedStore::Placed<AppendResult> ShardedStore::ClaimTurn(Prepared& p, uint64_t
 }
 
 ShardedStore::Placed<AppendResult> ShardedStore::StoreMessage(Prepared& p, uint64_t epoch, const SessionId& id,
-                                                             const UserId& user, const AppendRequest& req) {
+                                                              const UserId& user, const AppendRequest& req) {
   // An answer completing a key commits with it; any other append is one
   // autocommitted statement.
   AppendResult r;
@@ -212,7 +216,7 @@ void ShardedStore::FailTurnKey(const SessionId& id, const UserId& user, const Id
 }
 
 std::optional<std::vector<MessageRecord>> ShardedStore::ListMessages(const SessionId& id, int64_t after, int limit,
-                                                              const UserId& user) {
+                                                                     const UserId& user) {
   return Routed<std::vector<MessageRecord>>(id, true, "list messages", [&](Prepared& p, uint64_t) {
     MysqlStatement& st = p.list;
     st.BindBytes(0, id.bytes());
@@ -250,7 +254,7 @@ std::optional<std::vector<MessageRecord>> ShardedStore::ReadMessages(const Sessi
 }
 
 std::optional<TurnContext> ShardedStore::LoadContext(const SessionId& id, int limit, int64_t token_budget,
-                                              const UserId& user) {
+                                                     const UserId& user) {
   return Routed<TurnContext>(id, true, "load context", [&](Prepared& p, uint64_t) {
     Placed<TurnContext> out{Placement::kAbsent, {}};
     MysqlStatement& st = p.context;

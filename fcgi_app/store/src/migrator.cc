@@ -20,8 +20,7 @@ namespace chatllm {
 const std::vector<Migration>& EmbeddedMigrations() {
   static const std::vector<Migration> all = [] {
     std::vector<Migration> v(kChatllmMigrations, kChatllmMigrations + kChatllmMigrationCount);
-    std::sort(v.begin(), v.end(),
-              [](const Migration& a, const Migration& b) { return a.version < b.version; });
+    std::sort(v.begin(), v.end(), [](const Migration& a, const Migration& b) { return a.version < b.version; });
     return v;
   }();
   return all;
@@ -83,8 +82,7 @@ std::vector<std::string> SplitSqlStatements(std::string_view script) {
 
 std::string MigrationChecksum(std::string_view sql) {
   char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx",
-                static_cast<unsigned long long>(shard_router::Fnv1a64(sql)));
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(shard_router::Fnv1a64(sql)));
   return buf;
 }
 
@@ -124,12 +122,13 @@ MigrationReport MigrateShard(const DbEndpoint& endpoint, const DbOptions& option
     throw MigrationError("shard " + endpoint.shard + ": another migration holds the lock 'chatllm.migrate'");
   }
 
-  exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
-       " version INT NOT NULL PRIMARY KEY,"
-       " name VARCHAR(255) NOT NULL,"
-       " checksum CHAR(16) NOT NULL,"
-       " applied_at DATETIME(6) NOT NULL"
-       ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin");
+  exec(
+      "CREATE TABLE IF NOT EXISTS schema_migrations ("
+      " version INT NOT NULL PRIMARY KEY,"
+      " name VARCHAR(255) NOT NULL,"
+      " checksum CHAR(16) NOT NULL,"
+      " applied_at DATETIME(6) NOT NULL"
+      ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin");
 
   auto rows = query("SELECT version, checksum FROM schema_migrations ORDER BY version", [](MysqlStatement&) {});
   std::map<int, std::string> applied;

@@ -1,9 +1,9 @@
 #include "store/mysql_statement.h"
 
-#include "base/time_util.h"
-
 #include <cstdlib>
 #include <cstring>
+
+#include "base/time_util.h"
 
 namespace chatllm {
 namespace {
@@ -119,8 +119,8 @@ void MysqlStatement::Fail(const char* call) const {
     message = mysql_error(conn_);
   }
   if (message.empty()) message = "no error reported by the client library";
-  throw MysqlError(code, std::string(call) + ": " + message + " [" + std::to_string(code) + "] in: " +
-                             sql_.substr(0, 120));
+  throw MysqlError(code,
+                   std::string(call) + ": " + message + " [" + std::to_string(code) + "] in: " + sql_.substr(0, 120));
 }
 
 void MysqlStatement::BindInt64(int pos, int64_t value) {

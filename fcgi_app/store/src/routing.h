@@ -20,8 +20,10 @@ namespace chatllm {
 
 // The owner column: NULL for no user.
 inline void BindUser(MysqlStatement& st, int pos, const UserId& user) {
-  if (user.empty()) st.BindNull(pos);
-  else st.BindBytes(pos, user);
+  if (user.empty())
+    st.BindNull(pos);
+  else
+    st.BindBytes(pos, user);
 }
 
 // idempotency_keys.user_id is NOT NULL (part of the primary key): no user is 16 zero bytes.
@@ -29,23 +31,28 @@ inline std::string IdemUser(const UserId& user) { return user.empty() ? std::str
 
 // Columns: seq, role, content, reply_to, created_at, state, meta.
 inline MessageRecord RowToMessage(const MysqlStatement& st, size_t row) {
-  return MessageRecord{st.Int64(row, 0), st.Text(row, 1), st.Text(row, 2), st.Int64(row, 3), st.DatetimeMicros(row, 4),
-                       st.Text(row, 6)};
+  return MessageRecord{st.Int64(row, 0), st.Text(row, 1),           st.Text(row, 2),
+                       st.Int64(row, 3), st.DatetimeMicros(row, 4), st.Text(row, 6)};
 }
 
 // What a fenced function's result code says about placement.
 template <typename P>
 P CodePlacement(int64_t code) {
   switch (code) {
-    case 0: return P::kAbsent;
-    case -1: return P::kMoving;
-    case -2: return P::kMoved;
-    case -3: return P::kStale;
-    case -5: return P::kGone;
-    default: return P::kHere;
+    case 0:
+      return P::kAbsent;
+    case -1:
+      return P::kMoving;
+    case -2:
+      return P::kMoved;
+    case -3:
+      return P::kStale;
+    case -5:
+      return P::kGone;
+    default:
+      return P::kHere;
   }
 }
-
 
 // A read is answered from a session that is active here, or frozen here by
 // a move (Routed checks that the frozen copy is still current).
@@ -79,7 +86,6 @@ P MessagesPlacement(MysqlStatement& st, MysqlStatement& place, const SessionId& 
   for (size_t i = 0; i < st.row_count(); ++i) out->push_back(RowToMessage(st, i));
   return StatePlacement<P>(st.Text(0, 5));
 }
-
 
 // Runs `fn(Prepared&)` on `shard`: deadlocks and lock waits re-run up to
 // max_retries (with jitter), a read re-run once on a lost connection; a

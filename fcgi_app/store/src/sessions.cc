@@ -63,35 +63,34 @@ std::optional<IdempotencyResult> ShardedStore::EarlierCreate(const std::string& 
                                                              const SessionId& id, const SessionRecord& session,
                                                              const IdempotencyKey& idem, int status,
                                                              const std::string& response, bool* wait) {
-  return OnShard(ShardNamed(shard), false, "look for an earlier create",
-                 [&](Prepared& p) -> std::optional<IdempotencyResult> {
-                   p.presence.BindBytes(0, id.bytes());
-                   p.presence.Execute();
-                   // Until this shard's fence reaches our epoch, a request
-                   // routed by the older map may still create the session
-                   // here: wait for the fence.
-                   if (static_cast<uint64_t>(p.presence.Int64(0, 0)) < epoch) *wait = true;
-                   const std::string& state = p.presence.Text(0, 1);
-                   if (state == "moving") *wait = true;
-                   if (state != "active" && state != "deleted") return std::nullopt;
-                   Transaction txn(p.conn, shard);
-                   // Under the session row lock: a move cannot take the
-                   // session and its key away meanwhile.
-                   p.lock.BindBytes(0, id.bytes());
-                   p.lock.Execute();
-                   const std::string now = p.lock.row_count() ? p.lock.Text(0, 0) : "";
-                   if (now != "active" && now != "deleted") return std::nullopt;  // Moved on: ask the owner.
-                   IdempotencyResult r =
-                       ClaimKey(p, session.user_id, id, idem, status, response, config_.idempotency_ttl_s);
-                   if (r.outcome == IdempotencyOutcome::kNew) {
-                     // The session is here but its key expired: a different
-                     // request, not a second session (the claim is rolled back).
-                     r.outcome = IdempotencyOutcome::kMismatch;
-                     return r;
-                   }
-                   txn.Commit();
-                   return r;
-                 });
+  return OnShard(
+      ShardNamed(shard), false, "look for an earlier create", [&](Prepared& p) -> std::optional<IdempotencyResult> {
+        p.presence.BindBytes(0, id.bytes());
+        p.presence.Execute();
+        // Until this shard's fence reaches our epoch, a request
+        // routed by the older map may still create the session
+        // here: wait for the fence.
+        if (static_cast<uint64_t>(p.presence.Int64(0, 0)) < epoch) *wait = true;
+        const std::string& state = p.presence.Text(0, 1);
+        if (state == "moving") *wait = true;
+        if (state != "active" && state != "deleted") return std::nullopt;
+        Transaction txn(p.conn, shard);
+        // Under the session row lock: a move cannot take the
+        // session and its key away meanwhile.
+        p.lock.BindBytes(0, id.bytes());
+        p.lock.Execute();
+        const std::string now = p.lock.row_count() ? p.lock.Text(0, 0) : "";
+        if (now != "active" && now != "deleted") return std::nullopt;  // Moved on: ask the owner.
+        IdempotencyResult r = ClaimKey(p, session.user_id, id, idem, status, response, config_.idempotency_ttl_s);
+        if (r.outcome == IdempotencyOutcome::kNew) {
+          // The session is here but its key expired: a different
+          // request, not a second session (the claim is rolled back).
+          r.outcome = IdempotencyOutcome::kMismatch;
+          return r;
+        }
+        txn.Commit();
+        return r;
+      });
 }
 
 std::pair<bool, IdempotencyResult> ShardedStore::CreateOnOwner(const std::string& owner, uint64_t epoch,
@@ -109,15 +108,21 @@ std::pair<bool, IdempotencyResult> ShardedStore::CreateOnOwner(const std::string
       }
       MysqlStatement& st = p.create;
       st.BindBytes(0, id.bytes());
-      if (session.title) st.BindString(1, *session.title);
-      else st.BindNull(1);
+      if (session.title)
+        st.BindString(1, *session.title);
+      else
+        st.BindNull(1);
       st.BindString(2, session.metadata_json);
       st.BindDatetime(3, session.created_us);
       st.BindInt64(4, static_cast<int64_t>(epoch));
-      if (session.model) st.BindString(5, *session.model);
-      else st.BindNull(5);
-      if (session.system_prompt) st.BindString(6, *session.system_prompt);
-      else st.BindNull(6);
+      if (session.model)
+        st.BindString(5, *session.model);
+      else
+        st.BindNull(5);
+      if (session.system_prompt)
+        st.BindString(6, *session.system_prompt);
+      else
+        st.BindNull(6);
       BindUser(st, 7, session.user_id);
       st.Execute();
       if (st.Int64(0, 0) != 1) return std::make_pair(false, IdempotencyResult{});  // Rolls the key back.
@@ -210,15 +215,17 @@ std::optional<SessionRecord> ShardedStore::GetSession(const SessionId& id, const
 
 bool ShardedStore::DeleteSession(const SessionId& id, const UserId& user) {
   static const std::string create_target = IdempotencyTargetSha(kCreateSessionTarget);  // Kept by a tombstone.
-  return Routed<bool>(id, false, "delete session", [&](Prepared& p, uint64_t epoch) {
-           p.del.BindBytes(0, id.bytes());
-           p.del.BindInt64(1, static_cast<int64_t>(epoch));
-           BindUser(p.del, 2, user);
-           p.del.BindBytes(3, create_target);
-           p.del.BindDatetime(4, NowMicros());
-           p.del.Execute();
-           return Placed<bool>{CodePlacement<Placement>(p.del.Int64(0, 0)), true};
-         }).has_value();
+  return Routed<bool>(id, false, "delete session",
+                      [&](Prepared& p, uint64_t epoch) {
+                        p.del.BindBytes(0, id.bytes());
+                        p.del.BindInt64(1, static_cast<int64_t>(epoch));
+                        BindUser(p.del, 2, user);
+                        p.del.BindBytes(3, create_target);
+                        p.del.BindDatetime(4, NowMicros());
+                        p.del.Execute();
+                        return Placed<bool>{CodePlacement<Placement>(p.del.Int64(0, 0)), true};
+                      })
+      .has_value();
 }
 
 SessionPage ShardedStore::ListSessions(const UserId& user, const SessionCursor& cursor, int limit) {
@@ -231,10 +238,10 @@ SessionPage ShardedStore::ListSessions(const UserId& user, const SessionCursor& 
     OnShard(ShardNamed(name), true, "list sessions", [&](Prepared& p) {
       MysqlStatement& st = p.sessions;
       BindUser(st, 0, user);
-      st.BindDatetime(1, cursor.created_us == INT64_MAX ? UnixMicrosFromCivil(9999, 12, 31, 23, 59, 59, 0)
-                                                        : cursor.created_us);
-      st.BindDatetime(2, cursor.created_us == INT64_MAX ? UnixMicrosFromCivil(9999, 12, 31, 23, 59, 59, 0)
-                                                        : cursor.created_us);
+      st.BindDatetime(
+          1, cursor.created_us == INT64_MAX ? UnixMicrosFromCivil(9999, 12, 31, 23, 59, 59, 0) : cursor.created_us);
+      st.BindDatetime(
+          2, cursor.created_us == INT64_MAX ? UnixMicrosFromCivil(9999, 12, 31, 23, 59, 59, 0) : cursor.created_us);
       const std::string top(16, '\xff');
       st.BindBytes(3, cursor.id_bytes.empty() ? std::string_view(top) : std::string_view(cursor.id_bytes));
       st.BindInt64(4, limit + 1);
@@ -264,8 +271,10 @@ SessionPage ShardedStore::ListSessions(const UserId& user, const SessionCursor& 
   // meanwhile (a move interrupted after activating the copy): ask where it
   // stands (rare: only while sessions move).
   for (auto it = merged.begin(); it != merged.end();) {
-    if (frozen_only[it->first.second] && !GetSession(it->second.first, user)) it = merged.erase(it);
-    else ++it;
+    if (frozen_only[it->first.second] && !GetSession(it->second.first, user))
+      it = merged.erase(it);
+    else
+      ++it;
   }
   SessionPage page;
   for (auto& [key, value] : merged) {

@@ -102,8 +102,8 @@ struct Prepared {
   MYSQL* conn;
   const std::string shard;  // Its name, for errors.
   MysqlStatement create, presence, lock, get, del, append, turn_begin, turn_fail, list, pick, context, session, place,
-      sessions,
-      count, key, idem_insert, idem_select, idem_reset, idem_complete, idem_response, idem_expire, schema, fence;
+      sessions, count, key, idem_insert, idem_select, idem_reset, idem_complete, idem_response, idem_expire, schema,
+      fence;
 };
 
 // One shard of a ShardedStore: its connection and, on it, the statement

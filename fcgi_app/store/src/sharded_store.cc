@@ -36,8 +36,8 @@ ShardedStore::ShardedStore(const Config& config) : config_(config) {
     if (!in) throw ConfigError(config.path + ": [cluster] map_file: '" + config.map_file + "': cannot read");
     auto from_file = ClusterMap::FromJson(text.str());
     if (!from_file.ok()) {
-      throw ConfigError(config.path + ": [cluster] map_file: '" + config.map_file + "': " +
-                        from_file.status().message());
+      throw ConfigError(config.path + ": [cluster] map_file: '" + config.map_file +
+                        "': " + from_file.status().message());
     }
     map_ = *from_file;
     // Trust the file until the first periodic refresh (or until a shard
@@ -101,8 +101,10 @@ bool ShardedStore::RefreshMap() {
            static_cast<unsigned long long>(newest->epoch()));
   map_ = newest;
   for (auto it = shards_.begin(); it != shards_.end();) {
-    if (!map_->Find(it->first) && !seed_map_->Find(it->first)) it = shards_.erase(it);
-    else ++it;
+    if (!map_->Find(it->first) && !seed_map_->Find(it->first))
+      it = shards_.erase(it);
+    else
+      ++it;
   }
   return true;
 }

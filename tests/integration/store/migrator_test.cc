@@ -20,10 +20,12 @@ class MigratorTest : public ::testing::Test {
     Config config = LoadConfig(env.AppConfig(env.apps()[0].first));
     const ShardConfig& shard = config.shards[0];
     socket_ = env.var() + "/db/" + shard.name + "/mariadb.sock";
-    Root("DROP DATABASE IF EXISTS chatllm_scratch; CREATE DATABASE chatllm_scratch; "
-         "GRANT ALL PRIVILEGES ON chatllm_scratch.* TO '" + config.migrate_user + "'@'%';");
-    endpoint_ = DbEndpoint{shard.name, shard.host, shard.port, "chatllm_scratch", config.migrate_user,
-                           config.migrate_password};
+    Root(
+        "DROP DATABASE IF EXISTS chatllm_scratch; CREATE DATABASE chatllm_scratch; "
+        "GRANT ALL PRIVILEGES ON chatllm_scratch.* TO '" +
+        config.migrate_user + "'@'%';");
+    endpoint_ =
+        DbEndpoint{shard.name, shard.host, shard.port, "chatllm_scratch", config.migrate_user, config.migrate_password};
   }
   void TearDown() override { Root("DROP DATABASE IF EXISTS chatllm_scratch;"); }
 
@@ -50,11 +52,13 @@ TEST_F(MigratorTest, AppliesOnceThenIsANoOp) {
   // Superseded stored functions are dropped (docs/operations.md, "Stored
   // functions"); those of the binary and the release before it stay.
   auto routine = [&](const std::string& name) {
-    return Root("SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = 'chatllm_scratch' "
-                "AND routine_name = '" + name + "'");
+    return Root(
+        "SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = 'chatllm_scratch' "
+        "AND routine_name = '" +
+        name + "'");
   };
-  for (const char* gone : {"chat_append", "chat_append_fenced", "chat_append_v4", "chat_delete_session_v2",
-                           "chat_placement"}) {
+  for (const char* gone :
+       {"chat_append", "chat_append_fenced", "chat_append_v4", "chat_delete_session_v2", "chat_placement"}) {
     EXPECT_EQ(routine(gone), "0\n") << gone;
   }
   for (const char* kept : {"chat_append_v5", "chat_turn_begin", "chat_turn_begin_v2", "chat_placement_v2",
@@ -70,8 +74,10 @@ TEST_F(MigratorTest, PlacementAfterAFailedWriteSaysWhetherToRetry) {
   const std::string id = "UNHEX('00112233445566778899aabbccddeeff')";
   auto placement = [&] { return Root("SELECT chatllm_scratch.chat_placement_v2(" + id + ")"); };
   EXPECT_EQ(placement(), "0\n");  // No such session.
-  Root("INSERT INTO chatllm_scratch.sessions (session_id, metadata, message_count, created_at, updated_at) "
-       "VALUES (" + id + ", '{}', 0, NOW(), NOW())");
+  Root(
+      "INSERT INTO chatllm_scratch.sessions (session_id, metadata, message_count, created_at, updated_at) "
+      "VALUES (" +
+      id + ", '{}', 0, NOW(), NOW())");
   // Active although the write matched nothing: it changed in between (a
   // move aborted, a session thawed); retry, never "not found".
   EXPECT_EQ(placement(), "-1\n");
@@ -101,8 +107,8 @@ TEST_F(MigratorTest, AppAccountCannotChangeTheSchema) {
   Config config = LoadConfig(env.AppConfig(env.apps()[0].first));
   const ShardConfig& s = config.shards[0];
   std::string out;
-  int rc = RunCommand("mariadb --no-defaults -h127.0.0.1 -P" + std::to_string(s.port) + " -u" + config.db_user +
-                          " -p" + config.db_password + " chatllm -e 'CREATE TABLE intruder (x INT)' 2>&1",
+  int rc = RunCommand("mariadb --no-defaults -h127.0.0.1 -P" + std::to_string(s.port) + " -u" + config.db_user + " -p" +
+                          config.db_password + " chatllm -e 'CREATE TABLE intruder (x INT)' 2>&1",
                       &out);
   EXPECT_NE(rc, 0);
   EXPECT_NE(out.find("denied"), std::string::npos) << out;

@@ -1,7 +1,5 @@
 // ShardedStore against the real MariaDB shards of the test stack.
 
-#include "store/sharded_store.h"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,11 +9,12 @@
 
 #include "base/api_key.h"
 #include "base/config.h"
+#include "base/time_util.h"
+#include "base/tokens.h"
 #include "store/connection.h"
 #include "store/migrator.h"
 #include "store/mysql_statement.h"
-#include "base/tokens.h"
-#include "base/time_util.h"
+#include "store/sharded_store.h"
 #include "support/stack_env.h"
 
 namespace chatllm {
@@ -30,12 +29,12 @@ Config TestConfig() { return LoadConfig(StackEnv::Get().AppConfig(StackEnv::Get(
 // one-call append.
 class Store : public ShardedStore {
  public:
-  using ShardedStore::ShardedStore;
   using ShardedStore::CreateSession;
   using ShardedStore::DeleteSession;
   using ShardedStore::GetSession;
   using ShardedStore::ListMessages;
   using ShardedStore::LoadContext;
+  using ShardedStore::ShardedStore;
   IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& s) {
     return ShardedStore::CreateSession(id, s, nullptr, 0, "");
   }
@@ -133,9 +132,9 @@ TEST(StoreTest, AppendsAreDenseAndListable) {
   Store store(TestConfig());
   SessionId id = NewSession(store);
   for (int i = 1; i <= 7; ++i) {
-    EXPECT_EQ(store.AppendMessage(id, i % 2 ? "user" : "assistant", "m" + std::to_string(i),
-                                  NowMicros(), i % 2 ? 0 : i - 1),
-              i);
+    EXPECT_EQ(
+        store.AppendMessage(id, i % 2 ? "user" : "assistant", "m" + std::to_string(i), NowMicros(), i % 2 ? 0 : i - 1),
+        i);
   }
   auto page = store.ListMessages(id, 2, 3);
   ASSERT_TRUE(page.has_value());
@@ -207,7 +206,8 @@ TEST(StoreTest, ContextIsTheNewestMessagesThatFitTheTokenBudget) {
   EXPECT_EQ(empty->system_prompt, "be brief");
   EXPECT_TRUE(empty->messages.empty());
   // Ten messages of 40 bytes: 10 + 4 = 14 estimated tokens each.
-  for (int i = 1; i <= 10; ++i) store.AppendMessage(id, "user", std::string(40, static_cast<char>('a' + i)), NowMicros(), 0);
+  for (int i = 1; i <= 10; ++i)
+    store.AppendMessage(id, "user", std::string(40, static_cast<char>('a' + i)), NowMicros(), 0);
   for (int64_t budget : {0, 13, 14, 27, 28, 70, 1000}) {
     auto c = store.LoadContext(id, 50, budget);
     ASSERT_TRUE(c.has_value());
@@ -305,9 +305,9 @@ TEST(StoreTest, AKeyedTurnStoresItsUserMessageOnceAcrossRetries) {
                              key.key + "', @r, 86400, 60, 99)";
     std::string out;
     ASSERT_EQ(RunCommand("mariadb --no-defaults -uroot -N --socket=" + StackEnv::Get().var() + "/db/" + shard +
-                             "/mariadb.sock chatllm -e \"SET @u = (SELECT user_id " + row + "), @t = (SELECT target_sha " +
-                             row + "), @r = (SELECT request_sha " + row + "); SELECT chat_turn_begin" + args +
-                             ", chat_turn_begin_v2" + args + "\"",
+                             "/mariadb.sock chatllm -e \"SET @u = (SELECT user_id " + row +
+                             "), @t = (SELECT target_sha " + row + "), @r = (SELECT request_sha " + row +
+                             "); SELECT chat_turn_begin" + args + ", chat_turn_begin_v2" + args + "\"",
                          &out),
               0)
         << out;
@@ -335,10 +335,12 @@ TEST(StoreTest, Issue12AnAttemptTakenOverStoresNoAnswer) {
   ASSERT_EQ(store.Append(id, "", ask).seq, 1);
   // The lease runs out (an hour passes, as far as the key can tell).
   const std::string shard = store.map()->router().Owner(id.text());
-  ASSERT_EQ(RunCommand("mariadb --no-defaults -uroot --socket=" + StackEnv::Get().var() + "/db/" + shard +
-                       "/mariadb.sock chatllm -e \"UPDATE idempotency_keys SET created_at = created_at - INTERVAL 1 HOUR "
-                       "WHERE idem_key = '" + key.key + "'\""),
-            0);
+  ASSERT_EQ(
+      RunCommand("mariadb --no-defaults -uroot --socket=" + StackEnv::Get().var() + "/db/" + shard +
+                 "/mariadb.sock chatllm -e \"UPDATE idempotency_keys SET created_at = created_at - INTERVAL 1 HOUR "
+                 "WHERE idem_key = '" +
+                 key.key + "'\""),
+      0);
   ask.attempt = 22;
   AppendResult retry = store.Append(id, "", ask);
   EXPECT_TRUE(retry.reused);
@@ -445,7 +447,8 @@ TEST(StoreTest, ReconnectsTransparentlyAfterTheServerDropsTheConnection) {
   ASSERT_EQ(RunCommand("mariadb --no-defaults -uroot --socket=" + sock +
                        " -N -e \"SELECT CONCAT('KILL ', id, ';') FROM information_schema.processlist "
                        "WHERE user = 'chatllm_app' AND id <> CONNECTION_ID()\" | "
-                       "mariadb --no-defaults -uroot --socket=" + sock + " 2>/dev/null; true"),
+                       "mariadb --no-defaults -uroot --socket=" +
+                       sock + " 2>/dev/null; true"),
             0);
   // A write: it must not be lost or fail because the old connection died.
   EXPECT_EQ(store.AppendMessage(id, "user", "after kill", NowMicros(), 0), 1);
@@ -470,8 +473,7 @@ TEST(StoreTest, UnreachableShardIsUnavailableNotAnError) {
     FAIL() << "no exception";
   } catch (const DbError& e) {
     EXPECT_EQ(e.kind(), DbErrorKind::kUnavailable);
-    EXPECT_EQ(std::string(e.what()).find(config.db_password), std::string::npos)
-        << "error text leaks the password";
+    EXPECT_EQ(std::string(e.what()).find(config.db_password), std::string::npos) << "error text leaks the password";
   }
 }
 

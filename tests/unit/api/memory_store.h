@@ -112,8 +112,12 @@ class MemoryStore : public Store {
       }
       key = &it->second;
     }
-    MessageRecord m{static_cast<int64_t>(s->messages.size()) + 1, std::string(req.role), std::string(req.content),
-                    req.reply_to, req.created_us, std::string(req.meta_json)};
+    MessageRecord m{static_cast<int64_t>(s->messages.size()) + 1,
+                    std::string(req.role),
+                    std::string(req.content),
+                    req.reply_to,
+                    req.created_us,
+                    std::string(req.meta_json)};
     s->messages.push_back(m);
     s->record.message_count = m.seq;
     r.seq = m.seq;
@@ -128,7 +132,8 @@ class MemoryStore : public Store {
   }
   void FailTurnKey(const SessionId&, const UserId& user, const IdempotencyKey& k, int64_t attempt) override {
     auto it = keys_.find({user, k.target_sha, k.key});
-    if (it != keys_.end() && it->second.state == "running" && it->second.attempt == attempt) it->second.state = "failed";
+    if (it != keys_.end() && it->second.state == "running" && it->second.attempt == attempt)
+      it->second.state = "failed";
   }
   std::optional<std::vector<MessageRecord>> ListMessages(const SessionId& id, int64_t after, int limit,
                                                          const UserId& user) override {

@@ -54,7 +54,8 @@ TEST(CreateSessionTest, AcceptsEmptyAndFullBodies) {
 
 TEST(CreateSessionTest, RejectsBadFields) {
   EXPECT_EQ(CreateError("[]"), "invalid_json: request body must be a JSON object, not array");
-  EXPECT_EQ(CreateError("{"), "invalid_json: request body is not valid JSON: Missing a name for object member. (at byte 1)");
+  EXPECT_EQ(CreateError("{"),
+            "invalid_json: request body is not valid JSON: Missing a name for object member. (at byte 1)");
   EXPECT_EQ(CreateError(R"({"title":5})"), "invalid_request: field 'title' must be a string or null, not number");
   EXPECT_EQ(CreateError(R"({"title":"toolong"})"), "invalid_request: field 'title' is longer than 5 characters");
   EXPECT_EQ(CreateError(R"({"metadata":[]})"), "invalid_request: field 'metadata' must be an object, not array");
@@ -99,22 +100,26 @@ TEST(AppendMessageTest, RejectsBadFields) {
   EXPECT_EQ(AppendError(R"({"content":"x","extra":true})"),
             "invalid_request: unknown field 'extra' (allowed: content, role, model, stream, max_tokens, temperature, "
             "top_p, stop)");
-  EXPECT_EQ(AppendError(R"({"content":"x","stream":"yes"})"), "invalid_request: field 'stream' must be a boolean, not string");
+  EXPECT_EQ(AppendError(R"({"content":"x","stream":"yes"})"),
+            "invalid_request: field 'stream' must be a boolean, not string");
   EXPECT_EQ(AppendError(R"({"content":"x","max_tokens":0})"),
             "invalid_request: field 'max_tokens' must be an integer from 1 to 1000000");
   EXPECT_EQ(AppendError(R"({"content":"x","temperature":3})"),
             "invalid_request: field 'temperature' must be a number from 0 to 2");
   EXPECT_EQ(AppendError(R"({"content":"x","stop":["a","b","c","d","e"]})"),
             "invalid_request: field 'stop' must be a string or an array of up to 4 strings");
-  EXPECT_EQ(AppendError(R"({"content":"\udc00"})"), "invalid_json: request body is not valid JSON: string is not valid UTF-8 (lone surrogate escape?)");
+  EXPECT_EQ(AppendError(R"({"content":"\udc00"})"),
+            "invalid_json: request body is not valid JSON: string is not valid UTF-8 (lone surrogate escape?)");
   EXPECT_EQ(AppendError(""), "invalid_json: request body is not valid JSON: The document is empty. (at byte 0)");
 }
 
 TEST(AppendMessageTest, TakesAModelStreamAndSampling) {
   AppendMessageRequest out;
-  EXPECT_TRUE(Parsed(ParseAppendMessage(
-      R"({"content":"hi","model":"claude-3","stream":true,"max_tokens":50,"temperature":0.2,"top_p":0.9,"stop":"X"})",
-      TestConfig()), &out));
+  EXPECT_TRUE(Parsed(
+      ParseAppendMessage(
+          R"({"content":"hi","model":"claude-3","stream":true,"max_tokens":50,"temperature":0.2,"top_p":0.9,"stop":"X"})",
+          TestConfig()),
+      &out));
   EXPECT_EQ(out.model, "claude-3");
   EXPECT_TRUE(out.stream);
   EXPECT_EQ(out.sampling.max_tokens, 50);
@@ -167,7 +172,8 @@ TEST(ChatCompletionTest, RefusesWhatItCannotHonour) {
   EXPECT_EQ(ChatError(R"({"model":"m","messages":[]})"), "invalid_request: field 'messages' must be a non-empty array");
   EXPECT_EQ(ChatError(R"({"model":"m","messages":[{"role":"system","content":"only"}]})"),
             "invalid_request: field 'messages' must hold at least one user or assistant message");
-  EXPECT_EQ(ChatError(R"({"model":"m","n":2,)" + msgs + "}"), "unsupported_parameter: n other than 1 is not supported by this endpoint");
+  EXPECT_EQ(ChatError(R"({"model":"m","n":2,)" + msgs + "}"),
+            "unsupported_parameter: n other than 1 is not supported by this endpoint");
   EXPECT_EQ(ChatError(R"({"model":"m","tools":[{}],)" + msgs + "}"),
             "unsupported_parameter: 'tools' is not supported by this endpoint");
   EXPECT_EQ(ChatError(R"({"model":"m","messages":[{"role":"tool","content":"x"}]})"),

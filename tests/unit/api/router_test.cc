@@ -17,13 +17,10 @@ TEST(RouterTest, MatchesEveryRoute) {
   EXPECT_EQ(m.id, RouteId::kAppendMessage);
   EXPECT_EQ(m.session_id, kId);
   EXPECT_STREQ(m.name, "/v1/sessions/{id}/messages");
-  EXPECT_EQ(MatchRoute("GET", std::string("/v1/sessions/") + kId + "/messages").id,
-            RouteId::kListMessages);
+  EXPECT_EQ(MatchRoute("GET", std::string("/v1/sessions/") + kId + "/messages").id, RouteId::kListMessages);
 }
 
-TEST(RouterTest, HeadFollowsGet) {
-  EXPECT_EQ(MatchRoute("HEAD", "/healthz").id, RouteId::kHealthz);
-}
+TEST(RouterTest, HeadFollowsGet) { EXPECT_EQ(MatchRoute("HEAD", "/healthz").id, RouteId::kHealthz); }
 
 TEST(RouterTest, WrongMethodListsAllowed) {
   RouteMatch m = MatchRoute("PUT", "/v1/sessions/x");
@@ -37,9 +34,9 @@ TEST(RouterTest, WrongMethodListsAllowed) {
 }
 
 TEST(RouterTest, UnknownPathsAreNotFound) {
-  for (const char* path : {"", "/", "/v1", "/v1/", "/v1/sessions/", "/v1/sessions//messages",
-                           "/v1/sessions/x/messages/", "/v1/sessions/x/other", "/v2/sessions",
-                           "/v1/sessions/x/messages/1", "healthz", "/healthz/", "//healthz"}) {
+  for (const char* path :
+       {"", "/", "/v1", "/v1/", "/v1/sessions/", "/v1/sessions//messages", "/v1/sessions/x/messages/",
+        "/v1/sessions/x/other", "/v2/sessions", "/v1/sessions/x/messages/1", "healthz", "/healthz/", "//healthz"}) {
     EXPECT_EQ(MatchRoute("GET", path).id, RouteId::kNotFound) << path;
   }
 }

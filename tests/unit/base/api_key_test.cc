@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <set>
-#include <utility>
 #include <string>
+#include <utility>
 
 #include "base/base64url.h"
 
@@ -68,8 +68,8 @@ TEST(ApiKeyTest, SecretHashIsSha256AndSameBytesComparesExactly) {
 TEST(Base64UrlTest, RoundTripsAndRefusesOtherSpellings) {
   // RFC 4648 section 10 vectors, unpadded, base64url alphabet.
   const std::pair<std::string, std::string> vectors[] = {
-      {"", ""}, {"f", "Zg"}, {"fo", "Zm8"}, {"foo", "Zm9v"}, {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"},
-      {"foobar", "Zm9vYmFy"}, {"\xfb\xff", "-_8"}};
+      {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},          {"foo", "Zm9v"},
+      {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}, {"\xfb\xff", "-_8"}};
   for (const auto& [bytes, text] : vectors) {
     EXPECT_EQ(Base64UrlEncode(bytes), text);
     std::string back;

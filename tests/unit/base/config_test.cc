@@ -8,7 +8,6 @@
 #include <fstream>
 #include <regex>
 
-
 namespace chatllm {
 namespace {
 
@@ -75,12 +74,10 @@ TEST(ConfigTest, ErrorsNameFileLineSectionAndKey) {
   const std::string f = "/etc/chatllm/test.ini";
   EXPECT_EQ(Error("[server]\nworkers = many\n[shard.a]\n"),
             f + ":2: [server] workers: 'many' is not an integer in 1..1024");
-  EXPECT_EQ(Error("[server]\nworkers = 0\n[shard.a]\n"),
-            f + ":2: [server] workers: '0' is not an integer in 1..1024");
+  EXPECT_EQ(Error("[server]\nworkers = 0\n[shard.a]\n"), f + ":2: [server] workers: '0' is not an integer in 1..1024");
   EXPECT_EQ(Error("[server]\nwrokers = 2\n[shard.a]\n"), f + ":2: [server] wrokers: unknown key");
   EXPECT_EQ(Error("[serve]\n[shard.a]\n"), f + ":1: [serve] unknown section");
-  EXPECT_EQ(Error("[server]\nlisten = nowhere\n[shard.a]\n"),
-            f + ":2: [server] listen: 'nowhere' is not host:port");
+  EXPECT_EQ(Error("[server]\nlisten = nowhere\n[shard.a]\n"), f + ":2: [server] listen: 'nowhere' is not host:port");
   EXPECT_EQ(Error("[db]\nstatement_timeout = fast\n[shard.a]\n"),
             f + ":2: [db] statement_timeout: 'fast' is not a number in 0..3600");
   EXPECT_EQ(Error("[provider]\nchain = gpt\n[shard.a]\n"),
@@ -102,8 +99,9 @@ TEST(ConfigTest, ErrorsNameFileLineSectionAndKey) {
 // title then failed in the database with a 500.
 TEST(ConfigTest, LimitsTheSchemaCannotHoldAreRefused) {
   const std::string f = "/etc/chatllm/test.ini";
-  EXPECT_EQ(Error("[limits]\nmax_title_chars = 5000\n[shard.a]\n"),
-            f + ":2: [limits] max_title_chars: '5000' is not an integer in 1..1000 (sessions.title is a VARCHAR(1000))");
+  EXPECT_EQ(
+      Error("[limits]\nmax_title_chars = 5000\n[shard.a]\n"),
+      f + ":2: [limits] max_title_chars: '5000' is not an integer in 1..1000 (sessions.title is a VARCHAR(1000))");
   EXPECT_EQ(Error("[limits]\nmax_title_chars = 1000\n[shard.a]\n"), "ok");
   EXPECT_EQ(Error("[limits]\nmax_metadata_bytes = 65536\n[shard.a]\n"),
             f + ":2: [limits] max_metadata_bytes: '65536' is not an integer in 2..65535 (sessions.metadata is a TEXT)");
@@ -125,7 +123,8 @@ TEST(ConfigTest, CommentsMayFollowAValue) {
   EXPECT_EQ(c.instance_name, "a#b");
   EXPECT_EQ(c.shards[0].port, 3307);
   EXPECT_EQ(c.shards[0].host, "db1");
-  EXPECT_EQ(Error("[shard.a]\nport = ; nothing\n"), "/etc/chatllm/test.ini:2: [shard.a] port: '' is not an integer in 1..65535");
+  EXPECT_EQ(Error("[shard.a]\nport = ; nothing\n"),
+            "/etc/chatllm/test.ini:2: [shard.a] port: '' is not an integer in 1..65535");
 }
 
 // Issue 13: the local stack's echo answered "gpt-4o" too, so nobody saw

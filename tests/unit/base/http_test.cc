@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include "base/time_util.h"
-
 #include <ctime>
+
+#include "base/time_util.h"
 
 namespace chatllm {
 namespace {
@@ -61,11 +61,11 @@ TEST(TimeTest, CivilArithmeticMatchesLibc) {
     tm parts;
     gmtime_r(&t, &parts);
     char want[64];
-    std::snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.000042Z", parts.tm_year + 1900,
-                  parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec);
+    std::snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.000042Z", parts.tm_year + 1900, parts.tm_mon + 1,
+                  parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec);
     ASSERT_EQ(FormatRfc3339(secs * 1000000 + 42), want) << secs;
-    ASSERT_EQ(UnixMicrosFromCivil(parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour,
-                                  parts.tm_min, parts.tm_sec, 42),
+    ASSERT_EQ(UnixMicrosFromCivil(parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min,
+                                  parts.tm_sec, 42),
               secs * 1000000 + 42);
   }
 }

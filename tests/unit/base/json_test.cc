@@ -27,7 +27,7 @@ TEST(JsonTest, RejectsSyntaxErrorsAndTrailingData) {
 }
 
 TEST(JsonTest, RejectsInvalidUtf8) {
-  EXPECT_EQ(ParseError("{\"a\":\"\xc0\xaf\"}"), "Invalid encoding in string. (at byte 6)");  // Overlong '/'.
+  EXPECT_EQ(ParseError("{\"a\":\"\xc0\xaf\"}"), "Invalid encoding in string. (at byte 6)");      // Overlong '/'.
   EXPECT_EQ(ParseError("{\"a\":\"\xed\xa0\x80\"}"), "Invalid encoding in string. (at byte 6)");  // Raw surrogate.
   EXPECT_EQ(ParseError("{\"a\":\"\xff\"}"), "Invalid encoding in string. (at byte 6)");
 }
@@ -56,12 +56,12 @@ TEST(JsonTest, DeepNestingIsRejectedWithoutRecursion) {
 
 TEST(JsonTest, Utf8Validation) {
   EXPECT_TRUE(IsValidUtf8("plain"));
-  EXPECT_TRUE(IsValidUtf8("\xf0\x9f\x98\x80"));       // U+1F600
-  EXPECT_TRUE(IsValidUtf8("\xf4\x8f\xbf\xbf"));       // U+10FFFF
-  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));      // U+110000
-  EXPECT_FALSE(IsValidUtf8("\xe0\x80\xaf"));          // Overlong.
-  EXPECT_FALSE(IsValidUtf8("\xed\xb0\x80"));          // U+DC00
-  EXPECT_FALSE(IsValidUtf8("\xe2\x82"));              // Truncated.
+  EXPECT_TRUE(IsValidUtf8("\xf0\x9f\x98\x80"));   // U+1F600
+  EXPECT_TRUE(IsValidUtf8("\xf4\x8f\xbf\xbf"));   // U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // U+110000
+  EXPECT_FALSE(IsValidUtf8("\xe0\x80\xaf"));      // Overlong.
+  EXPECT_FALSE(IsValidUtf8("\xed\xb0\x80"));      // U+DC00
+  EXPECT_FALSE(IsValidUtf8("\xe2\x82"));          // Truncated.
   EXPECT_EQ(Utf8Length("h\xc3\xa9llo \xf0\x9f\x98\x80"), 7u);
 }
 

@@ -16,19 +16,16 @@ CommandSpec Tool() {
       .name = "tool",
       .description = "Does things to shards.",
       .options = {{"config", "FILE", "the config file", true}},
-      .subcommands = {{.name = "run",
-                       .summary = "runs one thing",
-                       .description = "Runs NAME, and EXTRA if given.",
-                       .options = {{"dry-run", "", "count only"},
-                                   {"batch", "N", "rows per query (default 200)"}},
-                       .arguments = {{"NAME", "what to run"}, {"EXTRA", "", true}},
-                       .run = ok},
-                      {.name = "group",
-                       .description = "A group.",
-                       .subcommands = {{.name = "leaf",
-                                        .summary = "a leaf of the group",
-                                        .arguments = {{"ID"}},
-                                        .run = ok}}}},
+      .subcommands =
+          {{.name = "run",
+            .summary = "runs one thing",
+            .description = "Runs NAME, and EXTRA if given.",
+            .options = {{"dry-run", "", "count only"}, {"batch", "N", "rows per query (default 200)"}},
+            .arguments = {{"NAME", "what to run"}, {"EXTRA", "", true}},
+            .run = ok},
+           {.name = "group",
+            .description = "A group.",
+            .subcommands = {{.name = "leaf", .summary = "a leaf of the group", .arguments = {{"ID"}}, .run = ok}}}},
       .notes = "Read the docs.",
       .version = "tool 1.0",
   };
@@ -144,21 +141,17 @@ void ExpectUsageError(const std::vector<std::string>& args, const std::string& t
 }
 
 TEST(OptionsTest, UnknownOption) {
-  ExpectUsageError({"--config", "c", "run", "a", "--bogus"},
-                   "tool: unknown option --bogus\nTry 'tool run --help'.\n");
+  ExpectUsageError({"--config", "c", "run", "a", "--bogus"}, "tool: unknown option --bogus\nTry 'tool run --help'.\n");
   ExpectUsageError({"--bogus=1", "run", "a"}, "tool: unknown option --bogus\nTry 'tool --help'.\n");
   // No abbreviations: a prefix that names one option today could name two tomorrow.
-  ExpectUsageError({"--conf", "c", "run", "a"},
-                   "tool: unknown option --conf\nTry 'tool --help'.\n");
-  ExpectUsageError({"--CONFIG", "c", "run", "a"},
-                   "tool: unknown option --CONFIG\nTry 'tool --help'.\n");
+  ExpectUsageError({"--conf", "c", "run", "a"}, "tool: unknown option --conf\nTry 'tool --help'.\n");
+  ExpectUsageError({"--CONFIG", "c", "run", "a"}, "tool: unknown option --CONFIG\nTry 'tool --help'.\n");
 }
 
 TEST(OptionsTest, MissingValue) {
   ExpectUsageError({"--config", "c", "run", "a", "--batch"},
                    "tool: --batch needs a value (--batch N)\nTry 'tool run --help'.\n");
-  ExpectUsageError({"--config"},
-                   "tool: --config needs a value (--config FILE)\nTry 'tool --help'.\n");
+  ExpectUsageError({"--config"}, "tool: --config needs a value (--config FILE)\nTry 'tool --help'.\n");
 }
 
 TEST(OptionsTest, AFlagTakesNoValue) {
@@ -173,10 +166,8 @@ TEST(OptionsTest, MissingRequiredOption) {
 
 TEST(OptionsTest, MissingAndUnexpectedArguments) {
   ExpectUsageError({"--config", "c", "run"}, "tool: NAME is required\nTry 'tool run --help'.\n");
-  ExpectUsageError({"--config", "c", "run", "a", "b", "c"},
-                   "tool: unexpected argument 'c'\nTry 'tool run --help'.\n");
-  ExpectUsageError({"--config", "c", "group", "leaf"},
-                   "tool: ID is required\nTry 'tool group leaf --help'.\n");
+  ExpectUsageError({"--config", "c", "run", "a", "b", "c"}, "tool: unexpected argument 'c'\nTry 'tool run --help'.\n");
+  ExpectUsageError({"--config", "c", "group", "leaf"}, "tool: ID is required\nTry 'tool group leaf --help'.\n");
 }
 
 TEST(OptionsTest, UnknownCommand) {
@@ -359,8 +350,7 @@ TEST(OptionsTest, CheckCommandSpecFindsContradictions) {
 
 // --- RunCommandLine: what is printed where, and the exit status -------------------
 
-int RunMain(const CommandSpec& root, std::vector<std::string> args, std::string* out,
-            std::string* err) {
+int RunMain(const CommandSpec& root, std::vector<std::string> args, std::string* out, std::string* err) {
   std::vector<char*> argv;
   std::string program = root.name;
   argv.push_back(program.data());
@@ -401,9 +391,7 @@ TEST(OptionsTest, RunCommandLineExitStatuses) {
 
   tool.subcommands[0].run = nullptr;
   EXPECT_EQ(RunMain(tool, {"--help"}, &out, &err), kExitFailure);
-  EXPECT_EQ(
-      err,
-      "tool: bad command-line declaration: tool run: a command without subcommands needs a run\n");
+  EXPECT_EQ(err, "tool: bad command-line declaration: tool run: a command without subcommands needs a run\n");
 }
 
 // --- value conversions -----------------------------------------------------------
@@ -413,8 +401,7 @@ TEST(OptionsTest, ParseIntegerIsStrict) {
   EXPECT_EQ(ParseInteger("-5"), -5);
   EXPECT_EQ(ParseInteger("+5"), 5);
   EXPECT_EQ(ParseInteger("9223372036854775807"), INT64_MAX);
-  for (const char* bad :
-       {"", " 5", "5 ", "10x", "0x10", "1.5", "-", "+-5", "9223372036854775808"}) {
+  for (const char* bad : {"", " 5", "5 ", "10x", "0x10", "1.5", "-", "+-5", "9223372036854775808"}) {
     EXPECT_EQ(ParseInteger(bad), std::nullopt) << bad;
   }
 }

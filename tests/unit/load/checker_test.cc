@@ -86,10 +86,10 @@ TEST_F(CheckerTest, AcceptsAConsistentHistory) {
   Turn("b");
   Turn("c");
   Append("a", 201, 0, 10, 0, 1);
-  Append("b", 201, 5, 20, 1, 3);   // Concurrent with "a".
-  Append("c", 503, 21, 30, 0);     // Unknown, stored once.
-  Append("d", 503, 22, 31, 1);     // Unknown, not stored.
-  Append("e", 400, 23, 24, 1);     // Refused, absent.
+  Append("b", 201, 5, 20, 1, 3);  // Concurrent with "a".
+  Append("c", 503, 21, 30, 0);    // Unknown, stored once.
+  Append("d", 503, 22, 31, 1);    // Unknown, not stored.
+  Append("e", 400, 23, 24, 1);    // Refused, absent.
   Read(25, 6);
   Read(11, 2);  // Saw "a" only: fine, "b" was not acknowledged before the read.
   EXPECT_EQ(Check(), Kinds{});
@@ -137,8 +137,8 @@ TEST_F(CheckerTest, CatchesGapsAndBrokenReplies) {
 TEST_F(CheckerTest, CatchesRealTimeInversion) {
   Turn("late");
   Turn("early");
-  Append("early", 201, 0, 10, 0);   // Acknowledged at t=10...
-  Append("late", 201, 20, 30, 1);   // ...yet "late", sent at t=20, is stored first.
+  Append("early", 201, 0, 10, 0);  // Acknowledged at t=10...
+  Append("late", 201, 20, 30, 1);  // ...yet "late", sent at t=20, is stored first.
   Kinds k = Check();
   EXPECT_NE(std::find(k.begin(), k.end(), "realtime"), k.end());
 }
@@ -196,7 +196,7 @@ TEST_F(CheckerTest, IdenticalTextsStoredMoreOftenThanSentAreCaught) {
 TEST_F(CheckerTest, OneKeyIsOneRequest) {
   Turn("k");
   Append("k", 201, 0, 10, 0, 1, "key-1");
-  Append("k", 201, 5, 12, 0, 1, "key-1");                            // The replay.
+  Append("k", 201, 5, 12, 0, 1, "key-1");                           // The replay.
   Append("k", 409, 6, 7, 0, 0, "key-1", "idempotency_key_in_use");  // Still running then.
   EXPECT_EQ(Check(), Kinds{});
   Turn("k");

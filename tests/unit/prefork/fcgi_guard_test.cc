@@ -10,9 +10,14 @@ namespace chatllm {
 namespace {
 
 std::string Record(int type, int id, const std::string& content, int padding = 0) {
-  std::string r = {1, static_cast<char>(type), static_cast<char>(id >> 8), static_cast<char>(id & 0xff),
-                   static_cast<char>(content.size() >> 8), static_cast<char>(content.size() & 0xff),
-                   static_cast<char>(padding), 0};
+  std::string r = {1,
+                   static_cast<char>(type),
+                   static_cast<char>(id >> 8),
+                   static_cast<char>(id & 0xff),
+                   static_cast<char>(content.size() >> 8),
+                   static_cast<char>(content.size() & 0xff),
+                   static_cast<char>(padding),
+                   0};
   return r + content + std::string(padding, '\0');
 }
 std::string Length(size_t n) {
@@ -39,8 +44,8 @@ FcgiHead Check(const std::string& bytes) {
 TEST(FcgiGuardTest, AnNginxRequestHeadIsCompleteAndEachPrefixIncomplete) {
   const std::string params = Pair("REQUEST_METHOD", "POST") + Pair("REQUEST_URI", "/v1/sessions") +
                              Pair("HTTP_COOKIE", std::string(300, 'c'));  // A 4-byte length.
-  const std::string head = Begin() + Record(4, 1, params.substr(0, 20), 4) + Record(4, 1, params.substr(20)) +
-                           Record(4, 1, "");
+  const std::string head =
+      Begin() + Record(4, 1, params.substr(0, 20), 4) + Record(4, 1, params.substr(20)) + Record(4, 1, "");
   EXPECT_EQ(Check(head), FcgiHead::kComplete);
   EXPECT_EQ(Check(head + Record(5, 1, "{}")), FcgiHead::kComplete);  // The body follows.
   for (size_t n = 0; n < head.size(); ++n) EXPECT_EQ(Check(head.substr(0, n)), FcgiHead::kIncomplete) << n;

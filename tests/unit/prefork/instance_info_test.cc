@@ -21,8 +21,7 @@ std::string Section(const std::string& text, const std::string& first, const std
 
 class InstanceInfoTest : public ::testing::Test {
  protected:
-  InstanceInfoTest()
-      : board_(4), info_(config_, &board_, -1, {{"GET", "/healthz"}, {"POST", "/v1/sessions"}}) {}
+  InstanceInfoTest() : board_(4), info_(config_, &board_, -1, {{"GET", "/healthz"}, {"POST", "/v1/sessions"}}) {}
 
   Config config_;
   Scoreboard board_;
@@ -32,44 +31,43 @@ class InstanceInfoTest : public ::testing::Test {
 TEST_F(InstanceInfoTest, OneRouteAndStatusGiveExactlyTheirCounterAndHistogram) {
   board_.CountRequest(1, 201, 1500);
   const std::string metrics = info_.Metrics();
-  EXPECT_EQ(
-      Section(metrics, "# HELP chatllm_http_requests_total", "# HELP chatllm_db_queries_total"),
-      "# HELP chatllm_http_requests_total HTTP requests handled, by method, route and status.\n"
-      "# TYPE chatllm_http_requests_total counter\n"
-      "chatllm_http_requests_total{method=\"POST\",route=\"/v1/sessions\",status=\"201\"} 1\n"
-      "# HELP chatllm_http_request_duration_seconds Time from accepting a request to its last "
-      "byte, by method and route.\n"
-      "# TYPE chatllm_http_request_duration_seconds histogram\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.001\"} 0\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.0025\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.005\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.01\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.025\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.05\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.1\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.25\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"0.5\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"1\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"2.5\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"5\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"10\"} 1\n"
-      "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
-      "sessions\",le=\"+Inf\"} 1\n"
-      "chatllm_http_request_duration_seconds_sum{method=\"POST\",route=\"/v1/sessions\"} 0.0015\n"
-      "chatllm_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/sessions\"} 1\n");
+  EXPECT_EQ(Section(metrics, "# HELP chatllm_http_requests_total", "# HELP chatllm_db_queries_total"),
+            "# HELP chatllm_http_requests_total HTTP requests handled, by method, route and status.\n"
+            "# TYPE chatllm_http_requests_total counter\n"
+            "chatllm_http_requests_total{method=\"POST\",route=\"/v1/sessions\",status=\"201\"} 1\n"
+            "# HELP chatllm_http_request_duration_seconds Time from accepting a request to its last "
+            "byte, by method and route.\n"
+            "# TYPE chatllm_http_request_duration_seconds histogram\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.001\"} 0\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.0025\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.005\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.01\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.025\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.05\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.1\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.25\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"0.5\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"1\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"2.5\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"5\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"10\"} 1\n"
+            "chatllm_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/"
+            "sessions\",le=\"+Inf\"} 1\n"
+            "chatllm_http_request_duration_seconds_sum{method=\"POST\",route=\"/v1/sessions\"} 0.0015\n"
+            "chatllm_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/sessions\"} 1\n");
 }
 
 TEST_F(InstanceInfoTest, AnUnlistedStatusIsOtherAndAnUnnamedRouteIsAny) {
@@ -77,14 +75,11 @@ TEST_F(InstanceInfoTest, AnUnlistedStatusIsOtherAndAnUnnamedRouteIsAny) {
   board_.CountRequest(0, 418, 10);
   board_.CountRequest(7, 200, 10);  // Beyond the two routes the handler named.
   const std::string metrics = info_.Metrics();
-  EXPECT_NE(
-      metrics.find(
-          "\nchatllm_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"other\"} 2\n"),
-      std::string::npos)
+  EXPECT_NE(metrics.find("\nchatllm_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"other\"} 2\n"),
+            std::string::npos)
       << metrics;
-  EXPECT_NE(
-      metrics.find("\nchatllm_http_requests_total{method=\"any\",route=\"?\",status=\"200\"} 1\n"),
-      std::string::npos)
+  EXPECT_NE(metrics.find("\nchatllm_http_requests_total{method=\"any\",route=\"?\",status=\"200\"} 1\n"),
+            std::string::npos)
       << metrics;
 }
 
@@ -111,8 +106,7 @@ TEST_F(InstanceInfoTest, NamedSeriesWorkersAndCounters) {
        }) {
     EXPECT_NE(metrics.find(line), std::string::npos) << line << " missing from\n" << metrics;
   }
-  EXPECT_EQ(metrics.find("chatllm_provider_requests_total{"), std::string::npos)
-      << "no provider was named";
+  EXPECT_EQ(metrics.find("chatllm_provider_requests_total{"), std::string::npos) << "no provider was named";
 }
 
 }  // namespace

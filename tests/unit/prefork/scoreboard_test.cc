@@ -77,8 +77,7 @@ TEST(ScoreboardTest, BurstZeroActsAsOneAndRateZeroMeansNoLimit) {
   EXPECT_FALSE(board.TakeToken(alice, 4, 0, kT0 + 250000 - 1));
   EXPECT_TRUE(board.TakeToken(alice, 4, 0, kT0 + 250000));
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE(board.TakeToken(bob, 0, 0, kT0)) << i;
-  for (int i = 0; i < 1000; ++i)
-    ASSERT_TRUE(board.TakeToken(bob, -1, 1)) << i;  // The clock-reading overload too.
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(board.TakeToken(bob, -1, 1)) << i;  // The clock-reading overload too.
 }
 
 TEST(ScoreboardTest, EachUserHasABucketOfItsOwn) {
@@ -99,8 +98,7 @@ TEST(ScoreboardTest, TheBucketIsSharedAcrossProcesses) {
   const std::string alice = User('a');
   pid_t child = fork();
   ASSERT_GE(child, 0);
-  if (child == 0)
-    _exit(board.TakeToken(alice, 1, 2, kT0) && board.TakeToken(alice, 1, 2, kT0) ? 0 : 1);
+  if (child == 0) _exit(board.TakeToken(alice, 1, 2, kT0) && board.TakeToken(alice, 1, 2, kT0) ? 0 : 1);
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
@@ -119,8 +117,7 @@ TEST(ScoreboardTest, AFullTableFailsOpenUntilASlotGoesStale) {
     EXPECT_FALSE(board.TakeToken(u, 1, 1, kT0)) << j << " is limited";
   }
   const std::string late = UserWithKey(base + 16 * Scoreboard::kUserSlots);
-  for (int i = 0; i < 5; ++i)
-    EXPECT_TRUE(board.TakeToken(late, 1, 1, kT0)) << "no slot: not limited";
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(board.TakeToken(late, 1, 1, kT0)) << "no slot: not limited";
   // A minute after its owner last spent a token, a slot may be taken over.
   const int64_t stale = kT0 + 62 * kSecond;
   EXPECT_TRUE(board.TakeToken(late, 1, 1, stale));
@@ -263,8 +260,7 @@ TEST(ScoreboardTest, NamedSeriesAreClaimedOncePerName) {
   EXPECT_STREQ(a->name, "a");
   EXPECT_EQ(board.Shard(""), nullptr);
   EXPECT_NE(board.Provider("a"), a) << "shards and providers are separate tables";
-  for (int i = 2; i < Scoreboard::kMaxShards; ++i)
-    EXPECT_NE(board.Shard("s" + std::to_string(i)), nullptr);
+  for (int i = 2; i < Scoreboard::kMaxShards; ++i) EXPECT_NE(board.Shard("s" + std::to_string(i)), nullptr);
   EXPECT_EQ(board.Shard("one-too-many"), nullptr);
   EXPECT_EQ(board.Shard("a"), a);
 }

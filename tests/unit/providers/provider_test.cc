@@ -75,8 +75,8 @@ TEST(WireFormatTest, AnthropicRequestAlternatesRolesAndStartsWithTheUser) {
 TEST(WireFormatTest, ParsesAnswersAndRefusesWhatIsNotTheFormat) {
   Completion c;
   EXPECT_TRUE(ParseOpenAiResponse(R"({"model":"m1","choices":[{"message":{"role":"assistant","content":"hey"},)"
-                                R"("finish_reason":"length"}],"usage":{"prompt_tokens":7,"completion_tokens":2}})",
-                                &c)
+                                  R"("finish_reason":"length"}],"usage":{"prompt_tokens":7,"completion_tokens":2}})",
+                                  &c)
                   .ok());
   EXPECT_EQ(c.content, "hey");
   EXPECT_EQ(c.model, "m1");
@@ -88,10 +88,11 @@ TEST(WireFormatTest, ParsesAnswersAndRefusesWhatIsNotTheFormat) {
   EXPECT_FALSE(ParseOpenAiResponse(R"({"choices":[{"message":{"content":5}}]})", &c).ok());
 
   Completion a;
-  EXPECT_TRUE(ParseAnthropicResponse(R"({"model":"c1","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],)"
-                                   R"("stop_reason":"max_tokens","usage":{"input_tokens":3,"output_tokens":4}})",
-                                   &a)
-                  .ok());
+  EXPECT_TRUE(
+      ParseAnthropicResponse(R"({"model":"c1","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],)"
+                             R"("stop_reason":"max_tokens","usage":{"input_tokens":3,"output_tokens":4}})",
+                             &a)
+          .ok());
   EXPECT_EQ(a.content, "ab");
   EXPECT_EQ(a.finish_reason, "length");
   EXPECT_EQ(a.prompt_tokens, 3);
@@ -112,7 +113,8 @@ TEST(WireFormatTest, ErrorTextAndRetryAfter) {
 // A provider that plays a script of outcomes, one per call.
 class ScriptedProvider : public Provider {
  public:
-  ScriptedProvider(const std::string& name, std::vector<std::string> models, std::deque<std::optional<ProviderError>> script)
+  ScriptedProvider(const std::string& name, std::vector<std::string> models,
+                   std::deque<std::optional<ProviderError>> script)
       : Provider(Config(name, std::move(models))), script_(std::move(script)) {}
   static ProviderConfig Config(const std::string& name, std::vector<std::string> models) {
     ProviderConfig c;

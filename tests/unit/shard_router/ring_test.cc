@@ -32,8 +32,8 @@ std::vector<std::string> RandomIds(size_t n, uint64_t seed) {
     uint64_t hi = rng(), lo = rng();
     hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
     lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-    std::snprintf(buf, sizeof(buf), "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64,
-                  hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48, lo & uint64_t{0xffffffffffff});
+    std::snprintf(buf, sizeof(buf), "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64, hi >> 32,
+                  (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48, lo & uint64_t{0xffffffffffff});
     ids.emplace_back(buf);
   }
   return ids;
@@ -45,10 +45,8 @@ TEST(RingTest, RejectsBadShardLists) {
   EXPECT_EQ(Ring::Build({{"a", 1}, {"a", 2}}, &ring).message(), "duplicate shard name 'a'");
   EXPECT_EQ(Ring::Build({{"a", 0}}, &ring).message(), "shard 'a' weight 0 is outside 1..1000");
   EXPECT_EQ(Ring::Build({{"a", 1001}}, &ring).message(), "shard 'a' weight 1001 is outside 1..1000");
-  EXPECT_EQ(Ring::Build({{"A", 1}}, &ring).message(),
-            "shard name 'A' must be 1..64 characters of [a-z0-9_-]");
-  EXPECT_EQ(Ring::Build({{"", 1}}, &ring).message(),
-            "shard name '' must be 1..64 characters of [a-z0-9_-]");
+  EXPECT_EQ(Ring::Build({{"A", 1}}, &ring).message(), "shard name 'A' must be 1..64 characters of [a-z0-9_-]");
+  EXPECT_EQ(Ring::Build({{"", 1}}, &ring).message(), "shard name '' must be 1..64 characters of [a-z0-9_-]");
   EXPECT_TRUE(ring.empty());  // Failed builds leave the ring untouched.
 }
 
@@ -66,12 +64,12 @@ TEST(RingTest, LookupIsPinned) {
 
 TEST(RingTest, WrapsAroundAtBothEdges) {
   Ring ring = MustBuild({{"a", 100}, {"b", 100}});
-  const uint64_t first = 0x1c2a4fffadd098ULL;     // Lowest point: b.
-  const uint64_t last = 0xfffc3983cae55eecULL;    // Highest point: a.
-  EXPECT_EQ(ring.LookupHash(0), "b");             // Below the first point.
-  EXPECT_EQ(ring.LookupHash(first), "b");         // Exactly on it.
-  EXPECT_EQ(ring.LookupHash(last), "a");          // Exactly on the last point.
-  EXPECT_EQ(ring.LookupHash(last + 1), "b");      // Past it: wraps to the first.
+  const uint64_t first = 0x1c2a4fffadd098ULL;   // Lowest point: b.
+  const uint64_t last = 0xfffc3983cae55eecULL;  // Highest point: a.
+  EXPECT_EQ(ring.LookupHash(0), "b");           // Below the first point.
+  EXPECT_EQ(ring.LookupHash(first), "b");       // Exactly on it.
+  EXPECT_EQ(ring.LookupHash(last), "a");        // Exactly on the last point.
+  EXPECT_EQ(ring.LookupHash(last + 1), "b");    // Past it: wraps to the first.
   EXPECT_EQ(ring.LookupHash(UINT64_MAX), "b");
 }
 

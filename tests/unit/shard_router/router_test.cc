@@ -22,7 +22,8 @@ std::vector<std::string> Keys(size_t n) {
   std::vector<std::string> out;
   char buf[40];
   for (size_t i = 0; i < n; ++i) {
-    std::snprintf(buf, sizeof(buf), "%016" PRIx64 "%016" PRIx64, static_cast<uint64_t>(rng()), static_cast<uint64_t>(rng()));
+    std::snprintf(buf, sizeof(buf), "%016" PRIx64 "%016" PRIx64, static_cast<uint64_t>(rng()),
+                  static_cast<uint64_t>(rng()));
     out.emplace_back(buf);
   }
   return out;

@@ -19,10 +19,9 @@ TEST(ClusterMapTest, JsonRoundTrips) {
   auto map = ClusterMap::Build(7, TwoShards());
   ASSERT_TRUE(map.ok()) << map.status().message();
   const std::string json = (*map)->ToJson();
-  EXPECT_EQ(json,
-            R"({"epoch":7,"shards":[{"name":"a","host":"10.0.0.1","port":3306,"database":"chatllm","weight":100,)"
-            R"("state":"active"},{"name":"b","host":"10.0.0.2","port":3307,"database":"chat","weight":50,)"
-            R"("state":"joining"}]})");
+  EXPECT_EQ(json, R"({"epoch":7,"shards":[{"name":"a","host":"10.0.0.1","port":3306,"database":"chatllm","weight":100,)"
+                  R"("state":"active"},{"name":"b","host":"10.0.0.2","port":3307,"database":"chat","weight":50,)"
+                  R"("state":"joining"}]})");
   auto back = ClusterMap::FromJson(json);
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_EQ((*back)->epoch(), 7u);
@@ -37,9 +36,9 @@ TEST(ClusterMapTest, JsonRoundTrips) {
 }
 
 TEST(ClusterMapTest, RefusesWhatIsNotAMap) {
-  for (const char* bad : {"", "[]", R"({"epoch":1})", R"({"epoch":-1,"shards":[]})",
-                          R"({"epoch":1,"shards":[{"name":"a"}]})",
-                          R"({"epoch":1,"shards":[{"name":"a","host":"h","port":1,"database":"d","weight":1,"state":"x"}]})"}) {
+  for (const char* bad :
+       {"", "[]", R"({"epoch":1})", R"({"epoch":-1,"shards":[]})", R"({"epoch":1,"shards":[{"name":"a"}]})",
+        R"({"epoch":1,"shards":[{"name":"a","host":"h","port":1,"database":"d","weight":1,"state":"x"}]})"}) {
     auto map = ClusterMap::FromJson(bad);
     EXPECT_FALSE(map.ok()) << bad;
     EXPECT_FALSE(map.status().message().empty()) << bad;
@@ -56,7 +55,8 @@ TEST(ClusterMapTest, RefusesAnInvalidRing) {
 TEST(ClusterMapTest, SeedMapIsTheConfiguredShardsAtEpochZero) {
   Config config;
   config.path = "test.ini";
-  config.shards = {ShardConfig{"x", "127.0.0.1", 13307, "chatllm", 100}, ShardConfig{"y", "127.0.0.1", 13308, "chatllm", 100}};
+  config.shards = {ShardConfig{"x", "127.0.0.1", 13307, "chatllm", 100},
+                   ShardConfig{"y", "127.0.0.1", 13308, "chatllm", 100}};
   auto map = SeedMap(config);
   EXPECT_EQ(map->epoch(), 0u);
   ASSERT_EQ(map->shards().size(), 2u);

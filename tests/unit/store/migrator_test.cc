@@ -1,8 +1,10 @@
 #include "store/migrator.h"
-#include "base/config.h"
 
 #include <gtest/gtest.h>
+
 #include <regex>
+
+#include "base/config.h"
 
 namespace chatllm {
 namespace {

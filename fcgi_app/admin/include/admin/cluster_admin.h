@@ -29,15 +29,15 @@ struct ShardReport {
   std::string error;
   int64_t fence = 0;
   int schema_version = 0;
-  int64_t sessions = 0;  // Active sessions.
-  int64_t messages = 0;  // Messages of active sessions.
+  int64_t sessions = 0;    // Active sessions.
+  int64_t messages = 0;    // Messages of active sessions.
   int64_t in_transit = 0;  // Sessions moving away or incoming.
 };
 
 struct RebalanceOptions {
   bool dry_run = false;
-  int batch = 200;   // Sessions read per scan query.
-  double rate = 0;   // Max sessions moved per second; 0 = as fast as possible.
+  int batch = 200;  // Sessions read per scan query.
+  double rate = 0;  // Max sessions moved per second; 0 = as fast as possible.
   // Called after every moved session and at the end: (moved, total).
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -45,7 +45,7 @@ struct RebalanceOptions {
 struct RebalanceResult {
   int64_t misplaced = 0;  // Sessions found on a shard that does not own them.
   int64_t moved = 0;
-  int64_t gone = 0;       // Deleted by a client before they could be moved.
+  int64_t gone = 0;  // Deleted by a client before they could be moved.
   double seconds = 0;
   uint64_t final_epoch = 0;  // Epoch published when the move completed; 0 if none.
 };
@@ -182,8 +182,8 @@ class ClusterAdmin {
     int64_t messages = 0, max_seq = 0, message_count = 0;
     std::string digest, row;
     bool operator==(const Fingerprint& o) const {
-      return messages == o.messages && max_seq == o.max_seq && message_count == o.message_count &&
-             digest == o.digest && row == o.row;
+      return messages == o.messages && max_seq == o.max_seq && message_count == o.message_count && digest == o.digest &&
+             row == o.row;
     }
     std::string Text() const {
       return std::to_string(messages) + " messages to seq " + std::to_string(max_seq) + ", count " +

@@ -2,11 +2,11 @@
 
 #include <string>
 
-#include "store/db_error.h"
+#include "api/requests.h"
 #include "base/http.h"
 #include "base/ids.h"
 #include "base/json.h"
-#include "api/requests.h"
+#include "store/db_error.h"
 #include "store/store.h"
 
 namespace chatllm {

@@ -4,7 +4,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-
 #include <vector>
 
 #include "base/config.h"
@@ -12,7 +11,6 @@
 #include "providers/provider.h"
 
 namespace chatllm {
-
 
 struct CreateSessionRequest {
   std::optional<std::string> title;
@@ -39,14 +37,14 @@ struct AppendMessageRequest {
 
 // POST /v1/chat/completions (OpenAI's request format).
 struct ChatCompletionRequest {
-  std::string model;                  // "" when the request names none.
-  std::string system;                 // The system (and developer) messages, joined.
+  std::string model;   // "" when the request names none.
+  std::string system;  // The system (and developer) messages, joined.
   bool has_system = false;
   std::vector<ChatMessage> messages;  // user and assistant, in order.
   bool stream = false;
-  bool include_usage = false;         // stream_options.include_usage
+  bool include_usage = false;  // stream_options.include_usage
   Sampling sampling;
-  std::string session_id;             // "session_id" field; "" for none.
+  std::string session_id;  // "session_id" field; "" for none.
 };
 
 struct ListMessagesQuery {

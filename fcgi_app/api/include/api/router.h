@@ -15,8 +15,8 @@ enum class RouteId {
   kDeleteSession,
   kListMessages,
   kAppendMessage,
-  kStatus,   // GET /status: the process manager's status (loopback only, in nginx).
-  kMetrics,  // GET /metrics: Prometheus text (loopback only, in nginx).
+  kStatus,           // GET /status: the process manager's status (loopback only, in nginx).
+  kMetrics,          // GET /metrics: Prometheus text (loopback only, in nginx).
   kChatCompletions,  // POST /v1/chat/completions: OpenAI-compatible.
   kListSessions,     // GET /v1/sessions: the caller's sessions.
 };

@@ -6,12 +6,12 @@
 #include <string>
 
 #include "api/key_cache.h"
+#include "api/requests.h"
 #include "api/turn.h"
 #include "base/config.h"
 #include "base/http.h"
 #include "base/instance.h"
 #include "providers/provider_chain.h"
-#include "api/requests.h"
 #include "store/store.h"
 
 namespace chatllm {
@@ -58,8 +58,8 @@ class Service {
   HttpResponse GetSession(const SessionId& id, const UserId& user);
   HttpResponse DeleteSession(const SessionId& id, const UserId& user);
   HttpResponse ListMessages(const SessionId& id, const HttpRequest& request, const UserId& user);
-  HttpResponse AppendMessage(const SessionId& id, const HttpRequest& request, const UserId& user,
-                             RequestTrace* trace, ResponseStream* stream);
+  HttpResponse AppendMessage(const SessionId& id, const HttpRequest& request, const UserId& user, RequestTrace* trace,
+                             ResponseStream* stream);
   HttpResponse ChatCompletions(const HttpRequest& request, const UserId& user, RequestTrace* trace,
                                ResponseStream* stream);
   const Config& config_;

@@ -43,20 +43,20 @@ struct ProviderConfig {
   // Where the API lives. openai: up to and including "/v1" (the client adds
   // "/chat/completions"); anthropic: scheme, host and port (adds "/v1/messages").
   std::string base_url;
-  std::string api_key;         // From api_key_env or api_key_file. Never logged.
-  std::string model;           // Used when neither the message nor the session names one.
+  std::string api_key;                      // From api_key_env or api_key_file. Never logged.
+  std::string model;                        // Used when neither the message nor the session names one.
   std::vector<std::string> models = {"*"};  // Globs of the model names it serves.
   int connect_timeout_ms = 5000;
-  int read_timeout_ms = 60000;      // Longest wait for the next bytes of a response.
-  int total_timeout_ms = 120000;    // Longest time for one call, retries included.
-  int max_retries = 2;              // Re-sends after 429, 5xx or a failed connection.
-  int retry_base_ms = 250;          // Backoff before retry n: base * 2^n, jittered, capped.
+  int read_timeout_ms = 60000;    // Longest wait for the next bytes of a response.
+  int total_timeout_ms = 120000;  // Longest time for one call, retries included.
+  int max_retries = 2;            // Re-sends after 429, 5xx or a failed connection.
+  int retry_base_ms = 250;        // Backoff before retry n: base * 2^n, jittered, capped.
   int retry_max_ms = 8000;
   size_t max_response_bytes = 4 << 20;
-  int max_tokens = 1024;            // Longest answer asked for (max_tokens of the API).
-  std::string ca_file;              // CA bundle for https; empty: the system's.
+  int max_tokens = 1024;  // Longest answer asked for (max_tokens of the API).
+  std::string ca_file;    // CA bundle for https; empty: the system's.
   std::string anthropic_version = "2023-06-01";
-  int delay_ms = 0;                 // echo: wait this long before answering.
+  int delay_ms = 0;  // echo: wait this long before answering.
 };
 
 // Every setting of chatllm-fcgi and shardctl. Defaults here are the documented
@@ -65,23 +65,23 @@ struct Config {
   std::string path;  // The file this came from (for messages).
 
   // [server]
-  std::string instance_name;  // Default: the host name. Sent as X-Served-By.
+  std::string instance_name;              // Default: the host name. Sent as X-Served-By.
   std::string listen = "127.0.0.1:9000";  // host:port of the FastCGI socket.
   int backlog = 1024;                     // listen(2) backlog.
   std::string pm = "static";              // Pool mode: static, dynamic or ondemand.
-  int workers = 4;             // static: worker processes; dynamic/ondemand: the maximum.
-  int start_workers = 2;       // dynamic: forked at start.
-  int min_spare_workers = 1;   // dynamic: fork when fewer are idle.
-  int max_spare_workers = 3;   // dynamic: retire idle workers above this.
-  int idle_timeout_s = 10;     // ondemand: an idle worker exits after this long.
-  int max_requests = 0;        // Recycle a worker after this many requests (0: never).
-  int threads = 1;             // Accept threads per worker, each with its own connections.
-  int request_timeout_s = 0;   // Kill a worker whose request runs longer (0: never).
-  int slowlog_timeout_s = 0;   // Log requests running longer (0: never).
-  int shutdown_timeout_s = 30;  // On SIGTERM, in-flight requests get this long, then SIGKILL.
-  std::string access_log;       // JSON lines, one per request; empty: off.
-  std::string pid_file;         // Empty: no pid file.
-  std::string log_file;         // Empty: stderr.
+  int workers = 4;                        // static: worker processes; dynamic/ondemand: the maximum.
+  int start_workers = 2;                  // dynamic: forked at start.
+  int min_spare_workers = 1;              // dynamic: fork when fewer are idle.
+  int max_spare_workers = 3;              // dynamic: retire idle workers above this.
+  int idle_timeout_s = 10;                // ondemand: an idle worker exits after this long.
+  int max_requests = 0;                   // Recycle a worker after this many requests (0: never).
+  int threads = 1;                        // Accept threads per worker, each with its own connections.
+  int request_timeout_s = 0;              // Kill a worker whose request runs longer (0: never).
+  int slowlog_timeout_s = 0;              // Log requests running longer (0: never).
+  int shutdown_timeout_s = 30;            // On SIGTERM, in-flight requests get this long, then SIGKILL.
+  std::string access_log;                 // JSON lines, one per request; empty: off.
+  std::string pid_file;                   // Empty: no pid file.
+  std::string log_file;                   // Empty: stderr.
   LogLevel log_level = LogLevel::kInfo;
 
   // [limits]
@@ -99,10 +99,10 @@ struct Config {
   int user_burst = 100;                       // Token bucket size for the rate above.
 
   // [auth]
-  bool auth_required = true;            // Bearer API key on every /v1 route.
-  int key_cache_ttl_ms = 5000;          // A revoked key may work this long.
-  int idempotency_ttl_s = 86400;        // Idempotency keys are kept at least this long.
-  int idempotency_lease_s = 600;        // A request still "running" after this is taken over.
+  bool auth_required = true;      // Bearer API key on every /v1 route.
+  int key_cache_ttl_ms = 5000;    // A revoked key may work this long.
+  int idempotency_ttl_s = 86400;  // Idempotency keys are kept at least this long.
+  int idempotency_lease_s = 600;  // A request still "running" after this is taken over.
 
   // [db]
   int connect_timeout_s = 1;
@@ -115,12 +115,12 @@ struct Config {
 
   // [cluster]: how to reach every shard of the shard map.
   std::string db_user = "chatllm_app";  // DML + EXECUTE account used by the app.
-  std::string db_password;               // From `password` or `password_file`.
-  std::string migrate_user;              // DDL account of shardctl; default: db_user.
-  std::string migrate_password;          // Default: db_password.
-  int map_refresh_ms = 2000;             // How often a worker looks for a newer map.
-  int move_wait_ms = 5000;               // How long a write waits for a session in transit.
-  std::string map_file;                  // Optional initial map (JSON), until a newer one is read.
+  std::string db_password;              // From `password` or `password_file`.
+  std::string migrate_user;             // DDL account of shardctl; default: db_user.
+  std::string migrate_password;         // Default: db_password.
+  int map_refresh_ms = 2000;            // How often a worker looks for a newer map.
+  int move_wait_ms = 5000;              // How long a write waits for a session in transit.
+  std::string map_file;                 // Optional initial map (JSON), until a newer one is read.
 
   // [provider] chain and [provider.NAME] sections: the providers a turn may
   // use, in the order they are tried.

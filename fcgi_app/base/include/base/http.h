@@ -13,9 +13,9 @@ namespace chatllm {
 
 // One HTTP request as the FastCGI worker received it from nginx.
 struct HttpRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string path;    // Raw path from REQUEST_URI, without the query string.
-  std::string query;   // Raw query string, without '?'.
+  std::string method;                          // "GET", "POST", ...
+  std::string path;                            // Raw path from REQUEST_URI, without the query string.
+  std::string query;                           // Raw query string, without '?'.
   std::map<std::string, std::string> headers;  // Lowercase names ("content-type").
   std::string body;
   std::string remote_addr;
@@ -52,7 +52,7 @@ class ResponseStream {
 // Store); owned by the worker thread.
 struct RequestTrace {
   std::string request_id;
-  int route = 0;            // RouteId.
+  int route = 0;  // RouteId.
   const char* route_name = "";
   std::string session_id;   // When the route names one.
   std::string user;         // The caller's user id (hex), when authenticated.

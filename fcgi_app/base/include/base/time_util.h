@@ -15,8 +15,8 @@ int64_t MonotonicMicros();
 std::string FormatRfc3339(int64_t unix_micros);
 
 // Unix microseconds of a UTC civil time (proleptic Gregorian calendar).
-int64_t UnixMicrosFromCivil(int64_t year, unsigned month, unsigned day, unsigned hour, unsigned minute,
-                            unsigned second, unsigned micros);
+int64_t UnixMicrosFromCivil(int64_t year, unsigned month, unsigned day, unsigned hour, unsigned minute, unsigned second,
+                            unsigned micros);
 // The civil date of a day count since 1970-01-01.
 void CivilFromDays(int64_t days, int64_t* year, unsigned* month, unsigned* day);
 

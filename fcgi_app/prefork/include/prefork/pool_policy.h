@@ -116,7 +116,6 @@ enum class RequestVerdict {
 // longer than request_timeout_s, logged once it has run longer than
 // slowlog_timeout_s (0 disables either). `worker_killed`: its worker was
 // already SIGKILLed; `slow_logged`: this request was already logged.
-RequestVerdict JudgeRequest(const PoolOptions& options, int64_t elapsed_us, bool worker_killed,
-                            bool slow_logged);
+RequestVerdict JudgeRequest(const PoolOptions& options, int64_t elapsed_us, bool worker_killed, bool slow_logged);
 
 }  // namespace chatllm

@@ -36,8 +36,7 @@ class ProcessManager {
   using Reload = std::function<bool(PoolOptions* options, std::string* error)>;
 
   // `board` must have room for the pool (Scoreboard(SlotsNeeded(options))).
-  ProcessManager(PoolOptions options, Scoreboard* board, int listen_fd, WorkerMain worker_main,
-                 Reload reload);
+  ProcessManager(PoolOptions options, Scoreboard* board, int listen_fd, WorkerMain worker_main, Reload reload);
   ProcessManager(const ProcessManager&) = delete;
   ProcessManager& operator=(const ProcessManager&) = delete;
 
@@ -87,9 +86,9 @@ class ProcessManager {
   pid_t replacement_ = 0;  // New worker a reload is waiting on before retiring an old one.
   CrashBackoff crashes_;
   int64_t next_spawn_us_ = 0;
-  int spawn_rate_ = 1;             // dynamic: workers forked per tick, doubling up to 32.
-  int64_t last_retire_us_ = 0;     // dynamic: at most one idle worker retired per second.
-  int64_t listen_muted_until_ = 0; // ondemand: ignore the listen socket until then.
+  int spawn_rate_ = 1;                  // dynamic: workers forked per tick, doubling up to 32.
+  int64_t last_retire_us_ = 0;          // dynamic: at most one idle worker retired per second.
+  int64_t listen_muted_until_ = 0;      // ondemand: ignore the listen socket until then.
   std::map<int, int64_t> slow_logged_;  // slot -> request start already reported as slow
   bool stopping_ = false;
   int64_t kill_deadline_us_ = 0;

@@ -23,7 +23,7 @@ const char* SlotStateName(SlotState s);
 // A latency histogram in shared memory (Prometheus buckets, seconds).
 struct SharedHistogram {
   static constexpr int kBuckets = 14;
-  static const double kBounds[kBuckets];  // Upper bounds; the last is +Inf.
+  static const double kBounds[kBuckets];   // Upper bounds; the last is +Inf.
   std::atomic<uint64_t> counts[kBuckets];  // Per bucket (not cumulative).
   std::atomic<uint64_t> sum_us;
   std::atomic<uint64_t> count;
@@ -35,7 +35,7 @@ struct SharedHistogram {
 constexpr int kMetricRoutes = 16;  // At least the number of RouteId values (router.h).
 constexpr int kMetricStatuses = 18;
 const int kMetricStatusCodes[kMetricStatuses] = {200, 201, 204, 400, 401, 404, 405, 409, 413,
-                                                 415, 422, 429, 500, 502, 503, 504, 0, -1};
+                                                 415, 422, 429, 500, 502, 503, 504, 0,   -1};
 // Index of `status` in kMetricStatusCodes (the last entry, -1, is "other").
 int StatusIndex(int status);
 
@@ -71,8 +71,8 @@ struct WorkerSlot {
 // leaves nothing locked): the bucket is one atomic, a GCRA "theoretical
 // arrival time" (the generic cell rate algorithm, as in ATM and redis-cell).
 struct UserSlot {
-  std::atomic<uint64_t> key;     // UserKey(); 0: free.
-  std::atomic<int64_t> tat_ns;   // Theoretical arrival time, monotonic ns.
+  std::atomic<uint64_t> key;    // UserKey(); 0: free.
+  std::atomic<int64_t> tat_ns;  // Theoretical arrival time, monotonic ns.
 };
 
 // Shared memory between the master and its workers: the scoreboard and every
@@ -109,15 +109,15 @@ class Scoreboard {
   NamedSeries* Provider(std::string_view name) { return Series(providers_, kMaxProviders, name); }
 
   struct Counters {
-    std::atomic<uint64_t> accepted;           // Connections accepted by workers.
+    std::atomic<uint64_t> accepted;  // Connections accepted by workers.
     std::atomic<uint64_t> worker_starts;
-    std::atomic<uint64_t> worker_crashes;     // Abnormal exits.
-    std::atomic<uint64_t> worker_recycles;    // Exits after max_requests / idle timeout.
+    std::atomic<uint64_t> worker_crashes;   // Abnormal exits.
+    std::atomic<uint64_t> worker_recycles;  // Exits after max_requests / idle timeout.
     std::atomic<uint64_t> max_children_reached;
     std::atomic<uint64_t> slow_requests;
-    std::atomic<uint64_t> killed_requests;    // Workers killed by request_timeout.
+    std::atomic<uint64_t> killed_requests;  // Workers killed by request_timeout.
     std::atomic<uint64_t> reloads;
-    std::atomic<int64_t> started_unix;        // Master start time.
+    std::atomic<int64_t> started_unix;  // Master start time.
   };
   Counters& counters();
 

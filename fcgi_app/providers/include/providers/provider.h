@@ -8,8 +8,8 @@
 #include <string_view>
 #include <vector>
 
-#include "base/tokens.h"
 #include "base/config.h"
+#include "base/tokens.h"
 
 namespace chatllm {
 
@@ -32,10 +32,10 @@ struct ProviderRequest {
 
 struct Completion {
   std::string content;
-  std::string model;          // As the provider reported it (or was asked).
-  std::string provider;       // The name of the provider that answered.
-  std::string finish_reason;  // "stop", "length", ...; see docs/providers.md.
-  int64_t prompt_tokens = -1;      // As reported; -1 when the provider did not say.
+  std::string model;           // As the provider reported it (or was asked).
+  std::string provider;        // The name of the provider that answered.
+  std::string finish_reason;   // "stop", "length", ...; see docs/providers.md.
+  int64_t prompt_tokens = -1;  // As reported; -1 when the provider did not say.
   int64_t completion_tokens = -1;
   int64_t latency_us = 0;  // Of the call that answered (retries not included).
 };
@@ -61,8 +61,7 @@ enum class ProviderErrorKind {
 // provider may be asked again.
 class ProviderError : public std::runtime_error {
  public:
-  ProviderError(ProviderErrorKind kind, const std::string& message, bool retryable = false,
-                int64_t retry_after_ms = -1)
+  ProviderError(ProviderErrorKind kind, const std::string& message, bool retryable = false, int64_t retry_after_ms = -1)
       : std::runtime_error(message), kind_(kind), retryable_(retryable), retry_after_ms_(retry_after_ms) {}
   ProviderErrorKind kind() const { return kind_; }
   bool retryable() const { return retryable_; }

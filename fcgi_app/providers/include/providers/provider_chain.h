@@ -43,7 +43,6 @@ class ProviderChain {
   // after text was streamed.
   Completion Complete(ProviderRequest request, DeltaSink* sink, Observer* observer, RequestTrace* trace);
 
-
  private:
   std::vector<Provider*> Candidates(const std::string& model) const;
 

@@ -74,8 +74,7 @@ class AnthropicProvider : public HttpProvider {
 
 // Wire-format helpers, pure (unit-tested).
 std::string OpenAiRequestJson(const ProviderRequest& request, const std::string& model, int max_tokens, bool stream);
-std::string AnthropicRequestJson(const ProviderRequest& request, const std::string& model, int max_tokens,
-                                 bool stream);
+std::string AnthropicRequestJson(const ProviderRequest& request, const std::string& model, int max_tokens, bool stream);
 // Parses a non-streamed answer into *out (content, finish reason, model,
 // usage), or says why it is not one (502 provider_bad_response).
 Status ParseOpenAiResponse(std::string_view body, Completion* out);

@@ -1,13 +1,12 @@
 #pragma once
 
-#include "base/config.h"
-#include "base/status.h"
-
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "base/config.h"
+#include "base/status.h"
 #include "shard_router/router.h"
 
 namespace chatllm {

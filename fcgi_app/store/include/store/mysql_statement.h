@@ -41,7 +41,7 @@ class MysqlStatement {
 
   size_t row_count() const { return rows_; }
   bool IsNull(size_t row, int col) const;
-  int64_t Int64(size_t row, int col) const;        // Integer columns; 0 for NULL.
+  int64_t Int64(size_t row, int col) const;            // Integer columns; 0 for NULL.
   const std::string& Text(size_t row, int col) const;  // Any other column, raw bytes.
   int64_t DatetimeMicros(size_t row, int col) const;   // DATETIME columns, UTC.
   uint64_t affected_rows() const { return affected_rows_; }

@@ -89,9 +89,9 @@ struct AppendRequest {
   std::string_view role;
   std::string_view content;
   int64_t created_us = 0;
-  int64_t reply_to = 0;          // 0: none.
-  std::string_view meta_json;    // A JSON object, or "".
-  int64_t max_messages = 0;      // Refuse when the session holds this many (0: no limit).
+  int64_t reply_to = 0;        // 0: none.
+  std::string_view meta_json;  // A JSON object, or "".
+  int64_t max_messages = 0;    // Refuse when the session holds this many (0: no limit).
   // A user message: the request's Idempotency-Key, claimed for `attempt`
   // in the same statement that stores the message (sql/007_acknowledged.sql).
   // A key whose earlier request stored its user message and then failed (or
@@ -112,10 +112,10 @@ struct AppendRequest {
 };
 
 struct AppendResult {
-  int64_t seq = 0;      // 0: no such session (for this user).
-  bool reused = false;  // `claim` took an earlier attempt over: `seq` is its stored user message.
-  bool full = false;    // max_messages reached; nothing stored.
-  bool taken_over = false;  // `complete`: another attempt holds the key now; nothing stored.
+  int64_t seq = 0;                // 0: no such session (for this user).
+  bool reused = false;            // `claim` took an earlier attempt over: `seq` is its stored user message.
+  bool full = false;              // max_messages reached; nothing stored.
+  bool taken_over = false;        // `complete`: another attempt holds the key now; nothing stored.
   IdempotencyResult idempotency;  // For `claim`: not kNew means nothing was stored.
 };
 

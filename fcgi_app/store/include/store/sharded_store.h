@@ -113,8 +113,8 @@ class ShardedStore : public Store {
   // transaction): {true, outcome} when the shard decided, {false, ...} when
   // its fence says the map used is stale (src/sessions.cc).
   std::pair<bool, IdempotencyResult> CreateOnOwner(const std::string& owner, uint64_t epoch, const SessionId& id,
-                                                   const SessionRecord& session, const IdempotencyKey* idem,
-                                                   int status, const std::string& response);
+                                                   const SessionRecord& session, const IdempotencyKey* idem, int status,
+                                                   const std::string& response);
   // Append's two kinds of statement on the shard it was routed to
   // (src/messages.cc): a keyed turn's claim with its user message, and any
   // other message (an answer completing its key in the same transaction).

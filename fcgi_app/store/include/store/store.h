@@ -26,8 +26,8 @@ class Store {
   // Creates `session` (owned by session.user_id). With `idem`, the key is
   // recorded in the same transaction, answered by `status`/`response` on a
   // replay; a result other than kNew means nothing was created.
-  virtual IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& session,
-                                          const IdempotencyKey* idem, int status, const std::string& response) = 0;
+  virtual IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& session, const IdempotencyKey* idem,
+                                          int status, const std::string& response) = 0;
   virtual std::optional<SessionRecord> GetSession(const SessionId& id, const UserId& user) = 0;
   // True if the session existed; its messages and keys are deleted with it.
   // A session created with a key stays gone for good within the key's TTL:
@@ -49,8 +49,7 @@ class Store {
                                                                  const UserId& user) = 0;
   // The messages with these seqs that exist, ascending; nullopt when the
   // session does not exist.
-  virtual std::optional<std::vector<MessageRecord>> ReadMessages(const SessionId& id,
-                                                                 const std::vector<int64_t>& seqs,
+  virtual std::optional<std::vector<MessageRecord>> ReadMessages(const SessionId& id, const std::vector<int64_t>& seqs,
                                                                  const UserId& user) = 0;
   // The session's model and system prompt, and its newest messages (at most
   // `limit`) whose estimated tokens (EstimateTokens) add up to at most
