@@ -8,7 +8,7 @@ CHATLLM_BUILD=${CHATLLM_BUILD:-$CHATLLM_ROOT/build}
 CHATLLM_BUILD_PACKAGES="g++ make cmake pkg-config libfcgi-dev libpoco-dev libmariadb-dev
   rapidjson-dev libcpp-httplib-dev libssl-dev googletest libgtest-dev python3"
 CHATLLM_RUNTIME_PACKAGES="mariadb-server mariadb-client nginx-light curl procps openssl python3-jinja2"
-CHATLLM_TEST_PACKAGES="wrk sysbench prometheus clang libclang-rt-14-dev
+CHATLLM_TEST_PACKAGES="wrk sysbench prometheus clang clang-format libclang-rt-14-dev
   ansible ansible-lint yamllint python3-pymysql openssh-server dpkg-dev iproute2"
 
 # Bash 5.2 expands '&' in ${var//pattern/replacement}; we want it literal.
