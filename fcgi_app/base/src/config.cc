@@ -11,154 +11,11 @@
 #include <sstream>
 
 #include "base/url.h"
+#include "ini.h"
 #include "shard_router/ring.h"
 
 namespace chatllm {
 namespace {
-
-struct Entry {
-  std::string value;
-  int line = 0;
-  bool used = false;
-};
-
-struct Section {
-  int line = 0;
-  std::map<std::string, Entry> keys;
-};
-
-std::string Trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r");
-  return std::string(s.substr(b, e - b + 1));
-}
-
-// A line without its comment: one starts with ';' or '#' at the start of
-// the line or after a space or tab ("port = 3307 ; x" is port 3307). A ';' or
-// '#' inside a word stays: a value cannot hold " ;" or " #" (secrets belong
-// in *_file anyway).
-std::string StripComment(const std::string& line) {
-  for (size_t i = 0; i < line.size(); ++i) {
-    if ((line[i] == ';' || line[i] == '#') && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
-      return Trim(std::string_view(line).substr(0, i));
-    }
-  }
-  return line;
-}
-
-// Minimal INI: "[section]", "key = value", comments (StripComment). Keys and
-// sections are case-sensitive; a repeated key or section is an error rather
-// than a silent override.
-class Ini {
- public:
-  Ini(std::string_view text, std::string path) : path_(std::move(path)) {
-    std::istringstream in{std::string(text)};
-    std::string raw;
-    std::string current;
-    int lineno = 0;
-    while (std::getline(in, raw)) {
-      ++lineno;
-      std::string line = StripComment(Trim(raw));
-      if (line.empty()) continue;
-      if (line.front() == '[') {
-        if (line.back() != ']') Fail(lineno, "", "", "section header is missing ']'");
-        current = Trim(std::string_view(line).substr(1, line.size() - 2));
-        if (current.empty()) Fail(lineno, "", "", "empty section name");
-        if (sections_.count(current)) Fail(lineno, current, "", "section appears twice");
-        sections_[current].line = lineno;
-        order_.push_back(current);
-        continue;
-      }
-      size_t eq = line.find('=');
-      if (eq == std::string::npos) Fail(lineno, current, "", "expected 'key = value', got '" + line + "'");
-      if (current.empty()) Fail(lineno, "", "", "key outside of any [section]");
-      std::string key = Trim(std::string_view(line).substr(0, eq));
-      std::string value = Trim(std::string_view(line).substr(eq + 1));
-      if (key.empty()) Fail(lineno, current, "", "empty key");
-      Section& sec = sections_[current];
-      if (sec.keys.count(key)) Fail(lineno, current, key, "key appears twice in the section");
-      sec.keys[key] = Entry{value, lineno, false};
-    }
-  }
-
-  [[noreturn]] void Fail(int line, const std::string& section, const std::string& key, const std::string& what) const {
-    std::string msg = path_;
-    if (line > 0) msg.append(":").append(std::to_string(line));
-    msg += ": ";
-    if (!section.empty()) msg.append("[").append(section).append("] ");
-    if (!key.empty()) msg.append(key).append(": ");
-    msg += what;
-    throw ConfigError(msg);
-  }
-
-  const std::vector<std::string>& sections() const { return order_; }
-  bool HasSection(const std::string& s) const { return sections_.count(s) > 0; }
-
-  // Returns the entry for section/key and marks it used, or nullptr.
-  const Entry* Find(const std::string& section, const std::string& key) {
-    auto s = sections_.find(section);
-    if (s == sections_.end()) return nullptr;
-    auto k = s->second.keys.find(key);
-    if (k == s->second.keys.end()) return nullptr;
-    k->second.used = true;
-    return &k->second;
-  }
-
-  std::string String(const std::string& section, const std::string& key, std::string def, bool allow_empty = true) {
-    const Entry* e = Find(section, key);
-    if (!e) return def;
-    if (!allow_empty && e->value.empty()) Fail(e->line, section, key, "must not be empty");
-    return e->value;
-  }
-
-  // `why_max`, if given, says where the maximum comes from (the message
-  // names it when the value is out of range).
-  int64_t Int(const std::string& section, const std::string& key, int64_t def, int64_t min, int64_t max,
-              const std::string& why_max = "") {
-    const Entry* e = Find(section, key);
-    if (!e) return def;
-    errno = 0;
-    char* end = nullptr;
-    long long v = std::strtoll(e->value.c_str(), &end, 10);
-    if (e->value.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
-      Fail(e->line, section, key,
-           "'" + e->value + "' is not an integer in " + std::to_string(min) + ".." + std::to_string(max) +
-               (why_max.empty() ? "" : " (" + why_max + ")"));
-    }
-    return v;
-  }
-
-  double Double(const std::string& section, const std::string& key, double def, double min, double max) {
-    const Entry* e = Find(section, key);
-    if (!e) return def;
-    char* end = nullptr;
-    double v = std::strtod(e->value.c_str(), &end);
-    if (e->value.empty() || *end != '\0' || !(v >= min && v <= max)) {
-      std::ostringstream range;
-      range << min << ".." << max;
-      Fail(e->line, section, key, "'" + e->value + "' is not a number in " + range.str());
-    }
-    return v;
-  }
-
-  // Throws on the first key nobody asked for: a typo must not be ignored.
-  void CheckAllUsed() const {
-    for (const std::string& name : order_) {
-      for (const auto& [key, entry] : sections_.at(name).keys) {
-        if (!entry.used) Fail(entry.line, name, key, "unknown key");
-      }
-    }
-  }
-
-  int SectionLine(const std::string& s) const { return sections_.at(s).line; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  std::map<std::string, Section> sections_;
-  std::vector<std::string> order_;
-};
 
 std::string ResolvePath(const std::string& config_path, const std::string& p) {
   if (p.empty() || p[0] == '/') return p;
@@ -170,8 +27,8 @@ std::string ResolvePath(const std::string& config_path, const std::string& p) {
 // Reads a secret from `password` or `password_file` (first line, trailing
 // newline stripped). Setting both is an error.
 std::string ReadSecret(Ini& ini, const std::string& section, const std::string& key, const std::string& def) {
-  const Entry* inline_value = ini.Find(section, key);
-  const Entry* file = ini.Find(section, key + "_file");
+  const IniEntry* inline_value = ini.Find(section, key);
+  const IniEntry* file = ini.Find(section, key + "_file");
   if (inline_value && file) {
     ini.Fail(file->line, section, key + "_file", "set either " + key + " or " + key + "_file, not both");
   }
@@ -228,8 +85,8 @@ std::vector<std::string> SplitList(const std::string& text) {
 // The API key of a provider section: api_key_env (the variable must be set
 // and non-empty) or api_key_file (first line), or none.
 std::string ReadApiKey(Ini& ini, const std::string& s) {
-  const Entry* env = ini.Find(s, "api_key_env");
-  const Entry* file = ini.Find(s, "api_key_file");
+  const IniEntry* env = ini.Find(s, "api_key_env");
+  const IniEntry* file = ini.Find(s, "api_key_file");
   if (env && file) ini.Fail(file->line, s, "api_key_file", "set either api_key_env or api_key_file, not both");
   std::string key;
   if (env) {
@@ -258,7 +115,7 @@ ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& 
   p.delay_ms = echo_delay_ms;
   p.name = name;
   p.type = ini.String(s, "type", "", false);
-  const Entry* type = ini.Find(s, "type");
+  const IniEntry* type = ini.Find(s, "type");
   if (!type) ini.Fail(ini.SectionLine(s), s, "type", "required (openai, anthropic or echo)");
   if (p.type != "openai" && p.type != "anthropic" && p.type != "echo") {
     ini.Fail(type->line, s, "type", "'" + p.type + "' is not openai, anthropic or echo");
@@ -273,13 +130,13 @@ ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& 
   while (p.base_url.size() > 1 && p.base_url.back() == '/') p.base_url.pop_back();
   if (p.type != "echo") {
     if (StatusOr<HttpUrl> url = ParseHttpUrl(p.base_url); !url.ok()) {
-      const Entry* e = ini.Find(s, "base_url");
+      const IniEntry* e = ini.Find(s, "base_url");
       ini.Fail(e ? e->line : 0, s, "base_url", "'" + p.base_url + "' " + url.status().message());
     }
   }
   p.api_key = ReadApiKey(ini, s);
   p.model = ini.String(s, "model", default_model, false);
-  if (const Entry* e = ini.Find(s, "models")) {
+  if (const IniEntry* e = ini.Find(s, "models")) {
     p.models = SplitList(e->value);
     if (p.models.empty()) ini.Fail(e->line, s, "models", "must list at least one model name or glob");
   } else if (p.type == "echo") {
@@ -309,7 +166,7 @@ ProviderConfig ParseProvider(Ini& ini, const std::string& s, const std::string& 
 // [provider] chain = a, b, ... names [provider.NAME] sections (or the
 // built-in echo) in the order they are tried. Every section must be in it.
 void ParseProviders(Ini& ini, Config* c) {
-  const Entry* chain_entry = ini.Find("provider", "chain");
+  const IniEntry* chain_entry = ini.Find("provider", "chain");
   std::vector<std::string> chain = SplitList(chain_entry ? chain_entry->value : "echo");
   const int chain_line = chain_entry ? chain_entry->line : 0;
   if (chain.empty()) ini.Fail(chain_line, "provider", "chain", "must name at least one provider");
@@ -346,7 +203,7 @@ void ReadServer(Ini& ini, const std::string& path, Config& c) {
   c.instance_name = ini.String("server", "instance_name", HostName(), false);
   c.listen = ini.String("server", "listen", c.listen, false);
   if (!ValidListen(c.listen)) {
-    const Entry* e = ini.Find("server", "listen");
+    const IniEntry* e = ini.Find("server", "listen");
     ini.Fail(e ? e->line : 0, "server", "listen", "'" + c.listen + "' is not host:port");
   }
   c.backlog = static_cast<int>(ini.Int("server", "backlog", c.backlog, 1, 65535));
@@ -449,7 +306,7 @@ void CheckIdempotencyLease(Ini& ini, const Config& c) {
   if (c.request_timeout_s > 0)
     longest_turn_ms = std::min<int64_t>(longest_turn_ms, int64_t{c.request_timeout_s} * 1000);
   if (int64_t{c.idempotency_lease_s} * 1000 <= longest_turn_ms) {
-    const Entry* lease = ini.Find("auth", "idempotency_lease_s");
+    const IniEntry* lease = ini.Find("auth", "idempotency_lease_s");
     ini.Fail(lease ? lease->line : 0, "auth", "idempotency_lease_s",
              std::to_string(c.idempotency_lease_s) + " s is shorter than the longest a turn can run (" +
                  std::to_string((longest_turn_ms + 999) / 1000) +

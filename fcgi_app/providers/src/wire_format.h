@@ -1,0 +1,29 @@
+#pragma once
+
+// Private to the providers room: reading the providers' JSON, shared by the
+// wire formats (wire_format.cc) and the streaming clients (provider_http.cc).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/json.h"
+#include "providers/provider.h"
+
+namespace chatllm {
+
+// Member `name` of object `v`, or null (also when `v` is not an object).
+const rapidjson::Value* Member(const rapidjson::Value& v, const char* name);
+// A string member's value, or "".
+std::string StringMember(const rapidjson::Value& v, const char* name);
+// An integer member's value, or -1.
+int64_t IntMember(const rapidjson::Value& v, const char* name);
+// The finish reason as docs/providers.md names it.
+std::string OpenAiFinish(const std::string& reason);
+std::string AnthropicFinish(const std::string& stop_reason);
+// Anthropic wants user and assistant turns alternating, starting with the
+// user: consecutive messages of one role are joined, a leading assistant
+// message dropped.
+std::vector<ChatMessage> Alternating(const std::vector<ChatMessage>& in);
+
+}  // namespace chatllm
