@@ -19,7 +19,7 @@ class ConfigError : public std::runtime_error {
 
 // What the schema's columns hold (sql/): a limit above these would let a
 // request reach the database with a value it refuses. The config refuses
-// them instead; tests/unit/fcgi_app/config_test.cc checks them against the
+// them instead; tests/unit/store/migrator_test.cc checks them against the
 // migrations.
 inline constexpr int64_t kTitleColumnChars = 1000;           // sessions.title VARCHAR(1000)
 inline constexpr int64_t kTextColumnBytes = 65535;           // TEXT: sessions.metadata

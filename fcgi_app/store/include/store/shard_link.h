@@ -12,7 +12,7 @@ namespace chatllm {
 // A connection to one shard and the statements prepared on it, each once per
 // connection and reused; rebuilt after a reconnect. For code that runs many
 // different statements (shardctl's operations); the request path keeps a
-// fixed catalogue of its own (store/src/statements.h). Not thread-safe.
+// fixed catalogue of its own (store/src/shard.h). Not thread-safe.
 class ShardLink {
  public:
   ShardLink(DbEndpoint endpoint, DbOptions options) : conn_(std::move(endpoint), options) {}
