@@ -1,5 +1,11 @@
 #pragma once
 
+// The prefork room's face to the binary that runs it: an Application makes
+// one RequestHandler per worker thread. Errors in this room: a system call
+// that fails is logged and answered by a return code (a worker that cannot
+// serve exits and the master replaces it); nothing throws into the master's
+// loop, and a handler's Handle() never throws.
+
 #include <functional>
 #include <memory>
 #include <string>

@@ -13,6 +13,10 @@
 
 namespace chatllm {
 
+// Errors in this room: a call that gets no answer throws ProviderError, whose
+// kind says what the client is told (and whether the chain may ask again);
+// reading a provider's answer returns a Status (provider_http.h).
+
 struct ChatMessage {
   std::string role;  // "user" or "assistant" ("system" only in ProviderRequest::system).
   std::string content;
