@@ -93,6 +93,35 @@ print(' '.join(sorted(s)))"
 }
 
 now_us() { date +%s%6N; }
+
+# A DELETE whose worker died after it deleted the session, before it
+# answered, is passed by nginx to another instance (fastcgi_next_upstream
+# replays methods RFC 9110 calls idempotent: the same effect, not the same
+# answer), which answers 404: the client asked for the session to be gone
+# and it is. access_log_mark gives the access log's size now;
+# replayed_delete_404s MARK counts such DELETEs logged since (404, two
+# upstream addresses); allowed_404s NAME MARK says whether every 404 the run
+# saw is one of them.
+ACCESS_LOG=$CHATLLM_VAR/nginx/access.log
+access_log_mark() { stat -c %s "$ACCESS_LOG" 2>/dev/null || echo 0; }
+replayed_delete_404s() {
+  sleep 1.5  # nginx flushes the access log every second.
+  tail -c +"$(($1 + 1))" "$ACCESS_LOG" | grep -cE '"DELETE [^"]*" 404 [^"]*"[^",]+, [^"]+"' || true
+}
+op_status_count() {
+  python3 -c "
+import json
+d=json.load(open('$WORK/$1.json'))
+print(sum(op['by_status'].get('$3',0) for op in d['ops'] if op['op']=='$2'))"
+}
+allowed_404s() {
+  local all deletes replays
+  all=$(status_count "$1" 404)
+  deletes=$(op_status_count "$1" delete 404)
+  replays=$(replayed_delete_404s "$2")
+  say "404s: $all, to DELETEs: $deletes, DELETEs nginx replayed that got 404: $replays"
+  ((all == deletes && deletes <= replays))
+}
 # phase_failures NAME FROM_UNIX_US TO_UNIX_US: "N (status:count ...)" of the
 # writes in NAME's run that started within [FROM, TO) and failed with a 5xx
 # or no answer (a stream its client cut on purpose is not one).
