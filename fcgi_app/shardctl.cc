@@ -230,6 +230,11 @@ int RunRebalance(const Config& config, const ParsedArgs& args) {
     if (!batch) return Fail("--batch wants a whole number of sessions");
     opt.batch = static_cast<int>(std::clamp<int64_t>(*batch, 1, std::numeric_limits<int>::max()));
   }
+  if (args.Has("move-batch")) {
+    std::optional<int64_t> n = chatllm::ParseInteger(args.Value("move-batch"));
+    if (!n || *n < 1 || *n > 1000) return Fail("--move-batch wants a number of sessions from 1 to 1000");
+    opt.move_batch = static_cast<int>(*n);
+  }
   if (args.Has("rate")) {
     std::optional<double> rate = chatllm::ParseNumber(args.Value("rate"));
     if (!rate) return Fail("--rate wants a number of sessions per second");
@@ -383,6 +388,7 @@ CommandSpec Commands() {
                       "started.",
        .options = {{"dry-run", "", "count the sessions to move, move nothing"},
                    {"batch", "N", "sessions read per scan query (default 200)"},
+                   {"move-batch", "N", "sessions moved together, 1..1000 (default 100; 1: one by one)"},
                    {"rate", "R", "move at most R sessions per second"}},
        .run = WithConfig(RunRebalance)},
       {.name = "drain",

@@ -1,7 +1,9 @@
 // Rebalance: every session to the shard the map names, then the map that
 // says so (joining shards active, draining ones drained).
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "admin/cluster_admin.h"
@@ -41,7 +43,7 @@ std::vector<ClusterAdmin::Misplaced> ClusterAdmin::FindMisplaced(const ClusterMa
   for (const ShardEntry& shard : map.shards()) {
     OnShard(shard, "scanning sessions", [&] {
       MysqlStatement scan(Handle(shard),
-                          "SELECT session_id, state FROM sessions WHERE session_id > ? AND state IN "
+                          "SELECT session_id, state, message_count FROM sessions WHERE session_id > ? AND state IN "
                           "('active', 'moving', 'deleted') ORDER BY session_id LIMIT ?");
       std::string after;
       while (true) {
@@ -53,7 +55,7 @@ std::vector<ClusterAdmin::Misplaced> ClusterAdmin::FindMisplaced(const ClusterMa
           const std::string& id = scan.Text(i, 0);
           const std::string& owner = map.router().Owner(SessionId::FromBytes(id).text());
           if (owner != shard.name) {
-            out.push_back({id, &shard, map.Find(owner)});
+            out.push_back({id, &shard, map.Find(owner), scan.Int64(i, 2)});
           } else if (scan.Text(i, 1) == "moving" && !dry_run) {
             // Frozen by an interrupted move under another map; it belongs here.
             MysqlStatement thaw(Handle(shard),
@@ -88,17 +90,38 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
     result.seconds = (MonotonicMicros() - start) / 1e6;
     return result;
   }
+  // In batches of sessions that go the same way (source -> target).
+  std::map<std::pair<std::string, std::string>, std::vector<const Misplaced*>> ways;
+  for (const Misplaced& p : pending) ways[{p.from->name, p.to->name}].push_back(&p);
   const int64_t move_start = MonotonicMicros();
-  for (const Misplaced& p : pending) {
-    if (MoveSession(p.id, *p.from, *p.to, map->epoch()) == MoveOutcome::kGone)
-      ++result.gone;
-    else
-      ++result.moved;
-    if (opt.progress) opt.progress(result.moved + result.gone, result.misplaced);
-    if (opt.rate > 0) {
-      const int64_t due = move_start + static_cast<int64_t>((result.moved + result.gone) * 1e6 / opt.rate);
-      const int64_t wait = due - MonotonicMicros();
-      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
+  const size_t per_batch = static_cast<size_t>(std::max(opt.move_batch, 1));
+  for (const auto& [way, sessions] : ways) {
+    for (size_t first = 0, n = 0; first < sessions.size(); first += n) {
+      // Up to move_batch sessions, and (but at least one) up to
+      // kMessagesPerBatch messages: a batch stays frozen while it is
+      // copied, so its size bounds how long a write to it may wait.
+      int64_t messages = 0;
+      for (n = 0; first + n < sessions.size() && n < per_batch; ++n) {
+        messages += sessions[first + n]->messages;
+        if (n > 0 && messages > kMessagesPerBatch) break;
+      }
+      const Misplaced& head = *sessions[first];
+      if (n == 1) {
+        const bool gone = MoveSession(head.id, *head.from, *head.to, map->epoch()) == MoveOutcome::kGone;
+        ++(gone ? result.gone : result.moved);
+      } else {
+        std::vector<std::string> ids;
+        for (size_t i = first; i < first + n; ++i) ids.push_back(sessions[i]->id);
+        const BatchOutcome moved = MoveBatch(ids, *head.from, *head.to, map->epoch());
+        result.moved += moved.moved;
+        result.gone += moved.gone;
+      }
+      if (opt.progress) opt.progress(result.moved + result.gone, result.misplaced);
+      if (opt.rate > 0) {
+        const int64_t due = move_start + static_cast<int64_t>((result.moved + result.gone) * 1e6 / opt.rate);
+        const int64_t wait = due - MonotonicMicros();
+        if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
+      }
     }
   }
   FinishArrivals(*map);

@@ -65,6 +65,8 @@ MysqlStatement::MysqlStatement(MYSQL* conn, std::string sql) : conn_(conn), sql_
   std::vector<MYSQL_BIND> binds(n);
   for (unsigned int i = 0; i < n; ++i) {
     Column& c = columns_[i];
+    c.name.assign(fields[i].name, fields[i].name_length);
+    c.binary = fields[i].charsetnr == 63;  // The "binary" character set.
     std::memset(&c.bind, 0, sizeof(c.bind));
     switch (fields[i].type) {
       case MYSQL_TYPE_TINY:

@@ -48,8 +48,10 @@ SHARDCTL add-shard "$NEW" --host 127.0.0.1 --port "$NEW_PORT" >/dev/null || fail
 killed=0
 for attempt in $(seq 1 $((KILLS * 3))); do
   ((killed < KILLS)) || break
-  # Slowed down so that the kill lands in the middle of moving sessions.
-  "$CHATLLM_BUILD/shardctl" --config "$CFG" rebalance --rate 10 >/dev/null 2>&1 &
+  # Slowed down so that the kill lands in the middle of moving sessions:
+  # one by one, or in batches of 20 (where it may land inside a batch).
+  if ((attempt % 2)); then how=(--rate 10 --move-batch 1); else how=(--rate 100 --move-batch 20); fi
+  "$CHATLLM_BUILD/shardctl" --config "$CFG" rebalance "${how[@]}" >/dev/null 2>&1 &
   pid=$!
   sleep "0.$((RANDOM % 9 + 1))"
   if kill -KILL "$pid" 2>/dev/null; then

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -36,8 +37,9 @@ struct ShardReport {
 
 struct RebalanceOptions {
   bool dry_run = false;
-  int batch = 200;  // Sessions read per scan query.
-  double rate = 0;  // Max sessions moved per second; 0 = as fast as possible.
+  int batch = 200;       // Sessions read per scan query.
+  int move_batch = 100;  // Sessions moved together (frozen, copied, activated); 1: one by one.
+  double rate = 0;       // Max sessions moved per second; 0 = as fast as possible.
   // Called after every moved session and at the end: (moved, total).
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -193,12 +195,35 @@ class ClusterAdmin {
   Fingerprint FingerprintOf(const ShardEntry& shard, const std::string& id, int64_t up_to_seq);
 
   MoveOutcome MoveSession(const std::string& id, const ShardEntry& from, const ShardEntry& to, uint64_t epoch);
+  // Many sessions from one shard to another, each step in a few round trips
+  // for the whole batch (src/batch_move.cc); the sessions it cannot move
+  // that way go through MoveSession. Throws AdminError after moving the
+  // rest if a copy did not match its source (those stay on the source).
+  class BatchMove;
+  struct BatchOutcome {
+    int64_t moved = 0, gone = 0;
+    std::vector<std::string> mismatched;  // Session ids (text) left on the source.
+  };
+  BatchOutcome MoveBatch(const std::vector<std::string>& ids, const ShardEntry& from, const ShardEntry& to,
+                         uint64_t epoch);
+  // Step 6 for a batch on `shard`.
+  void FinishBatchArrival(const ShardEntry& shard, const std::vector<std::string>& ids);
+  // The rows `read` returned, every column by name, INSERTed into `table` on
+  // `to` (multi-row); `replace` gives some columns another value (nullopt:
+  // NULL).
+  void InsertRows(const ShardEntry& to, const std::string& table, const MysqlStatement& read,
+                  const std::map<std::string, std::optional<std::string>>& replace);
   // A session found on a shard that does not own it (Rebalance).
   struct Misplaced {
     std::string id;
     const ShardEntry* from;
     const ShardEntry* to;
+    int64_t messages;  // Its message_count when scanned.
   };
+  // A batch holds at most this many messages (and at least one session):
+  // copying them takes a few tens of milliseconds, which is how long a write
+  // to a session of the batch may have to wait.
+  static constexpr int64_t kMessagesPerBatch = 2000;
   // Every shard's sessions that `map` places elsewhere; thaws (unless
   // `dry_run`) sessions frozen on their owner by an interrupted move.
   std::vector<Misplaced> FindMisplaced(const ClusterMap& map, int batch, bool dry_run);

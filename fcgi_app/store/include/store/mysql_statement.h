@@ -46,6 +46,14 @@ class MysqlStatement {
   int64_t DatetimeMicros(size_t row, int col) const;   // DATETIME columns, UTC.
   uint64_t affected_rows() const { return affected_rows_; }
 
+  // The result's columns, as the server described them (copying rows whose
+  // columns are not listed in the code: shardctl's moves).
+  int column_count() const { return static_cast<int>(columns_.size()); }
+  const std::string& column_name(int col) const { return columns_[col].name; }
+  bool column_is_int(int col) const { return columns_[col].kind == Kind::kInt; }
+  bool column_is_datetime(int col) const { return columns_[col].kind == Kind::kDatetime; }
+  bool column_is_binary(int col) const { return columns_[col].binary; }  // BINARY, VARBINARY, BLOB.
+
  private:
   enum class Kind { kInt, kDatetime, kText };
   struct Cell {
@@ -55,6 +63,8 @@ class MysqlStatement {
   };
   struct Column {
     Kind kind;
+    std::string name;
+    bool binary = false;
     MYSQL_BIND bind;
     int64_t int_value;
     MYSQL_TIME time_value;

@@ -1,0 +1,440 @@
+// Moving many sessions between two shards at once: the steps of
+// ClusterAdmin's class comment, each done for a whole batch in a few round
+// trips (multi-row reads and INSERTs, IN lists), so that a rebalance moves
+// thousands of sessions a second. Only the common case takes this path: a
+// session active (or frozen) on the source, and on the target absent or
+// only what an earlier move left (a tombstone of a move away, an
+// interrupted copy). Every other one (a deletion tombstone, a copy active on
+// the target, a session deleted since the scan) goes through SessionMove,
+// one by one, which knows every state.
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "admin/cluster_admin.h"
+#include "base/ids.h"
+#include "failpoint.h"
+#include "store/mysql_statement.h"
+#include "store/transaction.h"
+
+namespace chatllm {
+namespace {
+
+constexpr int64_t kMessagesPerRead = 2000;  // Messages read from the source per query.
+constexpr int kRowsPerInsert = 100;         // Rows written per multi-row INSERT.
+
+// "(?, ?, ...)" with `n` placeholders.
+std::string Placeholders(size_t n) {
+  std::string s = "(";
+  for (size_t i = 0; i < n; ++i) s += i ? ", ?" : "?";
+  return s + ")";
+}
+
+void BindAll(MysqlStatement& st, const std::vector<std::string>& ids, int first = 0) {
+  for (size_t i = 0; i < ids.size(); ++i) st.BindBytes(first + static_cast<int>(i), ids[i]);
+}
+
+}  // namespace
+
+void ClusterAdmin::InsertRows(const ShardEntry& to, const std::string& table, const MysqlStatement& read,
+                              const std::map<std::string, std::optional<std::string>>& replace) {
+  const int cols = read.column_count();
+  std::vector<const std::optional<std::string>*> replaced(cols, nullptr);
+  std::string names;
+  for (int c = 0; c < cols; ++c) {
+    names += (c ? ", " : "") + read.column_name(c);
+    if (auto it = replace.find(read.column_name(c)); it != replace.end()) replaced[c] = &it->second;
+  }
+  for (size_t first = 0; first < read.row_count(); first += kRowsPerInsert) {
+    const size_t rows = std::min<size_t>(kRowsPerInsert, read.row_count() - first);
+    std::string sql = "INSERT INTO " + table + " (" + names + ") VALUES ";
+    for (size_t r = 0; r < rows; ++r) sql += (r ? ", " : "") + Placeholders(cols);
+    MysqlStatement& insert = Stmt(to, sql);
+    for (size_t r = 0; r < rows; ++r) {
+      const size_t i = first + r;
+      for (int c = 0; c < cols; ++c) {
+        const int p = static_cast<int>(r) * cols + c;
+        if (replaced[c]) {
+          if (*replaced[c])
+            insert.BindString(p, **replaced[c]);
+          else
+            insert.BindNull(p);
+        } else if (read.IsNull(i, c)) {
+          insert.BindNull(p);
+        } else if (read.column_is_int(c)) {
+          insert.BindInt64(p, read.Int64(i, c));
+        } else if (read.column_is_datetime(c)) {
+          insert.BindDatetime(p, read.DatetimeMicros(i, c));
+        } else if (read.column_is_binary(c)) {
+          insert.BindBytes(p, read.Text(i, c));
+        } else {
+          insert.BindString(p, read.Text(i, c));
+        }
+      }
+    }
+    insert.Execute();
+  }
+}
+
+class ClusterAdmin::BatchMove {
+ public:
+  BatchMove(ClusterAdmin& admin, const std::vector<std::string>& ids, const ShardEntry& from, const ShardEntry& to,
+            uint64_t epoch)
+      : admin_(admin), ids_(ids), from_(from), to_(to), epoch_(epoch) {}
+
+  BatchOutcome Run() {
+    BatchOutcome out;
+    // The target may hold what an earlier move left (a tombstone of a move
+    // away, an interrupted copy): cleared below. A copy that is active or
+    // deleted there is the slow path's to judge, and is not frozen here.
+    std::vector<std::string> clear;
+    const std::map<std::string, std::string> before = States(to_, ids_);
+    for (const std::string& id : ids_) {
+      auto b = before.find(id);
+      (b == before.end() || b->second == "moved" || b->second == "incoming" ? clear : slow_).push_back(id);
+    }
+    std::vector<std::string> fast;
+    if (!clear.empty()) {
+      Freeze(clear);  // 1.
+      const std::map<std::string, std::string> on_a = States(from_, clear);
+      std::vector<std::string> frozen;
+      for (const std::string& id : clear) {
+        auto a = on_a.find(id);
+        (a != on_a.end() && a->second == "moving" ? frozen : slow_).push_back(id);
+      }
+      if (!frozen.empty()) fast = ClearTargets(frozen);
+    }
+    if (!fast.empty()) {
+      Copy(fast);                                              // 2.
+      std::vector<std::string> verified = Verify(fast, &out);  // 3.
+      if (!verified.empty()) {
+        Activate(verified);  // 4.
+        for (const std::string& id : verified) {
+          const std::string text = SessionId::FromBytes(id).text();
+          if (FailpointSet("move-after-activate", text)) {
+            throw AdminError("failpoint move-after-activate: stopped after activating session " + text);
+          }
+        }
+        const std::vector<std::string> done = TombstoneSources(verified);  // 5.
+        admin_.FinishBatchArrival(to_, done);                              // 6.
+        out.moved += static_cast<int64_t>(done.size());
+        // Not tombstoned (changed under the move): the slow path sorts them out.
+        for (const std::string& id : verified) {
+          if (std::find(done.begin(), done.end(), id) == done.end()) slow_.push_back(id);
+        }
+      }
+    }
+    for (const std::string& id : slow_) {
+      if (admin_.MoveSession(id, from_, to_, epoch_) == MoveOutcome::kGone)
+        ++out.gone;
+      else
+        ++out.moved;
+    }
+    if (!out.mismatched.empty()) {
+      throw AdminError(std::to_string(out.mismatched.size()) + " session(s) copied to " + to_.name + " did not match " +
+                       from_.name + " and were left there (first: " + out.mismatched.front() +
+                       "); rerun shardctl rebalance");
+    }
+    return out;
+  }
+
+ private:
+  // Step 1: active -> moving, under each session's row lock: appends in
+  // flight commit first, later writes wait for the move.
+  void Freeze(const std::vector<std::string>& ids) {
+    admin_.OnShard(from_, "freezing sessions", [&] {
+      MysqlStatement& st = admin_.Stmt(
+          from_, "UPDATE sessions SET state = 'moving' WHERE state = 'active' AND session_id IN " + Placeholders(ids.size()));
+      BindAll(st, ids);
+      st.Execute();
+    });
+  }
+
+  // Drops what the target holds of the frozen sessions (tombstones of
+  // earlier moves away, copies an interrupted run left), under the target's
+  // row locks; one found active or deleted there since the first look goes
+  // to the slow path. Returns the sessions cleared.
+  std::vector<std::string> ClearTargets(const std::vector<std::string>& ids) {
+    return admin_.OnShard(to_, "clearing leftovers", [&] {
+      Transaction txn(admin_.LinkTo(to_));
+      MysqlStatement& lock = admin_.Stmt(
+          to_, "SELECT session_id, state FROM sessions WHERE session_id IN " + Placeholders(ids.size()) + " FOR UPDATE");
+      BindAll(lock, ids);
+      lock.Execute();
+      std::set<std::string> kept;
+      for (size_t i = 0; i < lock.row_count(); ++i) {
+        const std::string state = lock.Text(i, 1);
+        if (state != "moved" && state != "incoming") kept.insert(lock.Text(i, 0));
+      }
+      std::vector<std::string> cleared;
+      for (const std::string& id : ids) (kept.count(id) ? slow_ : cleared).push_back(id);
+      if (cleared.empty()) return cleared;
+      for (const char* table : {"sessions", "messages", "idempotency_keys"}) {
+        MysqlStatement& del = admin_.Stmt(
+            to_, std::string("DELETE FROM ") + table + " WHERE session_id IN " + Placeholders(cleared.size()));
+        BindAll(del, cleared);
+        del.Execute();
+      }
+      txn.Commit();
+      return cleared;
+    });
+  }
+
+  void Unfreeze(const std::vector<std::string>& ids) {
+    admin_.OnShard(from_, "unfreezing", [&] {
+      MysqlStatement& st =
+          admin_.Stmt(from_, "UPDATE sessions SET state = 'active' WHERE state = 'moving' AND session_id IN " +
+                                 Placeholders(ids.size()));
+      BindAll(st, ids);
+      st.Execute();
+    });
+  }
+
+  std::map<std::string, std::string> States(const ShardEntry& shard, const std::vector<std::string>& ids) {
+    return admin_.OnShard(shard, "reading session states", [&] {
+      MysqlStatement& st =
+          admin_.Stmt(shard, "SELECT session_id, state FROM sessions WHERE session_id IN " + Placeholders(ids.size()));
+      BindAll(st, ids);
+      st.Execute();
+      std::map<std::string, std::string> out;
+      for (size_t i = 0; i < st.row_count(); ++i) out[st.Text(i, 0)] = st.Text(i, 1);
+      return out;
+    });
+  }
+
+  // Step 2: the session rows (as 'incoming', invisible to the app), their
+  // messages and their idempotency keys, every column, in multi-row INSERTs.
+  void Copy(const std::vector<std::string>& ids) {
+    std::vector<std::pair<std::string, int64_t>> counts;  // (id, message_count)
+    admin_.OnShard(to_, "copying sessions", [&] {
+      MysqlStatement& rows =
+          admin_.Stmt(from_, "SELECT * FROM sessions WHERE session_id IN " + Placeholders(ids.size()));
+      BindAll(rows, ids);
+      rows.Execute();
+      int id_col = -1, count_col = -1;
+      for (int c = 0; c < rows.column_count(); ++c) {
+        if (rows.column_name(c) == "session_id") id_col = c;
+        if (rows.column_name(c) == "message_count") count_col = c;
+      }
+      for (size_t i = 0; i < rows.row_count(); ++i) counts.emplace_back(rows.Text(i, id_col), rows.Int64(i, count_col));
+      admin_.InsertRows(to_, "sessions", rows, {{"state", std::string("incoming")},
+                                                    {"arrived_from", std::nullopt},
+                                                    {"moved_to", std::nullopt},
+                                                    {"moved_epoch", std::nullopt}});
+      CopyMessages(counts);
+      MysqlStatement& keys =
+          admin_.Stmt(from_, "SELECT * FROM idempotency_keys WHERE session_id IN " + Placeholders(ids.size()));
+      BindAll(keys, ids);
+      keys.Execute();
+      admin_.InsertRows(to_, "idempotency_keys", keys, {});
+    });
+  }
+
+  // Sessions grouped so that one read brings at most kMessagesPerRead
+  // messages (a longer history is read in pages of its own); each group is
+  // written in one transaction.
+  void CopyMessages(const std::vector<std::pair<std::string, int64_t>>& counts) {
+    std::vector<std::string> group;
+    int64_t in_group = 0;
+    auto flush = [&] {
+      if (group.empty()) return;
+      MysqlStatement& read =
+          admin_.Stmt(from_, "SELECT * FROM messages WHERE session_id IN " + Placeholders(group.size()));
+      BindAll(read, group);
+      read.Execute();
+      Transaction txn(admin_.LinkTo(to_));
+      admin_.InsertRows(to_, "messages", read, {});
+      txn.Commit();
+      group.clear();
+      in_group = 0;
+    };
+    for (const auto& [id, count] : counts) {
+      if (count > kMessagesPerRead) {
+        CopyLongHistory(id);
+        continue;
+      }
+      if (in_group + count > kMessagesPerRead) flush();
+      group.push_back(id);
+      in_group += count;
+    }
+    flush();
+  }
+
+  void CopyLongHistory(const std::string& id) {
+    MysqlStatement& read =
+        admin_.Stmt(from_, "SELECT * FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+    int seq_col = -1;
+    for (int64_t after = 0;;) {
+      read.BindBytes(0, id);
+      read.BindInt64(1, after);
+      read.BindInt64(2, kMessagesPerRead);
+      read.Execute();
+      if (read.row_count() == 0) return;
+      if (seq_col < 0) {
+        for (int c = 0; c < read.column_count(); ++c) {
+          if (read.column_name(c) == "seq") seq_col = c;
+        }
+      }
+      Transaction txn(admin_.LinkTo(to_));
+      admin_.InsertRows(to_, "messages", read, {});
+      txn.Commit();
+      after = read.Int64(read.row_count() - 1, seq_col);
+    }
+  }
+
+  // What a copy holds, per session: its messages (count, last seq, a digest
+  // of every column), its row (count and a digest) and its keys (a digest).
+  std::map<std::string, std::string> Fingerprints(const ShardEntry& shard, const std::vector<std::string>& ids) {
+    return admin_.OnShard(shard, "checksumming", [&] {
+      std::map<std::string, std::string> out;
+      const std::string in = Placeholders(ids.size());
+      MysqlStatement& rows =
+          admin_.Stmt(shard,
+                      "SELECT session_id, message_count, MD5(CONCAT_WS(0x1f, HEX(COALESCE(user_id, '')), created_at, "
+                      "updated_at, COALESCE(title, ''), metadata, COALESCE(model, ''), COALESCE(system_prompt, ''))) "
+                      "FROM sessions WHERE session_id IN " +
+                          in);
+      BindAll(rows, ids);
+      rows.Execute();
+      for (size_t i = 0; i < rows.row_count(); ++i) {
+        out[rows.Text(i, 0)] = "count " + std::to_string(rows.Int64(i, 1)) + " row " + rows.Text(i, 2);
+      }
+      MysqlStatement& messages = admin_.Stmt(
+          shard,
+          "SELECT session_id, COUNT(*), MAX(seq), HEX(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS(0x1f, seq, role, "
+          "content, COALESCE(reply_to, 0), created_at, COALESCE(meta, ''))), 16), 16, 10) AS UNSIGNED))) "
+          "FROM messages WHERE session_id IN " +
+              in + " GROUP BY session_id");
+      BindAll(messages, ids);
+      messages.Execute();
+      for (size_t i = 0; i < messages.row_count(); ++i) {
+        out[messages.Text(i, 0)] += " messages " + std::to_string(messages.Int64(i, 1)) + " to " +
+                                    std::to_string(messages.Int64(i, 2)) + " " + messages.Text(i, 3);
+      }
+      MysqlStatement& keys =
+          admin_.Stmt(shard,
+                      "SELECT session_id, COUNT(*), HEX(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS(0x1f, HEX(user_id), "
+                      "HEX(target_sha), HEX(idem_key), HEX(request_sha), state, status, COALESCE(response, ''), "
+                      "created_at, expires_at, COALESCE(user_seq, 0), COALESCE(attempt, 0), COALESCE(answer_seq, 0))), "
+                      "16), 16, 10) AS UNSIGNED))) FROM idempotency_keys WHERE session_id IN " +
+                          in + " GROUP BY session_id");
+      BindAll(keys, ids);
+      keys.Execute();
+      for (size_t i = 0; i < keys.row_count(); ++i) {
+        out[keys.Text(i, 0)] += " keys " + std::to_string(keys.Int64(i, 1)) + " " + keys.Text(i, 2);
+      }
+      return out;
+    });
+  }
+
+  // Step 3: the same rows on both sides (and the source's count matching
+  // its messages). A copy that differs goes, its source is thawed.
+  std::vector<std::string> Verify(const std::vector<std::string>& ids, BatchOutcome* out) {
+    const std::map<std::string, std::string> a = Fingerprints(from_, ids);
+    const std::map<std::string, std::string> b = Fingerprints(to_, ids);
+    std::vector<std::string> good, bad;
+    for (const std::string& id : ids) {
+      auto x = a.find(id), y = b.find(id);
+      const bool same = x != a.end() && y != b.end() && x->second == y->second;
+      (same ? good : bad).push_back(id);
+    }
+    if (!bad.empty()) {
+      admin_.OnShard(to_, "dropping copies that do not match", [&] {
+        Transaction txn(admin_.LinkTo(to_));
+        for (const char* table : {"messages", "idempotency_keys"}) {
+          MysqlStatement& st = admin_.Stmt(
+              to_, std::string("DELETE FROM ") + table + " WHERE session_id IN " + Placeholders(bad.size()));
+          BindAll(st, bad);
+          st.Execute();
+        }
+        MysqlStatement& st = admin_.Stmt(
+            to_, "DELETE FROM sessions WHERE state = 'incoming' AND session_id IN " + Placeholders(bad.size()));
+        BindAll(st, bad);
+        st.Execute();
+        txn.Commit();
+      });
+      Unfreeze(bad);
+      for (const std::string& id : bad) out->mismatched.push_back(SessionId::FromBytes(id).text());
+    }
+    return good;
+  }
+
+  // Step 4: the copies become authoritative, marked as arrived from the
+  // source until step 6.
+  void Activate(const std::vector<std::string>& ids) {
+    admin_.OnShard(to_, "activating copies", [&] {
+      MysqlStatement& st = admin_.Stmt(to_,
+                                       "UPDATE sessions SET state = 'active', arrived_from = ? "
+                                       "WHERE state = 'incoming' AND session_id IN " +
+                                           Placeholders(ids.size()));
+      st.BindString(0, from_.name);
+      BindAll(st, ids, 1);
+      st.Execute();
+    });
+  }
+
+  // Step 5: the sources that are still frozen become tombstones naming the
+  // target and lose their rows, in one transaction. Returns them.
+  std::vector<std::string> TombstoneSources(const std::vector<std::string>& ids) {
+    return admin_.OnShard(from_, "tombstoning sources", [&] {
+      Transaction txn(admin_.LinkTo(from_));
+      MysqlStatement& lock =
+          admin_.Stmt(from_, "SELECT session_id FROM sessions WHERE state = 'moving' AND session_id IN " +
+                                 Placeholders(ids.size()) + " FOR UPDATE");
+      BindAll(lock, ids);
+      lock.Execute();
+      std::vector<std::string> frozen;
+      for (size_t i = 0; i < lock.row_count(); ++i) frozen.push_back(lock.Text(i, 0));
+      if (frozen.empty()) return frozen;
+      const std::string in = Placeholders(frozen.size());
+      MysqlStatement& st = admin_.Stmt(from_,
+                                       "UPDATE sessions SET state = 'moved', moved_to = ?, moved_epoch = ?, "
+                                       "title = NULL, metadata = '{}' WHERE state = 'moving' AND session_id IN " +
+                                           in);
+      st.BindString(0, to_.name);
+      st.BindInt64(1, static_cast<int64_t>(epoch_));
+      BindAll(st, frozen, 2);
+      st.Execute();
+      for (const char* table : {"messages", "idempotency_keys"}) {
+        MysqlStatement& del = admin_.Stmt(from_, std::string("DELETE FROM ") + table + " WHERE session_id IN " + in);
+        BindAll(del, frozen);
+        del.Execute();
+      }
+      txn.Commit();
+      return frozen;
+    });
+  }
+
+  ClusterAdmin& admin_;
+  const std::vector<std::string>& ids_;
+  const ShardEntry& from_;
+  const ShardEntry& to_;
+  const uint64_t epoch_;
+  std::vector<std::string> slow_;
+};
+
+ClusterAdmin::BatchOutcome ClusterAdmin::MoveBatch(const std::vector<std::string>& ids, const ShardEntry& from,
+                                                   const ShardEntry& to, uint64_t epoch) {
+  return BatchMove(*this, ids, from, to, epoch).Run();
+}
+
+void ClusterAdmin::FinishBatchArrival(const ShardEntry& shard, const std::vector<std::string>& ids) {
+  if (ids.empty()) return;
+  OnShard(shard, "finishing arrivals", [&] {
+    const std::string in = Placeholders(ids.size());
+    Transaction txn(LinkTo(shard));
+    MysqlStatement& drop = Stmt(shard, "DELETE FROM sessions WHERE state = 'deleted' AND session_id IN " + in +
+                                           " AND NOT EXISTS (SELECT 1 FROM idempotency_keys k "
+                                           "WHERE k.session_id = sessions.session_id)");
+    BindAll(drop, ids);
+    drop.Execute();
+    MysqlStatement& clear = Stmt(shard, "UPDATE sessions SET arrived_from = NULL WHERE session_id IN " + in);
+    BindAll(clear, ids);
+    clear.Execute();
+    txn.Commit();
+  });
+}
+
+}  // namespace chatllm
