@@ -222,6 +222,22 @@ int Rebalance(const Config& config, chatllm::RebalanceOptions opt) {
   return 0;
 }
 
+// --move-batch and --rate (rebalance and drain) into `opt`; false (with a
+// message) if one is malformed.
+bool ParseMoveOptions(const ParsedArgs& args, chatllm::RebalanceOptions* opt) {
+  if (args.Has("move-batch")) {
+    std::optional<int64_t> n = chatllm::ParseInteger(args.Value("move-batch"));
+    if (!n || *n < 1 || *n > 1000) return Fail("--move-batch wants a number of sessions from 1 to 1000"), false;
+    opt->move_batch = static_cast<int>(*n);
+  }
+  if (args.Has("rate")) {
+    std::optional<double> rate = chatllm::ParseNumber(args.Value("rate"));
+    if (!rate) return Fail("--rate wants a number of sessions per second"), false;
+    opt->rate = *rate;
+  }
+  return true;
+}
+
 int RunRebalance(const Config& config, const ParsedArgs& args) {
   chatllm::RebalanceOptions opt;
   opt.dry_run = args.Has("dry-run");
@@ -230,26 +246,19 @@ int RunRebalance(const Config& config, const ParsedArgs& args) {
     if (!batch) return Fail("--batch wants a whole number of sessions");
     opt.batch = static_cast<int>(std::clamp<int64_t>(*batch, 1, std::numeric_limits<int>::max()));
   }
-  if (args.Has("move-batch")) {
-    std::optional<int64_t> n = chatllm::ParseInteger(args.Value("move-batch"));
-    if (!n || *n < 1 || *n > 1000) return Fail("--move-batch wants a number of sessions from 1 to 1000");
-    opt.move_batch = static_cast<int>(*n);
-  }
-  if (args.Has("rate")) {
-    std::optional<double> rate = chatllm::ParseNumber(args.Value("rate"));
-    if (!rate) return Fail("--rate wants a number of sessions per second");
-    opt.rate = *rate;
-  }
+  if (!ParseMoveOptions(args, &opt)) return chatllm::kExitUsage;
   return Rebalance(config, std::move(opt));
 }
 
 int Drain(const Config& config, const ParsedArgs& args) {
   const std::string name = args.Argument("NAME");
+  chatllm::RebalanceOptions opt;
+  if (!ParseMoveOptions(args, &opt)) return chatllm::kExitUsage;
   ClusterAdmin admin(config);
   auto map = admin.Drain(name);
   std::printf("shard %s is draining (epoch %llu); moving its sessions\n", name.c_str(),
               static_cast<unsigned long long>(map->epoch()));
-  int rc = Rebalance(config, chatllm::RebalanceOptions{});
+  int rc = Rebalance(config, std::move(opt));
   if (rc == 0) {
     std::printf("shard %s is drained; 'shardctl remove-shard %s' removes it from the map\n", name.c_str(),
                 name.c_str());
@@ -395,6 +404,8 @@ CommandSpec Commands() {
        .summary = "move every session off a shard (then remove-shard)",
        .description = "Publishes the next map with NAME draining and moves all its sessions to the other "
                       "shards (a rebalance). Then 'shardctl remove-shard NAME'.",
+       .options = {{"move-batch", "N", "sessions moved together, 1..1000 (default 100; 1: one by one)"},
+                   {"rate", "R", "move at most R sessions per second"}},
        .arguments = {{"NAME", "the shard to drain"}},
        .run = WithConfig(Drain)},
       {.name = "remove-shard",

@@ -371,5 +371,119 @@ TEST_F(ReshardTest, Issue12ASessionDeletedAfterAnInterruptedMoveStaysDeleted) {
   EXPECT_EQ(Shardctl("verify", &out), 0) << out;
 }
 
+// Issue 15: sessions move in batches (frozen, copied, verified, activated
+// and tombstoned together). Out to a new shard, a batch stopped after its
+// activation (a crash there) and finished by a rerun, then back again by a
+// drain, where every target holds the tombstone of the move away: every
+// history reads the same throughout, keyed retries still replay, and verify
+// passes.
+TEST_F(ReshardTest, Issue15BatchesMoveOutStopMidwayAndComeBackWithEveryHistory) {
+  ApiClient api(StackEnv::Get().url(), 30);
+  std::vector<std::string> ids;
+  std::map<std::string, std::string> histories;
+  for (int i = 0; i < 40; ++i) {
+    const std::string id = api.CreateSession(R"({"title":"batch )" + std::to_string(i) + R"("})");
+    ASSERT_FALSE(id.empty());
+    for (int m = 0; m < 1 + i % 3; ++m) ASSERT_EQ(api.Append(id, "yes").status, 201);
+    api.set_headers({{"Idempotency-Key", "batch-" + id}});
+    ASSERT_EQ(api.Post("/v1/sessions/" + id + "/messages", R"({"content":"keyed"})").status, 201);
+    api.set_headers({});
+    ids.push_back(id);
+  }
+  auto read_all = [&] {
+    for (const std::string& id : ids) histories[id] = api.Get("/v1/sessions/" + id + "/messages?limit=200").body;
+  };
+  auto same = [&](const char* when) {
+    for (const std::string& id : ids) {
+      ApiResponse now = api.Get("/v1/sessions/" + id + "/messages?limit=200");
+      EXPECT_EQ(now.status, 200) << when << ": " << id;
+      EXPECT_EQ(now.body, histories[id]) << when << ": " << id;
+      api.set_headers({{"Idempotency-Key", "batch-" + id}});
+      ApiResponse replay = api.Post("/v1/sessions/" + id + "/messages", R"({"content":"keyed"})");
+      api.set_headers({});
+      EXPECT_EQ(replay.status, 201) << when << ": " << id;
+      EXPECT_NE(replay.headers.find("Idempotent-Replayed"), replay.headers.end()) << when << ": " << id;
+    }
+  };
+  read_all();
+  auto before = CurrentMap();
+  ASSERT_TRUE(before);
+  std::vector<shard_router::MapShard> shards;
+  for (const auto& s : before->shards()) shards.push_back({s.name, s.weight, s.state});
+  shards.push_back({spare_, 100, shard_router::ShardState::kActive});
+  shard_router::Router after_ring;
+  ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
+  std::string leaving;
+  for (const std::string& id : ids) {
+    if (after_ring.Owner(id) == spare_) leaving = id;
+  }
+  ASSERT_FALSE(leaving.empty()) << "none of 40 sessions goes to the new shard";
+
+  std::string out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0)
+      << out;
+  EXPECT_NE(Shardctl("rebalance --move-batch 50", &out, "CHATLLM_FAILPOINT=move-after-activate:" + leaving), 0);
+  ASSERT_NE(out.find("failpoint"), std::string::npos) << out;
+  same("after a batch stopped between activation and tombstones");
+  ASSERT_EQ(Shardctl("rebalance --move-batch 50", &out), 0) << out;
+  same("after the rerun");
+  EXPECT_EQ(Shardctl("verify", &out), 0) << out;
+  ASSERT_EQ(Shardctl("drain " + spare_, &out), 0) << out;
+  same("after the drain");
+  ASSERT_EQ(Shardctl("remove-shard " + spare_, &out), 0) << out;
+  EXPECT_EQ(Shardctl("verify", &out), 0) << out;
+  std::string in;
+  for (const std::string& id : ids) in += std::string(in.empty() ? "" : ",") + "UNHEX('" + Hex(id) + "')";
+  for (const auto& s : before->shards()) {
+    // Back on their first shards: no tombstone of the move away is left.
+    EXPECT_EQ(Sql(s.name, "SELECT COUNT(*) FROM sessions WHERE state <> 'active' AND session_id IN (" + in + ")"),
+              "0\n")
+        << s.name;
+  }
+}
+
+// Issue 15 review: a batch's rows are written in INSERTs of a bounded size
+// (about 2 MiB), not of a fixed row count, so that no INSERT nears
+// max_allowed_packet. 300 keyed creates with 30,000-character system
+// prompts of U+0001 (each key row keeps the 180 KB JSON answer) move in
+// batches of up to 1000 and read back exactly.
+TEST_F(ReshardTest, Issue15ABatchOfLargeRowsMovesInBoundedInserts) {
+  ApiClient api(StackEnv::Get().url(), 30);
+  std::string escaped;
+  for (int i = 0; i < 30000; ++i) escaped += "\\u0001";
+  std::vector<std::string> ids;
+  for (int i = 0; i < 300; ++i) {
+    api.set_headers({{"Idempotency-Key", "large-" + std::to_string(i) + "-" + std::to_string(::getpid())}});
+    ApiResponse r = api.Post("/v1/sessions", R"({"system_prompt":")" + escaped + R"("})");
+    ASSERT_EQ(r.status, 201) << r.body.substr(0, 200);
+    const size_t at = r.body.find("\"id\":\"");
+    ASSERT_NE(at, std::string::npos);
+    ids.push_back(r.body.substr(at + 6, 36));
+  }
+  api.set_headers({});
+  std::string out;
+  ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0)
+      << out;
+  ASSERT_EQ(Shardctl("rebalance --move-batch 1000", &out), 0) << out;
+  EXPECT_EQ(Shardctl("verify", &out), 0) << out;
+  int on_spare = 0;
+  for (const std::string& id : ids) {
+    ApiResponse r = api.Get("/v1/sessions/" + id);
+    ASSERT_EQ(r.status, 200) << id;
+    EXPECT_NE(r.body.find(escaped.substr(0, 600)), std::string::npos) << id;
+    on_spare += Sql(spare_, "SELECT COUNT(*) FROM sessions WHERE state = 'active' AND session_id = UNHEX('" + Hex(id) +
+                                "')") == "1\n";
+  }
+  EXPECT_GE(on_spare, 50);             // About 100 of 300 (standard deviation 8).
+  for (int i = 0; i < 300; i += 30) {  // Their key rows moved with them: a retry is replayed.
+    api.set_headers({{"Idempotency-Key", "large-" + std::to_string(i) + "-" + std::to_string(::getpid())}});
+    ApiResponse r = api.Post("/v1/sessions", R"({"system_prompt":")" + escaped + R"("})");
+    EXPECT_EQ(r.status, 201);
+    EXPECT_NE(r.headers.find("Idempotent-Replayed"), r.headers.end()) << i;
+    EXPECT_NE(r.body.find(ids[i]), std::string::npos) << i;
+  }
+  api.set_headers({});
+}
+
 }  // namespace
 }  // namespace chatllm::testing

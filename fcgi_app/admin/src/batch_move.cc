@@ -15,6 +15,8 @@
 
 #include "admin/cluster_admin.h"
 #include "base/ids.h"
+#include "base/log.h"
+#include "base/time_util.h"
 #include "failpoint.h"
 #include "store/mysql_statement.h"
 #include "store/transaction.h"
@@ -22,8 +24,12 @@
 namespace chatllm {
 namespace {
 
-constexpr int64_t kMessagesPerRead = 2000;  // Messages read from the source per query.
-constexpr int kRowsPerInsert = 100;         // Rows written per multi-row INSERT.
+constexpr int64_t kMessagesPerRead = 2000;   // Messages read from the source per query.
+constexpr int kRowsPerInsert = 100;          // Rows written per multi-row INSERT, at most,
+constexpr size_t kBytesPerInsert = 2 << 20;  // and this many bytes plus a row (max_allowed_packet: 16 MiB+).
+// Keys that expire before this long after the copy are left out of the
+// comparison: the app's expiry may delete them on either side meanwhile.
+constexpr int kKeyMarginS = 3600;
 
 // "(?, ?, ...)" with `n` placeholders.
 std::string Placeholders(size_t n) {
@@ -34,6 +40,17 @@ std::string Placeholders(size_t n) {
 
 void BindAll(MysqlStatement& st, const std::vector<std::string>& ids, int first = 0) {
   for (size_t i = 0; i < ids.size(); ++i) st.BindBytes(first + static_cast<int>(i), ids[i]);
+}
+
+// A column's value for a digest in which NULL differs from '' and 0.
+std::string Cell(const std::string& column) { return "IFNULL(CONCAT('=', " + column + "), '-')"; }
+std::string BinaryCell(const std::string& column) { return "IFNULL(HEX(" + column + "), '-')"; }
+
+// The rows' bytes, about (the size of the INSERT that carries them).
+size_t RowBytes(const MysqlStatement& read, size_t row) {
+  size_t n = 16;
+  for (int c = 0; c < read.column_count(); ++c) n += read.IsNull(row, c) ? 1 : read.Text(row, c).size() + 8;
+  return n;
 }
 
 }  // namespace
@@ -47,11 +64,18 @@ void ClusterAdmin::InsertRows(const ShardEntry& to, const std::string& table, co
     names += (c ? ", " : "") + read.column_name(c);
     if (auto it = replace.find(read.column_name(c)); it != replace.end()) replaced[c] = &it->second;
   }
-  for (size_t first = 0; first < read.row_count(); first += kRowsPerInsert) {
-    const size_t rows = std::min<size_t>(kRowsPerInsert, read.row_count() - first);
+  // Statements are prepared for each INSERT and closed after it: their
+  // shapes (row counts) vary, and cached ones would pile up on the server
+  // (max_prepared_stmt_count is shared with every app connection).
+  for (size_t first = 0, rows = 0; first < read.row_count(); first += rows) {
+    size_t bytes = 0;
+    for (rows = 0; first + rows < read.row_count() && rows < kRowsPerInsert; ++rows) {
+      bytes += RowBytes(read, first + rows);
+      if (rows > 0 && bytes > kBytesPerInsert) break;
+    }
     std::string sql = "INSERT INTO " + table + " (" + names + ") VALUES ";
     for (size_t r = 0; r < rows; ++r) sql += (r ? ", " : "") + Placeholders(cols);
-    MysqlStatement& insert = Stmt(to, sql);
+    MysqlStatement insert(Handle(to), sql);
     for (size_t r = 0; r < rows; ++r) {
       const size_t i = first + r;
       for (int c = 0; c < cols; ++c) {
@@ -106,8 +130,8 @@ class ClusterAdmin::BatchMove {
       }
       if (!frozen.empty()) fast = ClearTargets(frozen);
     }
+    if (!fast.empty() && !CopyOrHandBack(fast)) fast.clear();
     if (!fast.empty()) {
-      Copy(fast);                                              // 2.
       std::vector<std::string> verified = Verify(fast, &out);  // 3.
       if (!verified.empty()) {
         Activate(verified);  // 4.
@@ -134,7 +158,8 @@ class ClusterAdmin::BatchMove {
     }
     if (!out.mismatched.empty()) {
       throw AdminError(std::to_string(out.mismatched.size()) + " session(s) copied to " + to_.name + " did not match " +
-                       from_.name + " and were left there (first: " + out.mismatched.front() +
+                       from_.name + " (or " + from_.name +
+                       "'s count disagrees with its messages) and were left there (first: " + out.mismatched.front() +
                        "); rerun shardctl rebalance");
     }
     return out;
@@ -145,8 +170,9 @@ class ClusterAdmin::BatchMove {
   // flight commit first, later writes wait for the move.
   void Freeze(const std::vector<std::string>& ids) {
     admin_.OnShard(from_, "freezing sessions", [&] {
-      MysqlStatement& st = admin_.Stmt(
-          from_, "UPDATE sessions SET state = 'moving' WHERE state = 'active' AND session_id IN " + Placeholders(ids.size()));
+      MysqlStatement st(
+          admin_.Handle(from_),
+          "UPDATE sessions SET state = 'moving' WHERE state = 'active' AND session_id IN " + Placeholders(ids.size()));
       BindAll(st, ids);
       st.Execute();
     });
@@ -159,8 +185,8 @@ class ClusterAdmin::BatchMove {
   std::vector<std::string> ClearTargets(const std::vector<std::string>& ids) {
     return admin_.OnShard(to_, "clearing leftovers", [&] {
       Transaction txn(admin_.LinkTo(to_));
-      MysqlStatement& lock = admin_.Stmt(
-          to_, "SELECT session_id, state FROM sessions WHERE session_id IN " + Placeholders(ids.size()) + " FOR UPDATE");
+      MysqlStatement lock(admin_.Handle(to_), "SELECT session_id, state FROM sessions WHERE session_id IN " +
+                                                  Placeholders(ids.size()) + " FOR UPDATE");
       BindAll(lock, ids);
       lock.Execute();
       std::set<std::string> kept;
@@ -172,8 +198,8 @@ class ClusterAdmin::BatchMove {
       for (const std::string& id : ids) (kept.count(id) ? slow_ : cleared).push_back(id);
       if (cleared.empty()) return cleared;
       for (const char* table : {"sessions", "messages", "idempotency_keys"}) {
-        MysqlStatement& del = admin_.Stmt(
-            to_, std::string("DELETE FROM ") + table + " WHERE session_id IN " + Placeholders(cleared.size()));
+        MysqlStatement del(admin_.Handle(to_), std::string("DELETE FROM ") + table + " WHERE session_id IN " +
+                                                   Placeholders(cleared.size()));
         BindAll(del, cleared);
         del.Execute();
       }
@@ -184,9 +210,9 @@ class ClusterAdmin::BatchMove {
 
   void Unfreeze(const std::vector<std::string>& ids) {
     admin_.OnShard(from_, "unfreezing", [&] {
-      MysqlStatement& st =
-          admin_.Stmt(from_, "UPDATE sessions SET state = 'active' WHERE state = 'moving' AND session_id IN " +
-                                 Placeholders(ids.size()));
+      MysqlStatement st(
+          admin_.Handle(from_),
+          "UPDATE sessions SET state = 'active' WHERE state = 'moving' AND session_id IN " + Placeholders(ids.size()));
       BindAll(st, ids);
       st.Execute();
     });
@@ -194,8 +220,8 @@ class ClusterAdmin::BatchMove {
 
   std::map<std::string, std::string> States(const ShardEntry& shard, const std::vector<std::string>& ids) {
     return admin_.OnShard(shard, "reading session states", [&] {
-      MysqlStatement& st =
-          admin_.Stmt(shard, "SELECT session_id, state FROM sessions WHERE session_id IN " + Placeholders(ids.size()));
+      MysqlStatement st(admin_.Handle(shard),
+                        "SELECT session_id, state FROM sessions WHERE session_id IN " + Placeholders(ids.size()));
       BindAll(st, ids);
       st.Execute();
       std::map<std::string, std::string> out;
@@ -204,13 +230,29 @@ class ClusterAdmin::BatchMove {
     });
   }
 
+  // Step 2, for the batch: false if it failed for a reason of the batch's
+  // own (a statement the server refused); its sessions, still frozen, then
+  // go one by one (the slow path clears what this left on the target). A
+  // shard that cannot be reached fails the slow path as well: rethrown there.
+  bool CopyOrHandBack(const std::vector<std::string>& ids) {
+    try {
+      Copy(ids);
+      return true;
+    } catch (const AdminError& e) {
+      LOG_WARN("moving %zu sessions from %s to %s together failed (%s); moving them one by one", ids.size(),
+               from_.name.c_str(), to_.name.c_str(), e.what());
+      slow_.insert(slow_.end(), ids.begin(), ids.end());
+      return false;
+    }
+  }
+
   // Step 2: the session rows (as 'incoming', invisible to the app), their
   // messages and their idempotency keys, every column, in multi-row INSERTs.
   void Copy(const std::vector<std::string>& ids) {
     std::vector<std::pair<std::string, int64_t>> counts;  // (id, message_count)
     admin_.OnShard(to_, "copying sessions", [&] {
-      MysqlStatement& rows =
-          admin_.Stmt(from_, "SELECT * FROM sessions WHERE session_id IN " + Placeholders(ids.size()));
+      MysqlStatement rows(admin_.Handle(from_),
+                          "SELECT * FROM sessions WHERE session_id IN " + Placeholders(ids.size()));
       BindAll(rows, ids);
       rows.Execute();
       int id_col = -1, count_col = -1;
@@ -219,13 +261,14 @@ class ClusterAdmin::BatchMove {
         if (rows.column_name(c) == "message_count") count_col = c;
       }
       for (size_t i = 0; i < rows.row_count(); ++i) counts.emplace_back(rows.Text(i, id_col), rows.Int64(i, count_col));
-      admin_.InsertRows(to_, "sessions", rows, {{"state", std::string("incoming")},
-                                                    {"arrived_from", std::nullopt},
-                                                    {"moved_to", std::nullopt},
-                                                    {"moved_epoch", std::nullopt}});
+      admin_.InsertRows(to_, "sessions", rows,
+                        {{"state", std::string("incoming")},
+                         {"arrived_from", std::nullopt},
+                         {"moved_to", std::nullopt},
+                         {"moved_epoch", std::nullopt}});
       CopyMessages(counts);
-      MysqlStatement& keys =
-          admin_.Stmt(from_, "SELECT * FROM idempotency_keys WHERE session_id IN " + Placeholders(ids.size()));
+      MysqlStatement keys(admin_.Handle(from_),
+                          "SELECT * FROM idempotency_keys WHERE session_id IN " + Placeholders(ids.size()));
       BindAll(keys, ids);
       keys.Execute();
       admin_.InsertRows(to_, "idempotency_keys", keys, {});
@@ -240,8 +283,8 @@ class ClusterAdmin::BatchMove {
     int64_t in_group = 0;
     auto flush = [&] {
       if (group.empty()) return;
-      MysqlStatement& read =
-          admin_.Stmt(from_, "SELECT * FROM messages WHERE session_id IN " + Placeholders(group.size()));
+      MysqlStatement read(admin_.Handle(from_),
+                          "SELECT * FROM messages WHERE session_id IN " + Placeholders(group.size()));
       BindAll(read, group);
       read.Execute();
       Transaction txn(admin_.LinkTo(to_));
@@ -263,8 +306,8 @@ class ClusterAdmin::BatchMove {
   }
 
   void CopyLongHistory(const std::string& id) {
-    MysqlStatement& read =
-        admin_.Stmt(from_, "SELECT * FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+    MysqlStatement read(admin_.Handle(from_),
+                        "SELECT * FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
     int seq_col = -1;
     for (int64_t after = 0;;) {
       read.BindBytes(0, id);
@@ -284,73 +327,92 @@ class ClusterAdmin::BatchMove {
     }
   }
 
-  // What a copy holds, per session: its messages (count, last seq, a digest
-  // of every column), its row (count and a digest) and its keys (a digest).
-  std::map<std::string, std::string> Fingerprints(const ShardEntry& shard, const std::vector<std::string>& ids) {
+  // What a copy holds, per session: its row (a digest of every column but
+  // those that say where it stands), its messages (count, last seq, a
+  // digest of every column) and its keys (count, digest; those expiring
+  // before `keys_from` left out). NULL differs from '' and 0 in every digest.
+  struct Print {
+    int64_t message_count = 0, messages = 0, max_seq = 0;
+    std::string text;
+    bool Consistent() const { return messages == message_count && max_seq == message_count; }
+  };
+  std::map<std::string, Print> Fingerprints(const ShardEntry& shard, const std::vector<std::string>& ids,
+                                            int64_t keys_from_us) {
     return admin_.OnShard(shard, "checksumming", [&] {
-      std::map<std::string, std::string> out;
+      std::map<std::string, Print> out;
       const std::string in = Placeholders(ids.size());
-      MysqlStatement& rows =
-          admin_.Stmt(shard,
-                      "SELECT session_id, message_count, MD5(CONCAT_WS(0x1f, HEX(COALESCE(user_id, '')), created_at, "
-                      "updated_at, COALESCE(title, ''), metadata, COALESCE(model, ''), COALESCE(system_prompt, ''))) "
-                      "FROM sessions WHERE session_id IN " +
-                          in);
+      MysqlStatement rows(admin_.Handle(shard), "SELECT session_id, message_count, MD5(CONCAT_WS(0x1f, " +
+                                                    BinaryCell("user_id") + ", " + Cell("created_at") + ", " +
+                                                    Cell("updated_at") + ", " + Cell("title") + ", " +
+                                                    Cell("metadata") + ", " + Cell("model") + ", " +
+                                                    Cell("system_prompt") + ", " + BinaryCell("last_user_digest") +
+                                                    ", message_count)) FROM sessions WHERE session_id IN " + in);
       BindAll(rows, ids);
       rows.Execute();
       for (size_t i = 0; i < rows.row_count(); ++i) {
-        out[rows.Text(i, 0)] = "count " + std::to_string(rows.Int64(i, 1)) + " row " + rows.Text(i, 2);
+        Print& p = out[rows.Text(i, 0)];
+        p.message_count = rows.Int64(i, 1);
+        p.text = "row " + rows.Text(i, 2);
       }
-      MysqlStatement& messages = admin_.Stmt(
-          shard,
-          "SELECT session_id, COUNT(*), MAX(seq), HEX(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS(0x1f, seq, role, "
-          "content, COALESCE(reply_to, 0), created_at, COALESCE(meta, ''))), 16), 16, 10) AS UNSIGNED))) "
-          "FROM messages WHERE session_id IN " +
-              in + " GROUP BY session_id");
+      const std::string message_digest = "CONCAT_WS(0x1f, seq, " + Cell("role") + ", " + Cell("content") + ", " +
+                                         Cell("reply_to") + ", " + Cell("created_at") + ", " + Cell("meta") + ")";
+      MysqlStatement messages(admin_.Handle(shard),
+                              "SELECT session_id, COUNT(*), MAX(seq), HEX(BIT_XOR(CAST(CONV(LEFT(MD5(" +
+                                  message_digest + "), 16), 16, 10) AS UNSIGNED))) FROM messages WHERE session_id IN " +
+                                  in + " GROUP BY session_id");
       BindAll(messages, ids);
       messages.Execute();
       for (size_t i = 0; i < messages.row_count(); ++i) {
-        out[messages.Text(i, 0)] += " messages " + std::to_string(messages.Int64(i, 1)) + " to " +
-                                    std::to_string(messages.Int64(i, 2)) + " " + messages.Text(i, 3);
+        Print& p = out[messages.Text(i, 0)];
+        p.messages = messages.Int64(i, 1);
+        p.max_seq = messages.Int64(i, 2);
+        p.text +=
+            " messages " + std::to_string(p.messages) + " to " + std::to_string(p.max_seq) + " " + messages.Text(i, 3);
       }
-      MysqlStatement& keys =
-          admin_.Stmt(shard,
-                      "SELECT session_id, COUNT(*), HEX(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS(0x1f, HEX(user_id), "
-                      "HEX(target_sha), HEX(idem_key), HEX(request_sha), state, status, COALESCE(response, ''), "
-                      "created_at, expires_at, COALESCE(user_seq, 0), COALESCE(attempt, 0), COALESCE(answer_seq, 0))), "
-                      "16), 16, 10) AS UNSIGNED))) FROM idempotency_keys WHERE session_id IN " +
-                          in + " GROUP BY session_id");
-      BindAll(keys, ids);
+      const std::string key_digest = "CONCAT_WS(0x1f, " + BinaryCell("user_id") + ", " + BinaryCell("target_sha") +
+                                     ", " + BinaryCell("idem_key") + ", " + BinaryCell("request_sha") + ", " +
+                                     Cell("state") + ", " + Cell("status") + ", " + Cell("response") + ", " +
+                                     Cell("created_at") + ", " + Cell("expires_at") + ", " + Cell("user_seq") + ", " +
+                                     Cell("attempt") + ", " + Cell("answer_seq") + ")";
+      MysqlStatement keys(admin_.Handle(shard),
+                          "SELECT session_id, COUNT(*), HEX(BIT_XOR(CAST(CONV(LEFT(MD5(" + key_digest +
+                              "), 16), 16, 10) AS UNSIGNED))) FROM idempotency_keys WHERE expires_at >= ? AND "
+                              "session_id IN " +
+                              in + " GROUP BY session_id");
+      keys.BindDatetime(0, keys_from_us);
+      BindAll(keys, ids, 1);
       keys.Execute();
       for (size_t i = 0; i < keys.row_count(); ++i) {
-        out[keys.Text(i, 0)] += " keys " + std::to_string(keys.Int64(i, 1)) + " " + keys.Text(i, 2);
+        out[keys.Text(i, 0)].text += " keys " + std::to_string(keys.Int64(i, 1)) + " " + keys.Text(i, 2);
       }
       return out;
     });
   }
 
-  // Step 3: the same rows on both sides (and the source's count matching
-  // its messages). A copy that differs goes, its source is thawed.
+  // Step 3: the same rows on both sides, and the source consistent (as many
+  // messages as its count says, seqs 1..count). A copy that differs goes,
+  // its source is thawed.
   std::vector<std::string> Verify(const std::vector<std::string>& ids, BatchOutcome* out) {
-    const std::map<std::string, std::string> a = Fingerprints(from_, ids);
-    const std::map<std::string, std::string> b = Fingerprints(to_, ids);
+    const int64_t keys_from = NowMicros() + int64_t{kKeyMarginS} * 1000000;
+    const std::map<std::string, Print> a = Fingerprints(from_, ids, keys_from);
+    const std::map<std::string, Print> b = Fingerprints(to_, ids, keys_from);
     std::vector<std::string> good, bad;
     for (const std::string& id : ids) {
       auto x = a.find(id), y = b.find(id);
-      const bool same = x != a.end() && y != b.end() && x->second == y->second;
+      const bool same = x != a.end() && y != b.end() && x->second.Consistent() && x->second.text == y->second.text;
       (same ? good : bad).push_back(id);
     }
     if (!bad.empty()) {
       admin_.OnShard(to_, "dropping copies that do not match", [&] {
         Transaction txn(admin_.LinkTo(to_));
         for (const char* table : {"messages", "idempotency_keys"}) {
-          MysqlStatement& st = admin_.Stmt(
-              to_, std::string("DELETE FROM ") + table + " WHERE session_id IN " + Placeholders(bad.size()));
+          MysqlStatement st(admin_.Handle(to_),
+                            std::string("DELETE FROM ") + table + " WHERE session_id IN " + Placeholders(bad.size()));
           BindAll(st, bad);
           st.Execute();
         }
-        MysqlStatement& st = admin_.Stmt(
-            to_, "DELETE FROM sessions WHERE state = 'incoming' AND session_id IN " + Placeholders(bad.size()));
+        MysqlStatement st(admin_.Handle(to_), "DELETE FROM sessions WHERE state = 'incoming' AND session_id IN " +
+                                                  Placeholders(bad.size()));
         BindAll(st, bad);
         st.Execute();
         txn.Commit();
@@ -365,10 +427,10 @@ class ClusterAdmin::BatchMove {
   // source until step 6.
   void Activate(const std::vector<std::string>& ids) {
     admin_.OnShard(to_, "activating copies", [&] {
-      MysqlStatement& st = admin_.Stmt(to_,
-                                       "UPDATE sessions SET state = 'active', arrived_from = ? "
-                                       "WHERE state = 'incoming' AND session_id IN " +
-                                           Placeholders(ids.size()));
+      MysqlStatement st(admin_.Handle(to_),
+                        "UPDATE sessions SET state = 'active', arrived_from = ? "
+                        "WHERE state = 'incoming' AND session_id IN " +
+                            Placeholders(ids.size()));
       st.BindString(0, from_.name);
       BindAll(st, ids, 1);
       st.Execute();
@@ -380,25 +442,25 @@ class ClusterAdmin::BatchMove {
   std::vector<std::string> TombstoneSources(const std::vector<std::string>& ids) {
     return admin_.OnShard(from_, "tombstoning sources", [&] {
       Transaction txn(admin_.LinkTo(from_));
-      MysqlStatement& lock =
-          admin_.Stmt(from_, "SELECT session_id FROM sessions WHERE state = 'moving' AND session_id IN " +
-                                 Placeholders(ids.size()) + " FOR UPDATE");
+      MysqlStatement lock(admin_.Handle(from_),
+                          "SELECT session_id FROM sessions WHERE state = 'moving' AND session_id IN " +
+                              Placeholders(ids.size()) + " FOR UPDATE");
       BindAll(lock, ids);
       lock.Execute();
       std::vector<std::string> frozen;
       for (size_t i = 0; i < lock.row_count(); ++i) frozen.push_back(lock.Text(i, 0));
       if (frozen.empty()) return frozen;
       const std::string in = Placeholders(frozen.size());
-      MysqlStatement& st = admin_.Stmt(from_,
-                                       "UPDATE sessions SET state = 'moved', moved_to = ?, moved_epoch = ?, "
-                                       "title = NULL, metadata = '{}' WHERE state = 'moving' AND session_id IN " +
-                                           in);
+      MysqlStatement st(admin_.Handle(from_),
+                        "UPDATE sessions SET state = 'moved', moved_to = ?, moved_epoch = ?, "
+                        "title = NULL, metadata = '{}' WHERE state = 'moving' AND session_id IN " +
+                            in);
       st.BindString(0, to_.name);
       st.BindInt64(1, static_cast<int64_t>(epoch_));
       BindAll(st, frozen, 2);
       st.Execute();
       for (const char* table : {"messages", "idempotency_keys"}) {
-        MysqlStatement& del = admin_.Stmt(from_, std::string("DELETE FROM ") + table + " WHERE session_id IN " + in);
+        MysqlStatement del(admin_.Handle(from_), std::string("DELETE FROM ") + table + " WHERE session_id IN " + in);
         BindAll(del, frozen);
         del.Execute();
       }
@@ -425,12 +487,12 @@ void ClusterAdmin::FinishBatchArrival(const ShardEntry& shard, const std::vector
   OnShard(shard, "finishing arrivals", [&] {
     const std::string in = Placeholders(ids.size());
     Transaction txn(LinkTo(shard));
-    MysqlStatement& drop = Stmt(shard, "DELETE FROM sessions WHERE state = 'deleted' AND session_id IN " + in +
+    MysqlStatement drop(Handle(shard), "DELETE FROM sessions WHERE state = 'deleted' AND session_id IN " + in +
                                            " AND NOT EXISTS (SELECT 1 FROM idempotency_keys k "
                                            "WHERE k.session_id = sessions.session_id)");
     BindAll(drop, ids);
     drop.Execute();
-    MysqlStatement& clear = Stmt(shard, "UPDATE sessions SET arrived_from = NULL WHERE session_id IN " + in);
+    MysqlStatement clear(Handle(shard), "UPDATE sessions SET arrived_from = NULL WHERE session_id IN " + in);
     BindAll(clear, ids);
     clear.Execute();
     txn.Commit();
