@@ -150,7 +150,9 @@ std::function<int(const ParsedArgs&)> WithAdmin(int (*command)(ClusterAdmin&, co
 CommandSpec Commands() {
   CommandSpec user{
       .name = "user",
-      .description = "Users own API keys; a disabled user's keys stop working.",
+      .description =
+          "Users own API keys; a disabled user's keys stop working. Users and keys are written "
+          "to every shard, in parallel.",
       .subcommands = {{.name = "add",
                        .summary = "create a user (or show the existing one)",
                        .description = "Creates the user on every shard, or shows it if it exists.",

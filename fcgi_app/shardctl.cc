@@ -355,8 +355,8 @@ CommandSpec Commands() {
        .summary = "epoch; per shard: state, sessions, messages, ring share",
        .description = "Prints the newest shard map's epoch and, per shard: state, address, weight, ring "
                       "share, "
-                      "fence epoch, schema version, active sessions, their messages, and sessions in transit. "
-                      "Exits 1 if a shard is unreachable.",
+                      "fence epoch, schema version, active sessions, their messages, and sessions in transit "
+                      "(the shards are asked in parallel). Exits 1 if a shard is unreachable.",
        .run = WithConfig(Status)},
       {.name = "map",
        .summary = "the newest shard map, as JSON",
@@ -393,7 +393,8 @@ CommandSpec Commands() {
        .summary = "move every misplaced session; resumable",
        .description = "Moves every session that is not on its owner shard (see docs/operations.md for the "
                       "protocol), showing progress, then publishes the map with joining shards active and "
-                      "draining ones drained. Interrupt it at any time and run it again: it finishes what was "
+                      "draining ones drained. The shards are scanned in parallel; sessions that go the same way "
+                      "move in batches. Interrupt it at any time and run it again: it finishes what was "
                       "started.",
        .options = {{"dry-run", "", "count the sessions to move, move nothing"},
                    {"batch", "N", "sessions read per scan query (default 200)"},
@@ -416,14 +417,15 @@ CommandSpec Commands() {
       {.name = "verify",
        .summary = "check that every session is on exactly its owner shard",
        .description = "Checks that every session is active on exactly one shard, its owner; that nothing is "
-                      "left in transit; and that every session's message_count matches its messages. Prints "
-                      "each problem; exits 1 if there is any.",
+                      "left in transit; and that every session's message_count matches its messages (the shards "
+                      "are read in parallel). Prints each problem; exits 1 if there is any.",
        .run = WithConfig(Verify)},
       {.name = "audit",
        .summary = "while sessions move: is any session active on two shards?",
        .description = "Reads every shard without the rebalance lock (it runs while sessions move) and reports "
-                      "any session active on two shards at once, which a move never makes. Exits 1 if there "
-                      "is one.",
+                      "any session active on two shards at once, which a move never makes (the shards are "
+                      "scanned in parallel, then each candidate is read again shard by shard). Exits 1 if "
+                      "there is one.",
        .run = WithConfig(Audit)},
       {.name = "migrate",
        .summary = "apply the sql/ migrations to every shard",

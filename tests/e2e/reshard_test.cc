@@ -95,6 +95,22 @@ class ReshardTest : public ::testing::Test {
     EXPECT_TRUE(map.ok()) << map.status().message();
     return map.ok() ? *map : nullptr;
   }
+  // The ring once the spare shard joins `map`'s shards.
+  shard_router::Router RingWithSpare(const ClusterMap& map) {
+    std::vector<shard_router::MapShard> shards;
+    for (const auto& s : map.shards()) shards.push_back({s.name, s.weight, s.state});
+    shards.push_back({spare_, 100, shard_router::ShardState::kActive});
+    shard_router::Router ring;
+    EXPECT_TRUE(shard_router::Router::Build(0, shards, &ring).ok());
+    return ring;
+  }
+  // chatllm-admin on the stack; its exit status, stdout (trimmed) in `out`.
+  int Admin(const std::string& args, std::string* out) {
+    out->clear();
+    const int rc = RunCommand(StackEnv::Get().build() + "/chatllm-admin --config " + config_ + " " + args, out);
+    while (!out->empty() && (out->back() == '\n' || out->back() == ' ')) out->pop_back();
+    return rc;
+  }
   // `sql` as root on shard `name`; returns its output.
   std::string Sql(const std::string& name, const std::string& sql) {
     std::string out;
@@ -122,11 +138,7 @@ TEST_F(ReshardTest, AppWithAStaleMapCannotWriteToAMovedSessionsOldShard) {
   ASSERT_FALSE(before->Find(spare_)) << "the spare shard is already in the map";
 
   // A session that adding the spare shard will move onto it.
-  std::vector<shard_router::MapShard> shards;
-  for (const auto& s : before->shards()) shards.push_back({s.name, s.weight, s.state});
-  shards.push_back({spare_, 100, shard_router::ShardState::kActive});
-  shard_router::Router after_ring;
-  ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
+  const shard_router::Router after_ring = RingWithSpare(*before);
   std::string id;
   for (int i = 0; i < 100 && id.empty(); ++i) {
     std::string candidate = api.CreateSession(R"({"model":"echo-moved","system_prompt":"moves with it"})");
@@ -265,11 +277,7 @@ TEST_F(ReshardTest, Issue12AMoveCopiesEveryColumn) {
   ApiClient api(StackEnv::Get().url(), 30);
   auto before = CurrentMap();
   ASSERT_TRUE(before);
-  std::vector<shard_router::MapShard> shards;
-  for (const auto& s : before->shards()) shards.push_back({s.name, s.weight, s.state});
-  shards.push_back({spare_, 100, shard_router::ShardState::kActive});
-  shard_router::Router after_ring;
-  ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
+  const shard_router::Router after_ring = RingWithSpare(*before);
   std::string id;
   for (int i = 0; i < 100 && id.empty(); ++i) {
     std::string candidate = api.CreateSession(R"({"title":"every column","model":"echo"})");
@@ -334,11 +342,7 @@ TEST_F(ReshardTest, Issue12ASessionDeletedAfterAnInterruptedMoveStaysDeleted) {
   ApiClient api(StackEnv::Get().url(), 30);
   auto before = CurrentMap();
   ASSERT_TRUE(before);
-  std::vector<shard_router::MapShard> shards;
-  for (const auto& s : before->shards()) shards.push_back({s.name, s.weight, s.state});
-  shards.push_back({spare_, 100, shard_router::ShardState::kActive});
-  shard_router::Router after_ring;
-  ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
+  const shard_router::Router after_ring = RingWithSpare(*before);
   std::string id;
   for (int i = 0; i < 100 && id.empty(); ++i) {
     std::string candidate = api.CreateSession();
@@ -408,11 +412,7 @@ TEST_F(ReshardTest, Issue15BatchesMoveOutStopMidwayAndComeBackWithEveryHistory) 
   read_all();
   auto before = CurrentMap();
   ASSERT_TRUE(before);
-  std::vector<shard_router::MapShard> shards;
-  for (const auto& s : before->shards()) shards.push_back({s.name, s.weight, s.state});
-  shards.push_back({spare_, 100, shard_router::ShardState::kActive});
-  shard_router::Router after_ring;
-  ASSERT_TRUE(shard_router::Router::Build(0, shards, &after_ring).ok());
+  const shard_router::Router after_ring = RingWithSpare(*before);
   std::string leaving;
   for (const std::string& id : ids) {
     if (after_ring.Owner(id) == spare_) leaving = id;
@@ -483,6 +483,73 @@ TEST_F(ReshardTest, Issue15ABatchOfLargeRowsMovesInBoundedInserts) {
     EXPECT_NE(r.body.find(ids[i]), std::string::npos) << i;
   }
   api.set_headers({});
+}
+
+// Issue 15: a shard joining never makes a valid key fail. Keys exist before
+// add-shard, which here stops right after publishing the map with the new
+// shard joining (a crash before it copies users and keys there); one more
+// key is made while the shard joins (chatllm-admin writes it there too); one
+// of the old keys is then revoked (here on the old shards only, as
+// chatllm-admin does on a map read before the publish). Once every app
+// worker routes by the new map, every key authenticates but the revoked one;
+// once the rebalance finishes the join, the new shard holds every key and
+// the revocation.
+TEST_F(ReshardTest, Issue15KeysWorkWhileAShardJoins) {
+  const std::string user = "joining-" + std::to_string(::getpid());
+  std::string out;
+  ASSERT_EQ(Admin("user add " + user, &out), 0) << out;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 24; ++i) {
+    ASSERT_EQ(Admin("key create " + user, &out), 0) << out;
+    keys.push_back(out);
+  }
+  auto before = CurrentMap();
+  ASSERT_TRUE(before);
+  const shard_router::Router after_ring = RingWithSpare(*before);
+  MapLoads loads;
+  EXPECT_NE(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out,
+                     "CHATLLM_FAILPOINT=add-shard-after-publish:" + spare_),
+            0);
+  ASSERT_NE(out.find("failpoint"), std::string::npos) << out;
+  ASSERT_EQ(Admin("key create " + user, &out), 0) << out;
+  keys.push_back(out);
+  std::vector<std::string> on_spare;
+  for (const std::string& key : keys) {
+    if (after_ring.Owner(key.substr(3, 16)) == spare_) on_spare.push_back(key);
+  }
+  ASSERT_GE(on_spare.size(), 2u) << "too few of 25 keys hash to the joining shard";
+  // And one revoked on every shard but the joining one (as chatllm-admin
+  // does between add-shard's publish and its copy, on the map it read).
+  const std::string revoked = on_spare[0];
+  for (const auto& shard : before->shards()) {
+    Sql(shard.name,
+        "UPDATE api_keys SET revoked_at = UTC_TIMESTAMP(6) WHERE key_id = UNHEX('" + revoked.substr(3, 16) + "')");
+  }
+
+  const uint64_t joining = CurrentMap()->epoch();
+  ApiClient probe(StackEnv::Get().url(), 30);
+  ASSERT_TRUE(WaitFor(20,
+                      [&] {
+                        for (int i = 0; i < 8; ++i) probe.Get("/v1/sessions?limit=1");
+                        return loads.EveryWorkerHas(joining);
+                      }))
+      << "some app worker never loaded the map of epoch " << joining;
+  for (const std::string& key : keys) {
+    ApiClient api(StackEnv::Get().url(), key, 30);
+    for (int i = 0; i < 4; ++i) {  // Through both instances and several workers.
+      ApiResponse r = api.Get("/v1/sessions?limit=1");
+      EXPECT_EQ(r.status, key == revoked ? 401 : 200) << key.substr(0, 19);
+    }
+  }
+  // The rebalance that makes the shard active copies what add-shard's
+  // second copy would have: every key, the revocation too.
+  ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
+  for (const std::string& key : keys) {
+    EXPECT_EQ(
+        Sql(spare_, "SELECT revoked_at IS NOT NULL FROM api_keys WHERE key_id = UNHEX('" + key.substr(3, 16) + "')"),
+        key == revoked ? "1\n" : "0\n")
+        << key.substr(0, 19);
+  }
 }
 
 }  // namespace

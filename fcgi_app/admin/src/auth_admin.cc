@@ -21,18 +21,33 @@ const ShardEntry* ClusterAdmin::FirstActiveShard(const ClusterMap& map, const st
 }
 
 void ClusterAdmin::OnEveryShard(const char* what, const std::function<void(const ShardEntry&)>& fn) {
-  auto map = LoadMap();
-  std::vector<std::string> failed;
+  // The map is read again after the writes: a shard published meanwhile (by
+  // add-shard, whose copy may have read the source before these writes) is
+  // written too.
+  std::vector<std::string> done, failed;
   std::string first_error;
-  for (const ShardEntry& shard : map->shards()) {
-    try {
+  for (int round = 0; round < 3; ++round) {
+    auto map = LoadMap();
+    std::vector<ShardEntry> todo;
+    for (const ShardEntry& shard : map->shards()) {
+      if (std::find(done.begin(), done.end(), shard.name) == done.end()) todo.push_back(shard);
+    }
+    if (todo.empty()) break;
+    const std::vector<std::exception_ptr> errors = InParallel(todo, [&](const ShardEntry& shard) {
       OnShard(shard, what, [&] {
         fn(shard);
         return 0;
       });
-    } catch (const AdminError& e) {
-      failed.push_back(shard.name);
-      if (first_error.empty()) first_error = e.what();
+    });
+    for (size_t i = 0; i < errors.size(); ++i) {
+      done.push_back(todo[i].name);
+      if (!errors[i]) continue;
+      failed.push_back(todo[i].name);
+      try {
+        std::rethrow_exception(errors[i]);
+      } catch (const std::exception& e) {
+        if (first_error.empty()) first_error = e.what();
+      }
     }
   }
   if (!failed.empty()) {

@@ -167,13 +167,16 @@ class ClusterAdmin::BatchMove {
 
  private:
   // Step 1: active -> moving, under each session's row lock: appends in
-  // flight commit first, later writes wait for the move.
-  void Freeze(const std::vector<std::string>& ids) {
-    admin_.OnShard(from_, "freezing sessions", [&] {
-      MysqlStatement st(
-          admin_.Handle(from_),
-          "UPDATE sessions SET state = 'moving' WHERE state = 'active' AND session_id IN " + Placeholders(ids.size()));
-      BindAll(st, ids);
+  // flight commit first, later writes wait for the move. Unfreeze undoes it.
+  void Freeze(const std::vector<std::string>& ids) { SwapState(ids, "active", "moving", "freezing sessions"); }
+  void Unfreeze(const std::vector<std::string>& ids) { SwapState(ids, "moving", "active", "unfreezing"); }
+  void SwapState(const std::vector<std::string>& ids, const char* from, const char* to, const char* what) {
+    admin_.OnShard(from_, what, [&] {
+      MysqlStatement st(admin_.Handle(from_),
+                        "UPDATE sessions SET state = ? WHERE state = ? AND session_id IN " + Placeholders(ids.size()));
+      st.BindString(0, to);
+      st.BindString(1, from);
+      BindAll(st, ids, 2);
       st.Execute();
     });
   }
@@ -205,16 +208,6 @@ class ClusterAdmin::BatchMove {
       }
       txn.Commit();
       return cleared;
-    });
-  }
-
-  void Unfreeze(const std::vector<std::string>& ids) {
-    admin_.OnShard(from_, "unfreezing", [&] {
-      MysqlStatement st(
-          admin_.Handle(from_),
-          "UPDATE sessions SET state = 'active' WHERE state = 'moving' AND session_id IN " + Placeholders(ids.size()));
-      BindAll(st, ids);
-      st.Execute();
     });
   }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 
 #include "store/migrator.h"
 #include "store/mysql_statement.h"
@@ -27,7 +28,35 @@ ClusterAdmin::ClusterAdmin(const Config& config) : config_(config) {
 
 ClusterAdmin::~ClusterAdmin() = default;
 
+std::vector<std::exception_ptr> ClusterAdmin::InParallel(const std::vector<ShardEntry>& shards,
+                                                         const std::function<void(const ShardEntry&)>& fn) {
+  for (const ShardEntry& shard : shards) LinkTo(shard);
+  std::vector<std::exception_ptr> errors(shards.size());
+  std::vector<std::thread> threads;
+  try {
+    for (size_t i = 0; i < shards.size(); ++i) {
+      threads.emplace_back([&, i] {
+        try {
+          fn(shards[i]);
+        } catch (...) {
+          errors[i] = std::current_exception();
+        }
+      });
+    }
+  } catch (...) {
+    for (std::thread& t : threads) t.join();  // Those started, before giving up.
+    throw;
+  }
+  for (std::thread& t : threads) t.join();
+  return errors;
+}
+
 ShardLink& ClusterAdmin::LinkTo(const ShardEntry& e) {
+  // Found without inserting (InParallel's threads only get here), else made.
+  if (auto it = links_.find(e.name); it != links_.end() && it->second) {
+    const DbEndpoint& ep = it->second->endpoint();
+    if (ep.host == e.host && ep.port == e.port && ep.database == e.database) return *it->second;
+  }
   std::unique_ptr<ShardLink>& link = links_[e.name];
   if (link) {
     const DbEndpoint& ep = link->endpoint();
@@ -135,9 +164,9 @@ void ClusterAdmin::Publish(const ClusterMap& map, const ClusterMap* previous) {
 }
 
 std::vector<ShardReport> ClusterAdmin::Status(const ClusterMap& map) {
-  std::vector<ShardReport> out;
-  for (const ShardEntry& e : map.shards()) {
-    ShardReport r;
+  std::vector<ShardReport> out(map.shards().size());
+  InParallel(map.shards(), [&](const ShardEntry& e) {
+    ShardReport& r = out[static_cast<size_t>(&e - map.shards().data())];
     r.name = e.name;
     try {
       MYSQL* h = Handle(e);
@@ -161,8 +190,7 @@ std::vector<ShardReport> ClusterAdmin::Status(const ClusterMap& map) {
     } catch (const DbError& e) {
       r.error = "unreachable";
     }
-    out.push_back(std::move(r));
-  }
+  });
   return out;
 }
 

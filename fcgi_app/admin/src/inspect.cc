@@ -55,13 +55,31 @@ VerifyReport ClusterAdmin::Verify() {
     report.problems.push_back("map epoch " + std::to_string(map->epoch()) +
                               " has shards joining or draining: rebalance has not finished");
   }
-  std::map<std::string, std::vector<std::pair<std::string, std::string>>> where;  // id -> (shard, state)
-  for (const ShardEntry& shard : map->shards()) {
-    try {
-      VerifyShard(shard, &where, &report);
-    } catch (const std::exception& e) {
-      report.problems.push_back("shard " + shard.name + ": " + e.what());
+  // Every shard read at once, each into its own part; merged below.
+  using Where = std::map<std::string, std::vector<std::pair<std::string, std::string>>>;  // id -> (shard, state)
+  std::vector<Where> parts(map->shards().size());
+  std::vector<VerifyReport> reports(map->shards().size());
+  const std::vector<std::exception_ptr> errors = InParallel(map->shards(), [&](const ShardEntry& shard) {
+    const size_t i = static_cast<size_t>(&shard - map->shards().data());
+    VerifyShard(shard, &parts[i], &reports[i]);
+  });
+  Where where;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string& name = map->shards()[i].name;
+    if (errors[i]) {
+      try {
+        std::rethrow_exception(errors[i]);
+      } catch (const std::exception& e) {
+        report.problems.push_back("shard " + name + ": " + e.what());
+      }
+      continue;
     }
+    for (auto& [id, places] : parts[i]) {
+      for (auto& place : places) where[id].push_back(std::move(place));
+    }
+    report.messages += reports[i].messages;
+    report.in_transit += reports[i].in_transit;
+    for (std::string& p : reports[i].problems) report.problems.push_back(std::move(p));
   }
   const bool moving = map->router().moving();
   for (const auto& [id, places] : where) {
@@ -109,8 +127,10 @@ VerifyReport ClusterAdmin::Verify() {
 
 std::vector<std::string> ClusterAdmin::Audit(int64_t* sessions) {
   auto map = LoadMap();
-  std::map<std::string, std::vector<const ShardEntry*>> held;  // id -> shards, in read order
-  for (const ShardEntry& shard : map->shards()) {
+  // Every shard scanned at once; the check below reads them in turn.
+  std::vector<std::vector<std::string>> active(map->shards().size());
+  const std::vector<std::exception_ptr> errors = InParallel(map->shards(), [&](const ShardEntry& shard) {
+    std::vector<std::string>& ids = active[static_cast<size_t>(&shard - map->shards().data())];
     OnShard(shard, "scanning sessions", [&] {
       MysqlStatement scan(Handle(shard),
                           "SELECT session_id FROM sessions WHERE session_id > ? AND state = 'active' "
@@ -120,10 +140,17 @@ std::vector<std::string> ClusterAdmin::Audit(int64_t* sessions) {
         scan.BindBytes(0, after);
         scan.Execute();
         if (scan.row_count() == 0) break;
-        for (size_t i = 0; i < scan.row_count(); ++i) held[scan.Text(i, 0)].push_back(&shard);
+        for (size_t i = 0; i < scan.row_count(); ++i) ids.push_back(scan.Text(i, 0));
         after = scan.Text(scan.row_count() - 1, 0);
       }
     });
+  });
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  std::map<std::string, std::vector<const ShardEntry*>> held;  // id -> shards
+  for (size_t i = 0; i < active.size(); ++i) {
+    for (const std::string& id : active[i]) held[id].push_back(&map->shards()[i]);
   }
   *sessions = static_cast<int64_t>(held.size());
   auto holds = [&](const ShardEntry& shard, const std::string& id) {

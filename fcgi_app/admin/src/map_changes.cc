@@ -3,6 +3,7 @@
 // sessions it misplaces.
 
 #include "admin/cluster_admin.h"
+#include "failpoint.h"
 #include "store/migrator.h"
 #include "store/mysql_statement.h"
 
@@ -44,6 +45,10 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry
   OnShard(entry, "clearing old tombstones", [&] {
     ExecText(Handle(entry), entry.name, "DELETE FROM sessions WHERE state = 'moved'");
     ExecText(Handle(entry), entry.name, "DELETE FROM messages");
+    // Users and keys a removed shard kept are stale (a user enabled since
+    // would stay disabled there): the copy after the publish brings them.
+    ExecText(Handle(entry), entry.name, "DELETE FROM api_keys");
+    ExecText(Handle(entry), entry.name, "DELETE FROM users");
   });
   std::vector<ShardEntry> shards = map->shards();
   ShardEntry joining = entry;
@@ -51,7 +56,14 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry
   shards.push_back(joining);
   auto next = Next(*map, std::move(shards));
   Publish(*next, map.get());
-  // After the publish: from now on chatllm-admin writes the new shard too.
+  // From the publish on, chatllm-admin writes the new shard too; what it
+  // wrote before is copied now (revocations and disables are never undone
+  // by a copy), and again by the rebalance that makes the shard active.
+  // Until then a key lookup that finds nothing on the joining shard also
+  // asks the shard before it (ShardedStore::LookupApiKey).
+  if (FailpointSet("add-shard-after-publish", entry.name)) {
+    throw AdminError("failpoint add-shard-after-publish: stopped after publishing " + entry.name + " joining");
+  }
   CopyAuth(*next, entry);
   return next;
 }

@@ -39,8 +39,10 @@ void ClusterAdmin::FinishArrivals(const ClusterMap& map) {
 }
 
 std::vector<ClusterAdmin::Misplaced> ClusterAdmin::FindMisplaced(const ClusterMap& map, int batch, bool dry_run) {
-  std::vector<Misplaced> out;
-  for (const ShardEntry& shard : map.shards()) {
+  // Every shard scanned at once, each into its own list.
+  std::vector<std::vector<Misplaced>> found(map.shards().size());
+  const std::vector<std::exception_ptr> errors = InParallel(map.shards(), [&](const ShardEntry& shard) {
+    std::vector<Misplaced>& out = found[static_cast<size_t>(&shard - map.shards().data())];
     OnShard(shard, "scanning sessions", [&] {
       MysqlStatement scan(Handle(shard),
                           "SELECT session_id, state, message_count FROM sessions WHERE session_id > ? AND state IN "
@@ -67,6 +69,13 @@ std::vector<ClusterAdmin::Misplaced> ClusterAdmin::FindMisplaced(const ClusterMa
         after = scan.Text(scan.row_count() - 1, 0);
       }
     });
+  });
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  std::vector<Misplaced> out;
+  for (std::vector<Misplaced>& part : found) {
+    for (Misplaced& m : part) out.push_back(std::move(m));
   }
   return out;
 }
@@ -126,6 +135,13 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
   }
   FinishArrivals(*map);
   if (map->router().moving()) {
+    // Users and keys onto joining shards once more: add-shard's copy after
+    // its publish may not have run (it died there), and until now a lookup
+    // that finds nothing on a joining shard also asks the shard before it
+    // (ShardedStore::LookupApiKey); from the publish below, it does not.
+    for (const ShardEntry& s : map->shards()) {
+      if (s.state == ShardState::kJoining) CopyAuth(*map, s);
+    }
     // Everything is in place: joining shards become active, draining ones drained.
     std::vector<ShardEntry> shards = map->shards();
     for (ShardEntry& s : shards) {

@@ -136,27 +136,81 @@ std::optional<KeyRecord> ShardedStore::LookupApiKey(const std::string& key_id) {
   std::vector<std::string> order = AllShardNames();
   const std::string first = map_->router().Owner(Hex(key_id));
   std::stable_partition(order.begin(), order.end(), [&](const std::string& n) { return n == first; });
+  // While `first` joins, it may not have every key, nor every revocation,
+  // yet (shardctl copies them after publishing the map and again before
+  // making it active; chatllm-admin writes it from the publish on): a shard
+  // that is not joining is asked too, the one that answered for the key id
+  // before first, and a key either knows is found, revoked or disabled if
+  // either says so. If none of those answers: unavailable, never the
+  // joining shard's answer alone.
+  if (map_->router().moving()) {
+    const std::string before = map_->router().PreviousOwner(Hex(key_id));
+    const ShardEntry* owner = map_->Find(first);
+    if (owner && owner->state == shard_router::ShardState::kJoining && before != first) {
+      std::vector<std::string> others = order;
+      others.erase(std::remove(others.begin(), others.end(), first), others.end());
+      std::stable_partition(others.begin(), others.end(), [&](const std::string& n) { return n == before; });
+      return LookupKeyWhileJoining(first, others, key_id);
+    }
+  }
   std::optional<DbError> last_error;
   for (const std::string& name : order) {
     try {
-      return OnShard(ShardNamed(name), true, "look up API key", [&](Prepared& p) -> std::optional<KeyRecord> {
-        MysqlStatement& st = p.key;
-        st.BindBytes(0, key_id);
-        st.Execute();
-        if (st.row_count() == 0) return std::nullopt;
-        KeyRecord k;
-        k.user_id = st.Text(0, 0);
-        k.secret_sha256 = st.Text(0, 1);
-        k.expires_us = st.IsNull(0, 2) ? 0 : st.DatetimeMicros(0, 2);
-        k.revoked = st.Int64(0, 3) != 0;
-        k.user_disabled = st.Int64(0, 4) != 0;
-        return k;
-      });
+      return LookupKeyOn(name, key_id);
     } catch (const DbError& e) {
       last_error = e;  // This copy is unreachable: ask the next shard.
     }
   }
   throw *last_error;
+}
+
+std::optional<KeyRecord> ShardedStore::LookupKeyWhileJoining(const std::string& joining,
+                                                             const std::vector<std::string>& others,
+                                                             const std::string& key_id) {
+  std::optional<KeyRecord> a, b;
+  std::optional<DbError> a_failed, last_error;
+  try {
+    a = LookupKeyOn(joining, key_id);
+  } catch (const DbError& e) {
+    a_failed = e;
+  }
+  bool answered = false;
+  for (const std::string& name : others) {
+    try {
+      b = LookupKeyOn(name, key_id);
+      answered = true;
+      break;
+    } catch (const DbError& e) {
+      last_error = e;
+    }
+  }
+  if (!answered) {
+    if (last_error) throw *last_error;
+    if (a_failed) throw *a_failed;
+    return a;  // The map holds no other shard.
+  }
+  if (!a) return b;
+  if (!b) return a;
+  a->revoked = a->revoked || b->revoked;
+  a->user_disabled = a->user_disabled || b->user_disabled;
+  if (b->expires_us != 0 && (a->expires_us == 0 || b->expires_us < a->expires_us)) a->expires_us = b->expires_us;
+  return a;
+}
+
+std::optional<KeyRecord> ShardedStore::LookupKeyOn(const std::string& name, const std::string& key_id) {
+  return OnShard(ShardNamed(name), true, "look up API key", [&](Prepared& p) -> std::optional<KeyRecord> {
+    MysqlStatement& st = p.key;
+    st.BindBytes(0, key_id);
+    st.Execute();
+    if (st.row_count() == 0) return std::nullopt;
+    KeyRecord k;
+    k.user_id = st.Text(0, 0);
+    k.secret_sha256 = st.Text(0, 1);
+    k.expires_us = st.IsNull(0, 2) ? 0 : st.DatetimeMicros(0, 2);
+    k.revoked = st.Int64(0, 3) != 0;
+    k.user_disabled = st.Int64(0, 4) != 0;
+    return k;
+  });
 }
 
 std::vector<ShardStatus> ShardedStore::CheckShards() {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -241,8 +242,14 @@ class ClusterAdmin {
   void VerifyShard(const ShardEntry& shard,
                    std::map<std::string, std::vector<std::pair<std::string, std::string>>>* where,
                    VerifyReport* report);
-  // Runs `fn` on every shard of the current map; AdminError naming the
-  // shards that failed, after trying all.
+  // Runs `fn(shard)` for each of `shards` at once, a thread each, each on
+  // its shard's own connection (made here first: the threads only look
+  // theirs up). Returns each shard's failure (null: none), in their order.
+  std::vector<std::exception_ptr> InParallel(const std::vector<ShardEntry>& shards,
+                                             const std::function<void(const ShardEntry&)>& fn);
+  // Runs `fn` on every shard of the current map, in parallel, and on any
+  // shard the map gains meanwhile; AdminError naming the shards that failed,
+  // after trying all.
   void OnEveryShard(const char* what, const std::function<void(const ShardEntry&)>& fn);
   const ShardEntry* FirstActiveShard(const ClusterMap& map, const std::string& except);
   void CopyAuthBetween(const ShardEntry& from, const ShardEntry& to);

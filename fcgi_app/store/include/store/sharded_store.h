@@ -83,6 +83,13 @@ class ShardedStore : public Store {
   std::shared_ptr<const ClusterMap> map() const { return map_; }
 
  private:
+  // The key's row on shard `name` (DbError if it cannot be asked).
+  std::optional<KeyRecord> LookupKeyOn(const std::string& name, const std::string& key_id);
+  // The key on its joining owner and on the first of `others` that answers,
+  // merged (found on either; revoked, disabled or expiring as the stricter
+  // says); DbError if none of `others` answers.
+  std::optional<KeyRecord> LookupKeyWhileJoining(const std::string& joining, const std::vector<std::string>& others,
+                                                 const std::string& key_id);
   class Shard;
   // kGone: deleted here; no other shard is asked (sql/007_acknowledged.sql).
   // kFrozen: a read found the session frozen here by a move: served, once
