@@ -525,6 +525,10 @@ TEST_F(ReshardTest, Issue15KeysWorkWhileAShardJoins) {
     Sql(shard.name,
         "UPDATE api_keys SET revoked_at = UTC_TIMESTAMP(6) WHERE key_id = UNHEX('" + revoked.substr(3, 16) + "')");
   }
+  // And one revoked by chatllm-admin while the shard joins without it: the
+  // revocation brings the row there, revoked, and the copy keeps it so.
+  const std::string revoked_now = on_spare[1];
+  ASSERT_EQ(Admin("key revoke " + revoked_now.substr(3, 16), &out), 0) << out;
 
   const uint64_t joining = CurrentMap()->epoch();
   ApiClient probe(StackEnv::Get().url(), 30);
@@ -538,16 +542,16 @@ TEST_F(ReshardTest, Issue15KeysWorkWhileAShardJoins) {
     ApiClient api(StackEnv::Get().url(), key, 30);
     for (int i = 0; i < 4; ++i) {  // Through both instances and several workers.
       ApiResponse r = api.Get("/v1/sessions?limit=1");
-      EXPECT_EQ(r.status, key == revoked ? 401 : 200) << key.substr(0, 19);
+      EXPECT_EQ(r.status, key == revoked || key == revoked_now ? 401 : 200) << key.substr(0, 19);
     }
   }
-  // The rebalance that makes the shard active copies what add-shard's
-  // second copy would have: every key, the revocation too.
+  // The rebalance that makes the shard active copies what add-shard's copy
+  // would have (from every active shard): every key, the revocations too.
   ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
   for (const std::string& key : keys) {
     EXPECT_EQ(
         Sql(spare_, "SELECT revoked_at IS NOT NULL FROM api_keys WHERE key_id = UNHEX('" + key.substr(3, 16) + "')"),
-        key == revoked ? "1\n" : "0\n")
+        key == revoked || key == revoked_now ? "1\n" : "0\n")
         << key.substr(0, 19);
   }
 }

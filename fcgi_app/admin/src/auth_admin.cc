@@ -2,6 +2,7 @@
 // chatllm-admin (docs/security.md).
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "admin/cluster_admin.h"
@@ -100,15 +101,29 @@ std::vector<ClusterAdmin::UserInfo> ClusterAdmin::ListUsers() {
 }
 
 void ClusterAdmin::SetUserDisabled(const std::string& name, bool disabled) {
-  bool found = false;
-  for (const UserInfo& u : ListUsers()) found |= u.name == name;
-  if (!found) throw AdminError("no user named '" + name + "'");
+  std::optional<UserInfo> user;
+  for (const UserInfo& u : ListUsers()) {
+    if (u.name == name) user = u;
+  }
+  if (!user) throw AdminError("no user named '" + name + "'");
   OnEveryShard(disabled ? "disabling the user" : "enabling the user", [&](const ShardEntry& shard) {
-    MysqlStatement& st =
-        Stmt(shard, disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, UTC_TIMESTAMP(6)) WHERE name = ?"
-                             : "UPDATE users SET disabled_at = NULL WHERE name = ?");
-    st.BindString(0, name);
+    MysqlStatement& st = Stmt(
+        shard, disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, UTC_TIMESTAMP(6)) WHERE user_id = ?"
+                        : "UPDATE users SET disabled_at = NULL WHERE user_id = ?");
+    st.BindBytes(0, user->id);
     st.Execute();
+    if (!disabled) return;
+    // A shard the user is not on yet (one joining, before shardctl's copy)
+    // gets the row, disabled: a copy that read it enabled before this write
+    // keeps the disable (its upsert never undoes one). IGNORE: the row is
+    // there already, or another id holds the name there (left as it is).
+    MysqlStatement& add = Stmt(shard,
+                               "INSERT IGNORE INTO users (user_id, name, created_at, disabled_at) "
+                               "VALUES (?, ?, ?, UTC_TIMESTAMP(6))");
+    add.BindBytes(0, user->id);
+    add.BindString(1, user->name);
+    add.BindDatetime(2, user->created_us);
+    add.Execute();
   });
 }
 
@@ -168,13 +183,47 @@ std::vector<ClusterAdmin::KeyInfo> ClusterAdmin::ListKeys(const std::string& use
 }
 
 void ClusterAdmin::RevokeKey(const std::string& key_id) {
-  bool found = false;
-  for (const KeyInfo& k : ListKeys("")) found |= k.id == key_id;
-  if (!found) throw AdminError("no key with id " + Hex(key_id));
+  // The key's whole row, from the first shard that has it: written revoked
+  // where it is missing (a shard joining, before shardctl's copy), so that
+  // a copy which read it unrevoked before this write keeps the revocation
+  // (its upsert never undoes one).
+  auto map = LoadMap();
+  std::optional<std::vector<std::string>> row;  // user_id, secret_sha256, label
+  int64_t created_us = 0, expires_us = 0;
+  for (const ShardEntry& shard : map->shards()) {
+    if (row || shard.state == shard_router::ShardState::kJoining) continue;
+    try {
+      OnShard(shard, "reading the key", [&] {
+        MysqlStatement st(
+            Handle(shard),
+            "SELECT user_id, secret_sha256, label, created_at, expires_at FROM api_keys WHERE key_id = ?");
+        st.BindBytes(0, key_id);
+        st.Execute();
+        if (st.row_count() == 0) return 0;
+        row = std::vector<std::string>{st.Text(0, 0), st.Text(0, 1), st.Text(0, 2)};
+        created_us = st.DatetimeMicros(0, 3);
+        expires_us = st.IsNull(0, 4) ? 0 : st.DatetimeMicros(0, 4);
+        return 0;
+      });
+    } catch (const AdminError&) {
+      // Down: the next shard may have it.
+    }
+  }
+  if (!row) throw AdminError("no key with id " + Hex(key_id));
   OnEveryShard("revoking the key", [&](const ShardEntry& shard) {
-    MysqlStatement& st =
-        Stmt(shard, "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, UTC_TIMESTAMP(6)) WHERE key_id = ?");
+    MysqlStatement& st = Stmt(shard,
+                              "INSERT INTO api_keys (key_id, user_id, secret_sha256, label, created_at, expires_at, "
+                              "revoked_at) VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE "
+                              "revoked_at = COALESCE(api_keys.revoked_at, VALUES(revoked_at))");
     st.BindBytes(0, key_id);
+    st.BindBytes(1, (*row)[0]);
+    st.BindBytes(2, (*row)[1]);
+    st.BindString(3, (*row)[2]);
+    st.BindDatetime(4, created_us);
+    if (expires_us)
+      st.BindDatetime(5, expires_us);
+    else
+      st.BindNull(5);
     st.Execute();
   });
 }
@@ -194,7 +243,11 @@ int ClusterAdmin::SyncAuth() {
 }
 
 void ClusterAdmin::CopyAuth(const ClusterMap& map, const ShardEntry& to) {
-  if (const ShardEntry* from = FirstActiveShard(map, to.name)) CopyAuthBetween(*from, to);
+  // From every active shard: a revocation or a disable that reached only
+  // some of them (one was down) still reaches the new shard.
+  for (const ShardEntry& from : map.shards()) {
+    if (from.name != to.name && from.state == shard_router::ShardState::kActive) CopyAuthBetween(from, to);
+  }
 }
 
 void ClusterAdmin::CopyAuthBetween(const ShardEntry& from_shard, const ShardEntry& to) {

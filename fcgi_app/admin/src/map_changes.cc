@@ -45,10 +45,6 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry
   OnShard(entry, "clearing old tombstones", [&] {
     ExecText(Handle(entry), entry.name, "DELETE FROM sessions WHERE state = 'moved'");
     ExecText(Handle(entry), entry.name, "DELETE FROM messages");
-    // Users and keys a removed shard kept are stale (a user enabled since
-    // would stay disabled there): the copy after the publish brings them.
-    ExecText(Handle(entry), entry.name, "DELETE FROM api_keys");
-    ExecText(Handle(entry), entry.name, "DELETE FROM users");
   });
   std::vector<ShardEntry> shards = map->shards();
   ShardEntry joining = entry;

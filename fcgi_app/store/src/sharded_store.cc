@@ -153,8 +153,12 @@ std::optional<KeyRecord> ShardedStore::LookupApiKey(const std::string& key_id) {
       return LookupKeyWhileJoining(first, others, key_id);
     }
   }
+  // A joining shard is not asked for keys it does not own: it may lack
+  // them, or their revocations.
   std::optional<DbError> last_error;
   for (const std::string& name : order) {
+    const ShardEntry* shard = map_->Find(name);
+    if (name != first && shard && shard->state == shard_router::ShardState::kJoining) continue;
     try {
       return LookupKeyOn(name, key_id);
     } catch (const DbError& e) {
