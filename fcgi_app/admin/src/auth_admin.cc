@@ -107,10 +107,12 @@ void ClusterAdmin::SetUserDisabled(const std::string& name, bool disabled) {
   }
   if (!user) throw AdminError("no user named '" + name + "'");
   OnEveryShard(disabled ? "disabling the user" : "enabling the user", [&](const ShardEntry& shard) {
-    MysqlStatement& st = Stmt(
-        shard, disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, UTC_TIMESTAMP(6)) WHERE user_id = ?"
-                        : "UPDATE users SET disabled_at = NULL WHERE user_id = ?");
-    st.BindBytes(0, user->id);
+    // By name: every id the name has there (two concurrent `user add` can
+    // leave two).
+    MysqlStatement& st =
+        Stmt(shard, disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, UTC_TIMESTAMP(6)) WHERE name = ?"
+                             : "UPDATE users SET disabled_at = NULL WHERE name = ?");
+    st.BindString(0, name);
     st.Execute();
     if (!disabled) return;
     // A shard the user is not on yet (one joining, before shardctl's copy)
@@ -190,6 +192,7 @@ void ClusterAdmin::RevokeKey(const std::string& key_id) {
   auto map = LoadMap();
   std::optional<std::vector<std::string>> row;  // user_id, secret_sha256, label
   int64_t created_us = 0, expires_us = 0;
+  std::string unread;  // Shards that could not be read.
   for (const ShardEntry& shard : map->shards()) {
     if (row || shard.state == shard_router::ShardState::kJoining) continue;
     try {
@@ -206,8 +209,12 @@ void ClusterAdmin::RevokeKey(const std::string& key_id) {
         return 0;
       });
     } catch (const AdminError&) {
-      // Down: the next shard may have it.
+      unread += (unread.empty() ? "" : ", ") + shard.name;  // The next shard may have it.
     }
+  }
+  if (!row && !unread.empty()) {
+    throw AdminError("the key was not revoked: shard(s) " + unread + " could not be read and no other has key " +
+                     Hex(key_id) + "; retry when they answer");
   }
   if (!row) throw AdminError("no key with id " + Hex(key_id));
   OnEveryShard("revoking the key", [&](const ShardEntry& shard) {
