@@ -55,8 +55,8 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::AddShard(const ShardEntry& entry
   // From the publish on, chatllm-admin writes the new shard too; what it
   // wrote before is copied now (revocations and disables are never undone
   // by a copy), and again by the rebalance that makes the shard active.
-  // Until then a key lookup that finds nothing on the joining shard also
-  // asks the shard before it (ShardedStore::LookupApiKey).
+  // Until then a key lookup whose owner is joining also asks a shard that
+  // is not (ShardedStore::LookupApiKey).
   if (FailpointSet("add-shard-after-publish", entry.name)) {
     throw AdminError("failpoint add-shard-after-publish: stopped after publishing " + entry.name + " joining");
   }

@@ -136,9 +136,9 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
   FinishArrivals(*map);
   if (map->router().moving()) {
     // Users and keys onto joining shards once more: add-shard's copy after
-    // its publish may not have run (it died there), and until now a lookup
-    // that finds nothing on a joining shard also asks the shard before it
-    // (ShardedStore::LookupApiKey); from the publish below, it does not.
+    // its publish may not have run (it died there). Until now a lookup whose
+    // owner is joining also asked a shard that is not (ShardedStore::
+    // LookupApiKey); from the publish below, the new shard answers alone.
     for (const ShardEntry& s : map->shards()) {
       if (s.state == ShardState::kJoining) CopyAuth(*map, s);
     }
