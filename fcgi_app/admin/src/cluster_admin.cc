@@ -206,9 +206,13 @@ void ClusterAdmin::Migrate(const ShardEntry& e) {
 }
 
 void ClusterAdmin::LockAll(const ClusterMap& map) {
+  // Waits a while: a shardctl killed mid-statement holds the lock until the
+  // server finishes that statement (a batch's INSERT, a copy's commit), and
+  // what it was writing must land before this run reads the shards. Taken
+  // in map order, so two runs cannot each hold a part.
   for (const ShardEntry& e : map.shards()) {
     int64_t got = OnShard(e, "taking the rebalance lock", [&] {
-      MysqlStatement st(Handle(e), "SELECT COALESCE(GET_LOCK('chatllm.rebalance', 0), 0)");
+      MysqlStatement st(Handle(e), "SELECT COALESCE(GET_LOCK('chatllm.rebalance', 15), 0)");
       st.Execute();
       return st.Int64(0, 0);
     });

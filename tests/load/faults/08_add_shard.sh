@@ -61,11 +61,14 @@ for attempt in $(seq 1 $((KILLS * 3))); do
 done
 ((killed >= KILLS)) || fail "only $killed of $KILLS kills landed while rebalance was running"
 ((KILLS == 0)) || say "killed shardctl rebalance $killed times at random points"
-SHARDCTL rebalance 2>/dev/null | tee "$WORK/rebalance.out" || fail "rebalance failed"
+# Their errors (not the progress bar) are kept for a failure's message.
+SHARDCTL rebalance 2>"$WORK/rebalance.err" | tee "$WORK/rebalance.out" ||
+  fail "rebalance failed: $(grep -v '^\[' "$WORK/rebalance.err" | tail -3)"
 t_added=$(now_us)
 sleep 3
 t_drain=$(now_us)
-SHARDCTL drain "$NEW" 2>/dev/null | tee "$WORK/drain.out" || fail "drain failed"
+SHARDCTL drain "$NEW" 2>"$WORK/drain.err" | tee "$WORK/drain.out" ||
+  fail "drain failed: $(grep -v '^\[' "$WORK/drain.err" | tail -3)"
 SHARDCTL remove-shard "$NEW" >/dev/null || fail "remove-shard failed"
 t_drained=$(now_us)
 sleep 2
