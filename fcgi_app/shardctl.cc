@@ -341,6 +341,13 @@ std::function<int(const ParsedArgs&)> WithConfig(int (*command)(const Config&, c
   };
 }
 
+// `options` and the two that rebalance and drain share (ParseMoveOptions).
+std::vector<chatllm::OptionSpec> WithMoveOptions(std::vector<chatllm::OptionSpec> options) {
+  options.push_back({"move-batch", "N", "sessions moved together, 1..1000 (default 100; 1: one by one)"});
+  options.push_back({"rate", "R", "move at most R sessions per second"});
+  return options;
+}
+
 CommandSpec Commands() {
   CommandSpec root{
       .name = "shardctl",
@@ -396,17 +403,14 @@ CommandSpec Commands() {
                       "draining ones drained. The shards are scanned in parallel; sessions that go the same way "
                       "move in batches. Interrupt it at any time and run it again: it finishes what was "
                       "started.",
-       .options = {{"dry-run", "", "count the sessions to move, move nothing"},
-                   {"batch", "N", "sessions read per scan query (default 200)"},
-                   {"move-batch", "N", "sessions moved together, 1..1000 (default 100; 1: one by one)"},
-                   {"rate", "R", "move at most R sessions per second"}},
+       .options = WithMoveOptions({{"dry-run", "", "count the sessions to move, move nothing"},
+                                   {"batch", "N", "sessions read per scan query (default 200)"}}),
        .run = WithConfig(RunRebalance)},
       {.name = "drain",
        .summary = "move every session off a shard (then remove-shard)",
        .description = "Publishes the next map with NAME draining and moves all its sessions to the other "
                       "shards (a rebalance). Then 'shardctl remove-shard NAME'.",
-       .options = {{"move-batch", "N", "sessions moved together, 1..1000 (default 100; 1: one by one)"},
-                   {"rate", "R", "move at most R sessions per second"}},
+       .options = WithMoveOptions({}),
        .arguments = {{"NAME", "the shard to drain"}},
        .run = WithConfig(Drain)},
       {.name = "remove-shard",

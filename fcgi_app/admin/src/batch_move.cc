@@ -31,6 +31,9 @@ constexpr size_t kBytesPerInsert = 2 << 20;  // and this many bytes plus a row (
 // comparison: the app's expiry may delete them on either side meanwhile.
 constexpr int kKeyMarginS = 3600;
 
+// Statements here are assembled from constant text, table names from this
+// file, column names the server reported for those tables, and these
+// placeholder lists; every value (ids, rows, epochs) is bound.
 // "(?, ?, ...)" with `n` placeholders.
 std::string Placeholders(size_t n) {
   std::string s = "(";
