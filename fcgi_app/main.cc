@@ -7,6 +7,7 @@
 #include "api/router.h"
 #include "api/service.h"
 #include "base/http.h"
+#include "prefork/scoreboard.h"
 #include "prefork/server_main.h"
 #include "providers/provider_chain.h"
 #include "store/sharded_store.h"
@@ -33,6 +34,9 @@ class ApiHandler : public RequestHandler {
   ProviderChain providers_;
   Service service_;
 };
+
+// Every route has its metric slot (routes beyond it were not counted).
+static_assert(kRouteCount <= kMetricRoutes, "raise kMetricRoutes in prefork/scoreboard.h");
 
 Application ChatApplication() {
   Application app;

@@ -23,6 +23,7 @@
 #include "base/options.h"
 #include "base/time_util.h"
 #include "shard_router/router.h"
+#include "shardctl_ha.h"
 #include "store/migrator.h"
 #include "store/store.h"
 
@@ -86,7 +87,8 @@ int Status(const Config& config, const ParsedArgs& args) {
                 r.schema_version, static_cast<long long>(r.sessions), static_cast<long long>(r.messages),
                 static_cast<long long>(r.in_transit));
   }
-  return unreachable == 0 ? 0 : 1;
+  const int member_problems = chatllm::PrintMembers(config);
+  return unreachable == 0 && member_problems == 0 ? 0 : 1;
 }
 
 int Map(const Config& config, const ParsedArgs& args) {
@@ -175,6 +177,10 @@ int AddShard(const Config& config, const ParsedArgs& args) {
     }
     e.weight = *weight;
   }
+  if (args.Has("replicas") && !chatllm::ParseMemberList(args.Value("replicas"), &e.replicas)) {
+    return Fail("--replicas must be HOST:PORT[,HOST:PORT...]");
+  }
+  chatllm::PrepareNewShard(config, e);
   ClusterAdmin admin(config);
   auto map = admin.AddShard(e);
   PrintMap(*map);
@@ -218,6 +224,13 @@ int Rebalance(const Config& config, chatllm::RebalanceOptions opt) {
   if (r.final_epoch) {
     std::printf("published shard map epoch %llu: the move is complete\n",
                 static_cast<unsigned long long>(r.final_epoch));
+  }
+  if (r.homes_epoch) {
+    std::printf(
+        "listed %lld sessions on their users' homes, gave %lld API keys their units; published shard map "
+        "epoch %llu: lists, the session limit and key lookups are served from the homes and units\n",
+        static_cast<long long>(r.listed), static_cast<long long>(r.keys),
+        static_cast<unsigned long long>(r.homes_epoch));
   }
   return 0;
 }
@@ -273,6 +286,16 @@ int RemoveShard(const Config& config, const ParsedArgs& args) {
   return 0;
 }
 
+int Relist(const Config& config, const ParsedArgs&) {
+  ClusterAdmin admin(config);
+  chatllm::RelistResult r = admin.Relist();
+  std::printf(
+      "relist: %lld sessions listed that were missing; %lld entries of sessions that do not exist left for "
+      "the apps to remove\n",
+      static_cast<long long>(r.listed), static_cast<long long>(r.marked));
+  return 0;
+}
+
 int Verify(const Config& config, const ParsedArgs& args) {
   ClusterAdmin admin(config);
   chatllm::VerifyReport r = admin.Verify();
@@ -282,6 +305,10 @@ int Verify(const Config& config, const ParsedArgs& args) {
   if (r.to_move > 0) {
     std::printf("verify: %lld sessions are still on their previous owner (shardctl rebalance moves them)\n",
                 static_cast<long long>(r.to_move));
+  }
+  if (r.unsettled_entries > 0) {
+    std::printf("verify: %lld list entries of creates or deletes in flight or cut short (settled when read)\n",
+                static_cast<long long>(r.unsettled_entries));
   }
   std::printf("verify: %lld sessions, %lld messages, %zu problems\n", static_cast<long long>(r.sessions),
               static_cast<long long>(r.messages), r.problems.size());
@@ -305,7 +332,8 @@ int Migrate(const Config& config, const ParsedArgs& args) {
   std::vector<ShardEntry> targets = map->shards();
   for (const auto& s : config.shards) {  // Seeds too, even if the map no longer has them.
     if (!map->Find(s.name)) {
-      targets.push_back(ShardEntry{s.name, s.host, s.port, s.database, s.weight});
+      targets.push_back(
+          ShardEntry{s.name, s.host, s.port, s.database, s.weight, shard_router::ShardState::kActive, s.replicas, 0});
     }
   }
   int failures = 0;
@@ -359,7 +387,7 @@ CommandSpec Commands() {
   };
   root.subcommands = {
       {.name = "status",
-       .summary = "epoch; per shard: state, sessions, messages, ring share",
+       .summary = "epoch; per shard: state, sessions, messages, ring share; members",
        .description = "Prints the newest shard map's epoch and, per shard: state, address, weight, ring "
                       "share, "
                       "fence epoch, schema version, active sessions, their messages, and sessions in transit "
@@ -393,7 +421,8 @@ CommandSpec Commands() {
        .options = {{"host", "H", "the shard's MariaDB host", true},
                    {"port", "P", "its port, 1..65535", true},
                    {"database", "D", "its database (default chatllm)"},
-                   {"weight", "W", "its ring weight, 1..1000 (default 100)"}},
+                   {"weight", "W", "its ring weight, 1..1000 (default 100)"},
+                   {"replicas", "HOST:PORT,...", "its replicas (they follow it before it joins)"}},
        .arguments = {{"NAME", "the shard's name: 1..64 characters of [a-z0-9_-]"}},
        .run = WithConfig(AddShard)},
       {.name = "rebalance",
@@ -421,9 +450,17 @@ CommandSpec Commands() {
       {.name = "verify",
        .summary = "check that every session is on exactly its owner shard",
        .description = "Checks that every session is active on exactly one shard, its owner; that nothing is "
-                      "left in transit; and that every session's message_count matches its messages (the shards "
-                      "are read in parallel). Prints each problem; exits 1 if there is any.",
+                      "left in transit; that every session's message_count matches its messages; and that every "
+                      "user's list matches the user's sessions (the shards are read in parallel; a mismatch is "
+                      "read again before it is reported). Prints each problem; exits 1 if there is any.",
        .run = WithConfig(Verify)},
+      {.name = "relist",
+       .summary = "repair the users' lists against the sessions (what verify reports)",
+       .description = "Lists every session missing from its user's list, recounts every user's sessions, and "
+                      "marks list entries whose session does not exist so that the apps remove them on their "
+                      "next read. Reads every shard (one after another); every shard must be up. Safe to rerun "
+                      "and to run under traffic.",
+       .run = WithConfig(Relist)},
       {.name = "audit",
        .summary = "while sessions move: is any session active on two shards?",
        .description = "Reads every shard without the rebalance lock (it runs while sessions move) and reports "
@@ -438,6 +475,7 @@ CommandSpec Commands() {
                       "concurrently.",
        .run = WithConfig(Migrate)},
   };
+  for (CommandSpec& c : chatllm::HaCommands(WithConfig)) root.subcommands.push_back(std::move(c));
   return root;
 }
 

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -381,25 +382,30 @@ TEST_F(EdgeTest, AModelNoProviderServesIsRefused) {
   EXPECT_EQ(api.Delete("/v1/sessions/" + id).status, 204);
 }
 
-// A database error nobody expected (here: a table renamed away on one shard)
-// is a 500 whose body says nothing about SQL, shards or hosts.
+// A database error nobody expected (here: the users' lists renamed away on
+// every shard) is a 500 whose body says nothing about SQL, shards or hosts.
 TEST_F(EdgeTest, AnUnexpectedDatabaseErrorIs500WithoutInternals) {
-  const std::string shard = env.shards()[0].first;
-  const std::string sql =
-      "mariadb --no-defaults --user=root --socket=" + env.var() + "/db/" + shard + "/mariadb.sock chatllm -e ";
-  ASSERT_EQ(RunCommand(sql + "'RENAME TABLE sessions TO sessions_edge_test'"), 0);
   struct Restore {
     std::string command;
     ~Restore() { EXPECT_EQ(RunCommand(command), 0) << "restoring the table failed: " << command; }
-  } restore{sql + "'RENAME TABLE sessions_edge_test TO sessions'"};
-  RawResponse r = Raw(port, Get("/v1/sessions?limit=1", auth));  // Reads every shard's sessions.
+  };
+  std::vector<std::unique_ptr<Restore>> restore;
+  for (const auto& shard : env.shards()) {
+    const std::string sql =
+        "mariadb --no-defaults --user=root --socket=" + env.var() + "/db/" + shard.first + "/mariadb.sock chatllm -e ";
+    ASSERT_EQ(RunCommand(sql + "'RENAME TABLE session_list TO session_list_edge_test'"), 0);
+    restore.push_back(std::make_unique<Restore>());
+    restore.back()->command = sql + "'RENAME TABLE session_list_edge_test TO session_list'";
+  }
+  RawResponse r = Raw(port, Get("/v1/sessions?limit=1", auth));  // Reads the user's home.
   SCOPED_TRACE(r.raw);
   EXPECT_EQ(r.status, 500);
   EXPECT_EQ(ErrorCode(r.body), "internal_error");
   EXPECT_EQ(r.Header("cache-control"), "no-store");
   EXPECT_FALSE(r.Header("x-request-id").empty());
-  for (const std::string& internal : {std::string("sessions"), std::string("SQL"), std::string("mysql"),
-                                      std::string("127.0.0.1"), shard + "\"", std::string("1146")}) {
+  for (const std::string& internal :
+       {std::string("session_list"), std::string("SQL"), std::string("mysql"), std::string("127.0.0.1"),
+        env.shards()[0].first + "\"", env.shards()[1].first + "\"", std::string("1146")}) {
     EXPECT_EQ(r.body.find(internal), std::string::npos) << internal;
   }
 }

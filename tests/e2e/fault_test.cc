@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -10,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/ids.h"
 #include "support/api_client.h"
 #include "support/stack_env.h"
 #include "support/worker_status.h"
@@ -137,12 +139,54 @@ class ShardFaultTest : public ::testing::Test {
     return "";
   }
 
+  // The shard that would own `id` (any unit's id, as text).
+  static std::string OwnerOf(const std::string& id) {
+    const StackEnv& env = StackEnv::Get();
+    std::string out;
+    RunCommand(
+        env.build() + "/shardctl --config " + env.AppConfig(env.apps()[0].first) + " locate " + id + " 2>/dev/null",
+        &out);
+    return out.substr(0, out.find('\n'));
+  }
+
+  // A new user and API key whose key unit and home are both on `keep`:
+  // authentication reads the two (docs/architecture.md, "Per-user data"),
+  // so with either on the shard this test kills, every request of that user
+  // would need it. Returns the key ("" if none of 30 tries fit).
+  std::string KeyOn(const std::string& keep) {
+    const StackEnv& env = StackEnv::Get();
+    const std::string admin = env.build() + "/chatllm-admin --config " + env.AppConfig(env.apps()[0].first);
+    for (int i = 0; i < 30; ++i) {
+      const std::string name = "shard-fault-" + std::to_string(getpid()) + "-" + std::to_string(i);
+      std::string added, key;
+      RunCommand(admin + " user add " + name, &added);
+      RunCommand(admin + " key create " + name + " 2>/dev/null", &key);
+      const size_t at = added.find("(id "), ck = key.find("ck_");
+      if (at == std::string::npos || ck == std::string::npos || key.size() < ck + 19) continue;
+      key = key.substr(ck, key.find('\n', ck) - ck);
+      auto unhex = [](const std::string& hex) {
+        std::string raw;
+        for (size_t j = 0; j + 1 < hex.size(); j += 2)
+          raw.push_back(static_cast<char>(std::stoi(hex.substr(j, 2), nullptr, 16)));
+        return raw;
+      };
+      const std::string user = unhex(added.substr(at + 4, 32));
+      const std::string key_id = unhex(key.substr(3, 16));
+      if (OwnerOf(SessionId::HomeOf(user).text()) == keep && OwnerOf(SessionId::KeyUnitOf(key_id).text()) == keep) {
+        return key;
+      }
+    }
+    return "";
+  }
+
   std::string victim_ = "a";
 };
 
 TEST_F(ShardFaultTest, DownShardFailsOnlyItsSessionsFastAndRecoversWithoutRestart) {
   const StackEnv& env = StackEnv::Get();
-  ApiClient api(env.url(), 10);
+  const std::string key = KeyOn("b");
+  ASSERT_FALSE(key.empty()) << "no user of 30 had its home and key on shard b";
+  ApiClient api(env.url(), key, 10);
   const std::string on_a = SessionOn(api, "a");
   const std::string on_b = SessionOn(api, "b");
   ASSERT_FALSE(on_a.empty());

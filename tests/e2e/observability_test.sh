@@ -12,6 +12,13 @@ PROM_PORT=$((CHATLLM_NGINX_PORT + 11000))
 apps=()
 for item in $CHATLLM_APPS; do apps+=("${item%%:*}"); done
 
+# series NAME{LABELS}: the sum over instances of that series (0 when absent).
+series() {
+  local app
+  for app in "${apps[@]}"; do curl -fsS "$CHATLLM_URL/_instances/$app/metrics"; done |
+    awk -v want="$1" '$1 == want {sum += $2} END {printf "%.9f\n", sum + 0}'
+}
+
 # count METHOD ROUTE STATUS: the sum over instances of chatllm_http_requests_total.
 count() {
   local total=0 n app
@@ -50,6 +57,11 @@ prom_pid=$!
 trap 'kill $prom_pid 2>/dev/null || true' EXIT
 
 ROUTE='/v1/sessions/{id}/messages'
+AUTH="Authorization: Bearer $(<"$CHATLLM_API_KEY_FILE")"
+ECHO='provider="echo",model="echo"'
+answers_before=$(series "chatllm_answers_total{$ECHO}")
+completion_before=$(series "chatllm_tokens_total{$ECHO,kind=\"completion\"}")
+cost_before=$(series "chatllm_cost_usd_total{$ECHO}")
 appends_before=$(count POST "$ROUTE" 201)
 reads_before=$(count GET "$ROUTE" 200)
 pids_before=$(for app in "${apps[@]}"; do workers_of "$app"; done | sort)
@@ -80,6 +92,14 @@ say "load sent $sent_appends appends and $sent_reads reads; /metrics counted $((
 ((appends_after - appends_before == sent_appends)) || fail "append counter moved by $((appends_after - appends_before)), load sent $sent_appends"
 ((reads_after - reads_before == sent_reads)) || fail "read counter moved by $((reads_after - reads_before)), load sent $sent_reads"
 
+# Every answer's tokens and cost (the stack prices echo: conf/chatllm.ini.in).
+answers=$(python3 -c "print(round($(series "chatllm_answers_total{$ECHO}") - $answers_before))")
+completion=$(python3 -c "print(round($(series "chatllm_tokens_total{$ECHO,kind=\"completion\"}") - $completion_before))")
+cost=$(python3 -c "print($(series "chatllm_cost_usd_total{$ECHO}") - $cost_before)")
+say "answers counted $answers, completion tokens $completion, cost \$$cost"
+((answers >= sent_appends)) || fail "chatllm_answers_total moved by $answers, the load had $sent_appends answers"
+((completion >= answers)) || fail "chatllm_tokens_total{kind=completion} moved by $completion for $answers answers"
+python3 -c "import sys; sys.exit(0 if $cost > 0 else 1)" || fail "chatllm_cost_usd_total did not move"
 # Prometheus has scraped both instances since (1 s interval): same numbers.
 query='sum(chatllm_http_requests_total{method="POST",route="/v1/sessions/{id}/messages",status="201"})'
 prom=""
@@ -94,4 +114,19 @@ say "Prometheus: $query = ${prom:-nothing}"
 up=$(curl -fsS --get "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode 'query=sum(up)' |
   python3 -c "import json,sys; print(json.load(sys.stdin)['data']['result'][0]['value'][1])")
 [[ $up == "${#apps[@]}" ]] || fail "Prometheus sees $up of ${#apps[@]} targets up"
+# The answer a client reads carries its usage and its price (after the
+# counts above: this append is not the load's).
+sid=$(curl -fsS -X POST -H "$AUTH" -H 'Content-Type: application/json' -d '{}' "$CHATLLM_URL/v1/sessions" |
+  python3 -c "import json,sys; print(json.load(sys.stdin)['id'])")
+curl -fsS -X POST -H "$AUTH" -H 'Content-Type: application/json' -d '{"content":"price me"}' \
+  "$CHATLLM_URL/v1/sessions/$sid/messages" >"$WORK/priced.json"
+python3 - "$WORK/priced.json" <<'PY' || fail "the answer's usage has no cost_usd: $(cat "$WORK/priced.json")"
+import json, sys
+a = json.load(open(sys.argv[1]))["assistant"]
+u = a["usage"]
+# [price.echo]: input 0.15, output 0.60 USD per million tokens, in nano-USD.
+want = round(u["prompt_tokens"] * 150 + u["completion_tokens"] * 600)
+assert u["cost_usd"] == "%d.%09d" % divmod(want, 10**9), (u, want)
+PY
+
 finish

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/ids.h"
 #include "shard_router/router.h"
 #include "store/cluster_map.h"
 #include "support/api_client.h"
@@ -117,6 +118,12 @@ class ReshardTest : public ::testing::Test {
     RunCommand("mariadb --no-defaults -uroot -N --socket=" + StackEnv::Get().var() + "/db/" + name +
                    "/mariadb.sock chatllm -e \"" + sql + "\"",
                &out);
+    return out;
+  }
+  static std::string Unhex(const std::string& hex) {
+    std::string out;
+    for (size_t i = 0; i + 1 < hex.size(); i += 2)
+      out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
     return out;
   }
   static std::string Hex(const std::string& uuid) {
@@ -291,6 +298,9 @@ TEST_F(ReshardTest, Issue12AMoveCopiesEveryColumn) {
   api.set_headers({{"Idempotency-Key", "failed-" + id}});
   ASSERT_EQ(api.Post(path, R"({"content":"fails","model":"fake-status-500"})").status, 502);
   api.set_headers({});
+  // A durable turn (issue 16): its row and its events move with it.
+  ApiResponse streamed = api.Post(path, R"({"content":"streamed","stream":true,"model":"fake-drip-3-10"})");
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
   const std::string hex = Hex(id);
   // Rows with their column names, tab-separated, in a fixed order.
   auto rows = [&](const std::string& shard, const std::string& table, const std::string& order) {
@@ -305,12 +315,25 @@ TEST_F(ReshardTest, Issue12AMoveCopiesEveryColumn) {
   const std::string messages_before = rows(old_shard, "messages", "seq");
   const std::string session_before = rows(old_shard, "sessions", "session_id");
   ASSERT_NE(keys_before.find("failed"), std::string::npos) << keys_before;
+  const std::string turns_before = rows(old_shard, "turns", "turn_id");
+  const std::string events_before = rows(old_shard, "turn_events", "turn_id, seq");
+  ASSERT_NE(turns_before.find("completed"), std::string::npos) << turns_before;
+  ASSERT_NE(events_before.find("piece2"), std::string::npos) << events_before;
   std::string out;
   ASSERT_EQ(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out), 0)
       << out;
   ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
   EXPECT_EQ(rows(spare_, "idempotency_keys", "idem_key"), keys_before);
   EXPECT_EQ(rows(spare_, "messages", "seq"), messages_before);
+  EXPECT_EQ(rows(spare_, "turns", "turn_id"), turns_before);
+  EXPECT_EQ(rows(spare_, "turn_events", "turn_id, seq"), events_before);
+  EXPECT_EQ(rows(old_shard, "turn_events", "turn_id, seq"), "") << "the source keeps none";
+  // And it is read again from its new shard.
+  const std::string turn =
+      Sql(spare_, "SELECT LPAD(LOWER(HEX(turn_id)), 16, '0') FROM turns WHERE session_id = UNHEX('" + hex + "')");
+  ApiResponse events = api.Get(path.substr(0, path.size() - 9) + "/turns/" + turn.substr(0, 16) + "/events");
+  EXPECT_EQ(events.status, 200) << events.body;
+  EXPECT_NE(events.body.find("event: assistant"), std::string::npos) << events.body;
   // The session row: every column but those that say where it stands.
   auto without_placement = [](const std::string& table) {
     std::vector<std::vector<std::string>> cells;
@@ -485,15 +508,15 @@ TEST_F(ReshardTest, Issue15ABatchOfLargeRowsMovesInBoundedInserts) {
   api.set_headers({});
 }
 
-// Issue 15: a shard joining never makes a valid key fail. Keys exist before
-// add-shard, which here stops right after publishing the map with the new
-// shard joining (a crash before it copies users and keys there); one more
-// key is made while the shard joins (chatllm-admin writes it there too); one
-// of the old keys is then revoked (here on the old shards only, as
-// chatllm-admin does on a map read before the publish). Once every app
-// worker routes by the new map, every key authenticates but the revoked one;
-// once the rebalance finishes the join, the new shard holds every key and
-// the revocation.
+// Issue 15: a shard joining never makes a valid key fail. Each key's row
+// is a placement unit (its only authoritative copy), placed by the ring and
+// moved by rebalance like a session. Keys exist before add-shard, which here
+// stops right after publishing the map with the new shard joining; one
+// more key is made while the shard joins (on its new owner at once), one
+// was revoked before, one is revoked while the shard joins. Once every app
+// worker routes by the new map, every key authenticates but the revoked
+// ones; once the rebalance finishes the join, every key unit is on its
+// owner, the revocations with them.
 TEST_F(ReshardTest, Issue15KeysWorkWhileAShardJoins) {
   const std::string user = "joining-" + std::to_string(::getpid());
   std::string out;
@@ -504,8 +527,16 @@ TEST_F(ReshardTest, Issue15KeysWorkWhileAShardJoins) {
     keys.push_back(out);
   }
   auto before = CurrentMap();
-  ASSERT_TRUE(before);
+  ASSERT_TRUE(before && before->homes());
   const shard_router::Router after_ring = RingWithSpare(*before);
+  auto unit_of = [](const std::string& key) { return SessionId::KeyUnitOf(Unhex(key.substr(3, 16))); };
+  std::vector<std::string> moving;  // Keys whose unit the join moves to the spare shard.
+  for (const std::string& key : keys) {
+    if (after_ring.Owner(unit_of(key).text()) == spare_) moving.push_back(key);
+  }
+  ASSERT_GE(moving.size(), 2u) << "too few of 24 keys' units go to the joining shard";
+  const std::string revoked = moving[0];
+  ASSERT_EQ(Admin("key revoke " + revoked.substr(3, 16), &out), 0) << out;
   MapLoads loads;
   EXPECT_NE(Shardctl("add-shard " + spare_ + " --host 127.0.0.1 --port " + std::to_string(spare_port_), &out,
                      "CHATLLM_FAILPOINT=add-shard-after-publish:" + spare_),
@@ -513,21 +544,7 @@ TEST_F(ReshardTest, Issue15KeysWorkWhileAShardJoins) {
   ASSERT_NE(out.find("failpoint"), std::string::npos) << out;
   ASSERT_EQ(Admin("key create " + user, &out), 0) << out;
   keys.push_back(out);
-  std::vector<std::string> on_spare;
-  for (const std::string& key : keys) {
-    if (after_ring.Owner(key.substr(3, 16)) == spare_) on_spare.push_back(key);
-  }
-  ASSERT_GE(on_spare.size(), 2u) << "too few of 25 keys hash to the joining shard";
-  // And one revoked on every shard but the joining one (as chatllm-admin
-  // does between add-shard's publish and its copy, on the map it read).
-  const std::string revoked = on_spare[0];
-  for (const auto& shard : before->shards()) {
-    Sql(shard.name,
-        "UPDATE api_keys SET revoked_at = UTC_TIMESTAMP(6) WHERE key_id = UNHEX('" + revoked.substr(3, 16) + "')");
-  }
-  // And one revoked by chatllm-admin while the shard joins without it: the
-  // revocation brings the row there, revoked, and the copy keeps it so.
-  const std::string revoked_now = on_spare[1];
+  const std::string revoked_now = moving[1];
   ASSERT_EQ(Admin("key revoke " + revoked_now.substr(3, 16), &out), 0) << out;
 
   const uint64_t joining = CurrentMap()->epoch();
@@ -538,22 +555,138 @@ TEST_F(ReshardTest, Issue15KeysWorkWhileAShardJoins) {
                         return loads.EveryWorkerHas(joining);
                       }))
       << "some app worker never loaded the map of epoch " << joining;
-  for (const std::string& key : keys) {
-    ApiClient api(StackEnv::Get().url(), key, 30);
-    for (int i = 0; i < 4; ++i) {  // Through both instances and several workers.
-      ApiResponse r = api.Get("/v1/sessions?limit=1");
-      EXPECT_EQ(r.status, key == revoked || key == revoked_now ? 401 : 200) << key.substr(0, 19);
+  auto check = [&] {
+    for (const std::string& key : keys) {
+      ApiClient api(StackEnv::Get().url(), key, 30);
+      for (int i = 0; i < 4; ++i) {  // Through both instances and several workers.
+        ApiResponse r = api.Get("/v1/sessions?limit=1");
+        EXPECT_EQ(r.status, key == revoked || key == revoked_now ? 401 : 200) << key.substr(0, 19);
+      }
     }
-  }
-  // The rebalance that makes the shard active copies what add-shard's copy
-  // would have (from every active shard): every key, the revocations too.
+  };
+  check();
   ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
   for (const std::string& key : keys) {
-    EXPECT_EQ(
-        Sql(spare_, "SELECT revoked_at IS NOT NULL FROM api_keys WHERE key_id = UNHEX('" + key.substr(3, 16) + "')"),
-        key == revoked || key == revoked_now ? "1\n" : "0\n")
-        << key.substr(0, 19);
+    const std::string owner = after_ring.Owner(unit_of(key).text());
+    EXPECT_EQ(Sql(owner,
+                  "SELECT revoked_at IS NOT NULL FROM sessions WHERE kind = 'key' AND state = 'active' AND "
+                  "session_id = UNHEX('" +
+                      Hex(unit_of(key).text()) + "')"),
+              key == revoked || key == revoked_now ? "1\n" : "0\n")
+        << key.substr(0, 19) << " on " << owner;
   }
+  check();
+}
+
+// Issue 15, the upgrade path: a deployment whose sessions were made by a
+// release without homes. Until `shardctl rebalance` has listed them on
+// their homes, the app lists every shard (and keeps the homes up to date);
+// rebalance fills the homes and publishes the map that says so; the lists
+// then come from the homes, complete, and verify finds nothing wrong.
+TEST_F(ReshardTest, Issue15AnUpgradedDeploymentGetsItsHomesFromRebalance) {
+  const StackEnv& env = StackEnv::Get();
+  std::string user = "upgrade-" + std::to_string(::getpid()), key;
+  ASSERT_EQ(Admin("user add " + user, &key), 0) << key;
+  ASSERT_EQ(Admin("key create " + user, &key), 0) << key;
+  ApiClient api(env.url(), key);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    ApiResponse r = api.Post("/v1/sessions", R"({"title":"old"})");
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(r["id"].GetString());
+  }
+  // What the older release left: no list entries, and a map without homes.
+  auto map = CurrentMap();
+  ASSERT_TRUE(map && map->homes());
+  const std::string old_map =
+      R"({"epoch":)" + std::to_string(map->epoch() + 1) + map->ToJson().substr(map->ToJson().find(R"(,"shards")"));
+  std::string quoted;  // For the shell's double quotes around Sql's statement.
+  for (char c : old_map) quoted += c == '"' ? std::string("\\\"") : std::string(1, c);
+  for (const auto& shard : env.shards()) {
+    Sql(shard.first,
+        "DELETE l FROM session_list l JOIN sessions h ON h.session_id = l.home_id JOIN users u ON "
+        "u.user_id = h.user_id WHERE u.name = '" +
+            user + "'");
+    Sql(shard.first,
+        "UPDATE sessions h JOIN users u ON u.user_id = h.user_id SET h.listed = 0 WHERE h.kind = "
+        "'home' AND u.name = '" +
+            user + "'");
+    Sql(shard.first, "INSERT INTO shard_map (epoch, map, created_at) VALUES (" + std::to_string(map->epoch() + 1) +
+                         ", '" + quoted + "', UTC_TIMESTAMP(6))");
+    Sql(shard.first, "UPDATE shard_fence SET epoch = " + std::to_string(map->epoch() + 1));
+  }
+  auto count = [&](const std::string& list) {
+    size_t n = 0;
+    for (size_t at = list.find(R"("id":")"); at != std::string::npos; at = list.find(R"("id":")", at + 1)) ++n;
+    return n;
+  };
+  // The apps learn the older map (within map_refresh_ms) and list every shard.
+  EXPECT_TRUE(WaitFor(10, [&] {
+    ApiResponse r = api.Get("/v1/sessions?limit=100");
+    return r.status == 200 && count(r.body) == 6;
+  })) << api.Get("/v1/sessions?limit=100").body;
+  // Meanwhile the app writes the homes: two new sessions, one old one gone.
+  for (int i = 0; i < 2; ++i) {
+    ApiResponse r = api.Post("/v1/sessions", R"({"title":"new"})");
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(r["id"].GetString());
+  }
+  ASSERT_EQ(api.Delete("/v1/sessions/" + ids[0]).status, 204);
+  ids.erase(ids.begin());
+
+  std::string out;
+  ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
+  EXPECT_NE(out.find("lists, the session limit and key lookups are served from the homes and units"), std::string::npos)
+      << out;
+  map = CurrentMap();
+  ASSERT_TRUE(map && map->homes());
+  ApiResponse list;
+  EXPECT_TRUE(WaitFor(10, [&] {
+    list = api.Get("/v1/sessions?limit=100");
+    return list.status == 200 && count(list.body) == ids.size() &&
+           list.Header("x-shard-map-epoch") == std::to_string(map->epoch());
+  })) << list.body;
+  for (const std::string& id : ids) EXPECT_NE(list.body.find(id), std::string::npos) << id;
+  for (const auto& shard : env.shards()) {
+    EXPECT_EQ(Sql(shard.first,
+                  "SELECT COUNT(*) FROM session_list l JOIN sessions h ON h.session_id = l.home_id "
+                  "JOIN users u ON u.user_id = h.user_id WHERE l.state <> 'live' AND u.name = '" +
+                      user + "'"),
+              "0\n")
+        << shard.first;
+  }
+  ASSERT_EQ(Shardctl("verify", &out), 0) << out;
+  EXPECT_NE(out.find(", 0 problems"), std::string::npos) << out;
+  // A second rebalance has nothing to do.
+  ASSERT_EQ(Shardctl("rebalance", &out), 0) << out;
+  EXPECT_EQ(out.find("published"), std::string::npos) << out;
+
+  // What an older binary serving after the flag would leave: a session
+  // missing from its list, and a live entry of a session that does not
+  // exist. verify names both; relist repairs them (the phantom once an app
+  // reads it).
+  const std::string missing = ids.back(), phantom = "0190a1b2-c3d4-4e5f-8a9b-0c1d2e3f4a5b";
+  for (const auto& shard : env.shards()) {
+    Sql(shard.first, "DELETE FROM session_list WHERE session_id = UNHEX('" + Hex(missing) + "')");
+    Sql(shard.first,
+        "INSERT INTO session_list (home_id, session_id, created_at, state, changed_at, metadata) "
+        "SELECT session_id, UNHEX('" +
+            Hex(phantom) +
+            "'), UTC_TIMESTAMP(6), 'live', UTC_TIMESTAMP(6), "
+            "'{}' FROM sessions WHERE kind = 'home' AND user_id = (SELECT user_id FROM users WHERE name = '" +
+            user + "')");
+  }
+  EXPECT_NE(Shardctl("verify", &out), 0) << out;
+  EXPECT_NE(out.find("sessions are missing from their user's list"), std::string::npos) << out;
+  EXPECT_NE(out.find("list entries name a session that does not exist"), std::string::npos) << out;
+  ASSERT_EQ(Shardctl("relist", &out), 0) << out;
+  EXPECT_NE(out.find("relist: "), std::string::npos) << out;
+  EXPECT_TRUE(WaitFor(10, [&] {
+    list = api.Get("/v1/sessions?limit=100");
+    return list.status == 200 && count(list.body) == ids.size() && list.body.find(phantom) == std::string::npos;
+  })) << list.body;
+  EXPECT_NE(list.body.find(missing), std::string::npos) << list.body;
+  ASSERT_EQ(Shardctl("verify", &out), 0) << out;
 }
 
 }  // namespace

@@ -179,36 +179,31 @@ TEST_F(RetryTest, Issue12AFailedKeyedTurnRetriedStoresItsUserMessageOnce) {
 }
 
 // A stream cut by its client, then the same request sent again with its
-// key. Before: user, partial answer, the same user text again, answer.
+// key. Before: user, partial answer, the same user text again, answer. The
+// turn is durable (docs/api.md): it goes on without its client, so the
+// retry, once the first request has answered, is its replay: the user
+// message once, the one whole answer.
 TEST_F(RetryTest, Issue12ACutStreamRetriedWithItsKeyStoresTheUserMessageOnce) {
   const std::string id = NewSession();
   const std::string path = "/v1/sessions/" + id + "/messages";
   const std::string content = Unique("cut me");
   const std::string body = "{\"content\":" + JsonString(content) + ",\"stream\":true,\"model\":\"fake-drip-20-100\"}";
   const httplib::Headers key = {{"Idempotency-Key", Unique("r1")}};
-  Streamed cut = PostStream(path, body, 4, key);  // user + 3 deltas, then hang up.
+  Streamed cut = PostStream(path, body, 5, key);  // turn, user, 3 deltas, then hang up.
   ASSERT_EQ(cut.status, 200);
-  ASSERT_EQ(cut.events.size(), 4u);
-  // The app notices at its next write and stores the partial answer.
-  ASSERT_TRUE(WaitFor(10, [&] { return History(id).size() == 2; }));
+  ASSERT_EQ(cut.events.size(), 5u);
   Streamed again;
   ASSERT_TRUE(WaitFor(10, [&] {  // 409 while the first request still holds its key.
     again = PostStream(path, body, 0, key);
     return again.status != 409;
   })) << again.body;
-  ASSERT_EQ(again.status, 200) << again.body;
-  ASSERT_FALSE(again.events.empty());
-  EXPECT_EQ(again.events.front().first, "user");
-  EXPECT_NE(again.events.front().second.find("\"seq\":1,"), std::string::npos) << again.events.front().second;
-  EXPECT_EQ(again.events.back().first, "assistant") << again.events.back().second;
+  ASSERT_EQ(again.status, 201) << again.body;  // Replayed, as JSON.
   std::vector<StoredMessage> h = History(id);
-  ASSERT_EQ(h.size(), 3u);
+  ASSERT_EQ(h.size(), 2u);
   EXPECT_EQ(CountUser(h, content), 1) << "the user message was stored twice";
-  EXPECT_EQ(h[1].reply_to, 1);  // The partial answer (client_disconnected)...
-  EXPECT_EQ(h[2].reply_to, 1);  // ...and the whole one, both to the one user message.
-  // Replayed from now on, as JSON.
-  Streamed replay = PostStream(path, body, 0, key);
-  EXPECT_EQ(replay.status, 201) << replay.body;
+  EXPECT_EQ(h[1].reply_to, 1);
+  EXPECT_EQ(h[1].content.rfind("piece0 piece1 piece2 piece3 ", 0), 0u) << "the whole answer: " << h[1].content;
+  EXPECT_NE(again.body.find(JsonString(h[1].content)), std::string::npos) << again.body;
 }
 
 // The same key and body on /v1/chat/completions for two sessions of one
@@ -347,7 +342,15 @@ TEST_F(RetryTest, Issue12AStoreFailureMidTurnIsTheSameCleanErrorOnBothPaths) {
   }
   EXPECT_EQ(json_code, "shard_unavailable");
   EXPECT_EQ(sse_code, json_code);
-  EXPECT_EQ(sse_message, json_message);
+  // The same words on both paths, but for one clause that depends on the
+  // moment of the kill, not on the path: whether a statement (a durable
+  // turn's event flush, say) was in flight when the connection broke.
+  auto without_in_flight = [](std::string m) {
+    const std::string clause = "; the connection broke mid-request, so a write may or may not have been stored";
+    if (size_t at = m.find(clause); at != std::string::npos) m.erase(at, clause.size());
+    return m;
+  };
+  EXPECT_EQ(without_in_flight(sse_message), without_in_flight(json_message));
 }
 
 // Issue 14: a keyed turn's answer is rendered outside its transaction, from

@@ -202,22 +202,29 @@ TEST_F(SecurityTest, ListsOnlyTheCallersSessionsNewestFirstAcrossShards) {
   EXPECT_EQ(bad.ErrorCode(), "invalid_request");
 }
 
-TEST_F(SecurityTest, KeysAreStoredOnlyAsHashesOnEveryShard) {
+// A key's row is its unit (sql/009_homes.sql): on one shard, with only the
+// hash of its secret; no shard holds the key or its secret anywhere.
+TEST_F(SecurityTest, KeysAreStoredOnlyAsHashes) {
   const std::string user = Unique("dave");
   const std::string key = NewUserKey(user);
   const std::string secret = key.substr(20);
   ASSERT_EQ(secret.size(), 43u);
+  int held = 0;
   for (const auto& [shard, port] : StackEnv::Get().shards()) {
     SCOPED_TRACE(shard);
-    // The row is there, with the hash of the secret...
-    std::string row =
-        ShardSql(shard, "SELECT LOWER(HEX(secret_sha256)) FROM api_keys WHERE key_id = UNHEX('" + KeyId(key) + "')");
-    EXPECT_EQ(Trim(row), SecretSha256Hex(secret));
-    // ...and neither the key nor its secret is anywhere in the auth tables.
-    std::string dump = ShardSql(shard, "SELECT * FROM api_keys; SELECT * FROM users;");
+    const std::string row = Trim(ShardSql(shard,
+                                          "SELECT LOWER(HEX(secret_sha256)) FROM sessions WHERE kind = 'key' "
+                                          "AND JSON_VALUE(metadata, '$.key_id') = LOWER('" +
+                                              KeyId(key) + "')"));
+    if (!row.empty()) {
+      ++held;
+      EXPECT_EQ(row, SecretSha256Hex(secret));
+    }
+    const std::string dump = ShardSql(shard, "SELECT * FROM api_keys; SELECT * FROM users; SELECT * FROM sessions;");
     EXPECT_EQ(dump.find(secret), std::string::npos);
     EXPECT_EQ(dump.find(key), std::string::npos);
   }
+  EXPECT_EQ(held, 1) << "one authoritative row per key";
 }
 
 // The apps' access logs (a JSON line per request, naming its worker_pid),
@@ -328,15 +335,18 @@ TEST_F(SecurityTest, MissingUnknownRevokedExpiredAndDisabledKeysGetOneAnswer) {
   EXPECT_EQ(accepted, 0);
   expect_rejected(revoked, "revoked");
 
-  // Expired: a key created to expire, its expiry moved into the past on every shard.
+  // Expired: a key created to expire, its expiry moved into the past (on
+  // its unit, wherever that is).
   const std::string user = Unique("grace");
   const std::string expiring = NewUserKey(user, "--expires-in 1");
   AccessLogTail expiring_log;
   ApiResponse expiring_cached = ApiClient(url, expiring).Get("/v1/sessions");
   EXPECT_EQ(expiring_cached.status, 200);
   for (const auto& [shard, port] : StackEnv::Get().shards()) {
-    ShardSql(shard, "UPDATE api_keys SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE key_id = UNHEX('" +
-                        KeyId(expiring) + "')");
+    ShardSql(shard,
+             "UPDATE sessions SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE kind = 'key' AND "
+             "JSON_VALUE(metadata, '$.key_id') = LOWER('" +
+                 KeyId(expiring) + "')");
   }
   EXPECT_TRUE(refused_everywhere(expiring, expiring_log, expiring_cached))
       << "an expired key still works after twice the cache TTL";
@@ -745,6 +755,231 @@ TEST_F(SecurityTest, SecretsNeverAppearInLogsMetricsOrStatus) {
       for (const auto& [what, value] : secrets)
         EXPECT_EQ(r.body.find(value), std::string::npos) << what << " in " << path;
     }
+  }
+}
+
+// Issue 15: the session limit is counted on the user's home, in the same
+// transaction as the new session's list entry: parallel creates at the
+// limit never overshoot it (before, each create counted every shard and
+// then created: check-then-create).
+TEST_F(SecurityTest, Issue15TwentyParallelCreatesAtALimitOfFiveStoreExactlyFive) {
+  Instance app("security-limit-race", SparePort(1), {{"workers", "4"}, {"max_sessions_per_user", "5"}});
+  app.Start();
+  const std::map<std::string, std::string> auth = {{"HTTP_AUTHORIZATION", "Bearer " + NewUserKey(Unique("rita"))}};
+  std::vector<FcgiResponse> created(20), retried(20);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 20; ++i) {
+    threads.emplace_back([&, i] {
+      // Half of them keyed, and each keyed one retried at once: a retry of a
+      // counted create is not counted again.
+      std::map<std::string, std::string> headers = auth;
+      if (i % 2) headers["HTTP_IDEMPOTENCY_KEY"] = "race-" + std::to_string(i);
+      created[i] = FcgiRequest(app.port(), "POST", "/v1/sessions", "{}", headers);
+      if (i % 2) retried[i] = FcgiRequest(app.port(), "POST", "/v1/sessions", "{}", headers);
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> ids;
+  int limited = 0;
+  for (int i = 0; i < 20; ++i) {
+    const FcgiResponse& r = created[i];
+    ASSERT_TRUE(r.status == 201 || r.status == 409) << r.status << " " << r.body;
+    if (r.status == 409) {
+      ++limited;
+      EXPECT_NE(r.body.find("\"too_many_sessions\""), std::string::npos) << r.body;
+      continue;
+    }
+    ids.insert(r.body.substr(r.body.find("\"id\":\"") + 6, 36));
+    if (i % 2) {
+      EXPECT_EQ(retried[i].status, 201) << retried[i].body;
+      EXPECT_EQ(retried[i].body, r.body) << "a keyed retry answers what the create answered";
+    }
+  }
+  EXPECT_EQ(ids.size(), 5u);
+  EXPECT_EQ(limited, 15);
+  FcgiResponse list = FcgiRequest(app.port(), "GET", "/v1/sessions?limit=100", "", auth);
+  ASSERT_EQ(list.status, 200) << list.body;
+  for (const std::string& id : ids) EXPECT_NE(list.body.find(id), std::string::npos) << id;
+  size_t listed = 0;
+  for (size_t at = list.body.find("\"id\":\""); at != std::string::npos; at = list.body.find("\"id\":\"", at + 1)) {
+    ++listed;
+  }
+  EXPECT_EQ(listed, 5u) << list.body;
+  // A deleted session frees its place, exactly one.
+  EXPECT_EQ(FcgiRequest(app.port(), "DELETE", "/v1/sessions/" + *ids.begin(), "", auth).status, 204);
+  EXPECT_EQ(FcgiRequest(app.port(), "POST", "/v1/sessions", "{}", auth).status, 201);
+  EXPECT_EQ(FcgiRequest(app.port(), "POST", "/v1/sessions", "{}", auth).status, 409);
+}
+
+// Issue 15: with one shard down, only the requests that need it fail. A
+// user's list and count are on the user's home; a session's history on its
+// own shard; a key on its own (its unit). Before, every create and every
+// list asked every shard.
+TEST_F(SecurityTest, Issue15OneShardDownFailsOnlyTheRequestsThatNeedIt) {
+  const StackEnv& env = StackEnv::Get();
+  const std::string name = Unique("olga");
+  Admin("user add " + name);
+  // Keys until one is on each shard.
+  std::map<std::string, std::string> key_on;  // shard -> a key whose unit it holds
+  for (int i = 0; i < 40 && key_on.size() < env.shards().size(); ++i) {
+    const std::string key = Admin("key create " + name);
+    for (const auto& shard : env.shards()) {
+      if (Trim(ShardSql(shard.first,
+                        "SELECT COUNT(*) FROM sessions WHERE kind = 'key' AND JSON_VALUE(metadata, "
+                        "'$.key_id') = LOWER('" +
+                            KeyId(key) + "')")) == "1") {
+        key_on.emplace(shard.first, key);
+      }
+    }
+  }
+  ASSERT_EQ(key_on.size(), env.shards().size());
+  ApiClient user(env.url(), key_on.begin()->second);
+  const std::string first = Create(user);
+  ASSERT_FALSE(first.empty());
+  // Where the user's home is (its list holds the first session) and where that session is.
+  std::string home;
+  std::string first_shard;
+  for (const auto& shard : env.shards()) {
+    const std::string hex =
+        first.substr(0, 8) + first.substr(9, 4) + first.substr(14, 4) + first.substr(19, 4) + first.substr(24, 12);
+    if (Trim(ShardSql(shard.first, "SELECT COUNT(*) FROM sessions WHERE session_id = UNHEX('" + hex + "')")) == "1") {
+      first_shard = shard.first;
+    }
+    if (Trim(ShardSql(shard.first, "SELECT COUNT(*) FROM session_list WHERE session_id = UNHEX('" + hex + "')")) ==
+        "1") {
+      home = shard.first;
+    }
+  }
+  ASSERT_FALSE(home.empty());
+  ASSERT_FALSE(first_shard.empty());
+  std::string other;
+  for (const auto& shard : env.shards()) {
+    if (shard.first != home) other = shard.first;
+  }
+  // The other shard down: the user authenticates with a key held on the home's.
+  user.set_api_key(key_on[home]);
+  struct Restart {
+    std::string shard;
+    ~Restart() { StackEnv::Get().Stack("start-db " + shard); }
+  } restart{other};
+  ASSERT_EQ(env.Stack("stop-db " + other), 0);
+  // Creates land on either shard: those on the home's succeed, the others
+  // get 503 shard_unavailable, and nothing else happens.
+  std::vector<std::string> made;
+  int unavailable = 0;
+  for (int i = 0; i < 40 && (made.empty() || unavailable == 0); ++i) {
+    ApiResponse r = user.Post("/v1/sessions", "{}");
+    ASSERT_TRUE(r.status == 201 || r.status == 503) << r.status << " " << r.body;
+    if (r.status == 201) {
+      made.push_back(r["id"].GetString());
+      EXPECT_EQ(user.Get("/v1/sessions/" + made.back()).status, 200);
+    } else {
+      EXPECT_EQ(r.ErrorCode(), "shard_unavailable") << r.body;
+      ++unavailable;
+    }
+  }
+  EXPECT_FALSE(made.empty());
+  EXPECT_GT(unavailable, 0);
+  // The list is on the home: served, with every session it holds.
+  ApiResponse list = user.Get("/v1/sessions?limit=100");
+  ASSERT_EQ(list.status, 200) << list.body;
+  for (const std::string& id : made) EXPECT_NE(list.body.find(id), std::string::npos) << id;
+  EXPECT_NE(list.body.find(first), std::string::npos) << "the first session is listed wherever its history is";
+  EXPECT_EQ(user.Get("/v1/sessions/" + first).status, first_shard == home ? 200 : 503);
+
+  ASSERT_EQ(env.Stack("start-db " + other), 0);
+  ASSERT_TRUE(WaitFor(30, [&] { return user.Get("/readyz").status == 200; }));
+  // Back: the creates that failed left nothing behind.
+  list = user.Get("/v1/sessions?limit=100");
+  ASSERT_EQ(list.status, 200) << list.body;
+  size_t listed = 0;
+  for (size_t at = list.body.find("\"id\":\""); at != std::string::npos; at = list.body.find("\"id\":\"", at + 1)) {
+    ++listed;
+  }
+  EXPECT_EQ(listed, made.size() + 1) << list.body;
+
+  // The home's shard down: every create and list needs it, and so does
+  // authenticating (a key's lookup reads the user's home: is the user
+  // disabled?) once the key is not in a worker's cache: 503 for every
+  // request of this user, none for the users whose homes are elsewhere.
+  // A key made now, whose unit is on the other shard: in no worker's cache
+  // (key_on's may have made the first session, whatever shard holds it).
+  std::string fresh;
+  for (int i = 0; i < 40 && fresh.empty(); ++i) {
+    const std::string key = Admin("key create " + name);
+    if (Trim(ShardSql(other,
+                      "SELECT COUNT(*) FROM sessions WHERE kind = 'key' AND JSON_VALUE(metadata, "
+                      "'$.key_id') = LOWER('" +
+                          KeyId(key) + "')")) == "1") {
+      fresh = key;
+    }
+  }
+  ASSERT_FALSE(fresh.empty());
+  user.set_api_key(fresh);
+  restart.shard = home;
+  ASSERT_EQ(env.Stack("stop-db " + home), 0);
+  EXPECT_EQ(user.Post("/v1/sessions", "{}").status, 503);
+  EXPECT_EQ(user.Get("/v1/sessions").status, 503);
+  EXPECT_EQ(user.Get("/v1/sessions/" + first).status, 503);
+  ASSERT_EQ(env.Stack("start-db " + home), 0);
+  ASSERT_TRUE(WaitFor(30, [&] { return user.Get("/readyz").status == 200; }));
+}
+
+// Issue 15: a revocation, once acknowledged, is never undone. Each key has
+// one authoritative row (its unit); a revocation is acknowledged only when
+// that row is written. Before, keys were copied to every shard, a revoke
+// wrote the shards that answered, and a lookup trusted whichever answered
+// first: with a shard down, 4 of 6 revoked keys worked again once it was
+// back.
+TEST_F(SecurityTest, Issue15ARevocationDuringAnOutageStaysAfterTheShardReturns) {
+  const StackEnv& env = StackEnv::Get();
+  const std::string user = Unique("ines");
+  Admin("user add " + user);
+  const std::string down = env.shards().back().first;
+  // Keys until both shards hold some.
+  std::map<std::string, std::string> shard_of;  // key -> the shard of its unit
+  std::set<std::string> shards;
+  for (int i = 0; i < 40 && (shard_of.size() < 6 || shards.size() < 2); ++i) {
+    const std::string key = Admin("key create " + user);
+    for (const auto& shard : env.shards()) {
+      if (Trim(ShardSql(shard.first,
+                        "SELECT COUNT(*) FROM sessions WHERE kind = 'key' AND JSON_VALUE(metadata, "
+                        "'$.key_id') = LOWER('" +
+                            KeyId(key) + "')")) == "1") {
+        shard_of[key] = shard.first;
+        shards.insert(shard.first);
+      }
+    }
+    ASSERT_EQ(shard_of.count(key), 1u) << "the key has no unit";
+  }
+  ASSERT_EQ(shards.size(), 2u);
+  struct Restart {
+    std::string shard;
+    ~Restart() { StackEnv::Get().Stack("start-db " + shard); }
+  } restart{down};
+  ASSERT_EQ(env.Stack("stop-db " + down), 0);
+  std::set<std::string> acknowledged;
+  for (const auto& [key, shard] : shard_of) {
+    std::string out;
+    const int rc = RunCommand(env.build() + "/chatllm-admin --config " + env.AppConfig(env.apps()[0].first) +
+                                  " key revoke " + KeyId(key) + " 2>&1",
+                              &out);
+    if (rc == 0) acknowledged.insert(key);
+    EXPECT_EQ(rc == 0, shard != down) << out;  // Refused, and said so, when its shard is down.
+    if (rc != 0) EXPECT_NE(out.find("not revoked"), std::string::npos) << out;
+  }
+  ASSERT_EQ(env.Stack("start-db " + down), 0);
+  ApiClient probe(env.url());
+  ASSERT_TRUE(WaitFor(30, [&] { return probe.Get("/readyz").status == 200; }));
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& [key, shard] : shard_of) {
+      ApiClient api(env.url(), key);
+      for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ(api.Get("/v1/sessions").status, acknowledged.count(key) ? 401 : 200)
+            << KeyId(key) << " on " << shard << (acknowledged.count(key) ? " (revoked)" : " (not revoked)");
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(6000));  // Past the key cache's TTL (5 s).
   }
 }
 

@@ -27,15 +27,15 @@ class BrokenLockStore : public Store {
   void SetObserver(Observer* observer) { real_.SetObserver(observer); }
 
   AppendResult Append(const SessionId& id, const UserId& user, const AppendRequest& request) override {
-    if (request.claim || request.complete) return real_.Append(id, user, request);
+    if (request.claim || request.complete || request.close_turn) return real_.Append(id, user, request);
     AppendResult r;
     r.seq = UnsafeAppend(Connection(map_->router().Owner(id.text())), id, request);
     return r;
   }
 
   IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& session, const IdempotencyKey* idem,
-                                  int status, const std::string& response) override {
-    return real_.CreateSession(id, session, idem, status, response);
+                                  int status, const std::string& response, int64_t max_sessions) override {
+    return real_.CreateSession(id, session, idem, status, response, max_sessions);
   }
   std::optional<SessionRecord> GetSession(const SessionId& id, const UserId& user) override {
     return real_.GetSession(id, user);
@@ -59,7 +59,25 @@ class BrokenLockStore : public Store {
   SessionPage ListSessions(const UserId& user, const SessionCursor& cursor, int limit) override {
     return real_.ListSessions(user, cursor, limit);
   }
-  int64_t CountSessions(const UserId& user) override { return real_.CountSessions(user); }
+  bool OpenTurn(const SessionId& id, const UserId& user, int64_t turn_id, int64_t user_seq, int64_t producer,
+                int64_t lease_ms) override {
+    return real_.OpenTurn(id, user, turn_id, user_seq, producer, lease_ms);
+  }
+  TurnWrite FlushTurn(const SessionId& id, const UserId& user, int64_t turn_id, int64_t producer, int64_t first,
+                      const std::vector<std::string>& texts, int64_t lease_ms) override {
+    return real_.FlushTurn(id, user, turn_id, producer, first, texts, lease_ms);
+  }
+  TurnWrite CloseTurn(const SessionId& id, const UserId& user, int64_t turn_id, int64_t producer,
+                      std::string_view state) override {
+    return real_.CloseTurn(id, user, turn_id, producer, state);
+  }
+  std::optional<TurnRead> ReadTurn(const SessionId& id, const UserId& user, int64_t turn_id, int64_t after,
+                                   int limit) override {
+    return real_.ReadTurn(id, user, turn_id, after, limit);
+  }
+  bool CancelTurn(const SessionId& id, const UserId& user, int64_t turn_id) override {
+    return real_.CancelTurn(id, user, turn_id);
+  }
   std::optional<KeyRecord> LookupApiKey(const std::string& key_id) override { return real_.LookupApiKey(key_id); }
   std::vector<ShardStatus> CheckShards() override { return real_.CheckShards(); }
   uint64_t last_epoch() const override { return real_.last_epoch(); }

@@ -54,6 +54,8 @@ request; appends without a key are each their own, even with equal texts):
                 after that is acknowledged, no read finds it, no list names it
   lost          a session that answers 404 (at the end, to an append or a
                 read) was deleted by some client before
+  resume        a cut stream the client resumed from its last event to the
+                end assembled exactly the answer stored at the seq it named
 and over the run:
   create-key    creates with one key answer one session, made once
 Options:
@@ -237,12 +239,12 @@ int Main(int argc, char** argv) {
   std::printf(
       "chatllm-check: %zu sessions (%lld deleted), %lld messages; appends: %lld acknowledged, %lld refused, "
       "%lld unknown (%lld of them stored), %lld with a key, %lld with a text another also sent; "
-      "%zu creates; %lld reads checked; %lld violations\n",
+      "%zu creates; %lld reads checked; %lld resumed streams checked; %lld violations\n",
       sessions.size(), static_cast<long long>(counts.deleted), static_cast<long long>(messages),
       static_cast<long long>(counts.acknowledged), static_cast<long long>(counts.refused),
       static_cast<long long>(counts.unknown), static_cast<long long>(counts.unknown_stored),
       static_cast<long long>(counts.keyed), static_cast<long long>(counts.shared), creates.size(),
-      static_cast<long long>(counts.reads), static_cast<long long>(violations));
+      static_cast<long long>(counts.reads), static_cast<long long>(counts.resumed), static_cast<long long>(violations));
   for (const auto& [kind, n] : by_kind) std::printf("  %s: %lld\n", kind.c_str(), static_cast<long long>(n));
   return violations == 0 ? 0 : 1;
 }

@@ -64,6 +64,7 @@ struct Shared {
   int64_t interval_ok = 0, interval_err = 0;
   std::atomic<int64_t> retried{0};  // Attempts repeated under --retries.
   std::atomic<int64_t> cuts{0};     // Streams the client hung up on.
+  std::atomic<int64_t> resumed{0};  // ...of which read again from their last event.
   std::atomic<int64_t> doubles{0};  // Keyed writes sent twice at once.
 
   explicit Shared(const LoadOptions& o) : opt(o), max_seq(o.sessions) {}
@@ -101,7 +102,20 @@ struct Answer {
   bool replayed = false;
   int64_t user_seq = 0, assistant_seq = 0;  // A turn's, when answered.
   std::string id;                           // A create's session.
+  // A stream of a durable turn: where to read it again, the id of the last
+  // delta seen, and the text of the deltas seen.
+  std::string events_url;
+  int64_t last_event = 0;
+  std::string text;
+  int64_t first_delta_us = 0;  // When the first piece of text came (the run's clock).
 };
+
+// The value of string member `name` of a JSON object, "" if none.
+std::string JsonMember(const std::string& data, const char* name) {
+  rapidjson::Document d;
+  d.Parse(data.c_str(), data.size());
+  return d.IsObject() && d.HasMember(name) && d[name].IsString() ? d[name].GetString() : "";
+}
 
 // Reads what a JSON answer says (a turn, a created session, an error).
 void ParseJson(Answer* a) {
@@ -278,11 +292,18 @@ class Client {
       for (size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
         std::string block = pending.substr(0, end);
         pending.erase(0, end + 2);
-        std::string name, payload;
+        std::string name, payload, id;
         std::istringstream lines(block);
         for (std::string line; std::getline(lines, line);) {
           if (line.rfind("event: ", 0) == 0) name = line.substr(7);
           if (line.rfind("data: ", 0) == 0) payload += line.substr(6);
+          if (line.rfind("id: ", 0) == 0) id = line.substr(4);
+        }
+        if (name == "turn") a.events_url = JsonMember(payload, "events_url");
+        if (name == "delta") {
+          if (a.first_delta_us == 0) a.first_delta_us = s_.Now();
+          a.text += JsonMember(payload, "text");
+          if (!id.empty()) a.last_event = std::atoll(id.c_str());
         }
         if (name == "user") a.user_seq = SeqOf(payload);
         if (name == "assistant") a.assistant_seq = SeqOf(payload);
@@ -318,6 +339,49 @@ class Client {
     return a;
   }
 
+  // Reads a durable turn's events after `cut.last_event` to its end, as a
+  // client whose stream dropped does. On its `assistant` event, sets what
+  // the checker proves: the answer's seq and the text assembled (what the
+  // cut stream showed, then the rest).
+  void Resume(const Answer& cut, AppendRecord* rec) {
+    httplib::Client c(s_.opt.url);
+    Configure(c);
+    c.set_keep_alive(false);
+    httplib::Headers h;
+    if (!s_.opt.api_key.empty()) h.emplace("Authorization", "Bearer " + s_.opt.api_key);
+    std::string text = cut.text, pending;
+    int64_t seq = 0;
+    int64_t expect = cut.last_event + 1;
+    bool broken = false;
+    auto r =
+        c.Get(cut.events_url + "?starting_after=" + std::to_string(cut.last_event), h, [&](const char* data, size_t n) {
+          pending.append(data, n);
+          for (size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
+            std::string block = pending.substr(0, end);
+            pending.erase(0, end + 2);
+            std::string name, payload, id;
+            std::istringstream lines(block);
+            for (std::string line; std::getline(lines, line);) {
+              if (line.rfind("event: ", 0) == 0) name = line.substr(7);
+              if (line.rfind("data: ", 0) == 0) payload += line.substr(6);
+              if (line.rfind("id: ", 0) == 0) id = line.substr(4);
+            }
+            if (name == "delta") {
+              // Every event once, in order: a gap or a repeat
+              // makes the text wrong, which the checker sees.
+              if (std::atoll(id.c_str()) != expect++) broken = true;
+              text += JsonMember(payload, "text");
+            }
+            if (name == "assistant") seq = SeqOf(payload);
+          }
+          return true;
+        });
+    s_.resumed.fetch_add(1);
+    if (!r || r->status != 200 || seq == 0) return;  // Not to its answer (failed, cut, deleted).
+    rec->resumed_seq = seq;
+    rec->resumed_text = broken ? text + " [events out of order]" : text;
+  }
+
   // The same keyed write sent again at once on a second connection (the
   // answer of one of the two is recorded as a second record with the key).
   template <typename Send>
@@ -347,8 +411,14 @@ class Client {
       rec.client = id_;
       rec.limit = op == "get" ? 0 : s_.opt.read_limit;
       rec.invoke_us = s_.Now();
-      auto r = op == "get" ? http_.Get("/v1/sessions/" + session)
-                           : http_.Get("/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit));
+      const std::string path = op == "get" ? "/v1/sessions/" + session
+                                           : "/v1/sessions/" + session + "/messages?limit=" + std::to_string(rec.limit);
+      auto r = http_.Get(path);
+      // A GET that got no answer at all is sent once more, as browsers and
+      // HTTP libraries do (RFC 9110 9.2.2: it is idempotent): a kept-alive
+      // connection that the server closed as the request went out (an nginx
+      // reload ends its old workers' idle connections) fails that way.
+      if (!r) r = http_.Get(path);
       rec.complete_us = s_.Now();
       done.status = r ? r->status : 0;
       rec.status = done.status;
@@ -420,9 +490,10 @@ class Client {
     const bool keyed = Uniform() < s_.opt.keys;
     if (keyed) rec.key = s_.run_id + "-a" + std::to_string(id_) + "-" + std::to_string(n);
     const bool cut = Uniform() < s_.opt.cut;
-    rec.streamed = cut;
+    const bool streamed = cut || Uniform() < s_.opt.stream;
+    rec.streamed = streamed;
     std::string body = "{\"content\":" + JsonEscape(rec.content);
-    if (cut) {
+    if (streamed) {
       body += ",\"stream\":true";
       if (!s_.opt.stream_model.empty()) body += ",\"model\":" + JsonEscape(s_.opt.stream_model);
     }
@@ -456,7 +527,7 @@ class Client {
     };
     auto send = [&]() -> Answer {
       const httplib::Headers h = with_id(rec);
-      if (cut) return PostStream(path, h, body, -1);
+      if (streamed) return PostStream(path, h, body, -1);
       return FromResult(http_.Post(path, h, body, "application/json"));
     };
     AppendRecord copy = rec;
@@ -470,7 +541,8 @@ class Client {
                copy.request_ids.push_back(s_.run_id + "-" + std::to_string(id_) + "-" + std::to_string(n) + "-t" +
                                           std::to_string(attempt++));
                h.emplace("X-Request-Id", copy.request_ids.back());
-               return cut ? PostStream(path, h, body, -1) : FromResult(other.Post(path, h, body, "application/json"));
+               return streamed ? PostStream(path, h, body, -1)
+                               : FromResult(other.Post(path, h, body, "application/json"));
              }));
     });
     rec.invoke_us = s_.Now();
@@ -481,9 +553,13 @@ class Client {
       s_.cuts.fetch_add(1);
       AppendRecord first = rec;
       first.cut = true;
-      const int cut_after = std::uniform_int_distribution<int>(0, 3)(rng_);
+      const int cut_after = std::uniform_int_distribution<int>(s_.opt.cut_min, 4)(rng_);
       const httplib::Headers h = with_id(first);
-      finish(first, PostStream(path, h, body, cut_after));
+      const Answer got = PostStream(path, h, body, cut_after);
+      // Some clients read the turn again from where they were (any
+      // instance) before they do anything else.
+      if (got.status == 0 && !got.events_url.empty() && Uniform() < s_.opt.resume) Resume(got, &first);
+      finish(first, got);
       if (!keyed) {
         if (twice.joinable()) twice.join();
         return {"append", first.status, first.status == 0 || (first.status == 404 && Deleted(idx))};
@@ -493,6 +569,10 @@ class Client {
     a = WithRetries(keyed, send);
     finish(rec, a);
     if (twice.joinable()) twice.join();
+    if (streamed && !cut) {
+      if (rec.status == 201 && a.first_delta_us > 0) Record("ttft", Done{"ttft", 201}, rec.invoke_us, a.first_delta_us);
+      return {"append_stream", rec.status, rec.status == 404 && Deleted(idx)};
+    }
     return {"append", rec.status, rec.status == 404 && Deleted(idx)};
   }
 
@@ -709,14 +789,18 @@ int Main(int argc, char** argv) {
 
   std::vector<Summary> rows;
   OpStats total;
-  for (const std::string& op : kOps) {
+  // The mix's ops, then what --stream reports: its appends, and their time
+  // to the first piece of text (not a request: not in the total).
+  std::vector<std::string> reported = kOps;
+  reported.insert(reported.end(), {"append_stream", "ttft"});
+  for (const std::string& op : reported) {
     OpStats merged;
     for (auto& c : clients) {
       auto it = c->stats.find(op);
       if (it != c->stats.end()) merged.Merge(it->second);
     }
     if (merged.ok + merged.errors == 0) continue;
-    total.Merge(merged);
+    if (op != "ttft") total.Merge(merged);
     rows.push_back(Summarize(op, merged, seconds));
   }
   if (rows.size() > 1) rows.push_back(Summarize("total", total, seconds));
@@ -726,8 +810,9 @@ int Main(int argc, char** argv) {
                 static_cast<long long>(shared.retried.load()), opt.retries);
   }
   if (opt.cut > 0 || opt.twice > 0) {
-    std::printf("%lld streams cut by the client, %lld keyed writes sent twice at once\n",
-                static_cast<long long>(shared.cuts.load()), static_cast<long long>(shared.doubles.load()));
+    std::printf("%lld streams cut by the client (%lld resumed), %lld keyed writes sent twice at once\n",
+                static_cast<long long>(shared.cuts.load()), static_cast<long long>(shared.resumed.load()),
+                static_cast<long long>(shared.doubles.load()));
   }
   if (!opt.json_file.empty()) {
     std::ofstream(opt.json_file) << SummariesToJson(opt.label, seconds, start_unix_us, rows) << "\n";

@@ -132,6 +132,22 @@ std::vector<Violation> CheckSession(const std::vector<StoredMessage>& h, bool go
       return out;  // Everything below indexes by seq.
     }
   }
+  // A resumed stream: what its client assembled is the answer stored at
+  // the seq the stream named, whole.
+  for (const auto& per_file : records.appends_by_file) {
+    for (const AppendRecord* a : per_file) {
+      if (a->resumed_seq == 0) continue;
+      ++counts->resumed;
+      const int64_t at = a->resumed_seq;
+      if (at > static_cast<int64_t>(h.size()) || h[at - 1].role != "assistant") {
+        add("resume", "a resumed stream of " + Quote(a->content) + " ended with answer " + Seq(at) +
+                          ", which is not a stored answer");
+      } else if (h[at - 1].content != a->resumed_text) {
+        add("resume", "a resumed stream of " + Quote(a->content) + " assembled " + Quote(a->resumed_text) +
+                          ", but answer " + Seq(at) + " is " + Quote(h[at - 1].content));
+      }
+    }
+  }
   std::map<int64_t, int> complete_answers;  // user seq -> complete answers to it
   for (const StoredMessage& m : h) {
     if (m.role != "assistant") continue;

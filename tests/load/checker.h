@@ -17,14 +17,14 @@ struct StoredMessage {
   std::string content;
   int64_t reply_to = 0;
   std::string provider;       // Answers: who answered ("" if not read).
-  std::string finish_reason;  // Answers: "stop", "length", "client_disconnected", "provider_error" or "".
+  std::string finish_reason;  // Answers: "stop", "length", "client_disconnected", "provider_error", "cancelled" or "".
   std::string request_id;     // The request that wrote it ("" if not read).
 };
 
 struct Violation {
   // dense, answer, acknowledged, refused, unknown, duplicate, key, phantom,
   // realtime, client-order, reads, deleted, lost (a 404 nobody asked for),
-  // create-key
+  // create-key, resume
   std::string kind;
   std::string detail;
 };
@@ -43,6 +43,7 @@ struct CheckCounts {
   int64_t keyed = 0;    // Appends sent with an Idempotency-Key (requests, not attempts).
   int64_t shared = 0;   // Appends whose text another append of the session also sent.
   int64_t deleted = 0;  // Sessions deleted by the run (and gone at the end).
+  int64_t resumed = 0;  // Cut streams resumed to their end.
 };
 
 // Checks one session's final history against the records (the properties

@@ -105,6 +105,12 @@ void HistoryWriter::Append(const AppendRecord& r) {
   w.Bool(r.cut);
   w.Key("outcome");
   w.String(OutcomeName(r.outcome));
+  if (r.resumed_seq != 0) {
+    w.Key("rseq");
+    w.Int64(r.resumed_seq);
+    w.Key("rtext");
+    w.String(r.resumed_text);
+  }
   w.EndObject();
   Write(buf.GetString());
 }
@@ -254,6 +260,8 @@ bool LoadHistory(const std::string& path, History* out, std::string* error) {
       r.assistant_seq = int64("aseq");
       r.streamed = flag("stream");
       r.cut = flag("cut");
+      r.resumed_seq = int64("rseq");
+      r.resumed_text = text("rtext");
       r.outcome = OutcomeOf(r.status, r.code);
       out->appends.push_back(std::move(r));
     } else if (type == "create") {

@@ -41,6 +41,12 @@ struct AppendRecord {
   int64_t assistant_seq = 0;  // Acknowledged answer seq (kOk only; 0 if not known).
   bool streamed = false;      // Sent with "stream": true.
   bool cut = false;           // The client hung up mid-stream (before any retry).
+  // A cut stream the client then resumed (GET .../turns/{turn}/events from
+  // the last event it saw) to the end: the answer's seq the resumed stream
+  // named, and the text the client assembled (before the cut + resumed).
+  // 0: not resumed, or it did not end with the answer.
+  int64_t resumed_seq = 0;
+  std::string resumed_text;
   Outcome outcome = Outcome::kUnknown;
 };
 
@@ -89,7 +95,8 @@ uint64_t MessageHash(const std::string& role, const std::string& content);
 // Appends history records as JSON lines; thread-safe. One line per event:
 //   {"type":"session","session":ID}
 //   {"type":"append","session":ID,"client":N,"content":S,"key":S,"invoke":T,"complete":T,
-//    "status":N,"code":S,"seq":N,"aseq":N,"stream":B,"cut":B,"outcome":"ok|fail|unknown"}
+//    "status":N,"code":S,"seq":N,"aseq":N,"stream":B,"cut":B,"outcome":"ok|fail|unknown",
+//    "rseq":N,"rtext":S (a resumed cut stream)}
 //   {"type":"create","client":N,"key":S,"id":ID,"invoke":T,"complete":T,"status":N,"replayed":B}
 //   {"type":"delete","session":ID,"client":N,"invoke":T,"complete":T,"status":N}
 //   {"type":"read","session":ID,"client":N,"limit":N,"invoke":T,"complete":T,

@@ -1,5 +1,6 @@
 #include "load/load_options.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,6 +68,15 @@ Realistic clients (each a share from 0 to 1 of the requests concerned):
   --cut F                appends sent with "stream": true and cut by the client
                          after a random number of events; a keyed one is then
                          sent again with its key and read to the end
+  --resume F             of those cut streams, this share is then read again
+                         from the last event the client saw (the durable turn's
+                         events URL) to the end, before any resend; the checker
+                         proves the text assembled is the stored answer
+  --cut-min N            a cut stream is cut after N..4 of its events (default 0:
+                         some before any, which cannot be resumed)
+  --stream F             appends sent with "stream": true and read to the end:
+                         reported as op append_stream, and their time to the
+                         first piece of text as op ttft
   --stream-model M       the model those streams ask for (a slow one cuts mid-answer)
   The mix may also hold:
                            delete    DELETE /v1/sessions/{id} (a random shared session,
@@ -155,6 +165,12 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
       o->twice = std::atof(next().c_str());
     else if (a == "--cut")
       o->cut = std::atof(next().c_str());
+    else if (a == "--resume")
+      o->resume = std::atof(next().c_str());
+    else if (a == "--stream")
+      o->stream = std::atof(next().c_str());
+    else if (a == "--cut-min")
+      o->cut_min = std::clamp(std::atoi(next().c_str()), 0, 4);
     else if (a == "--stream-model")
       o->stream_model = next();
     else if (a == "--raw-path")
@@ -185,9 +201,11 @@ bool ParseLoadOptions(int argc, char** argv, LoadOptions* o, int* exit_code) {
     }
   }
   if (o->keys < 0) o->keys = o->retries > 0 ? 1 : 0;
-  for (double share : {o->keys, o->identical, o->twice, o->cut}) {
+  for (double share : {o->keys, o->identical, o->twice, o->cut, o->resume, o->stream}) {
     if (share < 0 || share > 1) {
-      std::fprintf(stderr, "chatllm-load: --keys, --identical, --twice and --cut take a share from 0 to 1\n");
+      std::fprintf(
+          stderr,
+          "chatllm-load: --keys, --identical, --twice, --cut, --resume and --stream take a share from 0 to 1\n");
       *exit_code = 2;
       return false;
     }

@@ -38,6 +38,9 @@ struct LoadOptions {
   double identical = 0;
   double twice = 0;
   double cut = 0;
+  double resume = 0;  // Of the cut streams: resumed from their last event.
+  double stream = 0;  // Appends streamed and read to the end (op append_stream, and ttft).
+  int cut_min = 0;    // A cut stream is cut after cut_min..4 events.
   std::string stream_model;
   bool quiet = false;
   int report_every_s = 0;  // > 0: print a line with rate and p99 every N seconds.

@@ -32,8 +32,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -555,7 +557,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fake-llm: cannot set up the server (certificate?)\n");
     return 1;
   }
-  server->new_task_queue = [] { return new httplib::ThreadPool(64); };
+  // One thread per stream it serves at once: CHATLLM_FAKE_LLM_THREADS (64;
+  // tests/load/durable_bench holds hundreds of slow streams open).
+  const char* threads_env = std::getenv("CHATLLM_FAKE_LLM_THREADS");
+  const size_t threads = threads_env ? std::clamp<size_t>(std::strtoul(threads_env, nullptr, 10), 1, 4096) : 64;
+  server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server->set_tcp_nodelay(true);
   FakeLlm fake(key);
   for (const char* prefix : {"", "/down"}) {

@@ -2,8 +2,10 @@
 // chatllm-admin (docs/security.md).
 
 #include <algorithm>
+#include <cstdio>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "admin/cluster_admin.h"
 #include "base/api_key.h"
@@ -13,6 +15,130 @@
 #include "store/transaction.h"
 
 namespace chatllm {
+
+ClusterAdmin::AuthLock::AuthLock(ClusterAdmin& admin, const ClusterMap& map) : admin_(admin) {
+  if (map.homes() || map.shards().empty()) return;
+  const ShardEntry* first = &map.shards().front();
+  for (const ShardEntry& s : map.shards()) {
+    if (s.name < first->name) first = &s;
+  }
+  const int64_t got = admin_.OnShard(*first, "taking the auth lock", [&] {
+    MysqlStatement st(admin_.Handle(*first), "SELECT COALESCE(GET_LOCK('chatllm.auth', 30), 0)");
+    st.Execute();
+    return st.Int64(0, 0);
+  });
+  if (got != 1) throw AdminError("users and keys are being merged into their units (shardctl rebalance); retry");
+  shard_ = *first;
+}
+
+ClusterAdmin::AuthLock::~AuthLock() {
+  if (!shard_) return;
+  try {
+    MysqlStatement st(admin_.Handle(*shard_), "SELECT RELEASE_LOCK('chatllm.auth')");
+    st.Execute();
+  } catch (const std::exception&) {
+    // The lock dies with the connection anyway.
+  }
+}
+
+std::shared_ptr<const ClusterMap> ClusterAdmin::MapForAuth(std::optional<AuthLock>* lock) {
+  auto map = LoadMap();
+  if (map->homes()) return map;
+  lock->emplace(*this, *map);
+  return LoadMap();  // What rebalance published before letting go of the lock.
+}
+
+std::vector<ClusterAdmin::UserInfo> ClusterAdmin::UsersNamed(const std::string& name) {
+  auto map = LoadMap();
+  std::vector<std::vector<UserInfo>> found(map->shards().size());
+  const std::vector<std::exception_ptr> errors = InParallel(map->shards(), [&](const ShardEntry& shard) {
+    std::vector<UserInfo>& out = found[static_cast<size_t>(&shard - map->shards().data())];
+    OnShard(shard, "looking up the user", [&] {
+      MysqlStatement st(Handle(shard), "SELECT user_id, created_at FROM users WHERE name = ?");
+      st.BindString(0, name);
+      st.Execute();
+      for (size_t i = 0; i < st.row_count(); ++i) out.push_back(UserInfo{st.Text(i, 0), name, st.DatetimeMicros(i, 1)});
+      return 0;
+    });
+  });
+  std::map<std::string, UserInfo> by_id;
+  size_t answered = 0;
+  for (size_t i = 0; i < found.size(); ++i) {
+    if (errors[i]) continue;
+    ++answered;
+    for (const UserInfo& u : found[i]) by_id.emplace(u.id, u);
+  }
+  if (answered == 0) throw AdminError("no shard answered to look up user '" + name + "'");
+  std::vector<UserInfo> out;
+  for (auto& [id, u] : by_id) out.push_back(u);
+  return out;
+}
+
+void ClusterAdmin::CopiesToo(const char* what, const std::function<void(const ShardEntry&)>& fn) {
+  try {
+    OnEveryShard(what, fn);
+  } catch (const AdminError& e) {
+    std::fprintf(stderr, "chatllm-admin: warning: done, but the copies an older release reads: %s\n", e.what());
+  }
+}
+
+ShardedStore& ClusterAdmin::Units() {
+  if (!units_) units_ = std::make_unique<ShardedStore>(config_);
+  return *units_;
+}
+
+std::vector<ClusterAdmin::KeyInfo> ClusterAdmin::ListKeyUnits(const std::string& user_id) {
+  auto map = LoadMap();
+  std::vector<std::vector<KeyInfo>> found(map->shards().size());
+  const std::vector<std::exception_ptr> errors = InParallel(map->shards(), [&](const ShardEntry& shard) {
+    std::vector<KeyInfo>& out = found[static_cast<size_t>(&shard - map->shards().data())];
+    OnShard(shard, "listing keys", [&] {
+      MysqlStatement st(Handle(shard),
+                        "SELECT UNHEX(JSON_VALUE(metadata, '$.key_id')), user_id, COALESCE(title, ''), created_at, "
+                        "expires_at, revoked_at FROM sessions WHERE kind = 'key' AND state = 'active' "
+                        "AND (? = '' OR user_id = ?)");
+      st.BindBytes(0, user_id);
+      st.BindBytes(1, user_id);
+      st.Execute();
+      for (size_t i = 0; i < st.row_count(); ++i) {
+        out.push_back(KeyInfo{st.Text(i, 0), st.Text(i, 1), st.Text(i, 2), st.DatetimeMicros(i, 3),
+                              st.IsNull(i, 4) ? 0 : st.DatetimeMicros(i, 4),
+                              st.IsNull(i, 5) ? 0 : st.DatetimeMicros(i, 5)});
+      }
+      return 0;
+    });
+  });
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  std::vector<KeyInfo> out;
+  for (auto& part : found) out.insert(out.end(), part.begin(), part.end());
+  return out;
+}
+
+std::map<std::string, bool> ClusterAdmin::HomesDisabled() {
+  auto map = LoadMap();
+  std::vector<std::vector<std::string>> found(map->shards().size());
+  const std::vector<std::exception_ptr> errors = InParallel(map->shards(), [&](const ShardEntry& shard) {
+    std::vector<std::string>& out = found[static_cast<size_t>(&shard - map->shards().data())];
+    OnShard(shard, "reading disabled users", [&] {
+      MysqlStatement st(Handle(shard),
+                        "SELECT user_id FROM sessions WHERE kind = 'home' AND state = 'active' "
+                        "AND disabled_at IS NOT NULL");
+      st.Execute();
+      for (size_t i = 0; i < st.row_count(); ++i) out.push_back(st.Text(i, 0));
+      return 0;
+    });
+  });
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  std::map<std::string, bool> out;
+  for (const auto& part : found) {
+    for (const std::string& id : part) out[id] = true;
+  }
+  return out;
+}
 
 const ShardEntry* ClusterAdmin::FirstActiveShard(const ClusterMap& map, const std::string& except) {
   for (const ShardEntry& s : map.shards()) {
@@ -85,7 +211,7 @@ std::vector<ClusterAdmin::UserInfo> ClusterAdmin::ListUsers() {
   auto map = LoadMap();
   const ShardEntry* shard = FirstActiveShard(*map, "");
   if (!shard) throw AdminError("no active shard in the map");
-  return OnShard(*shard, "listing users", [&] {
+  std::vector<UserInfo> users = OnShard(*shard, "listing users", [&] {
     MysqlStatement& st = Stmt(*shard,
                               "SELECT u.user_id, u.name, u.created_at, u.disabled_at IS NOT NULL, "
                               "(SELECT COUNT(*) FROM api_keys k WHERE k.user_id = u.user_id AND k.revoked_at IS NULL) "
@@ -98,17 +224,38 @@ std::vector<ClusterAdmin::UserInfo> ClusterAdmin::ListUsers() {
     }
     return out;
   });
+  if (!map->homes()) return users;
+  // The homes and the key units say, not these copies.
+  const std::map<std::string, bool> disabled = HomesDisabled();
+  std::map<std::string, int> keys;
+  for (const KeyInfo& k : ListKeyUnits("")) keys[k.user] += k.revoked_us == 0;
+  for (UserInfo& u : users) {
+    u.disabled = disabled.count(u.id) > 0;
+    u.keys = keys[u.id];
+  }
+  return users;
 }
 
 void ClusterAdmin::SetUserDisabled(const std::string& name, bool disabled) {
-  std::optional<UserInfo> user;
-  for (const UserInfo& u : ListUsers()) {
-    if (u.name == name) user = u;
+  std::optional<AuthLock> lock;
+  auto map = MapForAuth(&lock);
+  // Every id the name has: two concurrent `user add` can leave two.
+  const std::vector<UserInfo> users = UsersNamed(name);
+  if (users.empty()) throw AdminError("no user named '" + name + "'");
+  const char* what = disabled ? "disabling the user" : "enabling the user";
+  if (map->homes_written()) {
+    // The user's home: the one row the apps read once the homes are complete.
+    for (const UserInfo& user : users) {
+      try {
+        Units().SetUserDisabled(user.id, disabled);
+      } catch (const DbError& e) {
+        throw AdminError(std::string("the user was not ") + (disabled ? "disabled" : "enabled") +
+                         ": the shard of the user's home did not answer (" + e.what() + "); retry when it does");
+      }
+    }
   }
-  if (!user) throw AdminError("no user named '" + name + "'");
-  OnEveryShard(disabled ? "disabling the user" : "enabling the user", [&](const ShardEntry& shard) {
-    // By name: every id the name has there (two concurrent `user add` can
-    // leave two).
+  auto copies = [&](const ShardEntry& shard) {
+    // By name: every id the name has there.
     MysqlStatement& st =
         Stmt(shard, disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, UTC_TIMESTAMP(6)) WHERE name = ?"
                              : "UPDATE users SET disabled_at = NULL WHERE name = ?");
@@ -122,39 +269,58 @@ void ClusterAdmin::SetUserDisabled(const std::string& name, bool disabled) {
     MysqlStatement& add = Stmt(shard,
                                "INSERT IGNORE INTO users (user_id, name, created_at, disabled_at) "
                                "VALUES (?, ?, ?, UTC_TIMESTAMP(6))");
-    add.BindBytes(0, user->id);
-    add.BindString(1, user->name);
-    add.BindDatetime(2, user->created_us);
+    add.BindBytes(0, users.front().id);
+    add.BindString(1, name);
+    add.BindDatetime(2, users.front().created_us);
     add.Execute();
-  });
+  };
+  if (map->homes())
+    CopiesToo(what, copies);
+  else
+    OnEveryShard(what, copies);
 }
 
 std::string ClusterAdmin::CreateKey(const std::string& user, const std::string& label, int64_t expires_us) {
-  std::string user_id;
-  for (const UserInfo& u : ListUsers()) {
-    if (u.name == user) user_id = u.id;
-  }
-  if (user_id.empty()) throw AdminError("no user named '" + user + "' (chatllm-admin user add " + user + ")");
+  std::optional<AuthLock> lock;
+  auto map = MapForAuth(&lock);
+  const std::vector<UserInfo> users = UsersNamed(user);
+  if (users.empty()) throw AdminError("no user named '" + user + "' (chatllm-admin user add " + user + ")");
+  const std::string user_id = users.front().id;
   const ApiKey key = GenerateApiKey();
   const std::string hash = SecretHash(key.secret);
   const int64_t now = NowMicros();
   std::string text = FormatApiKey(key);
+  if (map->homes_written()) {
+    // The key's unit, on its owner under the newest map: it works at once,
+    // wherever shards join or leave.
+    try {
+      Units().CreateKeyUnit(key.id, user_id, hash, label, expires_us, now);
+    } catch (const DbError& e) {
+      throw AdminError(std::string("the key was not created: the shard that would hold it did not answer (") +
+                       e.what() + "); retry when it does");
+    }
+  }
+  auto copies = [&](const ShardEntry& shard) {
+    MysqlStatement& st = Stmt(shard,
+                              "INSERT INTO api_keys (key_id, user_id, secret_sha256, label, created_at, expires_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?)");
+    st.BindBytes(0, key.id);
+    st.BindBytes(1, user_id);
+    st.BindBytes(2, hash);
+    st.BindString(3, label);
+    st.BindDatetime(4, now);
+    if (expires_us > 0)
+      st.BindDatetime(5, expires_us);
+    else
+      st.BindNull(5);
+    st.Execute();
+  };
+  if (map->homes()) {
+    CopiesToo("storing the key", copies);
+    return text;
+  }
   try {
-    OnEveryShard("storing the key", [&](const ShardEntry& shard) {
-      MysqlStatement& st = Stmt(shard,
-                                "INSERT INTO api_keys (key_id, user_id, secret_sha256, label, created_at, expires_at) "
-                                "VALUES (?, ?, ?, ?, ?, ?)");
-      st.BindBytes(0, key.id);
-      st.BindBytes(1, user_id);
-      st.BindBytes(2, hash);
-      st.BindString(3, label);
-      st.BindDatetime(4, now);
-      if (expires_us > 0)
-        st.BindDatetime(5, expires_us);
-      else
-        st.BindNull(5);
-      st.Execute();
-    });
+    OnEveryShard("storing the key", copies);
   } catch (const AdminError& e) {
     // Stored on some shards: the key works there and will everywhere after a sync.
     throw AdminError(std::string(e.what()) + "\nthe key (shown once): " + text);
@@ -164,6 +330,21 @@ std::string ClusterAdmin::CreateKey(const std::string& user, const std::string& 
 
 std::vector<ClusterAdmin::KeyInfo> ClusterAdmin::ListKeys(const std::string& user) {
   auto map = LoadMap();
+  if (map->homes()) {
+    std::map<std::string, std::string> names;  // user id -> name
+    std::string user_id;
+    for (const UserInfo& u : ListUsers()) {
+      names[u.id] = u.name;
+      if (u.name == user) user_id = u.id;
+    }
+    if (!user.empty() && user_id.empty()) return {};
+    std::vector<KeyInfo> keys = ListKeyUnits(user_id);
+    for (KeyInfo& k : keys) k.user = names.count(k.user) ? names[k.user] : Hex(k.user);
+    std::sort(keys.begin(), keys.end(), [](const KeyInfo& a, const KeyInfo& b) {
+      return std::tie(a.user, a.created_us) < std::tie(b.user, b.created_us);
+    });
+    return keys;
+  }
   const ShardEntry* shard = FirstActiveShard(*map, "");
   if (!shard) throw AdminError("no active shard in the map");
   return OnShard(*shard, "listing keys", [&] {
@@ -189,7 +370,34 @@ void ClusterAdmin::RevokeKey(const std::string& key_id) {
   // where it is missing (a shard joining, before shardctl's copy), so that
   // a copy which read it unrevoked before this write keeps the revocation
   // (its upsert never undoes one).
-  auto map = LoadMap();
+  std::optional<AuthLock> lock;
+  auto map = MapForAuth(&lock);
+  if (map->homes_written()) {
+    // The key's unit: the one row the apps read once the homes are complete.
+    // Acknowledged only when it is written (a shard that was down cannot
+    // bring the key back: it holds no other copy the apps read).
+    bool found = false;
+    try {
+      found = Units().RevokeKeyUnit(key_id);
+    } catch (const DbError& e) {
+      throw AdminError(std::string("the key was not revoked: the shard that holds it did not answer (") + e.what() +
+                       "); retry when it does (if a rebalance was interrupted while moving it, rerun shardctl "
+                       "rebalance first)");
+    }
+    if (map->homes()) {
+      if (!found) throw AdminError("no key with id " + Hex(key_id));
+      CopiesToo("revoking the key", [&](const ShardEntry& shard) {
+        MysqlStatement& st =
+            Stmt(shard, "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, UTC_TIMESTAMP(6)) WHERE key_id = ?");
+        st.BindBytes(0, key_id);
+        st.Execute();
+      });
+      return;
+    }
+    // Before the homes are complete a key may have no unit yet: its copies
+    // below are what the apps read (and rebalance merges a revocation into
+    // the unit it makes, under the auth lock this holds).
+  }
   std::optional<std::vector<std::string>> row;  // user_id, secret_sha256, label
   int64_t created_us = 0, expires_us = 0;
   std::string unread;  // Shards that could not be read.

@@ -20,6 +20,7 @@
 #include "failpoint.h"
 #include "store/mysql_statement.h"
 #include "store/transaction.h"
+#include "unit_tables.h"
 
 namespace chatllm {
 namespace {
@@ -203,9 +204,12 @@ class ClusterAdmin::BatchMove {
       std::vector<std::string> cleared;
       for (const std::string& id : ids) (kept.count(id) ? slow_ : cleared).push_back(id);
       if (cleared.empty()) return cleared;
-      for (const char* table : {"sessions", "messages", "idempotency_keys"}) {
-        MysqlStatement del(admin_.Handle(to_), std::string("DELETE FROM ") + table + " WHERE session_id IN " +
-                                                   Placeholders(cleared.size()));
+      MysqlStatement rows(admin_.Handle(to_),
+                          "DELETE FROM sessions WHERE session_id IN " + Placeholders(cleared.size()));
+      BindAll(rows, cleared);
+      rows.Execute();
+      for (const UnitTable& t : kUnitTables) {
+        MysqlStatement del(admin_.Handle(to_), DeleteUnitRows(t, " IN " + Placeholders(cleared.size())));
         BindAll(del, cleared);
         del.Execute();
       }
@@ -243,20 +247,29 @@ class ClusterAdmin::BatchMove {
   }
 
   // Step 2: the session rows (as 'incoming', invisible to the app), their
-  // messages and their idempotency keys, every column, in multi-row INSERTs.
+  // messages, idempotency keys and durable turns, and the list entries of homes,
+  // every column, in multi-row INSERTs.
   void Copy(const std::vector<std::string>& ids) {
-    std::vector<std::pair<std::string, int64_t>> counts;  // (id, message_count)
+    std::vector<std::pair<std::string, int64_t>> counts;   // (id, message_count)
+    std::vector<std::pair<std::string, int64_t>> entries;  // (home id, listed)
     admin_.OnShard(to_, "copying sessions", [&] {
       MysqlStatement rows(admin_.Handle(from_),
                           "SELECT * FROM sessions WHERE session_id IN " + Placeholders(ids.size()));
       BindAll(rows, ids);
       rows.Execute();
-      int id_col = -1, count_col = -1;
+      int id_col = -1, count_col = -1, listed_col = -1, kind_col = -1;
       for (int c = 0; c < rows.column_count(); ++c) {
         if (rows.column_name(c) == "session_id") id_col = c;
         if (rows.column_name(c) == "message_count") count_col = c;
+        if (rows.column_name(c) == "listed") listed_col = c;
+        if (rows.column_name(c) == "kind") kind_col = c;
       }
-      for (size_t i = 0; i < rows.row_count(); ++i) counts.emplace_back(rows.Text(i, id_col), rows.Int64(i, count_col));
+      for (size_t i = 0; i < rows.row_count(); ++i) {
+        counts.emplace_back(rows.Text(i, id_col), rows.Int64(i, count_col));
+        // Every home's entries, whatever its count says (the count only
+        // sizes the reads).
+        if (rows.Text(i, kind_col) == "home") entries.emplace_back(rows.Text(i, id_col), rows.Int64(i, listed_col));
+      }
       admin_.InsertRows(to_, "sessions", rows,
                         {{"state", std::string("incoming")},
                          {"arrived_from", std::nullopt},
@@ -268,7 +281,50 @@ class ClusterAdmin::BatchMove {
       BindAll(keys, ids);
       keys.Execute();
       admin_.InsertRows(to_, "idempotency_keys", keys, {});
+      for (const char* table : kTurnTables) {
+        MysqlStatement turns(admin_.Handle(from_), std::string("SELECT * FROM ") + table + " WHERE session_id IN " +
+                                                       Placeholders(ids.size()));
+        BindAll(turns, ids);
+        turns.Execute();
+        admin_.InsertRows(to_, table, turns, {});
+      }
+      for (const char* table : kHomeTables) {
+        MysqlStatement rows(admin_.Handle(from_),
+                            std::string("SELECT * FROM ") + table + " WHERE home_id IN " + Placeholders(ids.size()));
+        BindAll(rows, ids);
+        rows.Execute();
+        admin_.InsertRows(to_, table, rows, {});
+      }
+      CopyEntries(entries);
     });
+  }
+
+  // Homes grouped like CopyMessages: a larger home is read in pages.
+  void CopyEntries(const std::vector<std::pair<std::string, int64_t>>& homes) {
+    std::vector<std::string> group;
+    int64_t in_group = 0;
+    auto flush = [&] {
+      if (group.empty()) return;
+      MysqlStatement read(admin_.Handle(from_),
+                          "SELECT * FROM session_list WHERE home_id IN " + Placeholders(group.size()));
+      BindAll(read, group);
+      read.Execute();
+      Transaction txn(admin_.LinkTo(to_));
+      admin_.InsertRows(to_, "session_list", read, {});
+      txn.Commit();
+      group.clear();
+      in_group = 0;
+    };
+    for (const auto& [id, listed] : homes) {
+      if (listed > kMessagesPerRead) {
+        admin_.CopyEntries(from_, to_, id);
+        continue;
+      }
+      if (in_group + listed > kMessagesPerRead) flush();
+      group.push_back(id);
+      in_group += listed;
+    }
+    flush();
   }
 
   // Sessions grouped so that one read brings at most kMessagesPerRead
@@ -337,12 +393,13 @@ class ClusterAdmin::BatchMove {
     return admin_.OnShard(shard, "checksumming", [&] {
       std::map<std::string, Print> out;
       const std::string in = Placeholders(ids.size());
-      MysqlStatement rows(admin_.Handle(shard), "SELECT session_id, message_count, MD5(CONCAT_WS(0x1f, " +
-                                                    BinaryCell("user_id") + ", " + Cell("created_at") + ", " +
-                                                    Cell("updated_at") + ", " + Cell("title") + ", " +
-                                                    Cell("metadata") + ", " + Cell("model") + ", " +
-                                                    Cell("system_prompt") + ", " + BinaryCell("last_user_digest") +
-                                                    ", message_count)) FROM sessions WHERE session_id IN " + in);
+      MysqlStatement rows(admin_.Handle(shard),
+                          "SELECT session_id, message_count, MD5(CONCAT_WS(0x1f, " + BinaryCell("user_id") + ", " +
+                              Cell("created_at") + ", " + Cell("updated_at") + ", " + Cell("title") + ", " +
+                              Cell("metadata") + ", " + Cell("model") + ", " + Cell("system_prompt") + ", " +
+                              BinaryCell("last_user_digest") + ", message_count, kind, listed, " + Cell("disabled_at") +
+                              ", " + BinaryCell("secret_sha256") + ", " + Cell("expires_at") + ", " +
+                              Cell("revoked_at") + ")) FROM sessions WHERE session_id IN " + in);
       BindAll(rows, ids);
       rows.Execute();
       for (size_t i = 0; i < rows.row_count(); ++i) {
@@ -381,6 +438,30 @@ class ClusterAdmin::BatchMove {
       for (size_t i = 0; i < keys.row_count(); ++i) {
         out[keys.Text(i, 0)].text += " keys " + std::to_string(keys.Int64(i, 1)) + " " + keys.Text(i, 2);
       }
+      for (const char* table : kTurnTables) {
+        MysqlStatement turns(admin_.Handle(shard), TurnsDigestSql(table, " IN " + in));
+        BindAll(turns, ids);
+        turns.Execute();
+        for (size_t i = 0; i < turns.row_count(); ++i) {
+          out[turns.Text(i, 0)].text +=
+              std::string(" ") + table + " " + std::to_string(turns.Int64(i, 1)) + " " + turns.Text(i, 2);
+        }
+      }
+      for (const char* table : kHomeTables) {
+        MysqlStatement rows(admin_.Handle(shard), HomeTableDigestSql(table, " IN " + in));
+        BindAll(rows, ids);
+        rows.Execute();
+        for (size_t i = 0; i < rows.row_count(); ++i) {
+          out[rows.Text(i, 0)].text +=
+              std::string(" ") + table + " " + std::to_string(rows.Int64(i, 1)) + " " + rows.Text(i, 2);
+        }
+      }
+      MysqlStatement entries(admin_.Handle(shard), EntriesDigestSql(" IN " + in));
+      BindAll(entries, ids);
+      entries.Execute();
+      for (size_t i = 0; i < entries.row_count(); ++i) {
+        out[entries.Text(i, 0)].text += " entries " + std::to_string(entries.Int64(i, 1)) + " " + entries.Text(i, 2);
+      }
       return out;
     });
   }
@@ -401,9 +482,8 @@ class ClusterAdmin::BatchMove {
     if (!bad.empty()) {
       admin_.OnShard(to_, "dropping copies that do not match", [&] {
         Transaction txn(admin_.LinkTo(to_));
-        for (const char* table : {"messages", "idempotency_keys"}) {
-          MysqlStatement st(admin_.Handle(to_),
-                            std::string("DELETE FROM ") + table + " WHERE session_id IN " + Placeholders(bad.size()));
+        for (const UnitTable& t : kUnitTables) {
+          MysqlStatement st(admin_.Handle(to_), DeleteUnitRows(t, " IN " + Placeholders(bad.size())));
           BindAll(st, bad);
           st.Execute();
         }
@@ -455,8 +535,8 @@ class ClusterAdmin::BatchMove {
       st.BindInt64(1, static_cast<int64_t>(epoch_));
       BindAll(st, frozen, 2);
       st.Execute();
-      for (const char* table : {"messages", "idempotency_keys"}) {
-        MysqlStatement del(admin_.Handle(from_), std::string("DELETE FROM ") + table + " WHERE session_id IN " + in);
+      for (const UnitTable& t : kUnitTables) {
+        MysqlStatement del(admin_.Handle(from_), DeleteUnitRows(t, " IN " + in));
         BindAll(del, frozen);
         del.Execute();
       }
@@ -472,6 +552,28 @@ class ClusterAdmin::BatchMove {
   const uint64_t epoch_;
   std::vector<std::string> slow_;
 };
+
+void ClusterAdmin::CopyEntries(const ShardEntry& from, const ShardEntry& to, const std::string& id) {
+  MysqlStatement read(Handle(from),
+                      "SELECT * FROM session_list WHERE home_id = ? AND session_id > ? ORDER BY session_id LIMIT ?");
+  int id_col = -1;
+  for (std::string after;;) {
+    read.BindBytes(0, id);
+    read.BindBytes(1, after);
+    read.BindInt64(2, kMessagesPerRead);
+    read.Execute();
+    if (read.row_count() == 0) return;
+    if (id_col < 0) {
+      for (int c = 0; c < read.column_count(); ++c) {
+        if (read.column_name(c) == "session_id") id_col = c;
+      }
+    }
+    Transaction txn(LinkTo(to));
+    InsertRows(to, "session_list", read, {});
+    txn.Commit();
+    after = read.Text(read.row_count() - 1, id_col);
+  }
+}
 
 ClusterAdmin::BatchOutcome ClusterAdmin::MoveBatch(const std::vector<std::string>& ids, const ShardEntry& from,
                                                    const ShardEntry& to, uint64_t epoch) {

@@ -83,18 +83,29 @@ std::shared_ptr<const ClusterMap> ClusterAdmin::LoadMap() {
       }
     }
     for (const ShardEntry& e : pending) {
-      try {
-        MysqlStatement st(Handle(e), "SELECT epoch, map FROM shard_map ORDER BY epoch DESC LIMIT 1");
-        st.Execute();
-        if (st.row_count() == 0 || static_cast<uint64_t>(st.Int64(0, 0)) <= newest->epoch()) continue;
-        auto map = ClusterMap::FromJson(st.Text(0, 1));
-        if (!map.ok()) throw AdminError("shard " + e.name + " stores an invalid map: " + map.status().message());
-        newest = *map;
-        grew = true;
-      } catch (const MysqlError&) {
-        // Not migrated yet (no shard_map): it holds no map.
-      } catch (const DbError&) {
-        // Unreachable: the others still tell the newest map.
+      // The primary and each replica: after a failover of the only shard
+      // the promoted replica has the newest map, and an old primary that
+      // restarted answers with the one it had.
+      std::vector<DbMember> members{e.primary()};
+      members.insert(members.end(), e.replicas.begin(), e.replicas.end());
+      for (const DbMember& m : members) {
+        ShardEntry at = e;
+        at.host = m.host;
+        at.port = m.port;
+        try {
+          MysqlStatement st(Handle(at), "SELECT epoch, map FROM shard_map ORDER BY epoch DESC LIMIT 1");
+          st.Execute();
+          if (st.row_count() > 0 && static_cast<uint64_t>(st.Int64(0, 0)) > newest->epoch()) {
+            auto map = ClusterMap::FromJson(st.Text(0, 1));
+            if (!map.ok()) throw AdminError("shard " + e.name + " stores an invalid map: " + map.status().message());
+            newest = *map;
+            grew = true;
+          }
+        } catch (const MysqlError&) {
+          // Not migrated yet (no shard_map): it holds no map.
+        } catch (const DbError&) {
+          // Unreachable: its replicas, and the other shards, still tell.
+        }
       }
     }
   }
@@ -121,7 +132,7 @@ void ClusterAdmin::RequireSchemas(const ClusterMap& map, const std::string& exce
 }
 
 std::shared_ptr<const ClusterMap> ClusterAdmin::Next(const ClusterMap& map, std::vector<ShardEntry> shards) {
-  auto next = ClusterMap::Build(map.epoch() + 1, std::move(shards));
+  auto next = ClusterMap::Build(map.epoch() + 1, std::move(shards), map.homes_state());
   if (!next.ok()) throw AdminError("the new map would be invalid: " + next.status().message());
   return *next;
 }
@@ -163,6 +174,51 @@ void ClusterAdmin::Publish(const ClusterMap& map, const ClusterMap* previous) {
   }
 }
 
+std::vector<std::string> ClusterAdmin::PublishWhereReachable(const ClusterMap& map, const std::string& required,
+                                                             const std::string& except) {
+  std::vector<std::string> skipped;
+  std::vector<ShardEntry> written;
+  const std::string json = map.ToJson();  // Bound by reference: must outlive the statements.
+  for (const ShardEntry& e : map.shards()) {
+    if (e.name == except) continue;
+    try {
+      OnShard(e, "publishing the map", [&] {
+        MysqlStatement put(Handle(e),
+                           "INSERT INTO shard_map (epoch, map, created_at) VALUES (?, ?, UTC_TIMESTAMP(6)) "
+                           "ON DUPLICATE KEY UPDATE epoch = epoch");
+        put.BindInt64(0, static_cast<int64_t>(map.epoch()));
+        put.BindString(1, json);
+        put.Execute();
+        MysqlStatement get(Handle(e), "SELECT map FROM shard_map WHERE epoch = ?");
+        get.BindInt64(0, static_cast<int64_t>(map.epoch()));
+        get.Execute();
+        if (get.row_count() != 1 || get.Text(0, 0) != json) {
+          throw AdminError("shard " + e.name + " already holds a different map for epoch " +
+                           std::to_string(map.epoch()) + ": did another shardctl run at the same time?");
+        }
+      });
+      written.push_back(e);
+    } catch (const AdminError& err) {
+      if (e.name == required || std::string(err.what()).find("different map") != std::string::npos) throw;
+      skipped.push_back(e.name);
+    }
+  }
+  for (const ShardEntry& e : written) {
+    try {
+      OnShard(e, "raising the fence", [&] {
+        MysqlStatement fence(Handle(e), "UPDATE shard_fence SET epoch = ? WHERE id = 1 AND epoch < ?");
+        fence.BindInt64(0, static_cast<int64_t>(map.epoch()));
+        fence.BindInt64(1, static_cast<int64_t>(map.epoch()));
+        fence.Execute();
+      });
+    } catch (const AdminError&) {
+      if (e.name == required) throw;
+      skipped.push_back(e.name);
+    }
+  }
+  return skipped;
+}
+
 std::vector<ShardReport> ClusterAdmin::Status(const ClusterMap& map) {
   std::vector<ShardReport> out(map.shards().size());
   InParallel(map.shards(), [&](const ShardEntry& e) {
@@ -176,9 +232,10 @@ std::vector<ShardReport> ClusterAdmin::Status(const ClusterMap& map) {
       MysqlStatement fence(h, "SELECT epoch FROM shard_fence WHERE id = 1");
       fence.Execute();
       r.fence = fence.row_count() ? fence.Int64(0, 0) : 0;
-      MysqlStatement counts(h,
-                            "SELECT COALESCE(SUM(state = 'active'), 0), COALESCE(SUM(IF(state = 'active', "
-                            "message_count, 0)), 0), COALESCE(SUM(state IN ('moving', 'incoming')), 0) FROM sessions");
+      MysqlStatement counts(
+          h,
+          "SELECT COALESCE(SUM(state = 'active' AND kind = 'session'), 0), COALESCE(SUM(IF(state = 'active', "
+          "message_count, 0)), 0), COALESCE(SUM(state IN ('moving', 'incoming')), 0) FROM sessions");
       counts.Execute();
       r.sessions = counts.Int64(0, 0);
       r.messages = counts.Int64(0, 1);

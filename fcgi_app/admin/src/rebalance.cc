@@ -44,9 +44,10 @@ std::vector<ClusterAdmin::Misplaced> ClusterAdmin::FindMisplaced(const ClusterMa
   const std::vector<std::exception_ptr> errors = InParallel(map.shards(), [&](const ShardEntry& shard) {
     std::vector<Misplaced>& out = found[static_cast<size_t>(&shard - map.shards().data())];
     OnShard(shard, "scanning sessions", [&] {
-      MysqlStatement scan(Handle(shard),
-                          "SELECT session_id, state, message_count FROM sessions WHERE session_id > ? AND state IN "
-                          "('active', 'moving', 'deleted') ORDER BY session_id LIMIT ?");
+      MysqlStatement scan(
+          Handle(shard),
+          "SELECT session_id, state, message_count + listed FROM sessions WHERE session_id > ? AND state IN "
+          "('active', 'moving', 'deleted') ORDER BY session_id LIMIT ?");
       std::string after;
       while (true) {
         scan.BindBytes(0, after);
@@ -134,6 +135,7 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
     }
   }
   FinishArrivals(*map);
+  std::shared_ptr<const ClusterMap> settled = map;
   if (map->router().moving()) {
     // Users and keys onto joining shards once more: add-shard's copy after
     // its publish may not have run (it died there). Until now a lookup whose
@@ -151,6 +153,22 @@ RebalanceResult ClusterAdmin::Rebalance(const RebalanceOptions& opt) {
     auto next = Next(*map, std::move(shards));
     Publish(*next, map.get());
     result.final_epoch = next->epoch();
+    settled = next;
+  }
+  if (!settled->homes()) {
+    // Every session is on its owner. First the apps keep the homes up to
+    // date (the publish raises every fence: a create or delete that commits
+    // from here on maintains its entry); then every session made before is
+    // listed on its user's home; then the map says the homes are complete
+    // (the apps then list and count from them).
+    if (!settled->homes_written()) settled = PublishHomes(*settled, ClusterMap::Homes::kWriting);
+    // chatllm-admin's writes of users and keys wait from here to the publish
+    // of "complete": none may fall between FillKeys' reading of the copies
+    // and the apps reading only the units.
+    AuthLock auth(*this, *settled);
+    result.listed = FillHomes(*settled);
+    result.keys = FillKeys(*settled);
+    result.homes_epoch = PublishHomes(*settled, ClusterMap::Homes::kComplete)->epoch();
   }
   UnlockAll(*map);
   result.seconds = (MonotonicMicros() - start) / 1e6;

@@ -10,6 +10,7 @@
 #include "failpoint.h"
 #include "store/mysql_statement.h"
 #include "store/transaction.h"
+#include "unit_tables.h"
 
 namespace chatllm {
 namespace {
@@ -36,12 +37,6 @@ void BindNullableText(MysqlStatement& to, int pos, const MysqlStatement& from, s
   else
     to.BindString(pos, from.Text(i, col));
 }
-void BindNullableBytes(MysqlStatement& to, int pos, const MysqlStatement& from, size_t i, int col) {
-  if (from.IsNull(i, col))
-    to.BindNull(pos);
-  else
-    to.BindBytes(pos, from.Text(i, col));
-}
 
 }  // namespace
 
@@ -54,7 +49,8 @@ ClusterAdmin::Fingerprint ClusterAdmin::FingerprintOf(const ShardEntry& shard, c
         "content, COALESCE(reply_to, 0), created_at, COALESCE(meta, ''))), 16), 16, 10) AS UNSIGNED)), 0)), "
         "(SELECT message_count FROM sessions WHERE session_id = ?), "
         "(SELECT MD5(CONCAT_WS(0x1f, HEX(COALESCE(user_id, '')), created_at, COALESCE(title, ''), metadata, "
-        "COALESCE(model, ''), COALESCE(system_prompt, ''))) FROM sessions WHERE session_id = ?) "
+        "COALESCE(model, ''), COALESCE(system_prompt, ''), kind, HEX(COALESCE(secret_sha256, '')), "
+        "COALESCE(expires_at, '-'))) FROM sessions WHERE session_id = ?) "
         "FROM messages WHERE session_id = ? AND seq <= ?");
     st.BindBytes(0, id);
     st.BindBytes(1, id);
@@ -67,6 +63,37 @@ ClusterAdmin::Fingerprint ClusterAdmin::FingerprintOf(const ShardEntry& shard, c
     f.digest = st.Text(0, 2);
     f.message_count = st.Int64(0, 3);
     f.row = st.Text(0, 4);
+    // A home's entries and their count (a session has none: listed 0).
+    MysqlStatement& entries = Stmt(shard, EntriesDigestSql(" = ?"));
+    entries.BindBytes(0, id);
+    entries.Execute();
+    // With what a home or a key unit may change after a move activated its
+    // copy (not compared with a copy that has taken writes since).
+    MysqlStatement& listed =
+        Stmt(shard,
+             "SELECT CONCAT_WS(' ', listed, COALESCE(disabled_at, '-'), COALESCE(revoked_at, '-')) "
+             "FROM sessions WHERE session_id = ?");
+    listed.BindBytes(0, id);
+    listed.Execute();
+    f.entries = (listed.row_count() ? listed.Text(0, 0) : "-") + " listed, " +
+                (entries.row_count() ? std::to_string(entries.Int64(0, 1)) + " entries " + entries.Text(0, 2) : "none");
+    // A session's durable turns and their events (they change after a move
+    // activated its copy, as a home's entries do).
+    for (const char* table : kTurnTables) {
+      MysqlStatement& turns = Stmt(shard, TurnsDigestSql(table, " = ?"));
+      turns.BindBytes(0, id);
+      turns.Execute();
+      if (turns.row_count())
+        f.entries += std::string(", ") + table + " " + std::to_string(turns.Int64(0, 1)) + " " + turns.Text(0, 2);
+    }
+    // A home's usage rows (they change after a move activated its copy).
+    for (const char* table : kHomeTables) {
+      MysqlStatement& rows = Stmt(shard, HomeTableDigestSql(table, " = ?"));
+      rows.BindBytes(0, id);
+      rows.Execute();
+      if (rows.row_count())
+        f.entries += std::string(", ") + table + " " + std::to_string(rows.Int64(0, 1)) + " " + rows.Text(0, 2);
+    }
     return f;
   });
 }
@@ -156,9 +183,11 @@ class ClusterAdmin::SessionMove {
         throw AdminError("session " + text_ + " is " + there + " on " + to_.name + " while " + from_.name +
                          " still holds it; left both for an operator (shardctl verify shows them)");
       }
-      for (const char* sql : {"DELETE FROM sessions WHERE session_id = ?", "DELETE FROM messages WHERE session_id = ?",
-                              "DELETE FROM idempotency_keys WHERE session_id = ?"}) {
-        MysqlStatement& st = admin_.Stmt(to_, sql);
+      MysqlStatement& row = admin_.Stmt(to_, "DELETE FROM sessions WHERE session_id = ?");
+      row.BindBytes(0, id_);
+      row.Execute();
+      for (const UnitTable& t : kUnitTables) {
+        MysqlStatement& st = admin_.Stmt(to_, DeleteUnitRows(t, " = ?"));
         st.BindBytes(0, id_);
         st.Execute();
       }
@@ -167,40 +196,42 @@ class ClusterAdmin::SessionMove {
   }
 
   // Step 2: the session row (as `state`: 'incoming', invisible to the app,
-  // or 'deleted' for a tombstone), its messages and its idempotency keys.
+  // or 'deleted' for a tombstone), its messages, idempotency keys and
+  // durable turns;
+  // a home's list entries.
   void Copy(const char* state) {
     admin_.OnShard(to_, "copying the session", [&] {
       CopySessionRow(state);
       CopyMessages();
       CopyKeys();
+      for (const char* table : kTurnTables) {
+        MysqlStatement& rows = admin_.Stmt(from_, std::string("SELECT * FROM ") + table + " WHERE session_id = ?");
+        rows.BindBytes(0, id_);
+        rows.Execute();
+        admin_.InsertRows(to_, table, rows, {});
+      }
+      for (const char* table : kHomeTables) {
+        MysqlStatement& rows = admin_.Stmt(from_, std::string("SELECT * FROM ") + table + " WHERE home_id = ?");
+        rows.BindBytes(0, id_);
+        rows.Execute();
+        admin_.InsertRows(to_, table, rows, {});
+      }
+      admin_.CopyEntries(from_, to_, id_);
     });
   }
 
+  // Every column (a home's as well as a session's), but where it stands.
   void CopySessionRow(const char* state) {
-    MysqlStatement& read =
-        admin_.Stmt(from_,
-                    "SELECT title, metadata, message_count, created_at, updated_at, model, system_prompt, "
-                    "last_user_digest, user_id FROM sessions WHERE session_id = ?");
+    MysqlStatement& read = admin_.Stmt(from_, "SELECT * FROM sessions WHERE session_id = ?");
     read.BindBytes(0, id_);
     read.Execute();
     if (read.row_count() != 1)
       throw AdminError("shard " + from_.name + ": session " + text_ + " vanished while frozen");
-    MysqlStatement& write = admin_.Stmt(to_,
-                                        "INSERT INTO sessions (session_id, title, metadata, message_count, created_at, "
-                                        "updated_at, model, system_prompt, last_user_digest, user_id, state) "
-                                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    write.BindBytes(0, id_);
-    BindNullableText(write, 1, read, 0, 0);
-    write.BindString(2, read.Text(0, 1));
-    write.BindInt64(3, read.Int64(0, 2));
-    write.BindDatetime(4, read.DatetimeMicros(0, 3));
-    write.BindDatetime(5, read.DatetimeMicros(0, 4));
-    BindNullableText(write, 6, read, 0, 5);   // model
-    BindNullableText(write, 7, read, 0, 6);   // system_prompt
-    BindNullableBytes(write, 8, read, 0, 7);  // last_user_digest
-    BindNullableBytes(write, 9, read, 0, 8);  // user_id
-    write.BindString(10, state);
-    write.Execute();
+    admin_.InsertRows(to_, "sessions", read,
+                      {{"state", std::string(state)},
+                       {"arrived_from", std::nullopt},
+                       {"moved_to", std::nullopt},
+                       {"moved_epoch", std::nullopt}});
   }
 
   // In batches of kCopyBatch, each committed on the target in one
@@ -322,9 +353,8 @@ class ClusterAdmin::SessionMove {
       s.BindString(3, expected);
       s.Execute();
       if (s.affected_rows() != 1) return;  // Changed under us (an expired tombstone): nothing to delete.
-      for (const char* sql :
-           {"DELETE FROM messages WHERE session_id = ?", "DELETE FROM idempotency_keys WHERE session_id = ?"}) {
-        MysqlStatement& st = admin_.Stmt(from_, sql);
+      for (const UnitTable& t : kUnitTables) {
+        MysqlStatement& st = admin_.Stmt(from_, DeleteUnitRows(t, " = ?"));
         st.BindBytes(0, id_);
         st.Execute();
       }

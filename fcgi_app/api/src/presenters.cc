@@ -6,24 +6,15 @@
 #include "presenters.h"
 
 #include <functional>
+#include <optional>
 
 #include "api/api_json.h"
 #include "base/json.h"
 #include "base/sse.h"
 #include "base/time_util.h"
+#include "durable_turn.h"
 
 namespace chatllm {
-namespace {
-
-// What an answer's stored metadata says (TurnRunner::AssistantMeta).
-struct AnswerMeta {
-  std::string request_id;
-  std::string model;
-  std::string finish_reason;
-  bool has_usage = false;
-  int64_t prompt_tokens = 0;
-  int64_t completion_tokens = 0;
-};
 
 AnswerMeta ReadMeta(const std::string& json) {
   AnswerMeta m;
@@ -50,6 +41,8 @@ AnswerMeta ReadMeta(const std::string& json) {
   }
   return m;
 }
+
+namespace {
 
 void WriteUsage(JsonWriter& w, const AnswerMeta& m) {
   w.Key("usage");
@@ -138,19 +131,9 @@ std::string OpenAiBody(const std::string& session_id, const MessageRecord& user,
   return Text(buf);
 }
 
-HttpResponse Json(int status, std::string body) {
-  HttpResponse r;
-  r.status = status;
-  r.SetHeader("Content-Type", "application/json");
-  r.body = std::move(body);
-  return r;
-}
+HttpResponse Json(int status, std::string body) { return JsonBody(status, std::move(body)); }
 
-HttpResponse Streamed() {
-  HttpResponse r;
-  r.streamed = true;
-  return r;
-}
+HttpResponse Streamed() { return StreamedResponse(); }
 
 // A failure's message: after the user message was stored, it says at which
 // seq (the same as JSON and as an event).
@@ -162,6 +145,7 @@ std::string FailureMessage(const TurnOutcome& o) {
 HttpResponse PlainError(const TurnOutcome& o) {
   HttpResponse r = ErrorResponse(o.error.http_status(), o.error.code(), FailureMessage(o));
   if (o.retry_after_ms >= 0) r.SetHeader("Retry-After", std::to_string((o.retry_after_ms + 999) / 1000));
+  for (const auto& [name, value] : o.headers) r.SetHeader(name, value);
   return r;
 }
 
@@ -181,13 +165,9 @@ HttpResponse Replay(const TurnOutcome& o, const std::string& session_id) {
   return r;
 }
 
-HttpResponse StreamHead(const RequestTrace& trace, uint64_t epoch) {
-  HttpResponse head;
-  head.status = 200;
-  head.SetHeader("Content-Type", "text/event-stream; charset=utf-8");
-  head.SetHeader("X-Accel-Buffering", "no");  // nginx passes each event on at once.
-  head.SetHeader("X-Request-Id", trace.request_id);
-  head.SetHeader("X-Shard-Map-Epoch", std::to_string(epoch));
+HttpResponse StreamHead(const RequestTrace& trace, uint64_t epoch, int64_t turn_id) {
+  HttpResponse head = EventStreamHead(trace.request_id, epoch);
+  if (turn_id != 0) head.SetHeader("X-Turn-Id", TurnIdText(turn_id));
   return head;
 }
 
@@ -199,14 +179,18 @@ class StreamingSink : public DeltaSink {
       : stream_(stream), frame_(std::move(frame)) {}
   bool OnDelta(std::string_view text) override {
     sent_.append(text);
-    return stream_->Send(frame_(text));
+    if (next_id_ == 0) return stream_->Send(frame_(text));
+    // A durable turn's event: its number, for a client to resume after.
+    return stream_->Send("id: " + std::to_string(next_id_) + "\n" + frame_(text));
   }
   const std::string& sent() const { return sent_; }
+  void set_next_id(int64_t seq) { next_id_ = seq; }
 
  private:
   ResponseStream* stream_;
   std::function<std::string(std::string_view)> frame_;
   std::string sent_;
+  int64_t next_id_ = 0;
 };
 
 // What both dialects share: the stream (null for JSON), whether its head
@@ -218,17 +202,38 @@ class StreamingPresenter : public TurnPresenter {
       : stream_(stream), trace_(trace), store_(store), sink_(stream, std::move(frame)) {}
   DeltaSink* sink() override { return stream_ ? &sink_ : nullptr; }
   const std::string& partial() const override { return sink_.sent(); }
+  void TurnOpened(const SessionId& session, int64_t turn_id) override {
+    turn_session_ = session;
+    turn_id_ = turn_id;
+  }
+  void NextEventId(int64_t seq) override { sink_.set_next_id(seq); }
 
  protected:
   bool StartStream() {
-    started_ = stream_->Start(StreamHead(trace_, store_.last_epoch()));
+    started_ = stream_->Start(StreamHead(trace_, store_.last_epoch(), turn_id_));
     return started_;
+  }
+  // A durable turn's `turn` event (SSE id 0): its id and where to read it again.
+  std::string TurnEvent() const {
+    rapidjson::StringBuffer buf;
+    JsonWriter w(buf);
+    w.StartObject();
+    w.Key("id");
+    w.String(TurnIdText(turn_id_));
+    w.Key("session_id");
+    w.String(turn_session_->text());
+    w.Key("events_url");
+    w.String(TurnPath(*turn_session_, turn_id_) + "/events");
+    w.EndObject();
+    return "id: 0\n" + SseEvent("turn", std::string_view(buf.GetString(), buf.GetSize()));
   }
   ResponseStream* stream_;
   const RequestTrace& trace_;
   const Store& store_;
   StreamingSink sink_;
   bool started_ = false;
+  std::optional<SessionId> turn_session_;
+  int64_t turn_id_ = 0;  // A durable turn's; 0: none.
 };
 
 std::string NativeErrorEvent(const TurnOutcome& o) {
@@ -268,7 +273,9 @@ class Native : public StreamingPresenter {
   int answer_status() const override { return 201; }
   bool Begin(const MessageRecord* user) override {
     if (!stream_) return true;
-    return StartStream() && stream_->Send(SseEvent("user", MessageJson(*user)));
+    if (!StartStream()) return false;
+    if (turn_id_ != 0 && !stream_->Send(TurnEvent())) return false;
+    return stream_->Send(SseEvent("user", MessageJson(*user)));
   }
   HttpResponse Present(const TurnOutcome& o) override {
     switch (o.kind) {

@@ -12,6 +12,17 @@
 
 namespace chatllm {
 
+// What an answer's stored metadata says (TurnRunner::AssistantMeta).
+struct AnswerMeta {
+  std::string request_id;
+  std::string model;
+  std::string finish_reason;
+  bool has_usage = false;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+AnswerMeta ReadMeta(const std::string& json);
+
 // Says a TurnOutcome to the client. A streaming presenter also reports the
 // turn's progress (TurnProgress) as it runs; before its stream has begun it
 // answers failures as plain JSON errors, after that as events.

@@ -1,14 +1,16 @@
 #include "api/requests.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 
 #include "base/base64url.h"
 #include "base/http.h"
 #include "base/json.h"
+#include "request_fields.h"
 
 namespace chatllm {
-namespace {
+namespace request_fields {
 
 Status Invalid(std::string message) { return Status::Invalid(std::move(message)); }
 
@@ -30,6 +32,18 @@ Status ParseObject(std::string_view body, rapidjson::Document* doc) {
 
 Status WrongType(const char* field, const char* want, const rapidjson::Value& v) {
   return Invalid(std::string("field '") + field + "' must be " + want + ", not " + JsonTypeName(v));
+}
+
+// `metadata`: an object, kept re-serialized compactly, of at most
+// max_metadata_bytes.
+Status ParseMetadata(const rapidjson::Value& v, const Config& config, std::string* out) {
+  if (!v.IsObject()) return WrongType("metadata", "an object", v);
+  *out = JsonToString(v);
+  if (out->size() > config.max_metadata_bytes) {
+    return Invalid("field 'metadata' is larger than " + std::to_string(config.max_metadata_bytes) +
+                   " bytes when serialized");
+  }
+  return Status::Ok();
 }
 
 Status ParseModel(const rapidjson::Value& v, std::string* out) {
@@ -103,7 +117,9 @@ Status MessageText(const rapidjson::Value& content, size_t index, std::string* o
   return Status::Ok();
 }
 
-}  // namespace
+}  // namespace request_fields
+
+using namespace request_fields;
 
 Status CheckJsonContentType(std::string_view ct) {
   if (ct.empty()) return Status::Ok();
@@ -133,12 +149,7 @@ static Status ParseCreateSessionInto(std::string_view body, const Config& config
       }
       out->title = std::string(title);
     } else if (name == "metadata") {
-      if (!v.IsObject()) return WrongType("metadata", "an object", v);
-      out->metadata_json = JsonToString(v);
-      if (out->metadata_json.size() > config.max_metadata_bytes) {
-        return Invalid("field 'metadata' is larger than " + std::to_string(config.max_metadata_bytes) +
-                       " bytes when serialized");
-      }
+      if (Status err = ParseMetadata(v, config, &out->metadata_json); !err.ok()) return err;
     } else if (name == "model") {
       if (v.IsNull()) continue;
       std::string model;
@@ -417,6 +428,28 @@ StatusOr<ListMessagesQuery> ParseListMessagesQuery(std::string_view query) {
   ListMessagesQuery out;
   if (Status s = ParseListMessagesQueryInto(query, &out); !s.ok()) return s;
   return out;
+}
+
+StatusOr<int64_t> ParseTurnEventsQuery(std::string_view query, std::string_view last_id) {
+  std::map<std::string, std::string> params;
+  if (Status s = ParseQuery(query, &params); !s.ok()) return s;
+  int64_t after = 0;
+  for (const auto& [key, value] : params) {
+    if (key != "starting_after") return Invalid("unknown query parameter '" + key + "' (allowed: starting_after)");
+    if (!ParseDecimal(value, INT64_MAX, &after)) {
+      return Invalid("query parameter 'starting_after' must be a non-negative integer (an event's id)");
+    }
+  }
+  // An EventSource opened on ...?starting_after=N sends that URL again when
+  // it reconnects, with the id it saw last: the later of the two.
+  int64_t seen = 0;
+  if (!last_id.empty()) {
+    if (!ParseDecimal(last_id, INT64_MAX, &seen)) {
+      return Invalid("header Last-Event-ID must be a non-negative integer (an event's id)");
+    }
+    after = std::max(after, seen);
+  }
+  return after;
 }
 
 }  // namespace chatllm

@@ -10,6 +10,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/time_util.h"
+#include "durable_turn.h"
 
 namespace chatllm {
 
@@ -23,6 +24,30 @@ HttpResponse JsonResponse(int status, const rapidjson::StringBuffer& buf) {
   r.SetHeader("Content-Type", "application/json");
   r.body.assign(buf.GetString(), buf.GetSize());
   return r;
+}
+
+HttpResponse JsonBody(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.SetHeader("Content-Type", "application/json");
+  r.body = std::move(body);
+  return r;
+}
+
+HttpResponse StreamedResponse() {
+  HttpResponse r;
+  r.streamed = true;
+  return r;
+}
+
+HttpResponse EventStreamHead(const std::string& request_id, uint64_t epoch) {
+  HttpResponse head;
+  head.status = 200;
+  head.SetHeader("Content-Type", "text/event-stream; charset=utf-8");
+  head.SetHeader("X-Accel-Buffering", "no");
+  head.SetHeader("X-Request-Id", request_id);
+  head.SetHeader("X-Shard-Map-Epoch", std::to_string(epoch));
+  return head;
 }
 
 Status DbStatus(const DbError& e, const char* what) {
@@ -47,7 +72,7 @@ HttpResponse FromDbError(const DbError& e, const char* what) {
   return r;
 }
 
-void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s) {
+void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s, bool counts) {
   w.StartObject();
   w.Key("id");
   w.String(id.text());
@@ -60,10 +85,12 @@ void WriteSession(JsonWriter& w, const SessionId& id, const SessionRecord& s) {
   w.RawValue(s.metadata_json.data(), s.metadata_json.size(), rapidjson::kObjectType);
   w.Key("created_at");
   w.String(FormatRfc3339(s.created_us));
-  w.Key("updated_at");
-  w.String(FormatRfc3339(s.updated_us));
-  w.Key("message_count");
-  w.Int64(s.message_count);
+  if (counts) {
+    w.Key("updated_at");
+    w.String(FormatRfc3339(s.updated_us));
+    w.Key("message_count");
+    w.Int64(s.message_count);
+  }
   w.Key("model");
   if (s.model)
     w.String(*s.model);
@@ -97,6 +124,8 @@ void WriteMessage(JsonWriter& w, const MessageRecord& m) {
     meta.Parse(m.meta_json.data(), m.meta_json.size());
     if (meta.IsObject()) {
       for (const auto& member : meta.GetObject()) {
+        // The usage hold an answer settled is the server's bookkeeping.
+        if (std::string_view(member.name.GetString(), member.name.GetStringLength()) == "hold") continue;
         w.Key(member.name.GetString(), member.name.GetStringLength());
         member.value.Accept(w);
       }
@@ -131,8 +160,9 @@ Service::Service(const Config& config, Store* store, ProviderChain* providers, S
       keys_(int64_t{config.key_cache_ttl_ms} * 1000, 10000),
       turns_(config, store, providers, hooks.observer, hooks.limits) {}
 
-std::optional<HttpResponse> Service::Authenticate(const HttpRequest& request, UserId* user) {
+std::optional<HttpResponse> Service::Authenticate(const HttpRequest& request, UserId* user, std::string* key_id) {
   user->clear();
+  key_id->clear();
   if (!config_.auth_required) return std::nullopt;
   // Missing, malformed, unknown, revoked, expired, disabled: one answer.
   auto unauthorized = [] {
@@ -162,6 +192,7 @@ std::optional<HttpResponse> Service::Authenticate(const HttpRequest& request, Us
     return unauthorized();
   }
   *user = record.user_id;
+  *key_id = key->id;
   return std::nullopt;
 }
 
@@ -213,7 +244,7 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
   // without one learns nothing about the routes (401 before 404 and 405).
   UserId user;
   if (request.path == "/v1" || request.path.rfind("/v1/", 0) == 0) {
-    if (auto denied = Authenticate(request, &user)) return *denied;
+    if (auto denied = Authenticate(request, &user, &trace->key_id)) return *denied;
     if (!user.empty()) {
       trace->user = Hex(user);
       if (limits_ && !limits_->TakeToken(user, config_.user_requests_per_second, config_.user_burst)) {
@@ -253,24 +284,44 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
     return r;
   }
   // Every remaining route is under /v1, authenticated above. Only the two
-  // lists take query parameters; elsewhere any is a client's mistake.
-  if (route.id != RouteId::kListSessions && route.id != RouteId::kListMessages) {
+  // lists and a turn's events take query parameters; elsewhere any is a
+  // client's mistake.
+  if (route.id != RouteId::kListSessions && route.id != RouteId::kListMessages && route.id != RouteId::kTurnEvents &&
+      route.id != RouteId::kGetResponse && route.id != RouteId::kListConversationItems &&
+      route.id != RouteId::kGetUsage) {
     if (Status err = ParseNoQuery(request.query); !err.ok()) return FromStatus(err);
   }
   switch (route.id) {
+    case RouteId::kCreateResponse:
+      return CreateResponse(request, user, trace, stream);
+    case RouteId::kGetResponse:
+      return GetResponse(route.session_id, request, user, trace, stream);
+    case RouteId::kCancelResponse:
+      return CancelResponse(route.session_id, user, trace);
+    case RouteId::kCreateConversation:
+      return CreateConversation(request, user);
+    case RouteId::kGetConversation:
+      return GetConversation(route.session_id, user, trace);
+    case RouteId::kDeleteConversation:
+      return DeleteConversation(route.session_id, user, trace);
+    case RouteId::kListConversationItems:
+      return ListConversationItems(route.session_id, request, user, trace);
     case RouteId::kCreateSession:
       return CreateSession(request, user);
     case RouteId::kListSessions:
       return ListSessions(request, user);
+    case RouteId::kGetUsage:
+      return GetUsage(request, user, *trace);
     case RouteId::kChatCompletions:
       return ChatCompletions(request, user, trace, stream);
     default:
       break;
   }
   // Every remaining route is under /v1/sessions/{id}. A malformed id cannot
-  // name a session, so it is the same 404 as an unknown one.
+  // name a session, nor can the id of a user's home (SessionId::HomeOf), so
+  // either is the same 404 as an unknown one.
   std::optional<SessionId> id = SessionId::Parse(route.session_id);
-  if (!id) return SessionNotFound();
+  if (!id || !id->names_session()) return SessionNotFound();
   trace->session_id = id->text();
   switch (route.id) {
     case RouteId::kGetSession:
@@ -281,6 +332,19 @@ HttpResponse Service::Dispatch(const HttpRequest& request, RequestTrace* trace, 
       return ListMessages(*id, request, user);
     case RouteId::kAppendMessage:
       return AppendMessage(*id, request, user, trace, stream);
+    default:
+      break;
+  }
+  // A durable turn: /v1/sessions/{id}/turns/{turn}...
+  std::optional<int64_t> turn = ParseTurnId(route.turn_id);
+  if (!turn) return ErrorResponse(404, "turn_not_found", "no turn with this id in this session");
+  switch (route.id) {
+    case RouteId::kGetTurn:
+      return GetTurn(*id, *turn, user);
+    case RouteId::kTurnEvents:
+      return TurnEvents(*id, *turn, request, user, trace, stream);
+    case RouteId::kCancelTurn:
+      return CancelTurn(*id, *turn, user);
     default:
       return ErrorResponse(500, "internal_error", "unrouted request");
   }
@@ -350,12 +414,6 @@ HttpResponse Service::CreateSession(const HttpRequest& request, const UserId& us
   s.system_prompt = std::move(req.system_prompt);
   s.user_id = user;
   s.created_us = s.updated_us = NowMicros();
-  if (!user.empty() && config_.max_sessions_per_user > 0 &&
-      store_->CountSessions(user) >= config_.max_sessions_per_user) {
-    return ErrorResponse(409, "too_many_sessions",
-                         "this user has the maximum of " + std::to_string(config_.max_sessions_per_user) +
-                             " sessions; delete some first");
-  }
   // With an Idempotency-Key the id comes from the user and the key: a retry
   // lands on the same shard, where the key was recorded with the session.
   const SessionId id = idem ? SessionId::FromName("session\n" + user + "\n" + idem->key) : SessionId::Generate();
@@ -364,8 +422,15 @@ HttpResponse Service::CreateSession(const HttpRequest& request, const UserId& us
   WriteSession(w, id, s);
   HttpResponse r = JsonResponse(201, buf);
   r.SetHeader("Location", "/v1/sessions/" + id.text());
-  IdempotencyResult done = store_->CreateSession(id, s, idem ? &*idem : nullptr, 201, r.body);
+  // The limit applies to authenticated users (without authentication every
+  // session belongs to no one).
+  const int64_t max_sessions = user.empty() ? 0 : config_.max_sessions_per_user;
+  IdempotencyResult done = store_->CreateSession(id, s, idem ? &*idem : nullptr, 201, r.body, max_sessions);
   switch (done.outcome) {
+    case IdempotencyOutcome::kOverLimit:
+      return ErrorResponse(409, "too_many_sessions",
+                           "this user has the maximum of " + std::to_string(config_.max_sessions_per_user) +
+                               " sessions; delete some first");
     case IdempotencyOutcome::kNew:
       return r;
     case IdempotencyOutcome::kReplay: {
@@ -394,14 +459,13 @@ HttpResponse Service::ListSessions(const HttpRequest& request, const UserId& use
   w.StartObject();
   w.Key("data");
   w.StartArray();
-  for (const auto& [id, s] : page.sessions) WriteSession(w, id, s);
+  for (const auto& [id, s] : page.sessions) WriteSession(w, id, s, /*counts=*/false);
   w.EndArray();
   w.Key("has_more");
   w.Bool(page.has_more);
   w.Key("next_after");
   if (page.has_more) {
-    const auto& last = page.sessions.back();
-    w.String(SessionCursorText(last.second.created_us, last.first.bytes()));
+    w.String(SessionCursorText(page.next.created_us, page.next.id_bytes));
   } else {
     w.Null();
   }

@@ -51,7 +51,7 @@ HttpResponse Service::ChatCompletions(const HttpRequest& request, const UserId& 
     return presenter->Present(turns_.RunStateless(req, user, trace, *presenter));
   }
   std::optional<SessionId> id = SessionId::Parse(session_text);
-  if (!id) return SessionNotFound();
+  if (!id || !id->names_session()) return SessionNotFound();
   trace->session_id = id->text();
   // The session as the key's scope spells it: a replay answers with the
   // same bytes whichever spelling of the id the retry used.

@@ -271,6 +271,41 @@ void ReadAuth(Ini& ini, Config& c) {
   c.idempotency_lease_s = static_cast<int>(ini.Int("auth", "idempotency_lease_s", c.idempotency_lease_s, 1, 86400));
 }
 
+// [turns]: durable streamed turns. The lease must outlast the longest a
+// live producer can go without writing: the providers' read_timeout_ms (a
+// stream with no bytes for that long fails), plus a batch's flush_ms, plus
+// move_wait_ms (a write to a session a move has frozen waits that long for
+// it, then fails), else a live producer's turn would be taken for dead.
+// Read after [cluster] and the providers.
+void ReadTurns(Ini& ini, Config& c) {
+  std::string durable = ini.String("turns", "durable", "true");
+  if (durable != "true" && durable != "false") {
+    ini.Fail(ini.Find("turns", "durable")->line, "turns", "durable", "'" + durable + "' is not true or false");
+  }
+  c.durable_turns = durable == "true";
+  c.turn_flush_ms = static_cast<int>(ini.Int("turns", "flush_ms", c.turn_flush_ms, 10, 10000));
+  c.turn_flush_events = static_cast<int>(ini.Int("turns", "flush_events", c.turn_flush_events, 1, 10000));
+  c.turn_poll_ms = static_cast<int>(ini.Int("turns", "poll_ms", c.turn_poll_ms, 10, 10000));
+  c.turn_retention_s = static_cast<int>(ini.Int("turns", "retention_s", c.turn_retention_s, 60, 86400 * 30));
+  int64_t silent_ms = 0;
+  for (const ProviderConfig& p : c.providers) {
+    silent_ms = std::max<int64_t>(silent_ms, p.type == "echo" ? p.delay_ms : p.read_timeout_ms);
+  }
+  const int64_t lease = ini.Int("turns", "lease_ms", 0, 0, 3600000);
+  const int64_t quiet_ms = silent_ms + c.turn_flush_ms + c.move_wait_ms;
+  if (lease == 0) {
+    c.turn_lease_ms = static_cast<int>(quiet_ms + 5000);
+  } else if (lease <= quiet_ms) {
+    ini.Fail(ini.Find("turns", "lease_ms")->line, "turns", "lease_ms",
+             std::to_string(lease) + " ms is not longer than a live producer may go without writing (" +
+                 std::to_string(quiet_ms) +
+                 " ms: the providers' read_timeout_ms, flush_ms and [cluster] move_wait_ms): a live turn would be "
+                 "taken for dead");
+  } else {
+    c.turn_lease_ms = static_cast<int>(lease);
+  }
+}
+
 // [db]: how the shards are talked to.
 void ReadDb(Ini& ini, Config& c) {
   c.connect_timeout_s = static_cast<int>(ini.Int("db", "connect_timeout", c.connect_timeout_s, 1, 60));
@@ -291,6 +326,16 @@ void ReadCluster(Ini& ini, const std::string& path, Config& c) {
   c.map_refresh_ms = static_cast<int>(ini.Int("cluster", "map_refresh_ms", c.map_refresh_ms, 100, 3600000));
   c.move_wait_ms = static_cast<int>(ini.Int("cluster", "move_wait_ms", c.move_wait_ms, 0, 600000));
   c.map_file = ResolvePath(path, ini.String("cluster", "map_file", ""));
+  c.orphan_entry_age_s = static_cast<int>(ini.Int("cluster", "orphan_entry_age_s", c.orphan_entry_age_s, 1, 86400 * 7));
+  // A create waits up to move_wait_ms and then runs a few statements of at
+  // most a couple of seconds each: an entry younger than that may still
+  // belong to one in flight.
+  if (int64_t{c.orphan_entry_age_s} * 1000 < int64_t{c.move_wait_ms} + 5000) {
+    const IniEntry* age = ini.Find("cluster", "orphan_entry_age_s");
+    ini.Fail(age ? age->line : 0, "cluster", "orphan_entry_age_s",
+             std::to_string(c.orphan_entry_age_s) + " s is shorter than move_wait_ms + 5 s: an entry of a create " +
+                 "still in flight could be taken for an orphan");
+  }
 }
 
 // The lease of a keyed turn against the providers' timeouts.
@@ -314,6 +359,58 @@ void CheckIdempotencyLease(Ini& ini, const Config& c) {
   }
 }
 
+// [ha]: the replication accounts and the monitor's timing.
+void ReadHa(Ini& ini, const std::string& path, Config& c) {
+  c.ha_user = ini.String("ha", "user", c.migrate_user, false);
+  c.ha_password = ReadSecret(ini, "ha", "password", c.migrate_password);
+  c.repl_user = ini.String("ha", "repl_user", c.repl_user, false);
+  c.repl_password = ReadSecret(ini, "ha", "repl_password", "");
+  c.ha_check_ms = static_cast<int>(ini.Int("ha", "check_ms", c.ha_check_ms, 50, 60000));
+  c.ha_down_after_ms = static_cast<int>(ini.Int("ha", "down_after_ms", c.ha_down_after_ms, c.ha_check_ms, 600000));
+  c.ha_min_failover_interval_s =
+      static_cast<int>(ini.Int("ha", "min_failover_interval_s", c.ha_min_failover_interval_s, 0, 86400 * 7));
+  c.ha_catchup_timeout_ms = static_cast<int>(ini.Int("ha", "catchup_timeout_ms", c.ha_catchup_timeout_ms, 100, 600000));
+  c.ha_hook = ResolvePath(path, ini.String("ha", "hook", ""));
+}
+
+// [usage]: the ledger and budgets (docs/config.md).
+void ReadUsage(Ini& ini, Config& c) {
+  std::string ledger = ini.String("usage", "ledger", "true");
+  if (ledger != "true" && ledger != "false") {
+    ini.Fail(ini.Find("usage", "ledger")->line, "usage", "ledger", "'" + ledger + "' is not true or false");
+  }
+  c.usage_ledger = ledger == "true";
+  c.usage_budget_cache_ms = static_cast<int>(ini.Int("usage", "budget_cache_ms", c.usage_budget_cache_ms, 0, 600000));
+  // A hold outlives any turn: every provider of the chain tried in turn
+  // to its total timeout (retries included), the waits for moving sessions
+  // around it, and a minute more.
+  int64_t chain_ms = 0;
+  for (const ProviderConfig& p : c.providers) chain_ms += p.total_timeout_ms;
+  const int64_t floor_s = (chain_ms + 4 * int64_t{c.move_wait_ms} + 999) / 1000 + 60;
+  c.usage_hold_lease_s = static_cast<int>(ini.Int("usage", "hold_lease_s", floor_s, 1, 86400));
+}
+
+// [price.NAME]: prices of models' tokens, in file order.
+void ReadPrices(Ini& ini, Config& c) {
+  constexpr double kMaxUsd = 1e6;  // Per million tokens: far above any real price.
+  for (const std::string& s : ini.sections()) {
+    if (s.rfind("price.", 0) != 0) continue;
+    PriceConfig p;
+    p.name = s.substr(6);
+    if (p.name.empty() || p.name.size() > 128)
+      ini.Fail(ini.SectionLine(s), s, "", "price name must be 1..128 characters");
+    p.model = ini.String(s, "model", p.name, false);
+    p.provider = ini.String(s, "provider", p.provider, false);
+    if (!ini.Find(s, "input") || !ini.Find(s, "output")) {
+      ini.Fail(ini.SectionLine(s), s, "", "a price needs input and output (USD per million tokens)");
+    }
+    p.input = ini.Double(s, "input", 0, 0, kMaxUsd);
+    p.output = ini.Double(s, "output", 0, 0, kMaxUsd);
+    p.cached_input = ini.Double(s, "cached_input", p.input, 0, kMaxUsd);
+    c.prices.push_back(std::move(p));
+  }
+}
+
 // [shard.NAME]: the seed shards.
 void ReadShards(Ini& ini, Config& c) {
   for (const std::string& s : ini.sections()) {
@@ -327,12 +424,49 @@ void ReadShards(Ini& ini, Config& c) {
     sh.port = static_cast<int>(ini.Int(s, "port", sh.port, 1, 65535));
     sh.database = ini.String(s, "database", sh.database, false);
     sh.weight = static_cast<uint32_t>(ini.Int(s, "weight", sh.weight, 1, shard_router::Ring::kMaxWeight));
+    if (const IniEntry* e = ini.Find(s, "replicas")) {
+      for (const std::string& item : SplitList(e->value)) {
+        DbMember m;
+        if (!ParseMember(item, &m)) ini.Fail(e->line, s, "replicas", "'" + item + "' is not host:port");
+        if (m == DbMember{sh.host, sh.port} ||
+            std::find(sh.replicas.begin(), sh.replicas.end(), m) != sh.replicas.end()) {
+          ini.Fail(e->line, s, "replicas", "'" + item + "' is listed twice, or is the shard's own host and port");
+        }
+        sh.replicas.push_back(std::move(m));
+      }
+    }
     c.shards.push_back(std::move(sh));
   }
   if (c.shards.empty()) ini.Fail(0, "", "", "no [shard.NAME] section: at least one shard is required");
 }
 
 }  // namespace
+
+std::string MemberText(const DbMember& m) {
+  const bool v6 = m.host.find(':') != std::string::npos;
+  return (v6 ? "[" + m.host + "]" : m.host) + ":" + std::to_string(m.port);
+}
+
+bool ParseMember(std::string_view text, DbMember* out) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 >= text.size()) return false;
+  std::string_view host = text.substr(0, colon), port = text.substr(colon + 1);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return false;
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string_view::npos) {
+    return false;  // An IPv6 host needs its brackets.
+  }
+  int p = 0;
+  for (char ch : port) {
+    if (ch < '0' || ch > '9' || p > 65535) return false;
+    p = p * 10 + (ch - '0');
+  }
+  if (p < 1 || p > 65535) return false;
+  out->host = std::string(host);
+  out->port = p;
+  return true;
+}
 
 Config ParseConfig(std::string_view text, const std::string& path) {
   Ini ini(text, path);
@@ -341,7 +475,8 @@ Config ParseConfig(std::string_view text, const std::string& path) {
 
   for (const std::string& s : ini.sections()) {
     bool known = s == "server" || s == "limits" || s == "db" || s == "provider" || s == "cluster" || s == "auth" ||
-                 s.rfind("shard.", 0) == 0 || s.rfind("provider.", 0) == 0;
+                 s == "turns" || s == "ha" || s == "usage" || s.rfind("shard.", 0) == 0 ||
+                 s.rfind("provider.", 0) == 0 || s.rfind("price.", 0) == 0;
     if (!known) ini.Fail(ini.SectionLine(s), s, "", "unknown section");
   }
   ReadServer(ini, path, c);
@@ -351,6 +486,10 @@ Config ParseConfig(std::string_view text, const std::string& path) {
   ReadCluster(ini, path, c);
   ParseProviders(ini, &c);
   CheckIdempotencyLease(ini, c);
+  ReadTurns(ini, c);
+  ReadHa(ini, path, c);
+  ReadUsage(ini, c);
+  ReadPrices(ini, c);
   ReadShards(ini, c);
   ini.CheckAllUsed();
   return c;

@@ -55,13 +55,36 @@ SessionId SessionId::Generate() {
   return FromBytes(bytes);
 }
 
-SessionId SessionId::FromName(std::string_view name) {
+namespace {
+
+SessionId NameBased(std::string_view name, int version) {
   unsigned char sha[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(name.data()), name.size(), sha);
   std::string bytes(reinterpret_cast<const char*>(sha), 16);
-  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x80);  // Version 8.
+  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | (version << 4));
   bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant.
-  return FromBytes(bytes);
+  return SessionId::FromBytes(bytes);
+}
+
+}  // namespace
+
+SessionId SessionId::FromName(std::string_view name) { return NameBased(name, 8); }
+
+SessionId SessionId::HomeOf(std::string_view user) {
+  std::string name = "home\n";
+  name.append(user.data(), user.size());
+  return NameBased(name, 11);
+}
+
+SessionId SessionId::KeyUnitOf(std::string_view key_id) {
+  std::string name = "key\n";
+  name.append(key_id.data(), key_id.size());
+  return NameBased(name, 12);
+}
+
+bool SessionId::names_session() const {
+  const int version = (static_cast<unsigned char>(bytes_[6]) >> 4) & 0x0f;
+  return version == 4 || version == 8;
 }
 
 std::optional<SessionId> SessionId::Parse(std::string_view text) {

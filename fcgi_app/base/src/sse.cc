@@ -48,6 +48,8 @@ bool SseParser::Line(std::string_view line, const Handler& on_event) {
     has_data_ = true;
   } else if (field == "event") {
     current_.event.assign(value);
+  } else if (field == "id") {
+    current_.id.assign(value);
   }
   return true;
 }

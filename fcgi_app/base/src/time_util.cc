@@ -86,4 +86,18 @@ int64_t UnixMicrosFromCivil(int64_t year, unsigned month, unsigned day, unsigned
   return (DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second) * 1000000 + micros;
 }
 
+int64_t NextUtcPeriodStart(bool month) {
+  const std::time_t now = std::time(nullptr);
+  std::tm t{};
+  gmtime_r(&now, &t);
+  t.tm_hour = t.tm_min = t.tm_sec = 0;
+  if (month) {
+    t.tm_mday = 1;
+    t.tm_mon += 1;
+  } else {
+    t.tm_mday += 1;
+  }
+  return static_cast<int64_t>(timegm(&t));
+}
+
 }  // namespace chatllm

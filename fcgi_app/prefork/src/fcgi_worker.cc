@@ -135,11 +135,14 @@ class FcgiStream : public ResponseStream {
     return true;
   }
   size_t bytes_sent() const override { return bytes_; }
+  bool Finish(const HttpResponse& whole) override;
+  bool finished() const { return finished_; }
 
  private:
   FCGX_Request& fcgi_;
   const Config& config_;
   bool broken_ = false;
+  bool finished_ = false;
   size_t bytes_ = 0;
 };
 
@@ -150,6 +153,18 @@ size_t WriteResponse(FCGX_Request& fcgi, const HttpResponse& resp, const Config&
   // is nobody left to tell, and the worker carries on.
   FCGX_PutStr(out.data(), static_cast<int>(out.size()), fcgi.out);
   return out.size();
+}
+
+bool FcgiStream::Finish(const HttpResponse& whole) {
+  if (broken_ || bytes_ != 0) return false;
+  bytes_ = WriteResponse(fcgi_, whole, config_, false);
+  // The end of the FastCGI request: nginx completes the client's response
+  // while this thread goes on with the handler (ServeConnection does not
+  // finish it again).
+  FCGX_Finish_r(&fcgi_);
+  finished_ = true;
+  broken_ = true;
+  return true;
 }
 
 // Feeds the shared metrics and the current request's trace.
@@ -166,6 +181,19 @@ class ThreadObserver : public Observer {
   }
   void OnProviderCall(const std::string& provider, int64_t micros, bool ok) override {
     Count(board_->Provider(provider), micros, ok);
+  }
+  void OnBudgetRefusal(bool of_key, int kind) override {
+    if (kind >= 1 && kind <= 6) board_->counters().budget_refusals[of_key ? 1 : 0][kind].fetch_add(1);
+  }
+  void OnTokens(const std::string& provider, const std::string& model, int64_t prompt, int64_t cached,
+                int64_t completion, int64_t cost_nanos) override {
+    UsageSeries* u = board_->Usage(provider, model);
+    if (!u) return;
+    u->answers.fetch_add(1, std::memory_order_relaxed);
+    if (prompt > 0) u->prompt_tokens.fetch_add(static_cast<uint64_t>(prompt), std::memory_order_relaxed);
+    if (cached > 0) u->cached_tokens.fetch_add(static_cast<uint64_t>(cached), std::memory_order_relaxed);
+    if (completion > 0) u->completion_tokens.fetch_add(static_cast<uint64_t>(completion), std::memory_order_relaxed);
+    if (cost_nanos > 0) u->cost_nanos.fetch_add(static_cast<uint64_t>(cost_nanos), std::memory_order_relaxed);
   }
 
  private:
@@ -264,7 +292,7 @@ void ServeConnection(WorkerShared* w, int slot, int fd, FCGX_Request& fcgi, Requ
   observer.set_trace(nullptr);
   w->board->SetState(slot, SlotState::kWriting);
   size_t bytes = resp.streamed ? stream.bytes_sent() : WriteResponse(fcgi, resp, config, req.method == "HEAD");
-  FCGX_Finish_r(&fcgi);
+  if (!stream.finished()) FCGX_Finish_r(&fcgi);
   const int64_t took = MonotonicMicros() - start;
   w->board->EndRequest(slot);
   w->board->CountRequest(trace.route, resp.status, took);

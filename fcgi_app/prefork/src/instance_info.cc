@@ -178,6 +178,39 @@ void SeriesMetrics(std::ostringstream& out, NamedSeries* table, int n, const cha
   }
 }
 
+// Tokens and cost by provider and model (docs/metrics.md).
+void UsageMetrics(std::ostringstream& out, UsageSeries* table, int n) {
+  auto labels = [](const UsageSeries& u) {
+    const std::string name = u.name;
+    const size_t tab = name.find('\t');
+    return "provider=\"" + Label(name.substr(0, tab)) + "\",model=\"" +
+           Label(tab == std::string::npos ? "" : name.substr(tab + 1)) + "\"";
+  };
+  Header(out, "chatllm_answers_total", "counter", "Answers received from providers, by provider and model.");
+  for (int i = 0; i < n; ++i) {
+    if (table[i].claimed.load() != 2) continue;
+    out << "chatllm_answers_total{" << labels(table[i]) << "} " << table[i].answers.load() << '\n';
+  }
+  Header(out, "chatllm_tokens_total", "counter",
+         "Tokens as the providers reported them, by provider, model and kind (prompt includes cached).");
+  for (int i = 0; i < n; ++i) {
+    if (table[i].claimed.load() != 2) continue;
+    const std::string l = labels(table[i]);
+    out << "chatllm_tokens_total{" << l << ",kind=\"prompt\"} " << table[i].prompt_tokens.load() << '\n';
+    out << "chatllm_tokens_total{" << l << ",kind=\"cached\"} " << table[i].cached_tokens.load() << '\n';
+    out << "chatllm_tokens_total{" << l << ",kind=\"completion\"} " << table[i].completion_tokens.load() << '\n';
+  }
+  Header(out, "chatllm_cost_usd_total", "counter", "What the answers cost at the [price.NAME] prices, in USD.");
+  for (int i = 0; i < n; ++i) {
+    if (table[i].claimed.load() != 2) continue;
+    const uint64_t nanos = table[i].cost_nanos.load();
+    char usd[40];
+    std::snprintf(usd, sizeof usd, "%llu.%09llu", static_cast<unsigned long long>(nanos / 1000000000),
+                  static_cast<unsigned long long>(nanos % 1000000000));
+    out << "chatllm_cost_usd_total{" << labels(table[i]) << "} " << usd << '\n';
+  }
+}
+
 std::string RouteLabels(const std::vector<RouteLabel>& routes, int route) {
   static const RouteLabel kUnnamed{"any", "?"};
   const RouteLabel& r = route < static_cast<int>(routes.size()) ? routes[route] : kUnnamed;
@@ -208,6 +241,18 @@ std::string InstanceInfo::Metrics() const {
   SeriesMetrics(out, board_->shards(), Scoreboard::kMaxShards, "chatllm_db_queries", "shard", "Database statements");
   SeriesMetrics(out, board_->providers(), Scoreboard::kMaxProviders, "chatllm_provider_requests", "provider",
                 "LLM provider calls");
+
+  UsageMetrics(out, board_->usage(), Scoreboard::kMaxUsage);
+  Header(out, "chatllm_budget_refusals_total", "counter",
+         "Turns refused by a budget (429 budget_exceeded), by scope (user or key) and budget.");
+  static const char* kBudgets[] = {"",           "tokens_day", "tokens_month", "cost_day",
+                                   "cost_month", "concurrent", "unpriced"};
+  for (int scope = 0; scope < 2; ++scope) {
+    for (int kind = 1; kind <= 6; ++kind) {
+      out << "chatllm_budget_refusals_total{scope=\"" << (scope ? "key" : "user") << "\",budget=\"" << kBudgets[kind]
+          << "\"} " << board_->counters().budget_refusals[scope][kind].load() << '\n';
+    }
+  }
 
   std::map<std::string, int> by_state = {{"idle", 0}, {"reading", 0}, {"handling", 0}, {"writing", 0}};
   std::set<pid_t> pids;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 
 #include "base/time_util.h"
 
@@ -54,6 +55,7 @@ struct Scoreboard::Layout {
   SharedHistogram request_latency[kMetricRoutes];
   NamedSeries shards[kMaxShards];
   NamedSeries providers[kMaxProviders];
+  UsageSeries usage[kMaxUsage];
   UserSlot users[kUserSlots];
   // WorkerSlot slots[] follow.
 };
@@ -70,6 +72,7 @@ Scoreboard::Scoreboard(int slots) : slots_(slots) {
   slot_array_ = reinterpret_cast<WorkerSlot*>(static_cast<char*>(p) + sizeof(Layout));
   shards_ = layout_->shards;
   providers_ = layout_->providers;
+  usage_ = layout_->usage;
   layout_->counters.started_unix.store(NowMicros() / 1000000);
 }
 
@@ -197,13 +200,14 @@ void Scoreboard::CountRequest(int route, int status, int64_t micros) {
   layout_->request_latency[route].Observe(micros);
 }
 
-NamedSeries* Scoreboard::Series(NamedSeries* table, int n, std::string_view name) {
+template <class T>
+T* Scoreboard::Claim(T* table, int n, std::string_view name) {
   if (name.empty()) return nullptr;
   // Compare what fits in a slot: a longer name compared whole would never
   // match its stored copy and claim a new slot at each call.
-  name = name.substr(0, sizeof(NamedSeries::name) - 1);
+  name = name.substr(0, sizeof(T::name) - 1);
   for (int i = 0; i < n; ++i) {
-    NamedSeries& s = table[i];
+    T& s = table[i];
     uint32_t state = s.claimed.load(std::memory_order_acquire);
     if (state == 2 && name == s.name) return &s;
     if (state == 0) {
@@ -221,6 +225,15 @@ NamedSeries* Scoreboard::Series(NamedSeries* table, int n, std::string_view name
     if (name == s.name) return &s;
   }
   return nullptr;  // Table full: not counted.
+}
+
+NamedSeries* Scoreboard::Series(NamedSeries* table, int n, std::string_view name) { return Claim(table, n, name); }
+
+UsageSeries* Scoreboard::Usage(std::string_view provider, std::string_view model) {
+  std::string name(provider.substr(0, 64));
+  name += '\t';
+  name += model.substr(0, 128);
+  return Claim(usage_, kMaxUsage, name);
 }
 
 }  // namespace chatllm

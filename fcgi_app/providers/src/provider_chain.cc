@@ -8,6 +8,7 @@
 #include "base/http.h"
 #include "base/log.h"
 #include "base/time_util.h"
+#include "providers/pricing.h"
 
 namespace chatllm {
 namespace {
@@ -59,13 +60,14 @@ bool ChoiceDependsOnModel(const std::vector<std::unique_ptr<Provider>>& provider
 
 }  // namespace
 
-ProviderChain::ProviderChain(const Config& config) {
+ProviderChain::ProviderChain(const Config& config) : prices_(config.prices) {
   for (const ProviderConfig& p : config.providers) providers_.push_back(MakeProvider(p));
   routes_by_model_ = ChoiceDependsOnModel(providers_);
 }
 
-ProviderChain::ProviderChain(std::vector<std::unique_ptr<Provider>> providers, std::function<void(int64_t ms)> sleep)
-    : providers_(std::move(providers)), sleep_(std::move(sleep)) {
+ProviderChain::ProviderChain(std::vector<std::unique_ptr<Provider>> providers, std::function<void(int64_t ms)> sleep,
+                             std::vector<PriceConfig> prices)
+    : providers_(std::move(providers)), prices_(std::move(prices)), sleep_(std::move(sleep)) {
   routes_by_model_ = ChoiceDependsOnModel(providers_);
 }
 
@@ -84,6 +86,34 @@ bool ProviderChain::NeedsContext(const std::string& model) const {
     if (p->uses_context()) return true;
   }
   return false;
+}
+
+int64_t ProviderChain::WorstCostNanos(const std::string& model, int64_t prompt_tokens, int max_tokens,
+                                      int64_t* tokens) const {
+  int64_t worst_tokens = 0, worst_cost = 0;
+  bool priced = true;
+  for (Provider* p : Candidates(model)) {
+    const int64_t out = max_tokens > 0 ? max_tokens : p->config().max_tokens;
+    worst_tokens = std::max(worst_tokens, prompt_tokens + out);
+    const PriceConfig* price = FindPrice(prices_, p->name(), model.empty() ? p->config().model : model);
+    if (!price) {
+      priced = false;
+      continue;
+    }
+    worst_cost = std::max(worst_cost, CostNanos(*price, prompt_tokens, 0, out));
+  }
+  *tokens = worst_tokens;
+  return priced ? worst_cost : -1;
+}
+
+int64_t ProviderChain::HighestCostNanos(const std::string& model, int64_t prompt, int64_t completion) const {
+  int64_t highest = -1;
+  for (Provider* p : Candidates(model)) {
+    if (const PriceConfig* price = FindPrice(prices_, p->name(), model.empty() ? p->config().model : model)) {
+      highest = std::max(highest, CostNanos(*price, prompt, 0, completion));
+    }
+  }
+  return highest;
 }
 
 Completion ProviderChain::Complete(ProviderRequest request, DeltaSink* sink, Observer* observer, RequestTrace* trace) {
@@ -108,6 +138,10 @@ Completion ProviderChain::Complete(ProviderRequest request, DeltaSink* sink, Obs
         if (trace) trace->provider_us += took;
         if (observer) observer->OnProviderCall(p->name(), took, true);
         c.provider = p->name();
+        PriceCompletion(prices_, &c);
+        if (observer) {
+          observer->OnTokens(c.provider, c.model, c.prompt_tokens, c.cached_tokens, c.completion_tokens, c.cost_nanos);
+        }
         return c;
       } catch (const ProviderError& e) {
         const int64_t took = MonotonicMicros() - start;

@@ -197,10 +197,7 @@ Completion OpenAiProvider::Call(const ProviderRequest& request, DeltaSink* sink,
       return false;
     }
     if (std::string m = StringMember(d, "model"); !m.empty()) c.model = m;
-    if (const rapidjson::Value* usage = Member(d, "usage"); usage && usage->IsObject()) {
-      c.prompt_tokens = IntMember(*usage, "prompt_tokens");
-      c.completion_tokens = IntMember(*usage, "completion_tokens");
-    }
+    if (const rapidjson::Value* usage = Member(d, "usage"); usage && usage->IsObject()) ReadOpenAiUsage(*usage, &c);
     const rapidjson::Value* choices = Member(d, "choices");
     if (!choices || !choices->IsArray() || choices->Empty()) return true;
     const rapidjson::Value& choice = (*choices)[0];
@@ -264,7 +261,7 @@ Completion AnthropicProvider::Call(const ProviderRequest& request, DeltaSink* si
     if (type == "message_start") {
       if (const rapidjson::Value* m = Member(d, "message")) {
         if (std::string mm = StringMember(*m, "model"); !mm.empty()) c.model = mm;
-        if (const rapidjson::Value* usage = Member(*m, "usage")) c.prompt_tokens = IntMember(*usage, "input_tokens");
+        if (const rapidjson::Value* usage = Member(*m, "usage")) ReadAnthropicInput(*usage, &c);
       }
     } else if (type == "content_block_delta") {
       const rapidjson::Value* delta = Member(d, "delta");

@@ -3,6 +3,7 @@
 
 #include "wire_format.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -177,11 +178,24 @@ Status ParseOpenAiResponse(std::string_view body, Completion* out) {
   out->content = content->IsString() ? std::string(content->GetString(), content->GetStringLength()) : "";
   out->finish_reason = OpenAiFinish(StringMember((*choices)[0], "finish_reason"));
   out->model = StringMember(d, "model");
-  if (const rapidjson::Value* usage = Member(d, "usage")) {
-    out->prompt_tokens = IntMember(*usage, "prompt_tokens");
-    out->completion_tokens = IntMember(*usage, "completion_tokens");
-  }
+  if (const rapidjson::Value* usage = Member(d, "usage")) ReadOpenAiUsage(*usage, out);
   return Status::Ok();
+}
+
+void ReadOpenAiUsage(const rapidjson::Value& usage, Completion* c) {
+  c->prompt_tokens = IntMember(usage, "prompt_tokens");
+  c->completion_tokens = IntMember(usage, "completion_tokens");
+  const rapidjson::Value* details = Member(usage, "prompt_tokens_details");
+  c->cached_tokens = details ? IntMember(*details, "cached_tokens") : -1;
+}
+
+void ReadAnthropicInput(const rapidjson::Value& usage, Completion* c) {
+  const int64_t input = IntMember(usage, "input_tokens");
+  if (input < 0) return;
+  const int64_t read = IntMember(usage, "cache_read_input_tokens");
+  const int64_t written = IntMember(usage, "cache_creation_input_tokens");
+  c->prompt_tokens = input + std::max<int64_t>(read, 0) + std::max<int64_t>(written, 0);
+  c->cached_tokens = read;
 }
 
 Status ParseAnthropicResponse(std::string_view body, Completion* out) {
@@ -196,7 +210,7 @@ Status ParseAnthropicResponse(std::string_view body, Completion* out) {
   out->finish_reason = AnthropicFinish(StringMember(d, "stop_reason"));
   out->model = StringMember(d, "model");
   if (const rapidjson::Value* usage = Member(d, "usage")) {
-    out->prompt_tokens = IntMember(*usage, "input_tokens");
+    ReadAnthropicInput(*usage, out);
     out->completion_tokens = IntMember(*usage, "output_tokens");
   }
   return Status::Ok();

@@ -18,6 +18,13 @@ const rapidjson::Value* Member(const rapidjson::Value& v, const char* name);
 std::string StringMember(const rapidjson::Value& v, const char* name);
 // An integer member's value, or -1.
 int64_t IntMember(const rapidjson::Value& v, const char* name);
+// Token counts of an OpenAI `usage` object (an answer or the last chunk):
+// prompt, completion and the prompt's cached part
+// (prompt_tokens_details.cached_tokens).
+void ReadOpenAiUsage(const rapidjson::Value& usage, Completion* c);
+// The prompt side of an Anthropic `usage` object, counted as OpenAI does:
+// prompt_tokens = input + cache reads + cache writes, cached = cache reads.
+void ReadAnthropicInput(const rapidjson::Value& usage, Completion* c);
 // The finish reason as docs/providers.md names it.
 std::string OpenAiFinish(const std::string& reason);
 std::string AnthropicFinish(const std::string& stop_reason);

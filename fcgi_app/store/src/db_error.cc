@@ -12,6 +12,8 @@ const char* DbErrorKindName(DbErrorKind kind) {
       return "timeout";
     case DbErrorKind::kRetryable:
       return "retryable";
+    case DbErrorKind::kReadOnly:
+      return "read_only";
     case DbErrorKind::kQuery:
       return "query";
   }
@@ -23,6 +25,9 @@ DbErrorKind ClassifyMysqlErrno(int code) {
     case 1205:  // ER_LOCK_WAIT_TIMEOUT
     case 1213:  // ER_LOCK_DEADLOCK
       return DbErrorKind::kRetryable;
+    case 1290:  // ER_OPTION_PREVENTS_STATEMENT (--read-only)
+    case 1836:  // ER_READ_ONLY_MODE
+      return DbErrorKind::kReadOnly;
     case 1969:  // ER_STATEMENT_TIMEOUT (max_statement_time)
       return DbErrorKind::kTimeout;
     case 2002:  // CR_CONNECTION_ERROR

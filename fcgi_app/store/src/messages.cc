@@ -16,6 +16,7 @@ namespace {
 
 constexpr int64_t kTakenOver = int64_t{1} << 40;  // chat_turn_begin_v2: 2^40 + the stored user seq.
 constexpr int64_t kFull = -4;                     // sql/006_auth.sql
+constexpr int64_t kTurnLost = -20;                // sql/010_turns.sql: the producer no longer holds the turn.
 
 // chat_turn_begin's codes for a key that stops the turn (nothing stored).
 std::optional<IdempotencyOutcome> KeyOutcome(int64_t code) {
@@ -124,11 +125,11 @@ ShardedStore::Placed<AppendResult> ShardedStore::ClaimTurn(Prepared& p, uint64_t
 
 ShardedStore::Placed<AppendResult> ShardedStore::StoreMessage(Prepared& p, uint64_t epoch, const SessionId& id,
                                                               const UserId& user, const AppendRequest& req) {
-  // An answer completing a key commits with it; any other append is one
-  // autocommitted statement.
+  // An answer completing a key or closing a durable turn commits with
+  // them; any other append is one autocommitted statement.
   AppendResult r;
   std::optional<Transaction> txn;
-  if (req.complete) txn.emplace(p.conn, p.shard);
+  if (req.complete || req.close_turn) txn.emplace(p.conn, p.shard);
   MysqlStatement& st = p.append;
   st.BindBytes(0, id.bytes());
   st.BindString(1, req.role);
@@ -148,7 +149,60 @@ ShardedStore::Placed<AppendResult> ShardedStore::StoreMessage(Prepared& p, uint6
   const Placement placement = CodePlacement<Placement>(code);
   if (placement != Placement::kHere) return Placed<AppendResult>{placement, r};
   r.seq = code;
-  if (!req.complete) return Placed<AppendResult>{Placement::kHere, r};
+  if (req.close_turn && req.turn_events && !req.turn_events->empty()) {
+    // Its last events first, in the same transaction (the text is whole:
+    // a cancel asked for meanwhile changes nothing).
+    const std::string events = EventsJson(*req.turn_events);  // Bound by reference: outlives Execute.
+    MysqlStatement& flush = p.turn_flush;
+    flush.BindBytes(0, id.bytes());
+    BindUser(flush, 1, user);
+    flush.BindInt64(2, static_cast<int64_t>(epoch));
+    flush.BindInt64(3, req.close_turn);
+    flush.BindInt64(4, req.producer);
+    flush.BindInt64(5, req.first_event);
+    flush.BindString(6, events);
+    flush.BindInt64(7, req.lease_ms);
+    flush.Execute();
+    const int64_t flushed = flush.Int64(0, 0);
+    if (flushed == kTurnLost) {
+      r = AppendResult{};  // Rolled back.
+      r.turn_lost = true;
+      return Placed<AppendResult>{Placement::kHere, r};
+    }
+    if (flushed < 1) {
+      const Placement moved = CodePlacement<Placement>(flushed);
+      return Placed<AppendResult>{moved == Placement::kHere ? Placement::kStale : moved, AppendResult{}};
+    }
+  }
+  if (req.close_turn) {
+    // The turn ends with its answer, if its producer still holds it (the
+    // session's placement was checked by the append, under its row lock).
+    MysqlStatement& close = p.turn_close;
+    close.BindBytes(0, id.bytes());
+    BindUser(close, 1, user);
+    close.BindInt64(2, static_cast<int64_t>(epoch));
+    close.BindInt64(3, req.close_turn);
+    close.BindInt64(4, req.producer);
+    close.BindString(5, req.turn_state);
+    close.BindInt64(6, r.seq);
+    close.Execute();
+    const int64_t closed = close.Int64(0, 0);
+    if (closed == kTurnLost) {
+      r = AppendResult{};  // Rolled back.
+      r.turn_lost = true;
+      return Placed<AppendResult>{Placement::kHere, r};
+    }
+    if (closed != 1) {
+      // A placement (a map published since the append's look): rolled
+      // back and routed again, as the append would have been.
+      const Placement moved = CodePlacement<Placement>(closed);
+      return Placed<AppendResult>{moved == Placement::kHere ? Placement::kStale : moved, AppendResult{}};
+    }
+  }
+  if (!req.complete) {
+    if (txn) txn->Commit();
+    return Placed<AppendResult>{Placement::kHere, r};
+  }
   const std::string idem_user = IdemUser(user);
   const std::string recipe = RecipeJson(req.complete_recipe, req.reply_to, r.seq);
   MysqlStatement& done = p.idem_complete;
@@ -174,9 +228,35 @@ ShardedStore::Placed<AppendResult> ShardedStore::StoreMessage(Prepared& p, uint6
 
 AppendResult ShardedStore::Append(const SessionId& id, const UserId& user, const AppendRequest& req) {
   auto result = Routed<AppendResult>(id, false, "append message", [&](Prepared& p, uint64_t epoch) {
-    return req.claim ? ClaimTurn(p, epoch, id, user, req) : StoreMessage(p, epoch, id, user, req);
+    if (!req.open_turn) return req.claim ? ClaimTurn(p, epoch, id, user, req) : StoreMessage(p, epoch, id, user, req);
+    // The user message and its durable turn commit together: one commit.
+    Transaction txn(p.conn, p.shard);
+    Placed<AppendResult> r = req.claim ? ClaimTurn(p, epoch, id, user, req) : StoreMessage(p, epoch, id, user, req);
+    if (r.placement != Placement::kHere) return r;  // Nothing written; rolled back.
+    if (r.value.seq != 0 && !r.value.full && r.value.idempotency.outcome == IdempotencyOutcome::kNew) {
+      MysqlStatement& open = p.turn_open;
+      open.BindBytes(0, id.bytes());
+      BindUser(open, 1, user);
+      open.BindInt64(2, static_cast<int64_t>(epoch));
+      open.BindInt64(3, req.open_turn);
+      open.BindInt64(4, r.value.seq);
+      open.BindInt64(5, req.producer);
+      open.BindInt64(6, req.lease_ms);
+      open.Execute();
+      const int64_t opened = open.Int64(0, 0);
+      if (opened != 1) {
+        // The append checked the placement under the row lock: a map
+        // published since. Rolled back, routed again.
+        const Placement moved = CodePlacement<Placement>(opened);
+        return Placed<AppendResult>{moved == Placement::kHere ? Placement::kStale : moved, AppendResult{}};
+      }
+      r.value.turn_opened = true;
+    }
+    txn.Commit();
+    return r;
   });
   if (req.claim && result && result->seq != 0) MaybeExpireKeys(last_shard_);
+  if (result && result->turn_opened) MaybeExpireTurns(last_shard_);
   return result.value_or(AppendResult{});
 }
 

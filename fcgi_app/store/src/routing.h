@@ -29,6 +29,10 @@ inline void BindUser(MysqlStatement& st, int pos, const UserId& user) {
 // idempotency_keys.user_id is NOT NULL (part of the primary key): no user is 16 zero bytes.
 inline std::string IdemUser(const UserId& user) { return user.empty() ? std::string(16, '\0') : user; }
 
+// A turn's events as chat_turn_flush takes them: a JSON array of the texts,
+// in order (turns.cc).
+std::string EventsJson(const std::vector<std::string>& texts);
+
 // Columns: seq, role, content, reply_to, created_at, state, meta.
 inline MessageRecord RowToMessage(const MysqlStatement& st, size_t row) {
   return MessageRecord{st.Int64(row, 0), st.Text(row, 1),           st.Text(row, 2),
@@ -147,8 +151,16 @@ std::optional<T> ShardedStore::Routed(const SessionId& id, bool is_read, const c
       try {
         placed.emplace(OnShard(ShardNamed(name), is_read, what, [&](Prepared& p) { return fn(p, epoch); }));
       } catch (const DbError& e) {
+        // Read-only: a switchover or failover is changing the shard's
+        // primary. Nothing was written: wait for the map that names the new
+        // one (within the move budget) and go again.
+        if (e.kind() == DbErrorKind::kReadOnly) {
+          WaitForPrimary(name, deadline, &backoff_us);
+          retry = true;
+          break;
+        }
         // Unreachable (the statement never ran): perhaps the shard left the
-        // map since we read it (drained, removed, stopped). Look once.
+        // map since we read it (drained, removed, stopped, failed over). Look once.
         if (e.kind() != DbErrorKind::kUnavailable || refreshed_after_failure) throw;
         refreshed_after_failure = true;
         if (!RefreshMap()) throw;
@@ -189,17 +201,20 @@ std::optional<T> ShardedStore::Routed(const SessionId& id, bool is_read, const c
         ::usleep(static_cast<useconds_t>(backoff_us));
         backoff_us = std::min<int64_t>(backoff_us * 2, 20000);
       } else {  // kMoved or kStale: our map is out of date.
-        if (++refreshes > 8) {
-          throw DbError(DbErrorKind::kUnavailable, 0, name, "shard map keeps changing; retry");
+        if (RefreshMap()) {
+          if (++refreshes > 8) {
+            throw DbError(DbErrorKind::kUnavailable, 0, name, "shard map keeps changing; retry");
+          }
+        } else {
+          // Our map is the newest we can read. kMoved: either the move
+          // finished between our look at its new shard and this one (look
+          // again), or the session was moved and later deleted (then it
+          // stays absent: 404). kStale: the newer map is not readable yet
+          // (its shards are busy or being restarted): wait for it, as for a
+          // move, instead of failing at once.
+          if (r.placement == Placement::kMoved && ++tombstone_rounds > 3) continue;
+          WaitForNewerMap(name, deadline, &backoff_us);
         }
-        bool changed = RefreshMap();
-        if (!changed && r.placement == Placement::kMoved) {
-          // Our map is the newest. Either the move finished between our look
-          // at its new shard and this one (look again), or the session was
-          // moved and later deleted (then it stays absent: 404).
-          if (++tombstone_rounds > 3) continue;
-        }
-        if (!changed) ::usleep(static_cast<useconds_t>(backoff_us));
       }
       retry = true;
       break;
@@ -214,6 +229,75 @@ std::optional<T> ShardedStore::Routed(const SessionId& id, bool is_read, const c
     last_epoch_ = epoch;
     return std::nullopt;
   }
+}
+
+// Creates a placement unit whose id is derived (a home, a key) on its owner:
+// `create(Prepared&, epoch)` runs there and returns 1, or -3 when the
+// shard's fence says our map is stale. A unit is created only when no
+// other candidate holds it or can still be given it by a request routed
+// with an older map (that shard's fence is behind ours: wait, as a keyed
+// create does): two copies of one unit would split what it holds.
+template <typename Create>
+void ShardedStore::CreateUnit(const SessionId& id, const char* what, Create&& create) {
+  const int64_t deadline = MonotonicMicros() + int64_t{config_.move_wait_ms} * 1000;
+  int64_t backoff_us = 1000;
+  int changes = 0;
+  for (int attempt = 0;; ++attempt) {
+    std::shared_ptr<const ClusterMap> map = map_;
+    const uint64_t epoch = map->epoch();
+    const std::string& owner = map->router().Owner(id.text());
+    bool wait = false, elsewhere = false;
+    for (const std::string& name : map->router().Candidates(id.text())) {
+      if (name == owner) continue;
+      OnShard(ShardNamed(name), true, "look for a unit elsewhere", [&](Prepared& p) {
+        p.presence.BindBytes(0, id.bytes());
+        p.presence.Execute();
+        if (static_cast<uint64_t>(p.presence.Int64(0, 0)) < epoch) wait = true;
+        const std::string& state = p.presence.Text(0, 1);
+        if (state == "moving") wait = true;
+        if (state == "active") elsewhere = true;
+        return 0;
+      });
+    }
+    if (elsewhere) return;  // The caller's next look finds it there.
+    if (wait) {
+      if (MonotonicMicros() + backoff_us > deadline) {
+        throw DbError(DbErrorKind::kUnavailable, 0, owner, "the shard map is still being published; retry");
+      }
+      ::usleep(static_cast<useconds_t>(backoff_us));
+      backoff_us = std::min<int64_t>(backoff_us * 2, 20000);
+      if (attempt % 4 == 3) RefreshMap();
+      continue;
+    }
+    int64_t code = 0;
+    try {
+      code = OnShard(ShardNamed(owner), false, what, [&](Prepared& p) { return create(p, epoch); });
+    } catch (const DbError& e) {
+      if (e.kind() != DbErrorKind::kReadOnly) throw;
+      WaitForPrimary(owner, deadline, &backoff_us);
+      continue;
+    }
+    if (code == 1) return;
+    // Fenced: our map is stale.
+    if (RefreshMap()) {
+      if (++changes > 8) throw DbError(DbErrorKind::kUnavailable, 0, owner, "shard map keeps changing; retry");
+    } else {
+      WaitForNewerMap(owner, deadline, &backoff_us);
+    }
+  }
+}
+
+// Runs `fn` on `user`'s home (see sharded_store.h), creating the home
+// first if no shard holds it.
+template <typename Fn>
+int ShardedStore::HomeCall(const UserId& user, const char* what, Fn&& fn) {
+  const SessionId home = SessionId::HomeOf(user);
+  for (int round = 0; round < 3; ++round) {
+    std::optional<int> code = Routed<int>(home, false, what, fn);
+    if (code) return *code;
+    EnsureHome(home, user);
+  }
+  throw DbError(DbErrorKind::kUnavailable, 0, "", std::string(what) + ": the user's home keeps moving; retry");
 }
 
 }  // namespace chatllm

@@ -139,14 +139,15 @@ std::pair<bool, IdempotencyResult> ShardedStore::CreateOnOwner(const std::string
   });
 }
 
-IdempotencyResult ShardedStore::CreateSession(const SessionId& id, const SessionRecord& session,
-                                              const IdempotencyKey* idem, int status, const std::string& response) {
+IdempotencyResult ShardedStore::CreateOnItsShard(const SessionId& id, const SessionRecord& session,
+                                                 const IdempotencyKey* idem, int status, const std::string& response) {
   // Created only on the owner under the newest map: a session created while
   // a move is in progress already lands on its new shard.
   MaybeRefresh();
   const int64_t deadline = MonotonicMicros() + int64_t{config_.move_wait_ms} * 1000;
   int64_t backoff_us = 1000;
   bool refreshed_after_failure = false;
+  int changes = 0;
   for (int attempt = 0;; ++attempt) {
     std::shared_ptr<const ClusterMap> map = map_;
     const uint64_t epoch = map->epoch();
@@ -181,13 +182,22 @@ IdempotencyResult ShardedStore::CreateSession(const SessionId& id, const Session
         return out.second;
       }
     } catch (const DbError& e) {
+      // Read-only: its primary is changing; nothing was written.
+      if (e.kind() == DbErrorKind::kReadOnly) {
+        WaitForPrimary(owner, deadline, &backoff_us);
+        continue;
+      }
       // A shard is unreachable: perhaps it left the map. Look once.
       if (e.kind() != DbErrorKind::kUnavailable || refreshed_after_failure || !RefreshMap()) throw;
       refreshed_after_failure = true;
       continue;
     }
-    if (attempt >= 5) throw DbError(DbErrorKind::kUnavailable, 0, owner, "shard map keeps changing; retry");
-    RefreshMap();  // Fenced: our map is stale.
+    // Fenced: our map is stale.
+    if (RefreshMap()) {
+      if (++changes > 8) throw DbError(DbErrorKind::kUnavailable, 0, owner, "shard map keeps changing; retry");
+    } else {
+      WaitForNewerMap(owner, deadline, &backoff_us);
+    }
   }
 }
 
@@ -213,7 +223,7 @@ std::optional<SessionRecord> ShardedStore::GetSession(const SessionId& id, const
   });
 }
 
-bool ShardedStore::DeleteSession(const SessionId& id, const UserId& user) {
+bool ShardedStore::DeleteOnItsShard(const SessionId& id, const UserId& user) {
   static const std::string create_target = IdempotencyTargetSha(kCreateSessionTarget);  // Kept by a tombstone.
   return Routed<bool>(id, false, "delete session",
                       [&](Prepared& p, uint64_t epoch) {
@@ -228,8 +238,7 @@ bool ShardedStore::DeleteSession(const SessionId& id, const UserId& user) {
       .has_value();
 }
 
-SessionPage ShardedStore::ListSessions(const UserId& user, const SessionCursor& cursor, int limit) {
-  MaybeRefresh();
+SessionPage ShardedStore::ListEveryShard(const UserId& user, const SessionCursor& cursor, int limit) {
   // Each shard's newest `limit + 1` after the cursor; the merge keeps one
   // row per id (a session being moved can be on two shards at once).
   std::map<std::pair<int64_t, std::string>, std::pair<SessionId, SessionRecord>, std::greater<>> merged;
@@ -282,13 +291,13 @@ SessionPage ShardedStore::ListSessions(const UserId& user, const SessionCursor& 
       page.has_more = true;
       break;
     }
+    page.next = SessionCursor{value.second.created_us, value.first.bytes()};
     page.sessions.push_back(std::move(value));
   }
   return page;
 }
 
-int64_t ShardedStore::CountSessions(const UserId& user) {
-  MaybeRefresh();
+int64_t ShardedStore::CountEveryShard(const UserId& user) {
   int64_t total = 0;
   for (const std::string& name : AllShardNames()) {
     total += OnShard(ShardNamed(name), true, "count sessions", [&](Prepared& p) {

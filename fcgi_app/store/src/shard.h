@@ -66,10 +66,48 @@ struct Prepared {
         // one row per id, so a session being moved is never missed.
         sessions(c,
                  "SELECT session_id, title, metadata, message_count, created_at, updated_at, model, system_prompt, "
-                 "state FROM sessions WHERE user_id <=> ? AND state IN ('active', 'moving', 'incoming') "
+                 "state FROM sessions WHERE user_id <=> ? AND kind = 'session' "
+                 "AND state IN ('active', 'moving', 'incoming') "
                  "AND (created_at < ? OR (created_at = ? AND session_id < ?)) "
                  "ORDER BY created_at DESC, session_id DESC LIMIT ?"),
-        count(c, "SELECT COUNT(*) FROM sessions WHERE user_id <=> ? AND state IN ('active', 'moving')"),
+        count(c,
+              "SELECT COUNT(*) FROM sessions WHERE user_id <=> ? AND kind = 'session' "
+              "AND state IN ('active', 'moving')"),
+        // A user's home and its list (sql/009_homes.sql).
+        home_create(c, "SELECT chat_home_create(?, ?, ?, ?)"),
+        home_add(c, "SELECT chat_home_add(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        home_set(c, "SELECT chat_home_set(?, ?, ?, ?, ?, ?, ?)"),
+        home_remove(c, "SELECT chat_home_remove(?, ?, ?, ?, ?, ?)"),
+        home_confirm(c, "SELECT chat_home_confirm(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        home_disable(c, "SELECT chat_home_disable(?, ?, ?, ?, ?)"),
+        // The user's home, for a key lookup: is the user disabled?
+        home_flags(c, "SELECT state, disabled_at IS NOT NULL FROM sessions WHERE session_id = ? AND kind = 'home'"),
+        // A key's unit (once the homes are complete, the key's only row).
+        key_unit(c,
+                 "SELECT state, COALESCE(user_id, ''), COALESCE(secret_sha256, ''), expires_at, "
+                 "revoked_at IS NOT NULL FROM sessions WHERE session_id = ? AND kind = 'key'"),
+        key_create(c, "SELECT chat_key_create(?, ?, ?, ?, ?, ?, ?, ?)"),
+        key_revoke(c, "SELECT chat_key_revoke(?, ?, ?)"),
+        // The home's state and a page of its entries after a cursor, newest
+        // first (index session_list_order); one row with NULL entry columns
+        // when there are none.
+        // (The page is a derived table: read backwards along the index and
+        // stopped at the LIMIT; joined to the home row directly, the server
+        // sorted every entry of the home first.)
+        home_list(c,
+                  "SELECT h.state, l.session_id, l.created_at, l.state, l.title, COALESCE(l.metadata, '{}'), "
+                  "l.model, l.system_prompt, TIMESTAMPDIFF(SECOND, l.changed_at, UTC_TIMESTAMP(6)) "
+                  "FROM sessions h LEFT JOIN (SELECT * FROM session_list WHERE home_id = ? "
+                  "AND (created_at < ? OR (created_at = ? AND session_id < ?)) "
+                  "ORDER BY created_at DESC, session_id DESC LIMIT ?) l ON 1 = 1 "
+                  "WHERE h.session_id = ? AND h.kind = 'home' AND h.user_id <=> ? "
+                  "ORDER BY l.created_at DESC, l.session_id DESC"),
+        // Entries a failed create or delete left, old enough to repair.
+        home_stale(c,
+                   "SELECT h.state, l.session_id, l.state FROM sessions h LEFT JOIN session_list l "
+                   "ON l.home_id = h.session_id AND l.state <> 'live' "
+                   "AND l.changed_at < UTC_TIMESTAMP(6) - INTERVAL ? SECOND "
+                   "WHERE h.session_id = ? AND h.kind = 'home' AND h.user_id <=> ? LIMIT 20"),
         key(c,
             "SELECT k.user_id, k.secret_sha256, k.expires_at, k.revoked_at IS NOT NULL, u.disabled_at IS NOT NULL "
             "FROM api_keys k JOIN users u ON u.user_id = k.user_id WHERE k.key_id = ?"),
@@ -96,14 +134,41 @@ struct Prepared {
                       "SELECT status, COALESCE(response, '') "
                       "FROM idempotency_keys WHERE user_id = ? AND target_sha = ? AND idem_key = ? AND state = 'done'"),
         idem_expire(c, "SELECT chat_expire_keys()"),
+        // Durable turns (sql/010_turns.sql).
+        turn_open(c, "SELECT chat_turn_open(?, ?, ?, ?, ?, ?, ?)"),
+        turn_flush(c, "SELECT chat_turn_flush(?, ?, ?, ?, ?, ?, ?, ?)"),
+        turn_close(c, "SELECT chat_turn_close(?, ?, ?, ?, ?, ?, ?)"),
+        turn_expire(c, "SELECT chat_turn_expire(?, ?, ?, ?)"),
+        turn_cancel(c, "SELECT chat_turn_cancel(?, ?, ?, ?)"),
+        // The session's state and the turn (NULL columns when it has none).
+        turn_read(c,
+                  "SELECT s.state, COALESCE(t.turn_id, 0), t.user_seq, t.state, COALESCE(t.answer_seq, 0), "
+                  "t.last_event, t.cancel_requested, t.created_at, t.updated_at, t.lease_until < UTC_TIMESTAMP(6) "
+                  "FROM sessions s LEFT JOIN turns t ON t.session_id = s.session_id AND t.turn_id = ? "
+                  "WHERE s.session_id = ? AND s.kind = 'session' AND s.user_id <=> ?"),
+        turn_events(c,
+                    "SELECT seq, text FROM turn_events WHERE session_id = ? AND turn_id = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?"),
+        turn_expire_old(c, "SELECT chat_expire_turns(UTC_TIMESTAMP(6) - INTERVAL ? SECOND)"),
         schema(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"),
         fence(c, "SELECT epoch FROM shard_fence WHERE id = 1") {}
+
+  // Usage (sql/011_usage.sql): prepared at first use, so that a binary
+  // newer than a shard's schema still serves everything else.
+  MysqlStatement& Lazy(std::unique_ptr<MysqlStatement>& slot, const char* sql) {
+    if (!slot) slot = std::make_unique<MysqlStatement>(conn, sql);
+    return *slot;
+  }
+  std::unique_ptr<MysqlStatement> usage_hold, usage_add, usage_settle, usage_release, usage_budget, usage_home,
+      usage_expired, usage_ledger, usage_budgets, usage_all_budgets, usage_sums, usage_answer;
 
   MYSQL* conn;
   const std::string shard;  // Its name, for errors.
   MysqlStatement create, presence, lock, get, del, append, turn_begin, turn_fail, list, pick, context, session, place,
-      sessions, count, key, idem_insert, idem_select, idem_reset, idem_complete, idem_response, idem_expire, schema,
-      fence;
+      sessions, count, home_create, home_add, home_set, home_remove, home_confirm, home_disable, home_flags, key_unit,
+      key_create, key_revoke, home_list, home_stale, key, idem_insert, idem_select, idem_reset, idem_complete,
+      idem_response, idem_expire, turn_open, turn_flush, turn_close, turn_expire, turn_cancel, turn_read, turn_events,
+      turn_expire_old, schema, fence;
 };
 
 // One shard of a ShardedStore: its connection and, on it, the statement

@@ -1,6 +1,7 @@
 #include "store/sharded_store.h"
 
 #include <openssl/sha.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -66,6 +67,41 @@ ShardedStore::Shard& ShardedStore::ShardNamed(const std::string& name) {
   return ref;
 }
 
+namespace {
+
+// The newest map stored on the server behind `h` if it is newer than
+// `newest`, else `newest`. Throws MysqlError.
+std::shared_ptr<const ClusterMap> NewerStoredMap(MYSQL* h, const std::string& name,
+                                                 std::shared_ptr<const ClusterMap> newest) {
+  MysqlStatement st(h, "SELECT epoch, map FROM shard_map ORDER BY epoch DESC LIMIT 1");
+  st.Execute();
+  if (st.row_count() == 0 || static_cast<uint64_t>(st.Int64(0, 0)) <= newest->epoch()) return newest;
+  auto candidate = ClusterMap::FromJson(st.Text(0, 1));
+  if (!candidate.ok()) {
+    LOG_ERROR("shard %s: stored shard map epoch %lld is invalid: %s", name.c_str(),
+              static_cast<long long>(st.Int64(0, 0)), candidate.status().message().c_str());
+    return newest;
+  }
+  return *candidate;
+}
+
+}  // namespace
+
+std::shared_ptr<const ClusterMap> ShardedStore::MapFromReplicas(const ShardEntry& entry,
+                                                                std::shared_ptr<const ClusterMap> newest) {
+  for (const DbMember& r : entry.replicas) {
+    try {
+      DbConnection conn(DbEndpoint{entry.name, r.host, r.port, entry.database, config_.db_user, config_.db_password},
+                        options_);
+      newest = NewerStoredMap(conn.Get(), entry.name, newest);
+    } catch (const std::exception& e) {
+      LOG_WARN("shard %s: reading the shard map from replica %s failed: %s", entry.name.c_str(), MemberText(r).c_str(),
+               e.what());
+    }
+  }
+  return newest;
+}
+
 bool ShardedStore::RefreshMap() {
   next_refresh_us_ = MonotonicMicros() + int64_t{config_.map_refresh_ms} * 1000;
   std::vector<std::string> names;
@@ -77,36 +113,33 @@ bool ShardedStore::RefreshMap() {
   std::shared_ptr<const ClusterMap> newest = map_;
   for (const std::string& name : names) {
     try {
-      MysqlStatement st(ShardNamed(name).Handle(), "SELECT epoch, map FROM shard_map ORDER BY epoch DESC LIMIT 1");
-      st.Execute();
-      if (st.row_count() == 0 || static_cast<uint64_t>(st.Int64(0, 0)) <= newest->epoch()) continue;
-      auto candidate = ClusterMap::FromJson(st.Text(0, 1));
-      if (!candidate.ok()) {
-        LOG_ERROR("shard %s: stored shard map epoch %lld is invalid: %s", name.c_str(),
-                  static_cast<long long>(st.Int64(0, 0)), candidate.status().message().c_str());
-        continue;
-      }
-      newest = *candidate;
+      newest = NewerStoredMap(ShardNamed(name).Handle(), name, newest);
     } catch (const MysqlError& e) {
       // 1146: no shard_map table yet (schema 1). Other errors: unreachable
       // shards are skipped; the others still answer.
       if (e.code() != 1146) LOG_WARN("shard %s: reading the shard map failed: %s", name.c_str(), e.what());
       if (ClassifyMysqlErrno(e.code()) == DbErrorKind::kConnectionLost) shards_.erase(name);
+      if (const ShardEntry* entry = map_->Find(name)) newest = MapFromReplicas(*entry, newest);
     } catch (const DbError& e) {
       LOG_WARN("shard %s: reading the shard map failed: %s", name.c_str(), e.what());
+      if (const ShardEntry* entry = map_->Find(name)) newest = MapFromReplicas(*entry, newest);
     }
   }
   if (newest == map_) return false;
+  Adopt(std::move(newest));
+  return true;
+}
+
+void ShardedStore::Adopt(std::shared_ptr<const ClusterMap> newest) {
   LOG_INFO("shard map: epoch %llu -> %llu", static_cast<unsigned long long>(map_->epoch()),
            static_cast<unsigned long long>(newest->epoch()));
-  map_ = newest;
+  map_ = std::move(newest);
   for (auto it = shards_.begin(); it != shards_.end();) {
     if (!map_->Find(it->first) && !seed_map_->Find(it->first))
       it = shards_.erase(it);
     else
       ++it;
   }
-  return true;
 }
 
 void ShardedStore::MaybeRefresh() {
@@ -120,8 +153,39 @@ bool ShardedStore::FenceAhead(const std::string& shard, uint64_t epoch) {
       return p.fence.row_count() == 1 && static_cast<uint64_t>(p.fence.Int64(0, 0)) > epoch;
     });
   } catch (const DbError&) {
-    return false;
+    // Cannot say: a frozen copy read there is not served as current (the
+    // caller refreshes the map, or answers unavailable).
+    return true;
   }
+}
+
+void ShardedStore::WaitForNewerMap(const std::string& shard, int64_t deadline, int64_t* backoff_us) {
+  if (MonotonicMicros() + *backoff_us > deadline) {
+    LOG_WARN("shard %s: its fence is ahead of map epoch %llu, the newest readable; gave up waiting", shard.c_str(),
+             static_cast<unsigned long long>(map_->epoch()));
+    throw DbError(DbErrorKind::kUnavailable, 0, shard, "the shard map is still being published; retry");
+  }
+  ::usleep(static_cast<useconds_t>(*backoff_us));
+  *backoff_us = std::min<int64_t>(*backoff_us * 2, 20000);
+}
+
+void ShardedStore::WaitForPrimary(const std::string& shard, int64_t deadline, int64_t* backoff_us) {
+  if (RefreshMap()) return;
+  // A primary that is read-only may have been failed over while it was
+  // away, and still hold the map it had: its replicas have the newer one.
+  if (const ShardEntry* entry = map_->Find(shard)) {
+    std::shared_ptr<const ClusterMap> newer = MapFromReplicas(*entry, map_);
+    if (newer != map_) {
+      Adopt(std::move(newer));
+      return;
+    }
+  }
+  if (MonotonicMicros() + *backoff_us > deadline) {
+    LOG_WARN("shard %s: read-only, and no newer map names another primary; gave up waiting", shard.c_str());
+    throw DbError(DbErrorKind::kUnavailable, 0, shard, "shard " + shard + " is changing its primary");
+  }
+  ::usleep(static_cast<useconds_t>(*backoff_us));
+  *backoff_us = std::min<int64_t>(*backoff_us * 2, 50000);
 }
 
 std::vector<std::string> ShardedStore::AllShardNames() const {
@@ -130,8 +194,7 @@ std::vector<std::string> ShardedStore::AllShardNames() const {
   return names;
 }
 
-std::optional<KeyRecord> ShardedStore::LookupApiKey(const std::string& key_id) {
-  MaybeRefresh();
+std::optional<KeyRecord> ShardedStore::LookupKeyCopies(const std::string& key_id) {
   // The shard the key id hashes to first (its rows stay warm there), then the others.
   std::vector<std::string> order = AllShardNames();
   const std::string first = map_->router().Owner(Hex(key_id));

@@ -128,4 +128,102 @@ await check('errors become the SDK\'s typed errors', async () => {
   await assert.rejects(collect(stream), (e) => e instanceof OpenAI.APIError && /mid-answer/.test(e.message));
 });
 
+// The Responses and Conversations APIs (docs/api.md, "The Responses API"):
+// a conversation is a session; a stored response a durable turn of it.
+
+await check('responses: stored, without and then with a conversation', async () => {
+  const r = await client.responses.create({ model: 'gpt-sdk', input: 'hello responses', instructions: 'be brief' });
+  assert.equal(r.object, 'response');
+  assert.equal(r.status, 'completed');
+  assert.match(r.id, /^resp_[0-9a-f]{48}$/);
+  assert.equal(r.output[0].content[0].text, '[gpt-sdk|n=1|sys=be brief] hello responses');
+  assert.equal(r.output_text, '[gpt-sdk|n=1|sys=be brief] hello responses');
+  assert.ok(r.usage.total_tokens > 0);
+  // Its conversation holds the turn; the next response there sees it.
+  const conv = r.conversation.id;
+  const next = await client.responses.create({ model: 'gpt-sdk', input: 'and again', conversation: conv });
+  assert.equal(next.output_text, '[gpt-sdk|n=3|sys=] and again');
+  const again = await client.responses.retrieve(r.id);
+  assert.equal(again.status, 'completed');
+  assert.equal(again.output[0].content[0].text, r.output_text);
+});
+
+await check('responses: a background stream dropped after 8 events resumes with retrieve(stream, starting_after)', async () => {
+  const conv = await client.conversations.create({ metadata: { topic: 'sdk' } });
+  assert.match(conv.id, /^conv_[0-9a-f]{32}$/);
+  assert.deepEqual(conv.metadata, { topic: 'sdk' });
+  const stream = await client.responses.create({
+    model: 'fake-drip-20-100',
+    input: 'long answer',
+    conversation: conv.id,
+    background: true,
+    stream: true,
+  });
+  let id = null;
+  let last = -1;
+  let text = '';
+  let seen = 0;
+  for await (const ev of stream) {
+    assert.equal(ev.sequence_number, last + 1);
+    last = ev.sequence_number;
+    if (ev.type === 'response.created') id = ev.response.id;
+    if (ev.type === 'response.output_text.delta') text += ev.delta;
+    if (++seen === 8) break; // The SDK aborts the connection.
+  }
+  assert.ok(id);
+  const resumed = await client.responses.retrieve(id, { stream: true, starting_after: last });
+  let final = null;
+  for await (const ev of resumed) {
+    assert.equal(ev.sequence_number, last + 1, `event ${ev.type} out of order`);
+    last = ev.sequence_number;
+    if (ev.type === 'response.output_text.delta') text += ev.delta;
+    if (ev.type === 'response.completed') final = ev.response;
+  }
+  assert.ok(final, 'the resumed stream ends with response.completed');
+  assert.equal(final.status, 'completed');
+  assert.equal(text, final.output[0].content[0].text);
+  assert.ok(text.length > 0);
+  // The conversation's items: the user's message and the whole answer.
+  const items = [];
+  for await (const item of client.conversations.items.list(conv.id, { order: 'asc', limit: 1 })) items.push(item);
+  assert.deepEqual(items.map((i) => i.role), ['user', 'assistant']);
+  assert.equal(items[0].content[0].text, 'long answer');
+  assert.equal(items[1].content[0].text, text);
+  const newestFirst = await client.conversations.items.list(conv.id);
+  assert.deepEqual(newestFirst.data.map((i) => i.role), ['assistant', 'user']);
+});
+
+await check('responses: background without a stream, polled; a cancel stops one', async () => {
+  let r = await client.responses.create({ model: 'fake-drip-10-50', input: 'poll me', background: true });
+  assert.equal(r.status, 'in_progress');
+  while (r.status === 'in_progress' || r.status === 'queued') {
+    await new Promise((done) => setTimeout(done, 100));
+    r = await client.responses.retrieve(r.id);
+  }
+  assert.equal(r.status, 'completed');
+  assert.ok(r.output[0].content[0].text.length > 0);
+  let c = await client.responses.create({ model: 'fake-drip-100-100', input: 'cancel me', background: true });
+  await new Promise((done) => setTimeout(done, 300));
+  await client.responses.cancel(c.id);
+  const t0 = Date.now();
+  while (c.status === 'in_progress') {
+    await new Promise((done) => setTimeout(done, 50));
+    c = await client.responses.retrieve(c.id);
+  }
+  assert.equal(c.status, 'cancelled');
+  assert.ok(Date.now() - t0 < 3000, 'the cancel took effect within 3 s');
+});
+
+await check('responses: what is not supported is a typed error; an unknown id is 404', async () => {
+  await assert.rejects(
+    client.responses.create({ model: 'gpt-sdk', input: 'x', tools: [{ type: 'web_search' }] }),
+    (e) => e instanceof OpenAI.BadRequestError && e.code === 'unsupported_parameter',
+  );
+  await assert.rejects(
+    client.responses.retrieve('resp_' + '0'.repeat(48)),
+    (e) => e instanceof OpenAI.NotFoundError,
+  );
+  await assert.rejects(client.conversations.retrieve('conv_nope'), (e) => e instanceof OpenAI.NotFoundError);
+});
+
 console.log(`openai ${VERSION}: ${passed} checks passed`);

@@ -36,7 +36,7 @@ class Store : public ShardedStore {
   using ShardedStore::LoadContext;
   using ShardedStore::ShardedStore;
   IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& s) {
-    return ShardedStore::CreateSession(id, s, nullptr, 0, "");
+    return ShardedStore::CreateSession(id, s, nullptr, 0, "", 0);
   }
   std::optional<SessionRecord> GetSession(const SessionId& id) { return ShardedStore::GetSession(id, ""); }
   bool DeleteSession(const SessionId& id) { return ShardedStore::DeleteSession(id, ""); }
@@ -466,7 +466,10 @@ TEST(StoreTest, CheckShardsReportsEveryShardUp) {
 
 TEST(StoreTest, UnreachableShardIsUnavailableNotAnError) {
   Config config = TestConfig();
-  for (auto& s : config.shards) s.port = 1;  // Nothing listens there.
+  for (auto& s : config.shards) {
+    s.port = 1;          // Nothing listens there,
+    s.replicas.clear();  // and no replica tells the map instead.
+  }
   Store store(config);
   try {
     store.GetSession(SessionId::Generate());

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scenario 5: SIGKILL a MariaDB shard mid-load, restart it 5 s later.
 # Acknowledged appends survive the crash (durable commits); sessions on the
-# other shard see no error; the app recovers without a restart.
+# other shard see no error (the load's user has its home and key
+# elsewhere: key_away_from); the app recovers without a restart.
 # Clients behave like real ones (lib.sh REALISTIC).
 #
 #   05_kill_shard.sh [--down S]
@@ -9,6 +10,7 @@
 DOWN=5
 [[ ${1:-} == --down ]] && DOWN=$2
 SHARD=$(first_shard)
+key_away_from "$SHARD"
 masters_before=$(for item in $CHATLLM_APPS; do master_pid "${item%%:*}"; done)
 say "SIGKILL shard $SHARD at t=5s, restart after ${DOWN} s, load for $((DOWN + 15)) s"
 load_start run --clients 16 --sessions 64 --duration $((DOWN + 15)) --mix "append=8,read=2,$REALISTIC_MIX" "${REALISTIC[@]}"

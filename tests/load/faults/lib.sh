@@ -16,11 +16,13 @@ LOAD=${CHATLLM_LOAD:-$CHATLLM_BUILD/tests/chatllm-load}
 # writes carry an Idempotency-Key and are retried with it when their outcome
 # is unknown, a fifth send short texts every client sends ("yes"), keyed
 # writes are sometimes sent twice at once, streams are cut at a random point
-# and sent again, and REALISTIC_MIX adds creates, retried creates and
+# (half of them then read again from their last event, as a client whose
+# connection dropped does: the checker proves the text it assembles is the
+# stored answer) and sent again, and REALISTIC_MIX adds creates, retried creates and
 # deletes of sessions others are appending to, lists of sessions and reads
 # (some of deleted sessions). The checker proves the
 # stored histories against all of it.
-REALISTIC=(--retries 5 --keys 0.5 --identical 0.2 --twice 0.05 --cut 0.03)
+REALISTIC=(--retries 5 --keys 0.5 --identical 0.2 --twice 0.05 --cut 0.03 --resume 0.5)
 if [[ -n ${CHATLLM_FAKE_LLM_PORT:-} ]]; then
   REALISTIC+=(--stream-model fake-drip-4-20)  # Slow enough to be cut mid-answer.
 fi
@@ -40,6 +42,53 @@ shard_pid() { cat "$CHATLLM_VAR/db/$1/mariadb.pid"; }
 app_port() { local item; for item in $CHATLLM_APPS; do [[ ${item%%:*} == "$1" ]] && echo "${item##*:}"; done; return 0; }
 first_app() { local a=($CHATLLM_APPS); echo "${a[0]%%:*}"; }
 first_shard() { local s=($CHATLLM_SHARDS); echo "${s[0]%%:*}"; }
+
+# shard_sql SHARD QUERY: QUERY on SHARD's database (its primary), as root
+# over its socket.
+shard_sql() {
+  local member=$1
+  if [[ ${CHATLLM_REPLICAS:-0} == 1 ]]; then member=$(stack primary-of "$1"); fi
+  mariadb --no-defaults -uroot --socket="$CHATLLM_VAR/db/$member/mariadb.sock" chatllm -N -B -e "$2"
+}
+map_shards() {
+  "$CHATLLM_BUILD/shardctl" --config "$(app_config "$(first_app)")" map |
+    python3 -c 'import json,sys; print(" ".join(s["name"] for s in json.load(sys.stdin)["shards"]))'
+}
+
+# key_away_from SHARD: a user and an API key of this run whose key's unit
+# and user's home are on shards other than SHARD; the load and the checker
+# use it from then on. A request then needs SHARD only for a session SHARD
+# holds: authentication reads the key's unit and the home, and a create,
+# list or delete the home too (docs/architecture.md), so with the stack's
+# own key on SHARD every request would need it.
+key_away_from() {
+  local admin=("$CHATLLM_BUILD/chatllm-admin" --config "$(app_config "$(first_app)")")
+  local try user id key key_id shard held elsewhere n
+  for try in $(seq 1 40); do
+    user="fault-$SCENARIO-$$-$try"
+    id=$("${admin[@]}" user add "$user" 2>/dev/null | sed -n 's/.*(id \([0-9a-f]*\)).*/\1/p')
+    key=$("${admin[@]}" key create "$user" 2>/dev/null | grep '^ck_' || true)
+    [[ -n $id && -n $key ]] || continue
+    # The user's first create writes its home.
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $key" \
+      -d '{}' "$CHATLLM_URL/v1/sessions" || continue
+    key_id=$(cut -c4-19 <<<"$key")
+    held=0 elsewhere=0
+    for shard in $(map_shards); do
+      n=$(shard_sql "$shard" "SELECT COUNT(*) FROM sessions WHERE state = 'active' AND ((kind = 'key' AND
+            JSON_VALUE(metadata, '\$.key_id') = '$key_id') OR (kind = 'home' AND user_id = UNHEX('$id')))")
+      if [[ $shard == "$1" ]]; then held=$((held + n)); else elsewhere=$((elsewhere + n)); fi
+    done
+    if ((held == 0 && elsewhere == 2)); then
+      echo "$key" >"$WORK/api_key"
+      export CHATLLM_API_KEY_FILE=$WORK/api_key
+      say "the load's user $user: its home and its key on shards other than $1"
+      return 0
+    fi
+  done
+  fail "no user of 40 had its home and key off shard $1"
+  finish
+}
 
 # Waits until /readyz answers 200 (the stack is whole again).
 wait_ready() {

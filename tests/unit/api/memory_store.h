@@ -43,8 +43,11 @@ class MemoryStore : public Store {
   int append_calls() const { return append_calls_; }
 
   IdempotencyResult CreateSession(const SessionId& id, const SessionRecord& session, const IdempotencyKey* idem,
-                                  int status, const std::string& response) override {
+                                  int status, const std::string& response, int64_t max_sessions) override {
     Check("create");
+    if (max_sessions > 0 && !sessions_.count(id.bytes()) && CountSessions(session.user_id) >= max_sessions) {
+      return {IdempotencyOutcome::kOverLimit, 0, ""};
+    }
     if (idem) {
       auto it = keys_.find({session.user_id, idem->target_sha, idem->key});
       if (it != keys_.end()) {
@@ -69,6 +72,13 @@ class MemoryStore : public Store {
     return true;
   }
   AppendResult Append(const SessionId& id, const UserId& user, const AppendRequest& req) override {
+    AppendResult r = AppendMessage(id, user, req);
+    if (req.open_turn && r.seq != 0 && !r.full && r.idempotency.outcome == IdempotencyOutcome::kNew) {
+      r.turn_opened = OpenTurn(id, user, req.open_turn, r.seq, req.producer, req.lease_ms);
+    }
+    return r;
+  }
+  AppendResult AppendMessage(const SessionId& id, const UserId& user, const AppendRequest& req) {
     ++append_calls_;
     Check("append");
     AppendResult r;
@@ -104,6 +114,15 @@ class MemoryStore : public Store {
       r.full = true;
       return r;
     }
+    Turn* closing = nullptr;
+    if (req.close_turn) {
+      closing = FindTurn(id, req.close_turn);
+      if (!closing || closing->record.state != "in_progress" || closing->producer != req.producer ||
+          (req.turn_events && !req.turn_events->empty() && closing->record.last_event != req.first_event - 1)) {
+        r.turn_lost = true;
+        return r;
+      }
+    }
     if (req.complete) {
       auto it = keys_.find({user, req.complete->target_sha, req.complete->key});
       if (it == keys_.end() || it->second.state != "running" || it->second.attempt != req.attempt) {
@@ -121,6 +140,15 @@ class MemoryStore : public Store {
     s->messages.push_back(m);
     s->record.message_count = m.seq;
     r.seq = m.seq;
+    if (closing) {
+      if (req.turn_events) {
+        for (const std::string& text : *req.turn_events) {
+          closing->events.push_back(TurnEvent{++closing->record.last_event, text});
+        }
+      }
+      closing->record.state = std::string(req.turn_state);
+      closing->record.answer_seq = m.seq;
+    }
     if (req.claim) key->user_seq = m.seq;
     if (req.complete) {
       key->state = "done";
@@ -182,10 +210,71 @@ class MemoryStore : public Store {
     }
     return page;
   }
-  int64_t CountSessions(const UserId& user) override {
+  int64_t CountSessions(const UserId& user) const {
     int64_t n = 0;
     for (auto& [bytes, s] : sessions_) n += s.record.user_id == user;
     return n;
+  }
+  // Durable turns: one map, no leases (the clock does not move here).
+  struct Turn {
+    TurnRecord record;
+    int64_t producer = 0;
+    std::vector<TurnEvent> events;
+  };
+  std::map<std::pair<std::string, int64_t>, Turn>& turns() { return turns_; }
+  // Turns opened from now on are born cancelled (a cancel that came at
+  // once), or ended 'incomplete' (their producer presumed dead at once).
+  bool cancel_on_open = false;
+  bool expire_on_open = false;
+  bool OpenTurn(const SessionId& id, const UserId& user, int64_t turn_id, int64_t user_seq, int64_t producer,
+                int64_t) override {
+    Check("turn");
+    if (!Find(id, user)) return false;
+    Turn& t = turns_[{id.bytes(), turn_id}];
+    t.record.turn_id = turn_id;
+    t.record.user_seq = user_seq;
+    t.record.state = expire_on_open ? "incomplete" : "in_progress";
+    t.record.cancel_requested = cancel_on_open;
+    t.producer = producer;
+    return true;
+  }
+  TurnWrite FlushTurn(const SessionId& id, const UserId& user, int64_t turn_id, int64_t producer, int64_t first,
+                      const std::vector<std::string>& texts, int64_t) override {
+    Check("turn");
+    Turn* t = Find(id, user) ? FindTurn(id, turn_id) : nullptr;
+    if (!t || t->record.state != "in_progress" || t->producer != producer || t->record.last_event != first - 1) {
+      return TurnWrite::kLost;
+    }
+    for (const std::string& text : texts) t->events.push_back(TurnEvent{++t->record.last_event, text});
+    return t->record.cancel_requested ? TurnWrite::kCancelRequested : TurnWrite::kOk;
+  }
+  TurnWrite CloseTurn(const SessionId& id, const UserId& user, int64_t turn_id, int64_t producer,
+                      std::string_view state) override {
+    Check("turn");
+    Turn* t = Find(id, user) ? FindTurn(id, turn_id) : nullptr;
+    if (!t || t->record.state != "in_progress" || t->producer != producer) return TurnWrite::kLost;
+    t->record.state = std::string(state);
+    return TurnWrite::kOk;
+  }
+  std::optional<TurnRead> ReadTurn(const SessionId& id, const UserId& user, int64_t turn_id, int64_t after,
+                                   int limit) override {
+    Check("turn");
+    if (!Find(id, user)) return std::nullopt;
+    TurnRead out;
+    Turn* t = FindTurn(id, turn_id);
+    if (!t) return out;
+    out.turn = t->record;
+    for (const TurnEvent& e : t->events) {
+      if (e.seq > after && static_cast<int>(out.events.size()) < limit) out.events.push_back(e);
+    }
+    return out;
+  }
+  bool CancelTurn(const SessionId& id, const UserId& user, int64_t turn_id) override {
+    Check("turn");
+    if (!Find(id, user)) return false;
+    Turn* t = FindTurn(id, turn_id);
+    if (t && t->record.state == "in_progress") t->record.cancel_requested = true;
+    return true;
   }
   std::optional<KeyRecord> LookupApiKey(const std::string&) override { return std::nullopt; }
   std::vector<ShardStatus> CheckShards() override { return {ShardStatus{"memory", true, 8, ""}}; }
@@ -196,6 +285,10 @@ class MemoryStore : public Store {
     auto it = sessions_.find(id.bytes());
     if (it == sessions_.end() || it->second.record.user_id != user) return nullptr;
     return &it->second;
+  }
+  Turn* FindTurn(const SessionId& id, int64_t turn_id) {
+    auto it = turns_.find({id.bytes(), turn_id});
+    return it == turns_.end() ? nullptr : &it->second;
   }
   void Check(const std::string& operation) {
     auto it = fail_.find(operation);
@@ -208,6 +301,7 @@ class MemoryStore : public Store {
   std::map<std::string, Session> sessions_;
   std::map<std::tuple<UserId, std::string, std::string>, Key> keys_;
   std::map<std::string, DbErrorKind> fail_;
+  std::map<std::pair<std::string, int64_t>, Turn> turns_;
   int append_calls_ = 0;
 };
 

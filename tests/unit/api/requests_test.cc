@@ -272,5 +272,55 @@ TEST(IdempotencyKeyTest, PrintableAsciiUpTo255Characters) {
   EXPECT_FALSE(ValidIdempotencyKey("caf\xc3\xa9"));
 }
 
+TEST(TurnEventsQueryTest, TheLaterOfTheQueryAndLastEventIdWins) {
+  EXPECT_EQ(*ParseTurnEventsQuery("", ""), 0);
+  EXPECT_EQ(*ParseTurnEventsQuery("starting_after=5", ""), 5);
+  EXPECT_EQ(*ParseTurnEventsQuery("", "7"), 7);
+  // An EventSource opened on ?starting_after=5 reconnects with the id it saw last.
+  EXPECT_EQ(*ParseTurnEventsQuery("starting_after=5", "9"), 9);
+  EXPECT_EQ(*ParseTurnEventsQuery("starting_after=9", "5"), 9);
+  EXPECT_FALSE(ParseTurnEventsQuery("starting_after=-1", "").ok());
+  EXPECT_FALSE(ParseTurnEventsQuery("", "x").ok());
+  EXPECT_FALSE(ParseTurnEventsQuery("after=1", "").ok());
+  EXPECT_EQ(ParseResponseQuery("stream=true&starting_after=3", "8")->starting_after, 8);
+  EXPECT_EQ(ParseResponseQuery("", "")->starting_after, -1);
+  EXPECT_FALSE(ParseResponseQuery("stream=yes", "").ok());
+}
+
+TEST(CreateResponseTest, StoredTakesOneUserMessageNotStoredAWholeConversation) {
+  Config config;
+  StatusOr<CreateResponseRequest> r =
+      ParseCreateResponse(R"({"model":"m","input":[{"role":"developer","content":"be brief"},)"
+                          R"({"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}],)"
+                          R"("max_output_tokens":50,"background":true,"stream":true})",
+                          config);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->input, "hi");
+  EXPECT_EQ(*r->instructions, "be brief");
+  EXPECT_EQ(r->sampling.max_tokens, 50);
+  EXPECT_TRUE(r->background && r->stream && r->store);
+  EXPECT_EQ(ParseCreateResponse(R"({"input":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},)"
+                                R"({"role":"user","content":"c"}]})",
+                                config)
+                .status()
+                .code(),
+            "unsupported_parameter");
+  StatusOr<CreateResponseRequest> stateless =
+      ParseCreateResponse(R"({"store":false,"input":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},)"
+                          R"({"role":"user","content":"c"}]})",
+                          config);
+  ASSERT_TRUE(stateless.ok());
+  EXPECT_EQ(stateless->messages.size(), 3u);
+  EXPECT_EQ(ParseCreateResponse(R"({"input":"x","previous_response_id":"resp_1"})", config).status().code(),
+            "unsupported_parameter");
+  EXPECT_EQ(ParseCreateResponse(R"({"input":"x","frobnicate":1})", config).status().code(), "unknown_parameter");
+  EXPECT_EQ(ParseCreateResponse(R"({"input":[{"role":"assistant","content":"x"}]})", config).status().code(),
+            "invalid_request");
+  EXPECT_EQ(ParseCreateResponse(R"({"model":"m"})", config).status().code(), "invalid_request");
+  EXPECT_TRUE(
+      ParseCreateResponse(R"({"input":"x","tools":[],"text":{"format":{"type":"text"}},"truncation":"auto"})", config)
+          .ok());
+}
+
 }  // namespace
 }  // namespace chatllm

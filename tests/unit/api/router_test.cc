@@ -20,6 +20,24 @@ TEST(RouterTest, MatchesEveryRoute) {
   EXPECT_EQ(MatchRoute("GET", std::string("/v1/sessions/") + kId + "/messages").id, RouteId::kListMessages);
 }
 
+TEST(RouterTest, MatchesTheResponsesAndConversationsRoutes) {
+  EXPECT_EQ(MatchRoute("POST", "/v1/responses").id, RouteId::kCreateResponse);
+  RouteMatch m = MatchRoute("GET", "/v1/responses/resp_1");
+  EXPECT_EQ(m.id, RouteId::kGetResponse);
+  EXPECT_EQ(m.session_id, "resp_1");
+  EXPECT_EQ(MatchRoute("POST", "/v1/responses/resp_1/cancel").id, RouteId::kCancelResponse);
+  EXPECT_EQ(MatchRoute("POST", "/v1/conversations").id, RouteId::kCreateConversation);
+  EXPECT_EQ(MatchRoute("GET", "/v1/conversations/conv_1").id, RouteId::kGetConversation);
+  EXPECT_EQ(MatchRoute("DELETE", "/v1/conversations/conv_1").id, RouteId::kDeleteConversation);
+  EXPECT_EQ(MatchRoute("GET", "/v1/conversations/conv_1/items").id, RouteId::kListConversationItems);
+  EXPECT_EQ(MatchRoute("DELETE", "/v1/responses/resp_1").allow, "GET, HEAD");
+  EXPECT_EQ(MatchRoute("POST", "/v1/conversations/conv_1").allow, "GET, HEAD, DELETE");
+  for (const char* path : {"/v1/responses/", "/v1/responses/x/other", "/v1/responses/x/cancel/y",
+                           "/v1/conversations/x/items/y", "/v1/conversations//items"}) {
+    EXPECT_EQ(MatchRoute("GET", path).id, RouteId::kNotFound) << path;
+  }
+}
+
 TEST(RouterTest, HeadFollowsGet) { EXPECT_EQ(MatchRoute("HEAD", "/healthz").id, RouteId::kHealthz); }
 
 TEST(RouterTest, WrongMethodListsAllowed) {

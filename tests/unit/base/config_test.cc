@@ -114,6 +114,27 @@ TEST(ConfigTest, LimitsTheSchemaCannotHoldAreRefused) {
 }
 
 // Issue 13: "port = 3307 ; x" failed with "not an integer".
+TEST(ConfigTest, PricesKeepFileOrderAndDefaultTheirGlobs) {
+  Config c = ParseConfig(std::string(kMinimal) +
+                             "[price.gpt-4o-mini]\ninput = 0.15\noutput = 0.6\ncached_input = 0.075\n"
+                             "[price.claude]\nmodel = claude-*\nprovider = anthropic\ninput = 3\noutput = 15\n",
+                         "x.ini");
+  ASSERT_EQ(c.prices.size(), 2u);
+  EXPECT_EQ(c.prices[0].name, "gpt-4o-mini");
+  EXPECT_EQ(c.prices[0].model, "gpt-4o-mini");
+  EXPECT_EQ(c.prices[0].provider, "*");
+  EXPECT_DOUBLE_EQ(c.prices[0].cached_input, 0.075);
+  EXPECT_EQ(c.prices[1].model, "claude-*");
+  EXPECT_EQ(c.prices[1].provider, "anthropic");
+  EXPECT_DOUBLE_EQ(c.prices[1].cached_input, 3);  // Defaults to the input price.
+  EXPECT_TRUE(ParseConfig(kMinimal, "x.ini").prices.empty());
+  EXPECT_NE(Error(std::string(kMinimal) + "[price.x]\ninput = 1\n").find("needs input and output"), std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "[price.x]\ninput = -1\noutput = 1\n").find("'-1' is not a number"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "[price.x]\ninput = 1\noutput = 1\nouput = 2\n").find("ouput"),
+            std::string::npos);
+}
+
 TEST(ConfigTest, CommentsMayFollowAValue) {
   Config c = ParseConfig(
       "[server] ; the process\nworkers = 3 ; three\ninstance_name = a#b # '#' inside a word stays\n"
@@ -175,6 +196,52 @@ TEST(ConfigTest, TheIdempotencyLeaseOutlastsTheLongestTurn) {
   EXPECT_EQ(Error("[auth]\nidempotency_lease_s = 91\n" + gpt), "ok");
   // A worker killed after request_timeout bounds a turn too.
   EXPECT_EQ(Error("[server]\nrequest_timeout = 30\n[auth]\nidempotency_lease_s = 31\n" + gpt), "ok");
+}
+
+// A durable turn's producer holds its turn by a lease: one shorter than a
+// live producer can go without writing would end live turns as dead.
+TEST(ConfigTest, ATurnLeaseOutlastsAProvidersSilenceAndAMovesWait) {
+  const std::string gpt =
+      "[provider]\nchain = gpt, echo\n[provider.gpt]\ntype = openai\nbase_url = http://127.0.0.1:1/v1\n"
+      "read_timeout_ms = 20000\n[shard.a]\n";
+  // Default: read_timeout_ms + flush_ms + move_wait_ms + 5 s.
+  EXPECT_EQ(ParseConfig(gpt, "t.ini").turn_lease_ms, 20000 + 250 + 5000 + 5000);
+  EXPECT_EQ(ParseConfig("[cluster]\nmove_wait_ms = 1000\n" + gpt, "t.ini").turn_lease_ms, 20000 + 250 + 1000 + 5000);
+  EXPECT_EQ(Error("[turns]\nlease_ms = 25250\n" + gpt),
+            "/etc/chatllm/test.ini:2: [turns] lease_ms: 25250 ms is not longer than a live producer may go without "
+            "writing (25250 ms: the providers' read_timeout_ms, flush_ms and [cluster] move_wait_ms): a live turn "
+            "would be taken for dead");
+  EXPECT_EQ(Error("[turns]\nlease_ms = 25251\n" + gpt), "ok");
+  EXPECT_EQ(Error("[turns]\ndurable = maybe\n" + gpt),
+            "/etc/chatllm/test.ini:2: [turns] durable: 'maybe' is not true or false");
+}
+
+// [shard.NAME] replicas and the [ha] section (shardctl's replica commands).
+TEST(ConfigTest, ReadsReplicasAndHa) {
+  Config c = ParseConfig(
+      "[ha]\nuser = ha\nrepl_user = r\ncheck_ms = 200\ndown_after_ms = 2000\nmin_failover_interval_s = 60\n"
+      "[shard.a]\nport = 3307\nreplicas = 127.0.0.1:3317, [fd00::2]:3318\n[shard.b]\nport = 3308\n",
+      "test.ini");
+  ASSERT_EQ(c.shards.size(), 2u);
+  ASSERT_EQ(c.shards[0].replicas.size(), 2u);
+  EXPECT_EQ(c.shards[0].replicas[0], (DbMember{"127.0.0.1", 3317}));
+  EXPECT_EQ(c.shards[0].replicas[1], (DbMember{"fd00::2", 3318}));
+  EXPECT_TRUE(c.shards[1].replicas.empty());
+  EXPECT_EQ(c.ha_user, "ha");
+  EXPECT_EQ(c.repl_user, "r");
+  EXPECT_EQ(c.ha_check_ms, 200);
+  EXPECT_EQ(c.ha_down_after_ms, 2000);
+  EXPECT_EQ(c.ha_min_failover_interval_s, 60);
+  // Defaults: the migrate account, a check twice a second.
+  Config d = ParseConfig(kMinimal, "test.ini");
+  EXPECT_EQ(d.ha_user, d.migrate_user);
+  EXPECT_EQ(d.ha_check_ms, 500);
+  EXPECT_EQ(MemberText(DbMember{"fd00::2", 3318}), "[fd00::2]:3318");
+  for (const char* bad : {"[shard.a]\nreplicas = h\n", "[shard.a]\nreplicas = h:0\n", "[shard.a]\nreplicas = a:b:1\n",
+                          "[shard.a]\nport = 1\nreplicas = 127.0.0.1:1\n", "[shard.a]\nreplicas = h:1, h:1\n",
+                          "[ha]\ncheck_ms = 1000\ndown_after_ms = 10\n[shard.a]\n"}) {
+    EXPECT_THROW(ParseConfig(bad, "test.ini"), ConfigError) << bad;
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "store/connection.h"
 #include "store/mysql_statement.h"
 #include "store/shard_link.h"
+#include "store/sharded_store.h"
 
 namespace chatllm {
 
@@ -51,6 +53,16 @@ struct RebalanceResult {
   int64_t gone = 0;  // Deleted by a client before they could be moved.
   double seconds = 0;
   uint64_t final_epoch = 0;  // Epoch published when the move completed; 0 if none.
+  // Upgrading to homes (ClusterMap::homes): sessions listed on their homes,
+  // and the epoch of the map that says the homes are complete (0: none).
+  int64_t listed = 0;
+  int64_t keys = 0;  // API keys given their units.
+  uint64_t homes_epoch = 0;
+};
+
+struct RelistResult {
+  int64_t listed = 0;  // Sessions that were missing from their user's list.
+  int64_t marked = 0;  // Live entries of sessions that do not exist, left for the apps to remove.
 };
 
 struct VerifyReport {
@@ -58,6 +70,9 @@ struct VerifyReport {
   int64_t messages = 0;
   int64_t to_move = 0;     // On their previous owner while the map is moving: rebalance moves them.
   int64_t in_transit = 0;  // Frozen or half-copied by an interrupted move.
+  // List entries 'pending' or 'deleting': creates and deletes in flight, or
+  // ones that failed half way (the app settles them when it reads them).
+  int64_t unsettled_entries = 0;
   // Empty when everything is in place. A session active on two shards is
   // always one (with whether the copies agree); sessions still to move in a
   // join or drain are counted in `to_move`, not listed.
@@ -104,11 +119,27 @@ class ClusterAdmin {
   explicit ClusterAdmin(const Config& config);
   ~ClusterAdmin();
 
-  // Newest map stored on any reachable shard, or the seed map (epoch 0).
+  // Connect and read timeouts of the links made from now on (the monitor
+  // must not wait 10 s on a frozen primary; the defaults suit moves).
+  void SetTimeouts(int connect_s, int read_s) {
+    options_.connect_timeout_s = connect_s;
+    options_.read_timeout_s = read_s;
+    options_.write_timeout_s = read_s;
+  }
+
+  // Newest map stored on any reachable shard (a shard whose primary does
+  // not answer: on its replicas), or the seed map (epoch 0).
   std::shared_ptr<const ClusterMap> LoadMap();
   // See the class comment. Throws AdminError if a shard cannot be updated
   // (rerun the command when it is back).
   void Publish(const ClusterMap& map, const ClusterMap* previous);
+  // The same, for a change of primary (shard_ha.cc): shards that do not
+  // answer are skipped (a failover must not wait for another shard's
+  // outage; they read the map from the others when they are back), but
+  // `required` (the shard whose primary changed) must take it; `except` is
+  // not written. Returns the shards skipped.
+  std::vector<std::string> PublishWhereReachable(const ClusterMap& map, const std::string& required,
+                                                 const std::string& except = "");
 
   std::vector<ShardReport> Status(const ClusterMap& map);
   // Applies sql/ migrations to `entry` with the migrate account.
@@ -123,7 +154,15 @@ class ClusterAdmin {
   std::shared_ptr<const ClusterMap> RemoveShard(const std::string& name);
   // Moves every session that is not on its owner shard, then publishes the
   // map with joining shards active and draining ones drained. Resumable.
+  // On a deployment upgraded from a release without homes, then lists every
+  // session on its user's home and publishes the map that says so.
   RebalanceResult Rebalance(const RebalanceOptions& options);
+  // Repairs the users' lists against the sessions (what verify reports):
+  // lists every session missing from its user's list, recounts every home,
+  // and marks live entries of sessions that do not exist for the apps to
+  // remove on their next read. Every shard must be up; under the rebalance
+  // lock.
+  RelistResult Relist();
   // Every session active on exactly one shard, its owner; nothing in
   // transit; counts consistent.
   VerifyReport Verify();
@@ -168,6 +207,25 @@ class ClusterAdmin {
   std::string CreateKey(const std::string& user, const std::string& label, int64_t expires_us);
   std::vector<KeyInfo> ListKeys(const std::string& user);
   void RevokeKey(const std::string& key_id);
+  // Usage and budgets (src/usage_admin.cc; sql/011_usage.sql). A budget of
+  // the user (`key_id` empty) or of one of its keys (8 raw bytes); every
+  // limit -1 removes it. Written on the user's home.
+  void SetBudget(const std::string& user, const std::string& key_id, const UsageBudget& budget);
+  struct BudgetInfo {
+    UsageBudget budget;
+    UsageState::Used used;
+  };
+  std::vector<BudgetInfo> Budgets(const std::string& user);
+  struct UsageLine {
+    std::string user;  // Its name ("" when no user of that id is known).
+    UsageRow row;
+    std::string user_id;  // 16 raw bytes.
+    bool moving = false;  // Read from a home frozen by a move.
+  };
+  // Every user's ledger (or `user`'s) between two UTC days, every shard at once.
+  std::vector<UsageLine> Usage(const std::string& from, const std::string& to, const std::string& user);
+  // Settles or releases every expired hold (their turns died); how many.
+  int ReapUsage();
   // Copies every user and key to every shard (upserts: revocations win).
   // Returns how many shards were written.
   int SyncAuth();
@@ -180,13 +238,14 @@ class ClusterAdmin {
   // src/session_move.cc.
   class SessionMove;
   // What a session's copy on one shard holds: its messages (up to a seq),
-  // a digest of their every column, and its session row.
+  // a digest of their every column, and its session row; for a user's home,
+  // its list entries and their count (`entries`).
   struct Fingerprint {
     int64_t messages = 0, max_seq = 0, message_count = 0;
-    std::string digest, row;
+    std::string digest, row, entries;
     bool operator==(const Fingerprint& o) const {
       return messages == o.messages && max_seq == o.max_seq && message_count == o.message_count && digest == o.digest &&
-             row == o.row;
+             row == o.row && entries == o.entries;
     }
     std::string Text() const {
       return std::to_string(messages) + " messages to seq " + std::to_string(max_seq) + ", count " +
@@ -219,8 +278,20 @@ class ClusterAdmin {
     std::string id;
     const ShardEntry* from;
     const ShardEntry* to;
-    int64_t messages;  // Its message_count when scanned.
+    int64_t messages;  // Its message_count (a home: its list entries) when scanned.
   };
+  // The upgrade to homes (src/homes_fill.cc): every active session listed on
+  // its user's home, which is created if needed; returns the entries added.
+  // ListOnHome: one home's, from rows `rows` of `scan` (FillHomes' query).
+  int64_t FillHomes(const ClusterMap& map);
+  int64_t MarkPhantoms(const ClusterMap& map);
+  // Publishes `map` at the next epoch with the homes at `homes`.
+  std::shared_ptr<const ClusterMap> PublishHomes(const ClusterMap& map, ClusterMap::Homes homes);
+  int64_t ListOnHome(const ClusterMap& map, const std::string& home, const MysqlStatement& scan,
+                     const std::vector<size_t>& rows);
+  // Copies home `id`'s list entries from `from` to `to`, in pages by
+  // session id, each page one transaction of multi-row INSERTs.
+  void CopyEntries(const ShardEntry& from, const ShardEntry& to, const std::string& id);
   // A batch holds at most this many messages (and at least one session):
   // copying them takes a few tens of milliseconds, which is how long a write
   // to a session of the batch may have to wait.
@@ -237,11 +308,22 @@ class ClusterAdmin {
   // Step 6 for every marker a rebalance stopped between steps 5 and 6 left
   // behind (see the class comment).
   void FinishArrivals(const ClusterMap& map);
+  // What verify reads of the users' lists (sql/009_homes.sql): each
+  // active session's entry as it must be, (home id, session id), the homes
+  // held, and the entries held, with their state.
+  struct ListFacts {
+    std::vector<std::pair<std::string, std::string>> expected;
+    std::set<std::string> homes;
+    std::map<std::pair<std::string, std::string>, std::string> entries;
+  };
   // Verify's reading of one shard: where each session stands (into
-  // *where: id -> (shard, state)), and its per-shard consistency problems.
+  // *where: id -> (shard, state)), its lists, and its per-shard
+  // consistency problems.
   void VerifyShard(const ShardEntry& shard,
-                   std::map<std::string, std::vector<std::pair<std::string, std::string>>>* where,
+                   std::map<std::string, std::vector<std::pair<std::string, std::string>>>* where, ListFacts* lists,
                    VerifyReport* report);
+  // Verify's check of the lists against the sessions, across shards.
+  void VerifyLists(const ClusterMap& map, const std::vector<ListFacts>& lists, VerifyReport* report);
   // Runs `fn(shard)` for each of `shards` at once, a thread each, each on
   // its shard's own connection (made here first: the threads only look
   // theirs up). Returns each shard's failure (null: none), in their order.
@@ -278,6 +360,44 @@ class ClusterAdmin {
   const Config config_;  // A copy: callers may pass a temporary.
   DbOptions options_;
   std::map<std::string, std::unique_ptr<ShardLink>> links_;
+  // The app's store (the app's account): keys and users as placement units,
+  // written where the app reads them (ShardedStore::CreateKeyUnit...).
+  std::unique_ptr<ShardedStore> units_;
+  ShardedStore& Units();
+  // Until the homes are complete, chatllm-admin's writes of users and keys
+  // and rebalance's merge of their copies into units (FillKeys, up to the
+  // publish of "complete") exclude each other: a named lock on the map's
+  // first shard by name. Held from the constructor (if `map` is not
+  // complete) to the destructor.
+  class AuthLock {
+   public:
+    AuthLock(ClusterAdmin& admin, const ClusterMap& map);
+    ~AuthLock();
+    AuthLock(const AuthLock&) = delete;
+    AuthLock& operator=(const AuthLock&) = delete;
+
+   private:
+    ClusterAdmin& admin_;
+    std::optional<ShardEntry> shard_;
+  };
+  // The map, and the auth lock if the homes are not complete (the map is
+  // read again under it).
+  std::shared_ptr<const ClusterMap> MapForAuth(std::optional<AuthLock>* lock);
+  // Every id the name has (with its creation time), from every shard that
+  // answers (two concurrent `user add` can leave two); AdminError if none
+  // answers.
+  std::vector<UserInfo> UsersNamed(const std::string& name);
+  // Best effort, once the homes are complete: the copies too, for a binary
+  // of an older release still reading them (a warning if a shard misses it).
+  void CopiesToo(const char* what, const std::function<void(const ShardEntry&)>& fn);
+  // Once the homes are complete: every key unit (of `user_id`, all if
+  // empty) and every home's disabled flag, from every shard in parallel.
+  std::vector<KeyInfo> ListKeyUnits(const std::string& user_id);
+  std::map<std::string, bool> HomesDisabled();
+  // The upgrade's merge of the copies of users and keys into their units
+  // (src/homes_fill.cc): every key gets its unit (revoked if any copy is),
+  // every user disabled on any copy is disabled on the home.
+  int64_t FillKeys(const ClusterMap& map);
 };
 
 template <typename Fn>

@@ -47,6 +47,39 @@ struct ChatCompletionRequest {
   std::string session_id;  // "session_id" field; "" for none.
 };
 
+// POST /v1/responses (OpenAI's Responses API; docs/api.md lists the part
+// served). A stored response (`store`, the default) is one turn of a
+// conversation: one user message in, one answer out.
+struct CreateResponseRequest {
+  std::string model;                        // "" when absent: the conversation's.
+  std::string input;                        // Stored: the user's new message.
+  std::vector<ChatMessage> messages;        // Not stored: the whole context, in order.
+  std::optional<std::string> instructions;  // `instructions` and system/developer items, joined.
+  std::string conversation;                 // Its id as sent ("conv_..."); "" for none.
+  bool stream = false;
+  bool background = false;
+  bool store = true;
+  Sampling sampling;  // max_output_tokens, temperature, top_p.
+};
+
+// GET /v1/responses/{id}?stream=true&starting_after=N
+struct ResponseQuery {
+  bool stream = false;
+  int64_t starting_after = -1;  // -1: from the first event.
+};
+
+// POST /v1/conversations
+struct CreateConversationRequest {
+  std::string metadata_json = "{}";
+};
+
+// GET /v1/conversations/{id}/items?limit=&after=&order=
+struct ConversationItemsQuery {
+  int limit = 20;
+  std::string after;  // An item id ("msg_..."), or "".
+  bool ascending = false;
+};
+
 struct ListMessagesQuery {
   int limit = 50;
   int64_t after = 0;
@@ -87,6 +120,21 @@ Status ParseNoQuery(std::string_view query);
 bool ValidIdempotencyKey(std::string_view key);
 // GET /v1/sessions/{id}/messages?limit=&after=
 StatusOr<ListMessagesQuery> ParseListMessagesQuery(std::string_view query);
+// GET /v1/sessions/{id}/turns/{turn}/events?starting_after=N, or the
+// Last-Event-ID header an EventSource sends when it reconnects (`last_id`,
+// "" when absent; with both, the later one): the event number to resume after.
+StatusOr<int64_t> ParseTurnEventsQuery(std::string_view query, std::string_view last_id);
+
+// POST /v1/responses. Strict like the OpenAI API: unknown fields are 400
+// unknown_parameter; known ones chatllm cannot honour (tools, a non-text
+// format, previous_response_id, ...) are 400 unsupported_parameter.
+StatusOr<CreateResponseRequest> ParseCreateResponse(std::string_view body, const Config& config);
+// GET /v1/responses/{id}: stream, starting_after (or Last-Event-ID).
+StatusOr<ResponseQuery> ParseResponseQuery(std::string_view query, std::string_view last_id);
+// POST /v1/conversations: metadata; initial items are not supported.
+StatusOr<CreateConversationRequest> ParseCreateConversation(std::string_view body, const Config& config);
+// GET /v1/conversations/{id}/items: limit 1..100, after, order asc|desc.
+StatusOr<ConversationItemsQuery> ParseConversationItemsQuery(std::string_view query);
 
 // POST bodies must be JSON: the Content-Type header may be absent or
 // application/json (parameters such as charset=utf-8 allowed).

@@ -4,6 +4,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "api/requests.h"
 #include "base/config.h"
@@ -15,6 +19,8 @@
 #include "store/store.h"
 
 namespace chatllm {
+
+class DurableTurn;  // src/durable_turn.h
 
 // The turn use case (docs/architecture.md, "The turn"): store the user's
 // message, ask the providers, store the answer. It returns what happened (a
@@ -46,9 +52,14 @@ class TurnProgress {
   // The model the turn asks for, once known: a request that named none uses
   // its session's.
   virtual void ModelChosen(const std::string& model) {}
+  // A streamed turn is durable ([turns] durable): its id, before Begin.
+  virtual void TurnOpened(const SessionId& session, int64_t turn_id) {}
   // Before the provider is asked: sends the head of a stream (and the stored
   // user message, when there is one). False when the client is gone.
   virtual bool Begin(const MessageRecord* user) { return true; }
+  // The number of the durable turn's event the next delta is (the SSE id a
+  // client resumes after).
+  virtual void NextEventId(int64_t seq) {}
   // Where the provider's text goes as it comes; null when not streaming.
   virtual DeltaSink* sink() { return nullptr; }
   // The text already sent to the client.
@@ -71,12 +82,16 @@ struct TurnOutcome {
                 // `error`; `partial` is the cut-off answer, when one was stored.
     kGone,      // The client left mid-stream: nothing more to say.
   };
+  // A durable turn (0: the turn was not one).
+  int64_t turn_id = 0;
   Kind kind = Kind::kRefused;
   MessageRecord user;
   MessageRecord assistant;
   std::optional<MessageRecord> partial;
   Status error;
   int64_t retry_after_ms = -1;  // Retry-After for `error`; -1: none.
+  // More headers for `error` (a budget refusal's x-ratelimit-*).
+  std::vector<std::pair<std::string, std::string>> headers;
   // kReplayed: the status the first answer had and its recipe, or the stored body.
   int replay_status = 0;
   std::string recipe;
@@ -98,7 +113,10 @@ class TurnRunner {
                            TurnProgress& progress);
   // The metadata stored with an answer (provider, model, usage, latency,
   // finish reason, request id): what the presenters render it from.
-  static std::string AssistantMeta(const std::string& request_id, const Completion& c);
+  // `hold_hex`: the usage hold the answer settles (sql/011_usage.sql), so
+  // that a reaper finds it when its turn died before settling.
+  static std::string AssistantMeta(const std::string& request_id, const Completion& c,
+                                   const std::string& hold_hex = "");
 
  private:
   class Slot;
@@ -112,18 +130,52 @@ class TurnRunner {
   // Run() once the user message is stored: asks the providers, stores the
   // answer. `reused`: stored by an earlier attempt with the same key, which
   // `attempt` took over. Throws DbError (Run answers it).
+  // `opened`: the durable turn that opened with the user message, and its
+  // producer's token (0: none).
   TurnOutcome Answer(const SessionId& id, const TurnRequest& turn, TurnContext ctx, MessageRecord user, bool reused,
-                     int64_t attempt, RequestTrace* trace, TurnProgress& progress);
+                     int64_t attempt, std::pair<int64_t, int64_t> opened, RequestTrace* trace, TurnProgress& progress);
   // After a provider failure: keeps the text the client already saw as an
   // incomplete answer. nullopt when there was none, or it could not be stored.
+  // `durable`: the turn's producer, which ends the turn with it.
   std::optional<MessageRecord> StorePartial(const SessionId& id, const TurnRequest& turn, const MessageRecord& user,
-                                            const ProviderError& e, RequestTrace* trace, TurnProgress& progress);
+                                            const ProviderError& e, RequestTrace* trace, TurnProgress& progress,
+                                            DurableTurn* durable);
+
+  // The turn's usage hold (src/turn_usage.cc): taken before the user
+  // message is stored (a refusal stores nothing), settled by the stored
+  // answer, released when the turn ends without one.
+  struct Usage {
+    std::string hold_id;               // Empty: no hold (no ledger, no user, no budget).
+    int code = 0;                      // chat_usage_hold's (0: not asked).
+    bool keyed = false;                // Named by the Idempotency-Key: never released here.
+    bool answer_maybe_stored = false;  // From the answer's write on: never released.
+    bool settled = false;
+    std::string key_id;           // The request's API key.
+    std::string model;            // The model asked for.
+    int64_t prompt_estimate = 0;  // For an answer whose provider reported no usage.
+  };
+  std::optional<TurnOutcome> HoldUsage(const SessionId& session, const TurnRequest& turn, const TurnContext& ctx,
+                                       const RequestTrace& trace);
+  // An answer's usage as the ledger counts it: the provider's, else
+  // estimated (the prompt as held, the text); its cost at the price of the
+  // model asked for when the reported model has none.
+  void FillUsage(Completion* answer) const;
+  void SettleUsage(const UserId& user, const Completion& answer);
+  void ReleaseUsage(const UserId& user);
+  TurnOutcome BudgetRefusal(int code, const UserId& user, const std::string& key_id);
 
   const Config& config_;
   Store* store_;
   ProviderChain* providers_;
   Observer* observer_;
   UserLimits* limits_;
+  Usage usage_;  // Of the turn running (one at a time per runner).
+  // Users (and keys) the home said have no budget, until when (monotonic
+  // us): their turns skip the hold for [usage] budget_cache_ms.
+  std::unordered_map<std::string, int64_t> no_budget_;
+  // Users (and keys) this thread saw a budget of: their turns fail while
+  // the home does not answer, where others go on uncounted.
+  std::unordered_set<std::string> has_budget_;
 };
 
 }  // namespace chatllm

@@ -25,6 +25,18 @@ inline constexpr int64_t kTitleColumnChars = 1000;           // sessions.title V
 inline constexpr int64_t kTextColumnBytes = 65535;           // TEXT: sessions.metadata
 inline constexpr int64_t kMediumTextColumnBytes = 16777215;  // MEDIUMTEXT: messages.content, system_prompt
 
+// One MariaDB server of a shard (its primary or a replica).
+struct DbMember {
+  std::string host = "127.0.0.1";
+  int port = 3306;
+  bool operator==(const DbMember& o) const { return host == o.host && port == o.port; }
+};
+
+// "host:port" (an IPv6 host in brackets).
+std::string MemberText(const DbMember& m);
+// Parses "host:port" or "[v6]:port"; false if it is neither.
+bool ParseMember(std::string_view text, DbMember* out);
+
 // A seed shard from a [shard.NAME] section: where to look for the shard map
 // and, while no map is stored yet, the initial map (every seed active).
 struct ShardConfig {
@@ -33,6 +45,9 @@ struct ShardConfig {
   int port = 3306;
   std::string database = "chatllm";
   uint32_t weight = 100;
+  // `replicas = host:port, ...`: the shard's replicas when the cluster
+  // starts (docs/architecture.md, "Shard high availability").
+  std::vector<DbMember> replicas;
 };
 
 // One LLM provider: a [provider.NAME] section, or the built-in `echo`
@@ -61,6 +76,18 @@ struct ProviderConfig {
 
 // Every setting of chatllm-fcgi and shardctl. Defaults here are the documented
 // defaults; LoadConfig() fills what the file sets and validates everything.
+// [price.NAME]: what a model's tokens cost (docs/config.md, "Prices"). The
+// first section in file order whose globs match an answer's provider and
+// model prices it.
+struct PriceConfig {
+  std::string name;            // From the section name.
+  std::string model;           // Glob of the model names it prices; default: the name.
+  std::string provider = "*";  // Glob of the provider names.
+  double input = 0;            // USD per million prompt tokens...
+  double cached_input = -1;    // ...of which cached (where reported); -1: `input`.
+  double output = 0;           // USD per million completion tokens.
+};
+
 struct Config {
   std::string path;  // The file this came from (for messages).
 
@@ -104,6 +131,15 @@ struct Config {
   int idempotency_ttl_s = 86400;  // Idempotency keys are kept at least this long.
   int idempotency_lease_s = 600;  // A request still "running" after this is taken over.
 
+  // [turns]: durable streamed turns (sql/010_turns.sql, docs/api.md).
+  bool durable_turns = true;     // A streamed turn's events are stored as they come.
+  int turn_flush_ms = 250;       // Events are written at most this long after they come...
+  int turn_flush_events = 64;    // ...or once this many wait.
+  int turn_lease_ms = 0;         // A producer silent this long is presumed dead (0: the longest
+                                 // provider read_timeout_ms + 5 s; never shorter than that).
+  int turn_poll_ms = 100;        // How often a resumed stream looks for new events.
+  int turn_retention_s = 86400;  // A finished turn's events are kept this long.
+
   // [db]
   int connect_timeout_s = 1;
   int read_timeout_s = 2;
@@ -120,11 +156,35 @@ struct Config {
   std::string migrate_password;         // Default: db_password.
   int map_refresh_ms = 2000;            // How often a worker looks for a newer map.
   int move_wait_ms = 5000;              // How long a write waits for a session in transit.
-  std::string map_file;                 // Optional initial map (JSON), until a newer one is read.
+  // A list entry still 'pending' or 'deleting' after this long belongs to
+  // a create or delete that has ended: repaired (sql/009_homes.sql). Longer
+  // than any create or delete can take (move_wait_ms plus statement timeouts).
+  int orphan_entry_age_s = 60;
+  std::string map_file;  // Optional initial map (JSON), until a newer one is read.
+
+  // [ha]: replicas, switchover and failover (shardctl; docs/operations.md).
+  std::string ha_user;                     // Replication admin account; default: migrate_user.
+  std::string ha_password;                 // Default: migrate_password.
+  std::string repl_user = "chatllm_repl";  // What replicas connect to their primary as.
+  std::string repl_password;
+  int ha_check_ms = 500;                 // shardctl monitor: how often it looks at each shard.
+  int ha_down_after_ms = 3000;           // A primary unreachable this long (and to its replicas) is dead.
+  int ha_min_failover_interval_s = 300;  // No second automatic failover of one shard within this.
+  int ha_catchup_timeout_ms = 10000;     // Switchover: how long writes may pause for the replica.
+  std::string ha_hook;                   // Run after every switchover and failover (and refusal).
 
   // [provider] chain and [provider.NAME] sections: the providers a turn may
   // use, in the order they are tried.
   std::vector<ProviderConfig> providers;
+
+  // [usage]: the ledger, holds and budgets (docs/config.md, "[usage]").
+  bool usage_ledger = true;          // Every answer is held, settled and counted on the user's home.
+  int usage_budget_cache_ms = 2000;  // "No budget" is remembered this long per user and key.
+  int usage_hold_lease_s = 0;        // A turn's hold unsettled this long is its reaper's (default:
+                                     // every provider's total_timeout_ms, + 4 move waits, + 60 s).
+
+  // [price.NAME] sections, in file order.
+  std::vector<PriceConfig> prices;
 
   // [shard.NAME] sections, in file order. At least one.
   std::vector<ShardConfig> shards;

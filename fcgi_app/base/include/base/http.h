@@ -45,6 +45,12 @@ class ResponseStream {
   // the connection); later calls do nothing.
   virtual bool Send(std::string_view data) = 0;
   virtual size_t bytes_sent() const = 0;
+  // Sends `whole` (status, headers, body with its Content-Length) and ends
+  // the request now, before the handler returns: the client has its answer
+  // and the handler goes on working (a background turn). Only before
+  // Start(); later Sends do nothing. False when the stream cannot end early
+  // or the client is gone.
+  virtual bool Finish(const HttpResponse& whole) { return false; }
 };
 
 // What one request did, for its access log line and the slow log. Filled as
@@ -56,6 +62,7 @@ struct RequestTrace {
   const char* route_name = "";
   std::string session_id;   // When the route names one.
   std::string user;         // The caller's user id (hex), when authenticated.
+  std::string key_id;       // The API key's id (8 raw bytes), when authenticated.
   std::string shard;        // Last shard a statement ran on.
   int64_t db_us = 0;        // Time in database statements.
   int64_t provider_us = 0;  // Time waiting for the LLM provider.

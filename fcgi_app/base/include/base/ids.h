@@ -25,6 +25,18 @@ class SessionId {
   // Idempotency-Key on session creation uses it so that a retry lands on
   // the same shard as the first attempt.
   static SessionId FromName(std::string_view name);
+  // The id of `user`'s home (16 raw bytes; empty: no user), the placement
+  // unit that holds the user's session list (sql/009_homes.sql): derived
+  // from the user id like FromName, with version 11, which no session id
+  // has, so a client can never name a home as a session.
+  static SessionId HomeOf(std::string_view user);
+  // The id of the placement unit of the API key `key_id` (8 raw bytes),
+  // version 12: the key's only authoritative row (sql/009_homes.sql).
+  static SessionId KeyUnitOf(std::string_view key_id);
+
+  // True for the ids sessions have (version 4 random, version 8 keyed):
+  // anything else names no session, whatever the store holds under it.
+  bool names_session() const;
 
   const std::string& text() const { return text_; }    // Lowercase canonical form.
   const std::string& bytes() const { return bytes_; }  // 16 raw bytes.

@@ -18,6 +18,14 @@ class Observer {
   virtual ~Observer() = default;
   virtual void OnQuery(const std::string& shard, int64_t micros, bool ok) = 0;
   virtual void OnProviderCall(const std::string& provider, int64_t micros, bool ok) = 0;
+  // An answer's tokens (-1: not reported) and cost in nano-USD (-1: no
+  // [price.NAME] matched), by the provider and model that answered.
+  virtual void OnTokens(const std::string& provider, const std::string& model, int64_t prompt, int64_t cached,
+                        int64_t completion, int64_t cost_nanos) {}
+  // A budget refused a turn: the user's or the key's (`of_key`), which one
+  // (`kind` 1..6: tokens a day, a month, cost a day, a month, concurrent
+  // turns, no price).
+  virtual void OnBudgetRefusal(bool of_key, int kind) {}
 };
 
 // Per-user limits that hold across the threads and processes of one app

@@ -9,12 +9,13 @@ namespace chatllm {
 // Incremental parser of a text/event-stream body (the WHATWG Server-Sent
 // Events format): bytes in any split, events out. Lines end in LF or CRLF;
 // `data:` lines of one event are joined with '\n'; comments (':') and the
-// `id`/`retry` fields are skipped.
+// `retry` field are skipped; an `id` is the event's own (not carried over).
 class SseParser {
  public:
   struct Event {
     std::string event;  // Empty when the event had no `event:` line.
     std::string data;
+    std::string id;  // Empty when the event had no `id:` line.
   };
   using Handler = std::function<bool(const Event&)>;
 

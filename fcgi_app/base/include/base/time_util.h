@@ -13,6 +13,9 @@ int64_t MonotonicMicros();
 // "2026-11-27T09:10:53.123456Z": RFC 3339, UTC, always six fractional digits
 // (years 0000-9999).
 std::string FormatRfc3339(int64_t unix_micros);
+// Unix seconds of the next UTC midnight (`month`: of the first of the next
+// month): when a day's or a month's budget starts again.
+int64_t NextUtcPeriodStart(bool month);
 
 // Unix microseconds of a UTC civil time (proleptic Gregorian calendar).
 int64_t UnixMicrosFromCivil(int64_t year, unsigned month, unsigned day, unsigned hour, unsigned minute, unsigned second,

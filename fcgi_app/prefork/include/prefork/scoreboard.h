@@ -32,7 +32,7 @@ struct SharedHistogram {
 
 // Routes and statuses the request counters are kept for (fixed, so the
 // shared memory has a fixed layout).
-constexpr int kMetricRoutes = 16;  // At least the number of RouteId values (router.h).
+constexpr int kMetricRoutes = 32;  // At least the number of RouteId values (router.h; main.cc checks).
 constexpr int kMetricStatuses = 18;
 const int kMetricStatusCodes[kMetricStatuses] = {200, 201, 204, 400, 401, 404, 405, 409, 413,
                                                  415, 422, 429, 500, 502, 503, 504, 0,   -1};
@@ -49,6 +49,19 @@ struct NamedSeries {
   std::atomic<uint64_t> calls;
   std::atomic<uint64_t> errors;
   SharedHistogram latency;
+};
+
+// Tokens and cost by provider and model (Observer::OnTokens), claimed by
+// name like NamedSeries; the name is "PROVIDER\tMODEL".
+struct UsageSeries {
+  static constexpr int kNameLen = 65 + 129;  // A provider name, a tab, a model name of up to 128.
+  std::atomic<uint32_t> claimed;
+  char name[kNameLen];
+  std::atomic<uint64_t> answers;
+  std::atomic<uint64_t> prompt_tokens;
+  std::atomic<uint64_t> cached_tokens;
+  std::atomic<uint64_t> completion_tokens;
+  std::atomic<uint64_t> cost_nanos;  // Priced answers only.
 };
 
 // One worker thread's row of the scoreboard. Written by that thread only;
@@ -82,6 +95,7 @@ class Scoreboard {
  public:
   static constexpr int kMaxShards = 64;
   static constexpr int kMaxProviders = 16;
+  static constexpr int kMaxUsage = 128;  // Provider and model pairs; more are not counted.
   static constexpr int kUserSlots = 4096;
 
   // Maps a region for `slots` worker threads. Aborts if mmap fails (at start-up only).
@@ -107,6 +121,7 @@ class Scoreboard {
   void CountRequest(int route, int status, int64_t micros);
   NamedSeries* Shard(std::string_view name) { return Series(shards_, kMaxShards, name); }
   NamedSeries* Provider(std::string_view name) { return Series(providers_, kMaxProviders, name); }
+  UsageSeries* Usage(std::string_view provider, std::string_view model);
 
   struct Counters {
     std::atomic<uint64_t> accepted;  // Connections accepted by workers.
@@ -118,6 +133,9 @@ class Scoreboard {
     std::atomic<uint64_t> killed_requests;  // Workers killed by request_timeout.
     std::atomic<uint64_t> reloads;
     std::atomic<int64_t> started_unix;  // Master start time.
+    // Turns a budget refused: [0] the user's, [1] a key's; by kind 1..6
+    // (Observer::OnBudgetRefusal).
+    std::atomic<uint64_t> budget_refusals[2][7];
   };
   Counters& counters();
 
@@ -125,6 +143,7 @@ class Scoreboard {
   SharedHistogram& request_latency(int route);
   NamedSeries* shards() { return shards_; }
   NamedSeries* providers() { return providers_; }
+  UsageSeries* usage() { return usage_; }
 
   // Per-user limits across this instance's workers.
   // TryBeginTurn marks slot `i` (the calling thread's) as running a turn of
@@ -145,6 +164,8 @@ class Scoreboard {
  private:
   struct Layout;
   static NamedSeries* Series(NamedSeries* table, int n, std::string_view name);
+  template <class T>
+  static T* Claim(T* table, int n, std::string_view name);
 
   int slots_;
   size_t bytes_;
@@ -152,6 +173,7 @@ class Scoreboard {
   WorkerSlot* slot_array_;
   NamedSeries* shards_;
   NamedSeries* providers_;
+  UsageSeries* usage_;
 };
 
 }  // namespace chatllm

@@ -41,7 +41,10 @@ struct Completion {
   std::string finish_reason;   // "stop", "length", ...; see docs/providers.md.
   int64_t prompt_tokens = -1;  // As reported; -1 when the provider did not say.
   int64_t completion_tokens = -1;
-  int64_t latency_us = 0;  // Of the call that answered (retries not included).
+  int64_t cached_tokens = -1;    // Of prompt_tokens, read from a cache; -1 when not said.
+  int64_t cost_nanos = -1;       // Priced by [price.NAME], in 1e-9 USD; -1: no price, or no usage.
+  bool usage_estimated = false;  // The counts are chatllm's estimates (the provider reported none).
+  int64_t latency_us = 0;        // Of the call that answered (retries not included).
 };
 
 // Receives the answer's text as it arrives. OnDelta returns false when

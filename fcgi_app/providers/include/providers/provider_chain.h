@@ -25,7 +25,7 @@ class ProviderChain {
   // A chain of ready-made providers. `sleep` waits between retries (null:
   // the thread sleeps); a caller that keeps its own clock passes its own.
   explicit ProviderChain(std::vector<std::unique_ptr<Provider>> providers,
-                         std::function<void(int64_t ms)> sleep = nullptr);
+                         std::function<void(int64_t ms)> sleep = nullptr, std::vector<PriceConfig> prices = {});
 
   // Whether some provider serves `model` (empty: always).
   bool Serves(const std::string& model) const;
@@ -37,16 +37,28 @@ class ProviderChain {
   // Whether a provider that may answer `model` reads the context.
   bool NeedsContext(const std::string& model) const;
 
+  // The most an answer to `model` ("": each provider's default) may cost
+  // before it is asked, over the providers that may answer it:
+  // `prompt_tokens` and their max_tokens (or `max_tokens` when above 0),
+  // priced. `*tokens` gets the token count; the cost is -1 when some
+  // provider that may answer has no price for it.
+  int64_t WorstCostNanos(const std::string& model, int64_t prompt_tokens, int max_tokens, int64_t* tokens) const;
+  // `prompt` and `completion` tokens of `model` at the highest price of the
+  // providers that may answer it; -1 when none has a price for it.
+  int64_t HighestCostNanos(const std::string& model, int64_t prompt, int64_t completion) const;
+
   // Asks for an answer to `request`; `request.model` empty means each
   // provider's default. Throws the last provider's ProviderError when every
   // candidate failed, or at once when the sink refused text (kCancelled) or
-  // after text was streamed.
+  // after text was streamed. The answer is priced ([price.NAME]) and its
+  // tokens reported to `observer`.
   Completion Complete(ProviderRequest request, DeltaSink* sink, Observer* observer, RequestTrace* trace);
 
  private:
   std::vector<Provider*> Candidates(const std::string& model) const;
 
   std::vector<std::unique_ptr<Provider>> providers_;
+  std::vector<PriceConfig> prices_;  // [price.NAME]: what prices each answer.
   bool routes_by_model_ = false;
   std::function<void(int64_t ms)> sleep_;
 };

@@ -15,6 +15,8 @@ enum class DbErrorKind {
   kConnectionLost,  // The connection broke during a statement: it may or may not have run.
   kTimeout,         // The server aborted the statement (max_statement_time): rolled back.
   kRetryable,       // Deadlock or lock wait timeout: rolled back; running it again is safe.
+  kReadOnly,        // The server is read-only (a replica, or a primary being switched): nothing
+                    // written; running it again on the shard's primary, once the map names it, is safe.
   kQuery,           // Any other SQL error: a bug, a schema mismatch, a constraint.
 };
 
