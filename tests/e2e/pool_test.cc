@@ -250,9 +250,19 @@ TEST(PoolTest, AccessLogHasALinePerRequestAndSigusr1ReopensTheLogs) {
   ASSERT_EQ(std::rename(access.c_str(), (access + ".1").c_str()), 0);
   ASSERT_EQ(std::rename(log.c_str(), (log + ".1").c_str()), 0);
   ASSERT_EQ(kill(app.pid(), SIGUSR1), 0);
-  ASSERT_TRUE(WaitFor(2, [&] { return ReadFile(log).find("log reopened") != std::string::npos; }))
-      << ReadFile(log + ".1");
-  // Both workers must have reopened: every request lands in the new access log.
+  // The master reopens its log, then signals each worker, which reopens
+  // between requests and says so in the new log. Once both have, every
+  // request lands in the new access log (before that, a request may still
+  // go to the renamed file, as with nginx's USR1).
+  auto reopened = [&] {
+    std::string text = ReadFile(log);
+    size_t workers = 0;
+    for (size_t at = text.find("worker: logs reopened"); at != std::string::npos;
+         at = text.find("worker: logs reopened", at + 1))
+      ++workers;
+    return text.find("master: log reopened") != std::string::npos && workers == 2;
+  };
+  ASSERT_TRUE(WaitFor(2, reopened)) << ReadFile(log) << "\n--- before the rotation:\n" << ReadFile(log + ".1");
   for (int i = 0; i < 6; ++i) {
     std::map<std::string, std::string> params = {{"HTTP_X_REQUEST_ID", "after-rotate-" + std::to_string(i)}};
     EXPECT_EQ(FcgiRequest(app.port(), "GET", "/v1/sessions/" + session, "", params).status, 200);

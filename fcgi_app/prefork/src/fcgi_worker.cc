@@ -326,6 +326,8 @@ void ServeThread(WorkerShared* w, int index) {
       std::string error;
       if (!LogReopen(&error) || !w->access_log->Reopen(&error))
         LOG_ERROR("worker: reopening logs failed: %s", error.c_str());
+      else
+        LOG_INFO("worker: logs reopened");
     }
     // Wait for a connection with the held signals open (ppoll swaps the
     // mask atomically): a stop signal either arrives here, or stays pending
