@@ -722,10 +722,13 @@ int Main(int argc, char** argv) {
     setup.set_keep_alive(true);
     setup.set_tcp_nodelay(true);
     for (int i = 0; i < opt.sessions; ++i) {
-      // A kept-alive connection can be closed under us (an nginx reload):
-      // retry; a stray extra session is harmless.
+      // As a real client would: a kept-alive connection closed under us (an
+      // nginx reload), or a 502/503 while a fault scenario kills workers or
+      // a shard already, is retried (a stray extra session is harmless).
       auto r = setup.Post("/v1/sessions", R"({"title":"load"})", "application/json");
-      for (int attempt = 0; attempt < 3 && !r; ++attempt) {
+      for (int attempt = 1; attempt < 10 && (!r || r->status == 502 || r->status == 503 || r->status == 504);
+           ++attempt) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));
         r = setup.Post("/v1/sessions", R"({"title":"load"})", "application/json");
       }
       if (!r || r->status != 201) {
