@@ -97,6 +97,10 @@ END //
 -- -11 tokens a day, -12 tokens a month, -13 cost a day, -14 cost a month,
 -- -15 concurrent turns, -16 a cost budget and no price (the user's), and
 -- -21..-26 the same for the key's. The caller holds the budget rows' locks.
+-- When they fit, @chat_usage_room says what room the tightest budget of
+-- each kind leaves once they are held: 't LIMIT REMAINING d|m' (tokens, a
+-- day or a month), 'c ...' (cost, nano-USD), 'n LIMIT REMAINING' (turns at
+-- once), joined by ';' ('' when no budget limits them).
 CREATE OR REPLACE FUNCTION chat_usage_check(p_home BINARY(16), p_key BINARY(8), p_tokens BIGINT, p_cost BIGINT)
   RETURNS INT
   NOT DETERMINISTIC
@@ -109,6 +113,9 @@ BEGIN
   DECLARE v_tokens_day, v_tokens_month, v_cost_day, v_cost_month, v_concurrent BIGINT;
   DECLARE v_used_tokens_day, v_used_tokens_month, v_used_cost_day, v_used_cost_month BIGINT;
   DECLARE v_held_tokens, v_held_cost, v_held_count BIGINT;
+  -- The tightest budget of each kind: its limit, what it leaves, its period.
+  DECLARE v_t_limit, v_t_left, v_c_limit, v_c_left, v_n_limit, v_n_left BIGINT DEFAULT NULL;
+  DECLARE v_t_month, v_c_month INT DEFAULT 0;
   DECLARE c CURSOR FOR
     SELECT key_id, tokens_day, tokens_month, cost_day, cost_month, concurrent FROM usage_budgets
      WHERE home_id = p_home AND key_id IN (REPEAT(0x00, 8), p_key);
@@ -154,8 +161,34 @@ BEGIN
     IF v_cost_month IS NOT NULL AND v_used_cost_month + v_held_cost + p_cost > v_cost_month THEN
       RETURN v_base - 4;
     END IF;
+    IF v_tokens_day IS NOT NULL AND (v_t_left IS NULL OR
+                                     v_tokens_day - v_used_tokens_day - v_held_tokens - p_tokens < v_t_left) THEN
+      SET v_t_limit = v_tokens_day, v_t_left = v_tokens_day - v_used_tokens_day - v_held_tokens - p_tokens,
+          v_t_month = 0;
+    END IF;
+    IF v_tokens_month IS NOT NULL AND (v_t_left IS NULL OR
+                                       v_tokens_month - v_used_tokens_month - v_held_tokens - p_tokens < v_t_left) THEN
+      SET v_t_limit = v_tokens_month, v_t_left = v_tokens_month - v_used_tokens_month - v_held_tokens - p_tokens,
+          v_t_month = 1;
+    END IF;
+    IF v_cost_day IS NOT NULL AND (v_c_left IS NULL OR
+                                   v_cost_day - v_used_cost_day - v_held_cost - p_cost < v_c_left) THEN
+      SET v_c_limit = v_cost_day, v_c_left = v_cost_day - v_used_cost_day - v_held_cost - p_cost, v_c_month = 0;
+    END IF;
+    IF v_cost_month IS NOT NULL AND (v_c_left IS NULL OR
+                                     v_cost_month - v_used_cost_month - v_held_cost - p_cost < v_c_left) THEN
+      SET v_c_limit = v_cost_month, v_c_left = v_cost_month - v_used_cost_month - v_held_cost - p_cost,
+          v_c_month = 1;
+    END IF;
+    IF v_concurrent IS NOT NULL AND (v_n_left IS NULL OR v_concurrent - v_held_count - 1 < v_n_left) THEN
+      SET v_n_limit = v_concurrent, v_n_left = v_concurrent - v_held_count - 1;
+    END IF;
   END LOOP;
   CLOSE c;
+  SET @chat_usage_room = CONCAT_WS(';',
+    IF(v_t_limit IS NULL, NULL, CONCAT('t ', v_t_limit, ' ', v_t_left, IF(v_t_month, ' m', ' d'))),
+    IF(v_c_limit IS NULL, NULL, CONCAT('c ', v_c_limit, ' ', v_c_left, IF(v_c_month, ' m', ' d'))),
+    IF(v_n_limit IS NULL, NULL, CONCAT('n ', v_n_limit, ' ', v_n_left)));
   RETURN 0;
 END //
 
@@ -164,8 +197,10 @@ END //
 -- (held), 2 (already held under this id: another attempt of the same
 -- Idempotency-Key runs it), 3 (already settled: that attempt answered), 4
 -- (no budget applies: nothing held, nothing written), a refusal of
--- chat_usage_check (nothing held), or a placement code. A released hold
--- (its attempt failed) is held again.
+-- chat_usage_check (nothing held), or a placement code, as text; after 1,
+-- a space and the room the budgets leave (chat_usage_check's
+-- @chat_usage_room) when any limits it. A released hold (its attempt
+-- failed) is held again.
 CREATE OR REPLACE FUNCTION chat_usage_hold(
   p_home     BINARY(16),
   p_user     BINARY(16),
@@ -178,7 +213,7 @@ CREATE OR REPLACE FUNCTION chat_usage_hold(
   p_lease_ms BIGINT,
   p_keep_s   BIGINT,
   p_epoch    BIGINT
-) RETURNS INT
+) RETURNS VARCHAR(255) CHARACTER SET ascii
   NOT DETERMINISTIC
   MODIFIES SQL DATA
   SQL SECURITY DEFINER
@@ -212,6 +247,7 @@ BEGIN
   IF v_budgets = 0 THEN
     RETURN 4;
   END IF;
+  SET @chat_usage_room = '';
   SET v_code = chat_usage_check(p_home, p_key, p_tokens, p_cost);
   IF v_code <> 0 THEN
     RETURN v_code;
@@ -233,7 +269,7 @@ BEGIN
    WHERE home_id = p_home AND state IN ('settled', 'released')
      AND expires_at < UTC_TIMESTAMP(6) - INTERVAL p_keep_s SECOND
    LIMIT 8;
-  RETURN 1;
+  RETURN IF(COALESCE(@chat_usage_room, '') = '', '1', CONCAT('1 ', @chat_usage_room));
 END //
 
 -- The answer of hold p_hold is stored: the hold becomes what it used, and

@@ -11,7 +11,10 @@
 #   3. kill -9 of every worker of both instances while 16 slow turns hold
 #      their worst case: once the hold lease ([usage] hold_lease_s, 8 s on
 #      the test stack) has run out, `chatllm-admin reap` leaves no hold, and
-#      the ledger still equals the stored answers.
+#      the ledger still equals the stored answers;
+#   4. every answer a budget admitted carries the room left after its hold
+#      (x-ratelimit-*: in part 1 exactly 2600 - 26k for the k-th), a
+#      stream in its head; a user without a budget gets none.
 . "$(dirname "${BASH_SOURCE[0]}")/../load/faults/lib.sh"
 SCENARIO=budget
 ADMIN=("$CHATLLM_BUILD/chatllm-admin" --config "$(app_config "$(first_app)")")
@@ -37,7 +40,7 @@ def call(method, path, body=None):
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
 sessions = [json.loads(call("POST", "/v1/sessions", {})[2])["id"] for _ in range(n)]
-out = {"status": {}, "served_by": {}, "budget": {}, "headers_ok": 0, "sessions": sessions}
+out = {"status": {}, "served_by": {}, "budget": {}, "headers_ok": 0, "sessions": sessions, "admitted": []}
 lock = threading.Lock()
 gate = threading.Barrier(parallel)
 def worker(ids):
@@ -52,6 +55,11 @@ def worker(ids):
             out["status"][st] = out["status"].get(st, 0) + 1
             by = hd.get("X-Served-By", "?")
             out["served_by"][by] = out["served_by"].get(by, 0) + 1
+            if st == 201:
+                # The room the budgets left once this turn's hold was taken.
+                out["admitted"].append({h: hd.get(h) for h in (
+                    "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+                    "x-ratelimit-limit-turns", "x-ratelimit-remaining-turns")})
             if st == 429:
                 which = hd.get("x-chatllm-budget", "?")
                 out["budget"][which] = out["budget"].get(which, 0) + 1
@@ -100,6 +108,13 @@ say "answered $ok, refused $refused; by instance $(field "$WORK/one.json" "d['se
 ((refused == 900)) || fail "$refused refused (429), want 900; statuses $(field "$WORK/one.json" "d['status']")"
 [[ $(field "$WORK/one.json" "d['headers_ok']") == "$refused" ]] || fail "a refusal lacks budget_exceeded or its headers"
 [[ $(field "$WORK/one.json" "len(d['served_by'])") -ge 2 ]] || fail "the turns did not reach both instances"
+# Each answer says the room left after its hold: the holds queue on the
+# budget's lock and each takes 26 tokens, so the 100 answers carry
+# 2600 - 26k for k = 1..100, each once, whatever instance served them.
+[[ $(field "$WORK/one.json" "sorted(int(a['x-ratelimit-remaining-tokens'] or -1) for a in d['admitted']) == list(range(0, 2600, 26))") == True ]] ||
+  fail "the answers' x-ratelimit-remaining-tokens are not 2600 - 26k, k = 1..100: $(field "$WORK/one.json" "sorted(a['x-ratelimit-remaining-tokens'] for a in d['admitted'])")"
+[[ $(field "$WORK/one.json" "all(a['x-ratelimit-limit-tokens'] == '2600' and (a['x-ratelimit-reset-tokens'] or '').endswith('s') and a['x-ratelimit-limit-turns'] is None for a in d['admitted'])") == True ]] ||
+  fail "an answer lacks x-ratelimit-limit-tokens: 2600 or its reset: $(field "$WORK/one.json" "d['admitted'][:3]")"
 python3 "$WORK/stored.py" "$CHATLLM_URL" "$key" "$WORK/one.json" >"$WORK/one-stored.json"
 say "stored: $(cat "$WORK/one-stored.json")"
 [[ $(field "$WORK/one-stored.json" "d['answers']") == 100 ]] || fail "the sessions hold $(field "$WORK/one-stored.json" "d['answers']") answers, want 100"
@@ -129,6 +144,8 @@ ok=$(field "$WORK/two.json" "d['status'].get('201', 0)")
 say "answered $ok; $(field "$WORK/two.json" "d['status']"); refusals $(field "$WORK/two.json" "d['budget']")"
 ((ok == 1)) || fail "$ok turns ran at once under a concurrent budget of 1"
 [[ $(field "$WORK/two.json" "d['budget'].get('user.concurrent', 0)") == 19 ]] || fail "want 19 refusals by user.concurrent"
+[[ $(field "$WORK/two.json" "[(a['x-ratelimit-limit-turns'], a['x-ratelimit-remaining-turns'], a['x-ratelimit-limit-tokens']) for a in d['admitted']] == [('1', '0', None)]") == True ]] ||
+  fail "the answer does not say x-ratelimit-limit-turns: 1, remaining 0: $(field "$WORK/two.json" "d['admitted']")"
 [[ $(field "$WORK/two.json" "len(d['served_by'])") -ge 2 ]] || fail "the turns did not reach both instances"
 
 # 3. Workers killed while turns hold.
@@ -153,5 +170,20 @@ say "after the reap: $(cat "$WORK/three-stored.json")"
 left=$("${ADMIN[@]}" budget show "$user" | awk '$1 == "user" {print $2}')
 [[ $left == "$(field "$WORK/three-stored.json" "d['ledger_tokens']")" ]] ||
   fail "tokens used and held ($left) is not the ledger's: a hold was left"
-"${ADMIN[@]}" budget clear "$user" >/dev/null
+
+# 4. A stream's head carries the room too; a user without a budget gets no
+# x-ratelimit-* at all.
+say "a streamed turn's head, with a budget and without"
+session=$(curl -s -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d '{}' \
+  "$CHATLLM_URL/v1/sessions" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+head=$(curl -s -N -D - -o /dev/null -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+  -d '{"content":"stream me","max_tokens":13,"stream":true}' "$CHATLLM_URL/v1/sessions/$session/messages" | tr -d '\r')
+grep -qi '^content-type: text/event-stream' <<<"$head" || fail "not a stream: $head"
+grep -qi '^x-ratelimit-limit-tokens: 1000000$' <<<"$head" || fail "the stream's head lacks x-ratelimit-limit-tokens: $head"
+grep -qi '^x-ratelimit-remaining-tokens: [0-9]' <<<"$head" || fail "the stream's head lacks x-ratelimit-remaining-tokens: $head"
+"${ADMIN[@]}" budget clear "$user" >/dev/null  # Applies at once (only "no budget" is cached).
+head=$(curl -s -D - -o /dev/null -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+  -d '{"content":"no budget"}' "$CHATLLM_URL/v1/sessions/$session/messages" | tr -d '\r')
+grep -q '^HTTP/1.1 201' <<<"$head" || fail "a turn without a budget was not answered: $head"
+! grep -qi '^x-ratelimit-' <<<"$head" || fail "a turn without a budget carries x-ratelimit-*: $head"
 finish

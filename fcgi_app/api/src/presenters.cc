@@ -207,11 +207,22 @@ class StreamingPresenter : public TurnPresenter {
     turn_id_ = turn_id;
   }
   void NextEventId(int64_t seq) override { sink_.set_next_id(seq); }
+  void RateLimits(std::vector<std::pair<std::string, std::string>> headers) override {
+    rate_limits_ = std::move(headers);
+  }
 
  protected:
   bool StartStream() {
-    started_ = stream_->Start(StreamHead(trace_, store_.last_epoch(), turn_id_));
+    HttpResponse head = StreamHead(trace_, store_.last_epoch(), turn_id_);
+    for (const auto& [name, value] : rate_limits_) head.SetHeader(name, value);
+    started_ = stream_->Start(head);
     return started_;
+  }
+  // An answer as JSON, with the room its budgets leave.
+  HttpResponse Answer(int status, std::string body) const {
+    HttpResponse r = Json(status, std::move(body));
+    for (const auto& [name, value] : rate_limits_) r.SetHeader(name, value);
+    return r;
   }
   // A durable turn's `turn` event (SSE id 0): its id and where to read it again.
   std::string TurnEvent() const {
@@ -233,7 +244,8 @@ class StreamingPresenter : public TurnPresenter {
   StreamingSink sink_;
   bool started_ = false;
   std::optional<SessionId> turn_session_;
-  int64_t turn_id_ = 0;  // A durable turn's; 0: none.
+  int64_t turn_id_ = 0;                                           // A durable turn's; 0: none.
+  std::vector<std::pair<std::string, std::string>> rate_limits_;  // x-ratelimit-*, when a budget admitted it.
 };
 
 std::string NativeErrorEvent(const TurnOutcome& o) {
@@ -280,7 +292,7 @@ class Native : public StreamingPresenter {
   HttpResponse Present(const TurnOutcome& o) override {
     switch (o.kind) {
       case TurnOutcome::Kind::kAnswered:
-        if (!started_) return Json(201, NativeBody(o.user, o.assistant));
+        if (!started_) return Answer(201, NativeBody(o.user, o.assistant));
         stream_->Send(SseEvent("assistant", MessageJson(o.assistant)));
         return Streamed();
       case TurnOutcome::Kind::kReplayed:
@@ -320,7 +332,7 @@ class OpenAi : public StreamingPresenter {
   HttpResponse Present(const TurnOutcome& o) override {
     switch (o.kind) {
       case TurnOutcome::Kind::kAnswered:
-        if (!started_) return Json(200, OpenAiBody(session_id_, o.user, o.assistant));
+        if (!started_) return Answer(200, OpenAiBody(session_id_, o.user, o.assistant));
         stream_->Send(Finish(o));
         return Streamed();
       case TurnOutcome::Kind::kReplayed:

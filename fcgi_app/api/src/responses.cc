@@ -418,10 +418,13 @@ class Responses : public TurnPresenter {
     view_.id = ResponseIdText(session, turn_id);
     recipe_ = "responses:" + TurnIdText(turn_id);
   }
+  void RateLimits(std::vector<std::pair<std::string, std::string>> headers) override {
+    rate_limits_ = std::move(headers);
+  }
   bool Begin(const MessageRecord*) override {
     if (background_ && !stream_) {
       // The answer now: the response as it begins; the turn goes on.
-      HttpResponse r = Json(200, ResponseJson(view_));
+      HttpResponse r = Answer(ResponseJson(view_));
       r.SetHeader("X-Request-Id", trace_.request_id);
       r.SetHeader("X-Shard-Map-Epoch", std::to_string(store_.last_epoch()));
       finished_ = background_->Finish(r);
@@ -441,7 +444,7 @@ class Responses : public TurnPresenter {
         end.text = o.assistant.content;
         end.meta = ReadMeta(o.assistant.meta_json);
         if (!end.meta.model.empty()) end.model = end.meta.model;
-        if (!started_) return Json(200, ResponseJson(end));
+        if (!started_) return Answer(ResponseJson(end));
         stream_->Send(ResponseEndEvents(end, sink_.count(), -1));
         return Streamed();
       case TurnOutcome::Kind::kRefused:
@@ -470,7 +473,17 @@ class Responses : public TurnPresenter {
  private:
   static HttpResponse Json(int status, std::string body) { return JsonBody(status, std::move(body)); }
   static HttpResponse Streamed() { return StreamedResponse(); }
-  HttpResponse Head() const { return EventStreamHead(trace_.request_id, store_.last_epoch()); }
+  HttpResponse Head() const {
+    HttpResponse head = EventStreamHead(trace_.request_id, store_.last_epoch());
+    for (const auto& [name, value] : rate_limits_) head.SetHeader(name, value);
+    return head;
+  }
+  // The response as JSON, with the room its budgets leave.
+  HttpResponse Answer(std::string body) const {
+    HttpResponse r = Json(200, std::move(body));
+    for (const auto& [name, value] : rate_limits_) r.SetHeader(name, value);
+    return r;
+  }
 
   ResponseStream* stream_;
   ResponseStream* background_;
@@ -478,6 +491,7 @@ class Responses : public TurnPresenter {
   const Store& store_;
   ResponseView view_;
   ResponseSink sink_;
+  std::vector<std::pair<std::string, std::string>> rate_limits_;  // x-ratelimit-*, when a budget admitted it.
   std::string recipe_ = "responses";
   bool started_ = false;
   bool finished_ = false;

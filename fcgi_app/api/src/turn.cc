@@ -197,6 +197,7 @@ TurnOutcome TurnRunner::Begin(const SessionId& id, TurnRequest& turn, RequestTra
   // The turn's worst case is held on the user's home before anything is
   // stored: a budget that refuses it refuses the turn.
   if (auto refused = HoldUsage(id, turn, ctx, *trace)) return *refused;
+  progress.RateLimits(RateLimitHeaders());
 
   // Transaction 1: the user message, durable before the provider is asked
   // (with its Idempotency-Key, if any). Room is left for its answer.
@@ -260,6 +261,7 @@ TurnOutcome TurnRunner::Begin(const SessionId& id, TurnRequest& turn, RequestTra
       }
       return *refused;
     }
+    progress.RateLimits(RateLimitHeaders());
   }
   // From here the user message is stored. A keyed turn that fails keeps its
   // key, marked failed, on every way out below: the retry with the same key
@@ -512,6 +514,7 @@ TurnOutcome TurnRunner::RunStateless(const ChatCompletionRequest& req, const Use
     }
     try {
       if (auto refused = HoldUsage(SessionId::FromBytes(std::string(16, '\0')), as_turn, ctx, *trace)) return *refused;
+      progress.RateLimits(RateLimitHeaders());
     } catch (const DbError& e) {
       Status err = DbStatus(e, "a turn");
       return TurnOutcome::Refused(err.http_status(), err.code(), err.message(), err.http_status() == 503 ? 1000 : -1);

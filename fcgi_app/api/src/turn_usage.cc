@@ -31,7 +31,32 @@ std::string HoldIdOf(const UserId& user, const std::string& key_id, const Sessio
   return SecretHash(user + key_id + session.bytes() + idem->target_sha + idem->key).substr(0, 16);
 }
 
+// OpenAI's x-ratelimit-* trio for one budget: `unit` is tokens, usd (the
+// figures in USD) or turns; reset_s < 0: none (a turn at once ends when it
+// ends).
+void AddRateLimit(std::vector<std::pair<std::string, std::string>>* headers, const std::string& unit, int64_t limit,
+                  int64_t remaining, int64_t reset_s) {
+  const bool usd = unit == "usd";
+  headers->emplace_back("x-ratelimit-limit-" + unit, usd ? UsdText(limit) : std::to_string(limit));
+  headers->emplace_back("x-ratelimit-remaining-" + unit, usd ? UsdText(remaining) : std::to_string(remaining));
+  if (reset_s >= 0) headers->emplace_back("x-ratelimit-reset-" + unit, std::to_string(reset_s) + "s");
+}
+
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> TurnRunner::RateLimitHeaders() const {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (usage_.code != kUsageHeld) return headers;
+  const int64_t now = std::time(nullptr);
+  auto reset = [&](const UsageRoom::Figure& f) { return NextUtcPeriodStart(f.monthly) - now; };
+  const UsageRoom& room = usage_.room;
+  if (room.tokens.limit >= 0)
+    AddRateLimit(&headers, "tokens", room.tokens.limit, room.tokens.remaining, reset(room.tokens));
+  if (room.cost_nanos.limit >= 0)
+    AddRateLimit(&headers, "usd", room.cost_nanos.limit, room.cost_nanos.remaining, reset(room.cost_nanos));
+  if (room.turns.limit >= 0) AddRateLimit(&headers, "turns", room.turns.limit, room.turns.remaining, -1);
+  return headers;
+}
 
 std::optional<TurnOutcome> TurnRunner::HoldUsage(const SessionId& session, const TurnRequest& turn,
                                                  const TurnContext& ctx, const RequestTrace& trace) {
@@ -66,33 +91,14 @@ std::optional<TurnOutcome> TurnRunner::HoldUsage(const SessionId& session, const
   usage_.hold_id = h.hold_id;
   usage_.keyed = h.keyed;
   usage_.code = kUsageHeld;
-  int code = kUsageHeld;
-  try {
-    code = store_->HoldUsage(turn.user, h);
-  } catch (const DbError& e) {
-    // The user's home does not answer. Unless this worker saw a budget of
-    // the user and key, the turn goes on (the session's shard is all it
-    // needs, as before the ledger: a shard's outage stays its own), not
-    // counted (logged). With a budget seen, it fails: it cannot be checked.
-    if (has_budget_.count(who) > 0 || e.kind() == DbErrorKind::kQuery) throw;
-    LOG_WARN("usage: the user's home does not answer (%s); a turn of a user without a budget goes on uncounted",
-             e.what());
-    usage_ = Usage{};
-    usage_.code = kUsageNotHeld;
-    usage_.key_id = trace.key_id;
-    usage_.model = turn.model;
-    usage_.prompt_estimate = prompt;
-    return std::nullopt;
-  }
-  if (code <= -11 && store_->ReapUsage(turn.user) > 0) code = store_->HoldUsage(turn.user, h);
+  // A home that does not answer fails the turn (503): its budget, if any,
+  // cannot be checked. The user's requests need the home anyway: a key's
+  // lookup reads it (is the user disabled?), so once a worker's cached key
+  // expires ([auth] key_cache_ttl_ms) every request of that user gets 503.
+  int code = store_->HoldUsage(turn.user, h, &usage_.room);
+  if (code <= -11 && store_->ReapUsage(turn.user) > 0) code = store_->HoldUsage(turn.user, h, &usage_.room);
   usage_.code = code;
   if (code != kUsageHeld && code != kUsageHeldByOther) usage_.hold_id.clear();
-  if (code == kUsageNotHeld) {
-    has_budget_.erase(who);
-  } else if (code != kUsageNoHome) {
-    if (has_budget_.size() >= 10000) has_budget_.clear();
-    has_budget_.insert(who);
-  }
   if (code == kUsageNotHeld && config_.usage_budget_cache_ms > 0) {
     if (no_budget_.size() >= 10000) no_budget_.clear();  // Bounded: a worker thread's recent users.
     no_budget_[who] = now + int64_t{config_.usage_budget_cache_ms} * 1000;
@@ -208,12 +214,8 @@ TurnOutcome TurnRunner::BudgetRefusal(int code, const UserId& user, const std::s
     message += kind == 5 ? " (a turn ends)" : ", resets in " + std::to_string(reset_s) + " s";
   }
   TurnOutcome out = TurnOutcome::Refused(429, "budget_exceeded", message, reset_s * 1000);
-  if (limit >= 0 && kind != 6) {
-    const std::string unit = kind == 5 ? "turns" : cost ? "usd" : "tokens";
-    out.headers.emplace_back("x-ratelimit-limit-" + unit, cost ? UsdText(limit) : std::to_string(limit));
-    out.headers.emplace_back("x-ratelimit-remaining-" + unit, cost ? UsdText(remaining) : std::to_string(remaining));
-    out.headers.emplace_back("x-ratelimit-reset-" + unit, std::to_string(reset_s) + "s");
-  }
+  if (limit >= 0 && kind != 6)
+    AddRateLimit(&out.headers, kind == 5 ? "turns" : cost ? "usd" : "tokens", limit, remaining, reset_s);
   out.headers.emplace_back("x-chatllm-budget", std::string(of_key ? "key" : "user") + "." +
                                                    (kind == 1   ? "tokens_day"
                                                     : kind == 2 ? "tokens_month"

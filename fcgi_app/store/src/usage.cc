@@ -2,7 +2,10 @@
 // fenced stored-function call or a read there. Only the reaper also reads
 // the session's shard, to find a dead turn's stored answer.
 
+#include <algorithm>
 #include <random>
+#include <sstream>
+#include <string_view>
 
 #include "base/api_key.h"
 #include "base/json.h"
@@ -63,8 +66,35 @@ std::optional<UsageAmount> AnswerOfHold(const std::string& meta_json, const std:
 
 }  // namespace
 
-int ShardedStore::HoldUsage(const UserId& user, const UsageHold& h) {
+UsageRoom ParseUsageRoom(std::string_view text) {
+  UsageRoom room;
+  const size_t space = text.find(' ');
+  if (space == std::string_view::npos || text.substr(0, space) != "1") return room;
+  std::string_view rest = text.substr(space + 1);
+  while (!rest.empty()) {
+    const size_t end = std::min(rest.find(';'), rest.size());
+    std::istringstream part{std::string(rest.substr(0, end))};
+    rest.remove_prefix(std::min(end + 1, rest.size()));
+    char kind = 0;
+    int64_t limit = -1, left = 0;
+    std::string period;
+    if (!(part >> kind >> limit >> left) || limit < 0) continue;
+    part >> period;
+    UsageRoom::Figure* f = kind == 't'   ? &room.tokens
+                           : kind == 'c' ? &room.cost_nanos
+                           : kind == 'n' ? &room.turns
+                                         : nullptr;
+    if (!f) continue;
+    f->limit = limit;
+    f->remaining = std::max<int64_t>(left, 0);
+    f->monthly = period == "m";
+  }
+  return room;
+}
+
+int ShardedStore::HoldUsage(const UserId& user, const UsageHold& h, UsageRoom* room) {
   const SessionId home = SessionId::HomeOf(user);
+  *room = UsageRoom{};
   return HomeCall(user, "hold usage", [&](Prepared& p, uint64_t epoch) {
     MysqlStatement& st = p.Lazy(p.usage_hold, "SELECT chat_usage_hold(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     st.BindBytes(0, home.bytes());
@@ -79,7 +109,9 @@ int ShardedStore::HoldUsage(const UserId& user, const UsageHold& h) {
     st.BindInt64(9, h.keep_s);
     st.BindInt64(10, static_cast<int64_t>(epoch));
     st.Execute();
+    // The code, and after 1 the room left (sql/011_usage.sql).
     const int64_t code = st.Int64(0, 0);
+    if (code == kUsageHeld) *room = ParseUsageRoom(st.Text(0, 0));
     // A refusal is an answer from the home, not a placement.
     const Placement placement = code <= -11 ? Placement::kHere : CodePlacement<Placement>(code);
     return Placed<int>{placement, static_cast<int>(code)};

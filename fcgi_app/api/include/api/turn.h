@@ -5,7 +5,6 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -54,6 +53,9 @@ class TurnProgress {
   virtual void ModelChosen(const std::string& model) {}
   // A streamed turn is durable ([turns] durable): its id, before Begin.
   virtual void TurnOpened(const SessionId& session, int64_t turn_id) {}
+  // The turn is admitted by its budgets, before Begin: the x-ratelimit-*
+  // headers its answer (or its stream's head) carries.
+  virtual void RateLimits(std::vector<std::pair<std::string, std::string>> headers) {}
   // Before the provider is asked: sends the head of a stream (and the stored
   // user message, when there is one). False when the client is gone.
   virtual bool Begin(const MessageRecord* user) { return true; }
@@ -153,9 +155,13 @@ class TurnRunner {
     std::string key_id;           // The request's API key.
     std::string model;            // The model asked for.
     int64_t prompt_estimate = 0;  // For an answer whose provider reported no usage.
+    UsageRoom room;               // With kUsageHeld: what the budgets leave.
   };
   std::optional<TurnOutcome> HoldUsage(const SessionId& session, const TurnRequest& turn, const TurnContext& ctx,
                                        const RequestTrace& trace);
+  // The x-ratelimit-* headers of a turn this request holds for: the room
+  // its budgets leave (none without a budget).
+  std::vector<std::pair<std::string, std::string>> RateLimitHeaders() const;
   // An answer's usage as the ledger counts it: the provider's, else
   // estimated (the prompt as held, the text); its cost at the price of the
   // model asked for when the reported model has none.
@@ -173,9 +179,6 @@ class TurnRunner {
   // Users (and keys) the home said have no budget, until when (monotonic
   // us): their turns skip the hold for [usage] budget_cache_ms.
   std::unordered_map<std::string, int64_t> no_budget_;
-  // Users (and keys) this thread saw a budget of: their turns fail while
-  // the home does not answer, where others go on uncounted.
-  std::unordered_set<std::string> has_budget_;
 };
 
 }  // namespace chatllm

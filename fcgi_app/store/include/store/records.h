@@ -206,6 +206,21 @@ struct UsageHold {
   int64_t keep_s = 0;  // A finished hold is remembered this long (a retry's key).
 };
 
+// The room a turn's budgets leave once its hold is taken: for each kind a
+// budget limits, the tightest of the user's and the key's, day and month.
+struct UsageRoom {
+  struct Figure {
+    int64_t limit = -1;  // -1: no budget of this kind.
+    int64_t remaining = 0;
+    bool monthly = false;  // Resets at the next UTC month, else the next UTC day.
+  };
+  Figure tokens, cost_nanos, turns;  // turns: at once (no reset).
+};
+// chat_usage_hold's answer after its code 1 (sql/011_usage.sql): "1", or
+// "1 t LIMIT LEFT d|m;c LIMIT LEFT d|m;n LIMIT LEFT" with the kinds that a
+// budget limits. Anything else reads as no room figures.
+UsageRoom ParseUsageRoom(std::string_view hold_answer);
+
 // chat_usage_hold's codes (besides the placement ones); a refusal is
 // -11..-16 (the user's budget) or -21..-26 (the key's): tokens a day, a
 // month, cost a day, a month, concurrent turns, no price for a cost budget.

@@ -92,7 +92,7 @@ class ShardedStore : public Store {
   bool CancelTurn(const SessionId& id, const UserId& user, int64_t turn_id) override;
   // Usage (src/usage.cc): one fenced call or read on the user's home each;
   // ReapUsage also reads each expired hold's session.
-  int HoldUsage(const UserId& user, const UsageHold& hold) override;
+  int HoldUsage(const UserId& user, const UsageHold& hold, UsageRoom* room) override;
   bool SettleUsage(const UserId& user, const std::string& hold_id, const UsageAmount& used) override;
   void ReleaseUsage(const UserId& user, const std::string& hold_id) override;
   void AddUsage(const UserId& user, const std::string& key_id, const UsageAmount& used) override;

@@ -90,8 +90,9 @@ class Store {
   virtual std::optional<KeyRecord> LookupApiKey(const std::string& key_id) = 0;
   // Usage and budgets (sql/011_usage.sql), each on the user's home. The
   // defaults keep no ledger (a store without one, as the API's tests use).
-  // HoldUsage returns a UsageHoldCode or a refusal (-11..-26).
-  virtual int HoldUsage(const UserId& user, const UsageHold& hold) { return kUsageNoHome; }
+  // HoldUsage returns a UsageHoldCode or a refusal (-11..-26); with
+  // kUsageHeld, `room` says what the budgets have left.
+  virtual int HoldUsage(const UserId& user, const UsageHold& hold, UsageRoom* room) { return kUsageNoHome; }
   // The hold's answer is stored: the ledger counts `used` (once, whoever
   // settles). False when the hold was settled already.
   virtual bool SettleUsage(const UserId& user, const std::string& hold_id, const UsageAmount& used) { return false; }
