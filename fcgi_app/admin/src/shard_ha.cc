@@ -117,6 +117,9 @@ void ShardHa::ReplicateFrom(Conn& replica, const DbMember& primary, bool from_cu
   replica.Exec("SET GLOBAL sync_binlog = 0");
   replica.Exec("SET GLOBAL innodb_flush_log_at_trx_commit = 2");
   replica.Exec("SET GLOBAL rpl_semi_sync_slave_enabled = ON");
+  // CHANGE MASTER takes literals only (no parameter markers): the host is
+  // checked as a host name above, the port is a number, and the
+  // replication user and password are escaped by the server's own rules.
   replica.Exec("CHANGE MASTER TO MASTER_HOST = '" + primary.host + "', MASTER_PORT = " + std::to_string(primary.port) +
                ", MASTER_USER = '" + replica.Escape(config_.repl_user) + "', MASTER_PASSWORD = '" +
                replica.Escape(config_.repl_password) + "', MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1, " +
